@@ -1,0 +1,12 @@
+//! passthru: check a Linux host for PCI passthrough, set up VFIO reversibly, and run
+//! virtual machines that own real devices.
+//!
+//! Data flows one way: host facts (read through a [`host_root::HostRoot`]) → pure
+//! findings and plans → the one module that changes the host.
+
+pub mod cpu;
+pub mod host_devices;
+pub mod host_root;
+pub mod iommu;
+pub mod kernel;
+pub mod pci;
