@@ -9,10 +9,17 @@
 //! Symlinks inside the tree are resolved *relative to the root* by
 //! [`HostRoot::resolve`]: an absolute link target such as `/sys/devices/...` means
 //! `<root>/sys/devices/...`, never the analysing machine's own `/sys`.
+//!
+//! A root can also *record* what is read through it ([`HostRoot::recording`]): every
+//! file's content as read, every directory listed, every symlink followed. That
+//! record is what `passthru report` archives, so a report holds exactly what the tool
+//! reads and nothing else, and reading the report with `--root` sees the same host.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// An I/O failure while reading the host, with the path that was touched.
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +43,37 @@ impl HostError {
 /// own `MAXSYMLINKS`).
 const MAX_SYMLINKS: usize = 40;
 
-/// The root directory of the host being analysed.
+/// One recorded path, as seen through a recording [`HostRoot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Captured {
+    /// A file and the bytes read from it.
+    File(Vec<u8>),
+    /// A file that exists but whose content was not read (seen in a listing, or
+    /// tested for existence): archived empty.
+    Present,
+    /// A directory.
+    Dir,
+    /// A symlink and its target, as written in the link.
+    Symlink(PathBuf),
+}
+
+/// Root-relative path (starting with `/`) → what was seen there.
+pub type Capture = BTreeMap<PathBuf, Captured>;
+
+/// The root directory of the host being analysed.
+#[derive(Debug, Clone)]
 pub struct HostRoot {
     root: PathBuf,
+    recorder: Option<Arc<Mutex<Capture>>>,
 }
+
+impl PartialEq for HostRoot {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root
+    }
+}
+
+impl Eq for HostRoot {}
 
 impl Default for HostRoot {
     fn default() -> Self {
@@ -51,14 +84,80 @@ impl Default for HostRoot {
 impl HostRoot {
     /// The running machine itself (`/`).
     pub fn system() -> Self {
-        Self {
-            root: PathBuf::from("/"),
-        }
+        Self::new("/")
     }
 
     /// A tree laid out like a host, e.g. an extracted report or a test fixture.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            recorder: None,
+        }
+    }
+
+    /// The same root, recording every read into a [`Capture`] (see the module doc).
+    pub fn recording(&self) -> Self {
+        Self {
+            root: self.root.clone(),
+            recorder: Some(Arc::new(Mutex::new(Capture::new()))),
+        }
+    }
+
+    /// What a recording root has seen so far (empty when not recording).
+    pub fn captured(&self) -> Capture {
+        self.recorder
+            .as_ref()
+            .map(|r| {
+                r.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether reads are being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Records `entry` at the root-relative `rel`, never downgrading content that was
+    /// already read to a mere presence.
+    pub fn record(&self, rel: impl AsRef<Path>, entry: Captured) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let rel = rel.as_ref();
+        let key = Path::new("/").join(rel.strip_prefix("/").unwrap_or(rel));
+        let mut map = recorder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (map.get(&key), &entry) {
+            (Some(Captured::File(_)), Captured::Present) => {}
+            _ => {
+                map.insert(key, entry);
+            }
+        }
+    }
+
+    /// Records what is at the root-relative `rel` without reading file contents.
+    fn record_kind(&self, rel: &Path) {
+        if self.recorder.is_none() {
+            return;
+        }
+        let Ok(meta) = self.path(rel).symlink_metadata() else {
+            return;
+        };
+        let entry = if meta.file_type().is_symlink() {
+            match std::fs::read_link(self.path(rel)) {
+                Ok(target) => Captured::Symlink(target),
+                Err(_) => return,
+            }
+        } else if meta.is_dir() {
+            Captured::Dir
+        } else {
+            Captured::Present
+        };
+        self.record(rel, entry);
     }
 
     /// The root directory itself.
@@ -87,8 +186,7 @@ impl HostRoot {
 
     /// Reads a whole file as text (lossily: sysfs and logs are not always UTF-8).
     pub fn read_to_string(&self, rel: impl AsRef<Path>) -> Result<String, HostError> {
-        let rel = rel.as_ref();
-        let bytes = std::fs::read(self.path(rel)).map_err(|e| self.err(rel, e))?;
+        let bytes = self.read_bytes(rel)?;
         Ok(match String::from_utf8(bytes) {
             Ok(s) => s,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -107,7 +205,13 @@ impl HostRoot {
     /// Reads raw bytes.
     pub fn read_bytes(&self, rel: impl AsRef<Path>) -> Result<Vec<u8>, HostError> {
         let rel = rel.as_ref();
-        std::fs::read(self.path(rel)).map_err(|e| self.err(rel, e))
+        let bytes = std::fs::read(self.path(rel)).map_err(|e| self.err(rel, e))?;
+        if self.recorder.is_some() {
+            // Record the file where it really is, so links on the way are kept too.
+            let real = self.resolve(rel).unwrap_or_else(|_| rel.to_path_buf());
+            self.record(real, Captured::File(bytes.clone()));
+        }
+        Ok(bytes)
     }
 
     /// Whether `rel` exists (following symlinks relative to the root).
@@ -127,6 +231,13 @@ impl HostRoot {
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
         names.sort();
+        if self.recorder.is_some() {
+            let dir = self.resolve(rel).unwrap_or_else(|_| rel.to_path_buf());
+            self.record(&dir, Captured::Dir);
+            for name in &names {
+                self.record_kind(&dir.join(name));
+            }
+        }
         Ok(names)
     }
 
@@ -142,7 +253,9 @@ impl HostRoot {
     /// The raw target of a symlink.
     pub fn read_link(&self, rel: impl AsRef<Path>) -> Result<PathBuf, HostError> {
         let rel = rel.as_ref();
-        std::fs::read_link(self.path(rel)).map_err(|e| self.err(rel, e))
+        let target = std::fs::read_link(self.path(rel)).map_err(|e| self.err(rel, e))?;
+        self.record(rel, Captured::Symlink(target.clone()));
+        Ok(target)
     }
 
     /// Resolves every symlink in `rel` *inside the root* and returns the canonical
@@ -169,6 +282,7 @@ impl HostRoot {
                         );
                     }
                     let target = std::fs::read_link(&real).map_err(|e| self.err(&candidate, e))?;
+                    self.record(&candidate, Captured::Symlink(target.clone()));
                     if target.is_absolute() {
                         done = PathBuf::from("/");
                     }
@@ -226,6 +340,33 @@ mod tests {
         );
         assert!(root.exists("sys/abs/0000:00:01.0"));
         assert!(!root.exists("sys/abs/nothing"));
+    }
+
+    #[test]
+    fn recording_keeps_what_was_read_and_the_links_on_the_way() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sys/devices/d")).unwrap();
+        std::fs::write(dir.path().join("sys/devices/d/vendor"), "0x8086\n").unwrap();
+        std::fs::write(dir.path().join("sys/devices/d/class"), "0x030000\n").unwrap();
+        symlink("devices/d", dir.path().join("sys/link")).unwrap();
+        let root = HostRoot::new(dir.path()).recording();
+        assert_eq!(root.read_to_string("sys/link/vendor").unwrap(), "0x8086\n");
+        assert_eq!(root.list_dir("sys/link").unwrap(), ["class", "vendor"]);
+        let cap = root.captured();
+        assert_eq!(
+            cap.get(Path::new("/sys/devices/d/vendor")),
+            Some(&Captured::File(b"0x8086\n".to_vec()))
+        );
+        // listed but never read: present, content not taken
+        assert_eq!(
+            cap.get(Path::new("/sys/devices/d/class")),
+            Some(&Captured::Present)
+        );
+        assert_eq!(
+            cap.get(Path::new("/sys/link")),
+            Some(&Captured::Symlink(PathBuf::from("devices/d")))
+        );
+        assert!(HostRoot::new(dir.path()).captured().is_empty());
     }
 
     #[test]
