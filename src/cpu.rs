@@ -397,9 +397,43 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, CpuListError> {
     Ok(cpus)
 }
 
+/// Formats CPUs in the kernel's list format (`0-3,8,10-11`), the inverse of
+/// [`parse_cpu_list`]. The input need not be sorted.
+pub fn format_cpu_list(cpus: &[u32]) -> String {
+    let mut sorted = cpus.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_format_back() {
+        assert_eq!(format_cpu_list(&[3, 0, 1, 2, 8, 10, 11]), "0-3,8,10-11");
+        assert_eq!(format_cpu_list(&[]), "");
+        for text in ["0-7,16-23", "5", "0,2,4"] {
+            assert_eq!(format_cpu_list(&parse_cpu_list(text).unwrap()), text);
+        }
+    }
     use std::os::unix::fs::symlink;
     use std::path::Path;
 

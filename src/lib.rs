@@ -4,9 +4,14 @@
 //! Data flows one way: host facts (read through a [`host_root::HostRoot`]) → pure
 //! findings and plans → the one module that changes the host.
 
+pub mod check;
+pub mod cli;
 pub mod cpu;
+pub mod facts;
 pub mod host_devices;
 pub mod host_root;
 pub mod iommu;
 pub mod kernel;
+pub mod list;
 pub mod pci;
+pub mod report;

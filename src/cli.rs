@@ -1,0 +1,346 @@
+//! The command line: a thin layer over the library.
+//!
+//! Exit codes: 0 success (and `check` found nothing failing), 1 `check` found
+//! problems, 2 the tool itself failed (bad arguments, unreadable host).
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::check::{self, CheckReport, Status};
+use crate::facts::HostFacts;
+use crate::host_devices;
+use crate::host_root::HostRoot;
+use crate::list::{self, Filter, HostUse};
+use crate::pci::device::DeviceKind;
+use crate::pci::names::PciNames;
+use crate::report;
+
+/// Exit code when `check` finds a failing check.
+pub const EXIT_PROBLEMS: u8 = 1;
+/// Exit code when the tool itself fails.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Check a Linux host for PCI passthrough, and see which devices a VM can own.
+///
+/// passthru reads the CPU, the kernel, the IOMMU and the PCI devices, explains what
+/// stands between this machine and near-native VMs with real devices (VFIO), and
+/// says what to do about it. Nothing here changes the host.
+#[derive(Debug, Parser)]
+#[command(name = "passthru", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Read the host from DIR instead of / (an extracted `passthru report`, or any
+    /// tree laid out like a host: sys/, proc/, dev/kmsg, etc/, boot/).
+    #[arg(long, global = true, value_name = "DIR", env = "PASSTHRU_ROOT")]
+    root: Option<PathBuf>,
+
+    /// Print JSON (a documented, stable schema; see the README) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// When to colour the output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    color: ColorChoice,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    /// Colour when writing to a terminal and NO_COLOR is not set.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every readiness check: CPU virtualization, KVM, IOMMU (firmware, kernel,
+    /// arguments, interrupt remapping, ACS override), kernel VFIO support, tools.
+    ///
+    /// Each check prints its status, the evidence it read (file and line) and a remedy.
+    /// Exit code 0 when nothing fails, 1 when a check fails, 2 when passthru itself
+    /// could not run.
+    Check {
+        /// Show the evidence of passing checks too.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Also write the kernel config fragment this host needs (for
+        /// scripts/kconfig/merge_config.sh) to FILE ("-" for standard output).
+        #[arg(long, value_name = "FILE")]
+        kernel_config: Option<PathBuf>,
+    },
+    /// List PCI devices by IOMMU group, with a verdict per group: can the group be
+    /// given to a VM as a whole, and if not, which other devices are in the way.
+    ///
+    /// Marks the host's boot display, the controller of the root filesystem's disk
+    /// and the NIC carrying the default route.
+    List {
+        /// Only groups holding a GPU (same as --class gpu).
+        #[arg(long)]
+        gpu: bool,
+        /// Only groups holding a device of this class (repeatable).
+        #[arg(long, value_enum, value_name = "CLASS")]
+        class: Vec<ClassFilter>,
+        /// Only this IOMMU group.
+        #[arg(long, value_name = "N")]
+        group: Option<u32>,
+    },
+    /// Capture what passthru reads (sysfs/proc subset, kernel log, kernel config,
+    /// boot and initramfs configuration) into a .tar.gz that `--root` can read.
+    ///
+    /// Extract it with `mkdir r && tar xzf FILE -C r` and analyse it anywhere with
+    /// `passthru check --root r` or `passthru list --root r`. Nothing personal is
+    /// read: no home directories, no credentials.
+    Report {
+        /// Where to write the archive.
+        #[arg(short, long, value_name = "FILE", default_value = "passthru-report.tar.gz")]
+        output: PathBuf,
+    },
+}
+
+/// `list --class`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClassFilter {
+    /// Display controllers.
+    Gpu,
+    /// Audio devices (e.g. a GPU's HDMI audio).
+    Audio,
+    /// USB controllers.
+    Usb,
+    /// NVMe controllers.
+    Nvme,
+    /// Other storage controllers (SATA, SAS, RAID).
+    Storage,
+    /// Network controllers.
+    Net,
+}
+
+impl ClassFilter {
+    fn kind(self) -> DeviceKind {
+        match self {
+            Self::Gpu => DeviceKind::Gpu,
+            Self::Audio => DeviceKind::Audio,
+            Self::Usb => DeviceKind::Usb,
+            Self::Nvme => DeviceKind::Nvme,
+            Self::Storage => DeviceKind::Storage,
+            Self::Net => DeviceKind::Network,
+        }
+    }
+}
+
+/// Terminal styling.
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn new(choice: ColorChoice) -> Self {
+        let color = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stdout().is_terminal()
+            }
+        };
+        Self { color }
+    }
+
+    fn status(&self, s: Status) -> String {
+        let label = format!("{:<5}", s.label());
+        if !self.color {
+            return label;
+        }
+        let code = match s {
+            Status::Ok => "32",
+            Status::Warn => "33",
+            Status::Fail => "1;31",
+            Status::Unknown => "35",
+        };
+        format!("\x1b[{code}m{label}\x1b[0m")
+    }
+
+    fn dim(&self, s: &str) -> String {
+        if self.color {
+            format!("\x1b[2m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("passthru: error: {}", crate::facts::error_chain(e.as_ref()));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn host_root(cli: &Cli) -> anyhow::Result<HostRoot> {
+    match &cli.root {
+        None => Ok(HostRoot::system()),
+        Some(dir) => {
+            let meta = std::fs::metadata(dir)
+                .with_context(|| format!("--root {}: cannot open", dir.display()))?;
+            if !meta.is_dir() {
+                anyhow::bail!(
+                    "--root {} is not a directory (extract a report first: mkdir r && tar xzf {} -C r)",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            Ok(HostRoot::new(dir))
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn run(cli: &Cli) -> anyhow::Result<u8> {
+    let root = host_root(cli)?;
+    let style = Style::new(cli.color);
+    match &cli.command {
+        Command::Check {
+            verbose,
+            kernel_config,
+        } => {
+            let facts = HostFacts::gather(&root);
+            let report = check::run(&facts);
+            if let Some(path) = kernel_config {
+                let fragment = check::kernel_config_fragment(&facts);
+                if path.as_os_str() == "-" {
+                    print!("{fragment}");
+                } else {
+                    std::fs::write(path, fragment)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    if !cli.json {
+                        eprintln!("passthru: wrote the kernel config fragment to {}", path.display());
+                    }
+                }
+            }
+            if cli.json {
+                print_json(&report)?;
+            } else if kernel_config.as_deref() != Some(std::path::Path::new("-")) {
+                print!("{}", render_check(&report, &facts, *verbose, &style));
+            }
+            Ok(if report.failed() { EXIT_PROBLEMS } else { 0 })
+        }
+        Command::List { gpu, class, group } => {
+            let mut kinds: BTreeSet<DeviceKind> = class.iter().map(|c| c.kind()).collect();
+            if *gpu {
+                kinds.insert(DeviceKind::Gpu);
+            }
+            let filter = Filter {
+                kinds,
+                group: *group,
+            };
+            let devices = crate::pci::device::read_all(&root)?;
+            let host = HostUse {
+                root_disks: host_devices::root_disk_controllers(&root).unwrap_or_default(),
+                route_nics: host_devices::default_route_nics(&root).unwrap_or_default(),
+            };
+            let names = PciNames::load();
+            let report = list::build(&devices, &names, &host, &filter);
+            if let Some(g) = group {
+                if report.groups.is_empty() {
+                    anyhow::bail!("there is no IOMMU group {g} (see `passthru list`)");
+                }
+            }
+            if cli.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", list::render_text(&report));
+            }
+            Ok(0)
+        }
+        Command::Report { output } => {
+            let entries = report::write_report(&root, output)?;
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "schema_version": 1,
+                    "path": output,
+                    "entries": entries,
+                }))?;
+            } else {
+                println!(
+                    "Wrote {} ({entries} entries). Read it anywhere with:\n  mkdir r && tar xzf {} -C r && passthru check --root r",
+                    output.display(),
+                    output.display()
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Shortens long evidence (a cpu flags line) for the terminal.
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let cut: String = s.chars().take(max - 1).collect();
+    format!("{cut}…")
+}
+
+fn render_check(report: &CheckReport, facts: &HostFacts, verbose: bool, style: &Style) -> String {
+    let mut out = String::new();
+    let cpu = facts
+        .cpu
+        .as_ref()
+        .ok()
+        .and_then(|c| c.model_name.clone())
+        .unwrap_or_else(|| "unknown CPU".into());
+    out.push_str(&format!(
+        "passthru check of {} — kernel {}, {cpu}\n\n",
+        report.root,
+        report.kernel.as_deref().unwrap_or("unknown")
+    ));
+    let width = report.findings.iter().map(|f| f.id.len()).max().unwrap_or(10);
+    for f in &report.findings {
+        out.push_str(&format!("{} {:<width$}  {}\n", style.status(f.status), f.id, f.summary));
+        let detail = verbose || f.status != Status::Ok || f.remedy.is_some() && f.status != Status::Ok;
+        if detail {
+            for e in &f.evidence {
+                out.push_str(&style.dim(&format!(
+                    "      evidence: {}: {}\n",
+                    e.source,
+                    clip(&e.text, 160)
+                )));
+            }
+        }
+        if f.status != Status::Ok || verbose {
+            if let Some(r) = &f.remedy {
+                out.push_str(&format!("      remedy:   {r}\n"));
+            }
+        }
+    }
+    let c = &report.counts;
+    out.push_str(&format!(
+        "\n{} ok, {} warnings, {} failed, {} unknown\n",
+        c.ok, c.warn, c.fail, c.unknown
+    ));
+    if c.fail > 0 {
+        out.push_str("PCI passthrough is not possible on this host until the failed checks are fixed.\n");
+    }
+    out
+}

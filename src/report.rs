@@ -1,0 +1,203 @@
+//! `passthru report`: capture what passthru reads into a `.tar.gz` whose tree is a
+//! valid `--root`.
+//!
+//! The capture is made by running the same readers as `check` and `list` on a
+//! *recording* [`HostRoot`]: every file they read is archived with the content they
+//! read, every directory they list and every symlink they follow is archived as such.
+//! So the archive holds exactly what the tool reads (no home directories, no
+//! secrets), and `passthru list --root <extracted>` sees the same host. Boot and
+//! initramfs configuration files, which later commands plan from, are added too.
+//! Device nodes (`/dev/kvm`) and write-only files (`reset`) become empty files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use crate::facts::HostFacts;
+use crate::host_devices;
+use crate::host_root::{Capture, Captured, HostRoot};
+use crate::pci;
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The archive could not be written.
+    #[error("cannot write the report {}", path.display())]
+    Write {
+        /// The archive.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PCI devices could not be read.
+    #[error("cannot read the PCI devices")]
+    Pci(#[from] pci::device::PciError),
+}
+
+/// The sysfs attributes of a PCI device that passthru reads (see
+/// [`crate::pci::device`]).
+pub const PCI_ATTRIBUTES: &[&str] = &[
+    "vendor",
+    "device",
+    "subsystem_vendor",
+    "subsystem_device",
+    "class",
+    "revision",
+    "driver",
+    "iommu_group",
+    "boot_vga",
+    "reset_method",
+    "reset",
+    "numa_node",
+    "driver_override",
+];
+
+/// Configuration files that describe how the host boots (bootloader, initramfs,
+/// module options), captured for planning. Directories are captured with their files.
+pub const BOOT_CONFIG: &[&str] = &[
+    "etc/os-release",
+    "usr/lib/os-release",
+    "etc/default/grub",
+    "etc/default/grub.d",
+    "etc/kernel/cmdline",
+    "etc/kernelstub/configuration",
+    "boot/loader/loader.conf",
+    "boot/loader/entries",
+    "boot/efi/loader/entries",
+    "efi/loader/entries",
+    "etc/modprobe.d",
+    "etc/modules",
+    "etc/modules-load.d",
+    "etc/initramfs-tools/modules",
+    "etc/initramfs-tools/initramfs.conf",
+    "etc/initramfs-tools/conf.d",
+    "etc/dracut.conf",
+    "etc/dracut.conf.d",
+    "etc/mkinitcpio.conf",
+    "etc/mkinitcpio.conf.d",
+    "etc/booster.yaml",
+];
+
+/// Reads everything passthru reads from `root`, recording it.
+pub fn capture(root: &HostRoot) -> Result<Capture, ReportError> {
+    let rec = root.recording();
+    let facts = HostFacts::gather(&rec);
+    // A live /dev/kmsg is a character device read record by record: archive the
+    // records as text lines, which the log parser reads back.
+    if let Ok(Some(log)) = &facts.log {
+        let text: String = log.lines.iter().map(|l| l.display() + "\n").collect();
+        rec.record("dev/kmsg", Captured::File(text.into_bytes()));
+    }
+    let devices = pci::device::read_all(&rec)?;
+    for d in &devices {
+        for attr in PCI_ATTRIBUTES {
+            let path = d.sysfs_path.join(attr);
+            let Ok(meta) = rec.path(&path).symlink_metadata() else { continue };
+            if meta.file_type().is_symlink() {
+                let _ = rec.read_link(&path);
+            } else if rec.read_bytes(&path).is_err() {
+                rec.record(&path, Captured::Present);
+            }
+        }
+    }
+    // Failures here are findings for `list`, not reasons to fail a report.
+    let _ = host_devices::root_disk_controllers(&rec);
+    let _ = host_devices::default_route_nics(&rec);
+    for path in BOOT_CONFIG {
+        capture_config(&rec, Path::new(path));
+    }
+    Ok(rec.captured())
+}
+
+fn capture_config(rec: &HostRoot, path: &Path) {
+    let Ok(meta) = rec.path(path).metadata() else { return };
+    if meta.is_dir() {
+        for name in rec.list_dir(path).unwrap_or_default() {
+            let child = path.join(name);
+            if rec.path(&child).is_file() {
+                let _ = rec.read_bytes(&child);
+            }
+        }
+    } else {
+        let _ = rec.read_bytes(path);
+    }
+}
+
+fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+/// Writes a capture as a gzip-compressed tar archive to `out`.
+pub fn write_archive(capture: &Capture, about: &str, out: impl Write) -> std::io::Result<()> {
+    let gz = GzEncoder::new(out, Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let mut h = header(tar::EntryType::Regular, about.len() as u64, 0o644);
+    tar.append_data(&mut h, "PASSTHRU-REPORT", about.as_bytes())?;
+    for (path, entry) in capture {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        match entry {
+            Captured::Dir => {
+                let mut h = header(tar::EntryType::Directory, 0, 0o755);
+                tar.append_data(&mut h, rel, std::io::empty())?;
+            }
+            Captured::File(bytes) => {
+                let mut h = header(tar::EntryType::Regular, bytes.len() as u64, 0o644);
+                tar.append_data(&mut h, rel, bytes.as_slice())?;
+            }
+            Captured::Present => {
+                let mut h = header(tar::EntryType::Regular, 0, 0o644);
+                tar.append_data(&mut h, rel, std::io::empty())?;
+            }
+            Captured::Symlink(target) => {
+                let mut h = header(tar::EntryType::Symlink, 0, 0o777);
+                tar.append_link(&mut h, rel, target)?;
+            }
+        }
+    }
+    tar.into_inner()?.finish()?.flush()
+}
+
+/// Captures `root` and writes the archive to `path`; returns how many entries it holds.
+pub fn write_report(root: &HostRoot, path: &Path) -> Result<usize, ReportError> {
+    let capture = capture(root)?;
+    let about = format!(
+        "passthru {} report of {}\nExtract it and read it with: passthru list --root DIR\n",
+        env!("CARGO_PKG_VERSION"),
+        root.dir().display()
+    );
+    let write_err = |source| ReportError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Write beside the target and rename, so a failed report leaves no half archive.
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.partial",
+        path.file_name().map_or("report".into(), |n| n.to_string_lossy())
+    ));
+    let result = std::fs::File::create(&tmp)
+        .and_then(|f| {
+            let mut w = std::io::BufWriter::new(f);
+            write_archive(&capture, &about, &mut w)?;
+            w.into_inner().map_err(std::io::IntoInnerError::into_error)?.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(write_err(e));
+    }
+    Ok(capture.len())
+}
