@@ -102,6 +102,7 @@ fn same_param(a: &str, b: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -120,7 +121,10 @@ mod tests {
             "BOOT_IMAGE=/vmlinuz-6.1.0-13-amd64 root=UUID=5a2b1c3d-9e8f-4a7b-8c6d-0e1f2a3b4c5d ro quiet intel_iommu=on iommu=pt vfio-pci.ids=10de:2484,10de:228b\n",
         );
         assert_eq!(c.args.len(), 7);
-        assert_eq!(c.args[0], arg("BOOT_IMAGE", Some("/vmlinuz-6.1.0-13-amd64")));
+        assert_eq!(
+            c.args[0],
+            arg("BOOT_IMAGE", Some("/vmlinuz-6.1.0-13-amd64"))
+        );
         // Only the first `=` splits.
         assert_eq!(
             c.last("root"),
@@ -168,14 +172,16 @@ mod tests {
         assert!(!c.contains("--firecracker-init"));
         assert!(!c.contains("quiet"));
         assert_eq!(c.last("pci"), Some(Some("off")));
-        assert!(c.raw.contains("--firecracker-init"), "raw keeps the whole text");
+        assert!(
+            c.raw.contains("--firecracker-init"),
+            "raw keeps the whole text"
+        );
     }
 
     #[test]
     fn quotes_spaces_tabs_and_newlines() {
-        let c = Cmdline::parse(
-            "foo=\"a b\"\tbar\n \"dyndbg=file drivers/vfio/* +p\" empty= x=\"\" ",
-        );
+        let c =
+            Cmdline::parse("foo=\"a b\"\tbar\n \"dyndbg=file drivers/vfio/* +p\" empty= x=\"\" ");
         assert_eq!(
             c.args,
             vec![

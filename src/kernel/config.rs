@@ -143,10 +143,7 @@ fn is_option_name(name: &str) -> bool {
 /// Removes the quotes of a string value and undoes Kconfig's escapes; other values
 /// are returned as they are.
 fn unquote(value: &str) -> String {
-    let Some(inner) = value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-    else {
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
         return value.to_string();
     };
     let mut out = String::with_capacity(inner.len());
@@ -164,6 +161,7 @@ fn unquote(value: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Write;
@@ -272,9 +270,11 @@ CONFIG_SYSTEM_TRUSTED_KEYS=\"debian/certs/debian-uefi-certs.pem\"
         // Another release, or none known: nothing to read.
         assert!(KernelConfig::read(&root, Some("6.5.0")).unwrap().is_none());
         assert!(KernelConfig::read(&root, None).unwrap().is_none());
-        assert!(KernelConfig::read(&root, Some("../boot/config-6.1.0-13-amd64"))
-            .unwrap()
-            .is_none());
+        assert!(
+            KernelConfig::read(&root, Some("../boot/config-6.1.0-13-amd64"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

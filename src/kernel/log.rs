@@ -188,7 +188,9 @@ fn unescape_kmsg(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
-            let hex = bytes.get(i + 2..i + 4).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 2..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok());
             if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(b);
                 i += 4;
@@ -225,6 +227,7 @@ fn parse_dmesg_line(line: &str) -> Option<LogLine> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -257,7 +260,10 @@ mod tests {
         assert_eq!(log.lines[0].time, Some(0.08181));
         assert_eq!(log.lines[2].time, Some(1.612345));
         assert_eq!(log.lines[0].display(), "[    0.081810] DMAR: IOMMU enabled");
-        assert_eq!(log.find("IRQ remapping").map(|l| l.time), Some(Some(0.108976)));
+        assert_eq!(
+            log.find("IRQ remapping").map(|l| l.time),
+            Some(Some(0.108976))
+        );
     }
 
     #[test]
@@ -272,7 +278,9 @@ mod tests {
         );
         assert_eq!(log.lines.len(), 4);
         assert_eq!(log.lines[0].time, Some(0.015053));
-        assert!(log.lines[0].text.starts_with("ACPI: DMAR 0x00000000AC9D3420"));
+        assert!(log.lines[0]
+            .text
+            .starts_with("ACPI: DMAR 0x00000000AC9D3420"));
         assert_eq!(log.lines[1].text, "DMAR: IOMMU enabled");
         assert_eq!(log.lines[2].time, Some(1234.5));
         assert_eq!(
@@ -300,9 +308,15 @@ mod tests {
         );
         assert_eq!(log.lines.len(), 4);
         assert!(log.lines.iter().all(|l| l.time.is_none()));
-        assert_eq!(log.lines[0].text, "[Firmware Bug]: AMD-Vi: IOAPIC[9] not in IVRS table");
+        assert_eq!(
+            log.lines[0].text,
+            "[Firmware Bug]: AMD-Vi: IOAPIC[9] not in IVRS table"
+        );
         assert_eq!(log.lines[3].text, "1,2,x,-;not a record either");
-        assert_eq!(log.lines[1].display(), "AMD-Vi: Disabling interrupt remapping");
+        assert_eq!(
+            log.lines[1].display(),
+            "AMD-Vi: Disabling interrupt remapping"
+        );
         // An indented line that is not metadata is kept.
         let kept = KernelLog::parse(" PPR X2APIC NX");
         assert_eq!(kept.lines.len(), 1);

@@ -137,6 +137,7 @@ pub fn read_loaded(root: &HostRoot) -> Result<BTreeSet<String>, HostError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -235,7 +236,11 @@ kernel/drivers/usb/host/xhci-hcd.ko
     #[test]
     fn reads_lib_modules() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "lib/modules/6.1.0-13-amd64/modules.dep", DEBIAN_DEP);
+        write(
+            dir.path(),
+            "lib/modules/6.1.0-13-amd64/modules.dep",
+            DEBIAN_DEP,
+        );
         let root = HostRoot::new(dir.path());
         let idx = ModuleIndex::read(&root, "6.1.0-13-amd64").unwrap().unwrap();
         assert!(idx.builtin.is_empty());
