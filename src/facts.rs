@@ -24,8 +24,12 @@ pub type Known<T> = Result<T, String>;
 pub enum KvmNode {
     /// Absent.
     Missing,
-    /// Present and opened read-write successfully (live hosts only).
-    Usable,
+    /// Present and opened read-write (live hosts only), with the API version that
+    /// `KVM_GET_API_VERSION` returned (12 on every kernel since 2.6.22).
+    Usable {
+        /// The answer to `KVM_GET_API_VERSION`, `None` when the ioctl failed.
+        api_version: Option<i32>,
+    },
     /// Present, but opening it failed (e.g. permission denied).
     NotOpenable(String),
     /// Present in a captured tree, where it cannot be opened.
@@ -211,9 +215,21 @@ fn kvm_node(root: &HostRoot) -> KvmNode {
         return KvmNode::Captured;
     }
     match std::fs::OpenOptions::new().read(true).write(true).open(root.path("dev/kvm")) {
-        Ok(_) => KvmNode::Usable,
+        Ok(file) => KvmNode::Usable {
+            api_version: kvm_api_version(&file),
+        },
         Err(e) => KvmNode::NotOpenable(e.to_string()),
     }
+}
+
+/// `KVM_GET_API_VERSION` (`_IO(KVMIO, 0x00)`, KVMIO = 0xAE): proves the node is KVM.
+fn kvm_api_version(file: &std::fs::File) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+    // SAFETY: the fd is open for the call's duration; this ioctl writes no memory and
+    // its argument must be 0 (KVM answers EINVAL otherwise).
+    let v = unsafe { libc::ioctl(file.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
+    (v >= 0).then_some(v)
 }
 
 impl HostFacts {

@@ -176,15 +176,24 @@ const ACS_OVERRIDE: &[&str] = &["PCIe ACS overrides enabled"];
 /// kernel command line)`.
 const DEFAULT_DOMAIN: &[&str] = &["Default domain type:"];
 
-/// dmar.c's `Your BIOS is broken; DMAR reported at address …`, every `[Firmware
-/// Bug]` line (`FW_BUG`), AMD's `IOAPIC[9] not in IVRS table`, and the RMRR
-/// refusal that blocks assigning a device on some HP and Dell servers.
+/// dmar.c's `Your BIOS is broken; DMAR reported at address …`, AMD's `IOAPIC[9] not
+/// in IVRS table`, and the RMRR refusal that blocks assigning a device on some HP and
+/// Dell servers.
 const FIRMWARE_BUG: &[&str] = &[
     "Your BIOS is broken",
-    "[Firmware Bug]",
     "not in IVRS table",
     "ineligible for IOMMU domain attach due to platform RMRR requirement",
 ];
+
+/// `[Firmware Bug]` lines (`FW_BUG`) count only when they concern the IOMMU: the
+/// kernel prints the same tag for unrelated problems (`[Firmware Bug]: TSC doesn't
+/// count with P0 frequency!` on AMD hosts).
+const FW_BUG_TAG: &str = "[Firmware Bug]";
+const IOMMU_WORDS: &[&str] = &["DMAR", "AMD-Vi", "IVRS", "IOMMU", "iommu", "RMRR", "DRHD", "ATSR"];
+
+fn is_firmware_bug(text: &str) -> bool {
+    matches(text, FIRMWARE_BUG) || (text.contains(FW_BUG_TAG) && matches(text, IOMMU_WORDS))
+}
 
 /// A device joining a group: `pci 0000:00:02.0: Adding to iommu group 0` (4.19+),
 /// `iommu: Adding device 0000:00:02.0 to group 0` (older).
@@ -232,7 +241,7 @@ impl IommuLog {
             first(&mut no_x2apic, line, IRQ_REMAP_NO_X2APIC);
             first(&mut out.acs_override, line, ACS_OVERRIDE);
             first(&mut out.default_domain, line, DEFAULT_DOMAIN);
-            if matches(text, FIRMWARE_BUG) {
+            if is_firmware_bug(text) {
                 out.firmware_bugs.push(line.clone());
             }
             if is_group_addition(text) {
@@ -568,6 +577,13 @@ Nov 09 03:24:52 pve kernel: x2apic: IRQ remapping doesn't support X2APIC mode
         // under VirtualBox, from a public boot log).
         let vm = analyse("[    0.696609] x2apic: IRQ remapping doesn't support X2APIC mode\n");
         assert!(text(&vm.irq_remap_failed).is_some_and(|t| t.contains("X2APIC mode")));
+    }
+
+    #[test]
+    fn unrelated_firmware_bugs_are_not_iommu_bugs() {
+        // Seen on this project's development VM (AMD EPYC guest, kernel 6.18).
+        let log = analyse("[    0.000000] [Firmware Bug]: TSC doesn't count with P0 frequency!\n");
+        assert!(log.firmware_bugs.is_empty());
     }
 
     #[test]

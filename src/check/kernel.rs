@@ -67,7 +67,7 @@ fn value_text(v: &ConfigValue) -> String {
     match v {
         ConfigValue::Builtin => "y".into(),
         ConfigValue::Module => "m".into(),
-        ConfigValue::NotSet => "is not set".into(),
+        ConfigValue::NotSet => "n".into(),
         ConfigValue::Value(s) => s.clone(),
     }
 }
@@ -163,7 +163,11 @@ fn kernel_vfio(facts: &HostFacts) -> Finding {
         )
     };
     for o in &required {
-        f = f.evidence(source.clone(), format!("{}={}", o.name, value_text(&cfg.get(o.name))));
+        let line = match cfg.get(o.name) {
+            ConfigValue::NotSet => format!("# {} is not set", o.name),
+            v => format!("{}={}", o.name, value_text(&v)),
+        };
+        f = f.evidence(source.clone(), line);
     }
     f
 }

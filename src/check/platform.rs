@@ -107,7 +107,7 @@ fn kernel_line(facts: &HostFacts, needles: &[&str]) -> Option<String> {
 /// The state of `/dev/kvm` in a word.
 pub fn kvm_state(facts: &HostFacts) -> KvmState {
     match facts.kvm {
-        KvmNode::Usable | KvmNode::Captured => KvmState::Usable,
+        KvmNode::Usable { .. } | KvmNode::Captured => KvmState::Usable,
         KvmNode::NotOpenable(_) => KvmState::NoAccess,
         KvmNode::Missing => KvmState::NoDevice,
     }
@@ -117,9 +117,27 @@ pub fn kvm_state(facts: &HostFacts) -> KvmState {
 pub fn kvm(facts: &HostFacts) -> Finding {
     let id = "kvm";
     match &facts.kvm {
-        KvmNode::Usable => {
-            return Finding::new(id, Status::Ok, "/dev/kvm is present and can be opened")
-                .evidence("/dev/kvm", "opened read-write")
+        KvmNode::Usable { api_version } => {
+            let evidence = match api_version {
+                Some(v) => format!("opened read-write; KVM_GET_API_VERSION = {v}"),
+                None => "opened read-write; KVM_GET_API_VERSION failed".into(),
+            };
+            if extension(facts).is_none() && facts.cpu.is_ok() {
+                return Finding::new(
+                    id,
+                    Status::Warn,
+ "/dev/kvm answers, but the CPU shows no vmx/svm: this KVM is provided by the layer this machine runs on, not by hardware virtualization, and may not run ordinary guests",
+                )
+                .evidence("/dev/kvm", evidence)
+                .remedy("Run VMs on the physical host (see cpu.virtualization).");
+            }
+            if *api_version != Some(12) {
+                return Finding::new(id, Status::Warn, "/dev/kvm opens but does not answer as KVM does (API version 12)")
+                    .evidence("/dev/kvm", evidence)
+                    .remedy("Check that /dev/kvm is the kvm device node (character 10:232).");
+            }
+            return Finding::new(id, Status::Ok, "/dev/kvm is present and answers (KVM API 12)")
+                .evidence("/dev/kvm", evidence);
         }
         KvmNode::Captured => {
             return Finding::new(id, Status::Ok, "/dev/kvm is present (captured host)")
