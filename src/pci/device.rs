@@ -167,9 +167,7 @@ fn read_attr(path: &Path) -> Result<Option<String>, HostError> {
 /// followed.
 fn link_name(path: &Path) -> Result<Option<String>, HostError> {
     match std::fs::read_link(path) {
-        Ok(target) => Ok(target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())),
+        Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(HostError {
             path: path.to_path_buf(),
@@ -331,6 +329,7 @@ pub fn read_all(root: &HostRoot) -> Result<Vec<PciDevice>, PciError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
@@ -360,7 +359,11 @@ mod tests {
         symlink(format!("{up}bus/pci/drivers/{driver}"), dir.join("driver")).unwrap();
         let grp = root.join("sys/kernel/iommu_groups").join(group.to_string());
         std::fs::create_dir_all(&grp).unwrap();
-        symlink(format!("{up}kernel/iommu_groups/{group}"), dir.join("iommu_group")).unwrap();
+        symlink(
+            format!("{up}kernel/iommu_groups/{group}"),
+            dir.join("iommu_group"),
+        )
+        .unwrap();
     }
 
     /// A desktop: an Intel root port 00:01.0 with an RTX 3070 (GPU + HDMI audio
@@ -414,7 +417,12 @@ mod tests {
                 ("reset_method", "flr bus\n"),
             ],
         );
-        add_links(r, "pci0000:00/0000:00:01.0/0000:01:00.1", "snd_hda_intel", 14);
+        add_links(
+            r,
+            "pci0000:00/0000:00:01.0/0000:01:00.1",
+            "snd_hda_intel",
+            14,
+        );
         // edu: no driver bound, no reset method at all (since 5.15 the kernel then
         // hides `reset_method`, and older kernels never create `reset`).
         add_device(
@@ -444,7 +452,12 @@ mod tests {
         let addrs: Vec<String> = all.iter().map(|d| d.address.to_string()).collect();
         assert_eq!(
             addrs,
-            ["0000:00:01.0", "0000:00:03.0", "0000:01:00.0", "0000:01:00.1"]
+            [
+                "0000:00:01.0",
+                "0000:00:03.0",
+                "0000:01:00.0",
+                "0000:01:00.1"
+            ]
         );
 
         let gpu = &all[2];
@@ -569,7 +582,11 @@ mod tests {
         let tmp = desktop();
         let bus = tmp.path().join("sys/bus/pci/devices");
         std::fs::remove_file(bus.join("0000:00:03.0")).unwrap();
-        symlink("/sys/devices/pci0000:00/0000:00:03.0", bus.join("0000:00:03.0")).unwrap();
+        symlink(
+            "/sys/devices/pci0000:00/0000:00:03.0",
+            bus.join("0000:00:03.0"),
+        )
+        .unwrap();
         std::fs::create_dir(bus.join("not-a-device")).unwrap();
         let all = read_all(&HostRoot::new(tmp.path())).unwrap();
         assert_eq!(all.len(), 4);

@@ -429,6 +429,7 @@ impl<'a> PciIds<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
@@ -490,10 +491,7 @@ C 04  Multimedia controller
             ids.device(0x10de, 0x2486),
             Some("GA104 [GeForce RTX 3060 Ti]")
         );
-        assert_eq!(
-            ids.device(0x10df, 0x0720),
-            Some("OneConnect NIC (Skyhawk)")
-        );
+        assert_eq!(ids.device(0x10df, 0x0720), Some("OneConnect NIC (Skyhawk)"));
         assert_eq!(ids.device(0x10df, 0x2484), None);
         assert_eq!(
             ids.subsystem(0x10de, 0x2484, 0x10de, 0x14ae),
@@ -513,7 +511,10 @@ C 04  Multimedia controller
         let ids = parse_pci_ids(EXCERPT);
         assert_eq!(ids.class(0x03, 0x00), Some("VGA compatible controller"));
         assert_eq!(ids.class(0x04, 0x03), Some("Audio device"));
-        assert_eq!(ids.class(0x01, 0x08), Some("Non-Volatile memory controller"));
+        assert_eq!(
+            ids.class(0x01, 0x08),
+            Some("Non-Volatile memory controller")
+        );
         assert_eq!(ids.class(0x02, 0x00), Some("Ethernet controller"));
         // Unknown subclass: the class name; unknown class: nothing.
         assert_eq!(ids.class(0x02, 0x42), Some("Network controller"));
@@ -584,7 +585,11 @@ C 04  Multimedia controller
         let missing = dir.path().join("missing.ids");
 
         let n = PciNames::load_from(&[missing.clone(), newer.clone()], false);
-        assert!(n.source().ends_with("newer.ids 2099.01.01"), "{}", n.source());
+        assert!(
+            n.source().ends_with("newer.ids 2099.01.01"),
+            "{}",
+            n.source()
+        );
         // The excerpt has no Intel: proof the file, not the embedded copy, answers.
         assert_eq!(n.vendor(0x8086), None);
         assert_eq!(n.device(0x10de, 0x2484), Some("GA104 [GeForce RTX 3070]"));
@@ -595,7 +600,11 @@ C 04  Multimedia controller
 
         // An explicitly named file is used whatever its version.
         let n = PciNames::load_from(&[older], true);
-        assert!(n.source().ends_with("older.ids 2023.04.10"), "{}", n.source());
+        assert!(
+            n.source().ends_with("older.ids 2023.04.10"),
+            "{}",
+            n.source()
+        );
         let n = PciNames::load_from(&[missing], true);
         assert!(n.source().starts_with("embedded"));
     }
