@@ -8,7 +8,8 @@
 //! `boot_vga` (display devices only), `reset_method` (kernel 5.15+; older kernels have
 //! a `reset` file exactly when some reset method exists) and `numa_node`.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
@@ -247,8 +248,17 @@ pub fn read_device_dir(
         None => None,
     };
 
+    // The kernel creates `boot_vga` only for VGA-class devices (`pci_is_vga`: class
+    // 0x0300xx, or the pre-2.0 "VGA-compatible unclassified" 0x0001xx): skip the
+    // lookup for everything else.
     let boot_vga_path = dir.join("boot_vga");
-    let boot_vga = match read_attr(&boot_vga_path)? {
+    let may_have_boot_vga = matches!(class >> 8, 0x0300 | 0x0001);
+    let boot_vga_content = if may_have_boot_vga {
+        read_attr(&boot_vga_path)?
+    } else {
+        None
+    };
+    let boot_vga = match boot_vga_content {
         Some(c) => match c.trim() {
             "1" => Some(true),
             "0" => Some(false),
@@ -280,7 +290,7 @@ pub fn read_device_dir(
     let parents = sysfs_path
         .components()
         .filter_map(|c| match c {
-            std::path::Component::Normal(name) => name.to_str()?.parse::<PciAddress>().ok(),
+            Component::Normal(name) => name.to_str()?.parse::<PciAddress>().ok(),
             _ => None,
         })
         .filter(|a| *a != address)
@@ -305,21 +315,90 @@ pub fn read_device_dir(
     })
 }
 
+/// Where the kernel lists every PCI function.
+const DEVICES: &str = "sys/bus/pci/devices";
+
+/// Resolves `base/name` (root-relative, `base` already resolved) like
+/// [`HostRoot::resolve`], with fewer system calls: a kernel-made link such as
+/// `../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0` is applied to `base`
+/// lexically, its parent directory is resolved once per directory (`parents` caches
+/// it: devices behind one bridge share it), and only the last component is checked
+/// for being a link. Any other shape of link goes through [`HostRoot::resolve`].
+/// `Ok(None)` when the entry no longer exists.
+fn resolve_entry(
+    root: &HostRoot,
+    base: &Path,
+    name: &str,
+    parents: &mut HashMap<PathBuf, PathBuf>,
+) -> Result<Option<PathBuf>, HostError> {
+    let entry = base.join(name);
+    let full = |root: &HostRoot| match root.resolve(&entry) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    };
+    let target = match std::fs::read_link(root.path(&entry)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // Not a link (a real directory in some captures), or unreadable.
+        Err(_) => return full(root),
+    };
+    // Only `../../…/normal/names`: leading `..`s then plain names.
+    let mut candidate = base.to_path_buf();
+    let mut seen_normal = false;
+    for c in target.components() {
+        match c {
+            Component::ParentDir if !seen_normal => {
+                candidate.pop();
+            }
+            Component::Normal(n) => {
+                seen_normal = true;
+                candidate.push(n);
+            }
+            _ => return full(root),
+        }
+    }
+    let (Some(parent), Some(last)) = (candidate.parent(), candidate.file_name()) else {
+        return full(root);
+    };
+    let resolved_parent = match parents.get(parent) {
+        Some(p) => p.clone(),
+        None => match root.resolve(parent) {
+            Ok(p) => {
+                parents.insert(parent.to_path_buf(), p.clone());
+                p
+            }
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        },
+    };
+    let resolved = resolved_parent.join(last);
+    match root.path(&resolved).symlink_metadata() {
+        Ok(meta) if meta.file_type().is_symlink() => full(root),
+        Ok(_) => Ok(Some(resolved)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(_) => full(root),
+    }
+}
+
 /// Reads every device in `sys/bus/pci/devices`, sorted by address. An empty or
 /// missing directory gives an empty list. Entries whose names are not PCI addresses
 /// are skipped, and so is a device whose link no longer resolves (removed while
 /// being listed).
 pub fn read_all(root: &HostRoot) -> Result<Vec<PciDevice>, PciError> {
-    const DEVICES: &str = "sys/bus/pci/devices";
-    let mut out = Vec::new();
-    for name in root.list_dir_optional(DEVICES)? {
+    let names = root.list_dir_optional(DEVICES)?;
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let base = root.resolve(DEVICES)?;
+    let mut parents = HashMap::new();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
         let Ok(address) = name.parse::<PciAddress>() else {
             continue;
         };
-        let resolved = match root.resolve(Path::new(DEVICES).join(&name)) {
-            Ok(p) => p,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e.into()),
+        let Some(resolved) = resolve_entry(root, &base, &name, &mut parents)? else {
+            continue;
         };
         let dir = root.path(&resolved);
         out.push(read_device_dir(address, &dir, &resolved)?);
