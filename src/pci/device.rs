@@ -72,7 +72,7 @@ pub struct PciDevice {
     /// Whether any reset exists: `reset_method` non-empty, or on older kernels the
     /// presence of the `reset` file.
     pub has_reset: bool,
-    /// `numa_node` (-1 = none).
+    /// `numa_node`; `None` when absent or when the kernel says -1 (no NUMA node).
     pub numa_node: Option<i32>,
     /// Bridges between the root complex and the device, outermost first.
     pub parents: Vec<PciAddress>,
