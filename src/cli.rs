@@ -180,6 +180,12 @@ impl Style {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // Behave like other Unix filters when the reader goes away (`passthru list | head`):
+    // end quietly instead of reporting a broken pipe.
+    // SAFETY: called first thing in main, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => ExitCode::from(code),

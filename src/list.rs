@@ -335,7 +335,10 @@ fn short_class(d: &ListedDevice) -> String {
         DeviceKind::Storage => "Storage".into(),
         DeviceKind::Network => "Net".into(),
         DeviceKind::Bridge => "Bridge".into(),
-        DeviceKind::Other => d.class_name.split_whitespace().next().unwrap_or("Other").to_string(),
+        DeviceKind::Other => match d.class_name.split_whitespace().next() {
+            Some(word) if word.len() <= 7 && word != "Unassigned" => word.to_string(),
+            _ => "Other".into(),
+        },
     }
 }
 
