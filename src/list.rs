@@ -195,6 +195,14 @@ pub fn is_host_side_bridge(class: u32) -> bool {
     matches!(class >> 8, 0x0600 | 0x0604 | 0x0609)
 }
 
+/// Whether a class code is a core chipset function the host cannot give away even
+/// when it shares a slot with passable-looking functions (Intel's PCH puts LPC, audio,
+/// SMBus, SPI and the onboard NIC all at 00:1f): ISA/LPC bridges (06 01) and SMBus
+/// controllers (0c 05).
+pub fn is_platform_function(class: u32) -> bool {
+    matches!(class >> 8, 0x0601 | 0x0c05)
+}
+
 /// A short description: `Ethernet controller Intel Corporation 82574L … (driver e1000e)`.
 fn describe(d: &ListedDevice) -> String {
     let name = match (&d.vendor_name, &d.device_name) {
@@ -239,6 +247,22 @@ fn build_group(group: u32, devices: Vec<ListedDevice>, class_of: &BTreeMap<PciAd
         .collect();
     let mut reasons = Vec::new();
     let mut notes = Vec::new();
+    let platform: Vec<&&ListedDevice> = endpoints
+        .iter()
+        .filter(|d| class_of.get(&d.address).is_some_and(|c| is_platform_function(*c)))
+        .collect();
+    for p in &platform {
+        reasons.push(format!(
+            "{} is the chipset's {} (part of the host's platform controller): a group holding it stays with the host",
+            p.address, p.class_name
+        ));
+    }
+    if !platform.is_empty() {
+        for d in endpoints.iter().filter(|d| !d.roles.is_empty()) {
+            let roles: Vec<&str> = d.roles.iter().map(|r| r.describe()).collect();
+            reasons.push(format!("it also holds {}, which {}", describe(d), roles.join(" and ")));
+        }
+    }
     if units.is_empty() {
         reasons.push(format!("group {group} holds only bridges: there is nothing to pass through"));
     } else if units.len() > 1 {
@@ -278,7 +302,7 @@ fn build_group(group: u32, devices: Vec<ListedDevice>, class_of: &BTreeMap<PciAd
     }
     Group {
         group,
-        passable: units.len() == 1,
+        passable: units.len() == 1 && platform.is_empty(),
         reasons,
         notes,
         units,
