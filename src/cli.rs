@@ -31,7 +31,12 @@ pub const EXIT_ERROR: u8 = 2;
 /// stands between this machine and near-native VMs with real devices (VFIO), and
 /// says what to do about it. Nothing here changes the host.
 #[derive(Debug, Parser)]
-#[command(name = "passthru", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "passthru",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Read the host from DIR instead of / (an extracted `passthru report`, or any
     /// tree laid out like a host: sys/, proc/, dev/kmsg, etc/, boot/).
@@ -102,7 +107,12 @@ enum Command {
     /// read: no home directories, no credentials.
     Report {
         /// Where to write the archive.
-        #[arg(short, long, value_name = "FILE", default_value = "passthru-report.tar.gz")]
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            default_value = "passthru-report.tar.gz"
+        )]
         output: PathBuf,
     },
 }
@@ -240,7 +250,10 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                     std::fs::write(path, fragment)
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     if !cli.json {
-                        eprintln!("passthru: wrote the kernel config fragment to {}", path.display());
+                        eprintln!(
+                            "passthru: wrote the kernel config fragment to {}",
+                            path.display()
+                        );
                     }
                 }
             }
@@ -321,10 +334,21 @@ fn render_check(report: &CheckReport, facts: &HostFacts, verbose: bool, style: &
         report.root,
         report.kernel.as_deref().unwrap_or("unknown")
     ));
-    let width = report.findings.iter().map(|f| f.id.len()).max().unwrap_or(10);
+    let width = report
+        .findings
+        .iter()
+        .map(|f| f.id.len())
+        .max()
+        .unwrap_or(10);
     for f in &report.findings {
-        out.push_str(&format!("{} {:<width$}  {}\n", style.status(f.status), f.id, f.summary));
-        let detail = verbose || f.status != Status::Ok || f.remedy.is_some() && f.status != Status::Ok;
+        out.push_str(&format!(
+            "{} {:<width$}  {}\n",
+            style.status(f.status),
+            f.id,
+            f.summary
+        ));
+        let detail =
+            verbose || f.status != Status::Ok || f.remedy.is_some() && f.status != Status::Ok;
         if detail {
             for e in &f.evidence {
                 out.push_str(&style.dim(&format!(
@@ -346,7 +370,9 @@ fn render_check(report: &CheckReport, facts: &HostFacts, verbose: bool, style: &
         c.ok, c.warn, c.fail, c.unknown
     ));
     if c.fail > 0 {
-        out.push_str("PCI passthrough is not possible on this host until the failed checks are fixed.\n");
+        out.push_str(
+            "PCI passthrough is not possible on this host until the failed checks are fixed.\n",
+        );
     }
     out
 }

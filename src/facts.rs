@@ -71,11 +71,7 @@ pub const OVMF_PATHS: &[&str] = &[
 ];
 
 /// libvirt's daemons (monolithic or modular) and client.
-pub const LIBVIRT_PATHS: &[&str] = &[
-    "usr/sbin/libvirtd",
-    "usr/sbin/virtqemud",
-    "usr/bin/virsh",
-];
+pub const LIBVIRT_PATHS: &[&str] = &["usr/sbin/libvirtd", "usr/sbin/virtqemud", "usr/bin/virsh"];
 
 /// The software TPM.
 pub const SWTPM_PATHS: &[&str] = &["usr/bin/swtpm"];
@@ -100,8 +96,13 @@ impl Hugepages {
     pub fn parse_meminfo(text: &str) -> Self {
         let mut h = Self::default();
         for line in text.lines() {
-            let Some((key, value)) = line.split_once(':') else { continue };
-            let number = value.split_whitespace().next().and_then(|v| v.parse::<u64>().ok());
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let number = value
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok());
             let slot = match key.trim() {
                 "HugePages_Total" => &mut h.total,
                 "HugePages_Free" => &mut h.free,
@@ -132,7 +133,9 @@ impl Distro {
     pub fn parse(text: &str) -> Self {
         let mut d = Self::default();
         for line in text.lines() {
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             let v = v.trim().trim_matches('"').trim_matches('\'');
             match k.trim() {
                 "ID" => d.ids.insert(0, v.to_lowercase()),
@@ -214,7 +217,11 @@ fn kvm_node(root: &HostRoot) -> KvmNode {
     if !root.is_system() {
         return KvmNode::Captured;
     }
-    match std::fs::OpenOptions::new().read(true).write(true).open(root.path("dev/kvm")) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(root.path("dev/kvm"))
+    {
         Ok(file) => KvmNode::Usable {
             api_version: kvm_api_version(&file),
         },
@@ -245,8 +252,7 @@ impl HostFacts {
             .read_to_string("proc/cmdline")
             .map(|s| Cmdline::parse(&s))
             .map_err(|e| error_chain(&e));
-        let config =
-            KernelConfig::read(root, release.as_deref()).map_err(|e| error_chain(&e));
+        let config = KernelConfig::read(root, release.as_deref()).map_err(|e| error_chain(&e));
         let modules = match &release {
             Some(r) => ModuleIndex::read(root, r).map_err(|e| error_chain(&e)),
             None => Err("the kernel release is unknown (no proc/sys/kernel/osrelease)".into()),
@@ -257,7 +263,12 @@ impl HostFacts {
                 .list_dir_optional("sys/kernel/mm/hugepages")
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|n| n.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
+                .filter_map(|n| {
+                    n.strip_prefix("hugepages-")?
+                        .strip_suffix("kB")?
+                        .parse()
+                        .ok()
+                })
                 .collect();
             h
         });

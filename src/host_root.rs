@@ -292,6 +292,8 @@ impl HostRoot {
                 Err(e) => return Err(self.err(&candidate, e)),
             }
         }
+        // A recorded link must not dangle in the archive: keep what it leads to.
+        self.record_kind(&done);
         Ok(done)
     }
 }

@@ -189,7 +189,9 @@ const FIRMWARE_BUG: &[&str] = &[
 /// kernel prints the same tag for unrelated problems (`[Firmware Bug]: TSC doesn't
 /// count with P0 frequency!` on AMD hosts).
 const FW_BUG_TAG: &str = "[Firmware Bug]";
-const IOMMU_WORDS: &[&str] = &["DMAR", "AMD-Vi", "IVRS", "IOMMU", "iommu", "RMRR", "DRHD", "ATSR"];
+const IOMMU_WORDS: &[&str] = &[
+    "DMAR", "AMD-Vi", "IVRS", "IOMMU", "iommu", "RMRR", "DRHD", "ATSR",
+];
 
 fn is_firmware_bug(text: &str) -> bool {
     matches(text, FIRMWARE_BUG) || (text.contains(FW_BUG_TAG) && matches(text, IOMMU_WORDS))

@@ -228,10 +228,18 @@ fn unit_role(functions: &[&ListedDevice]) -> &'static str {
     }
 }
 
-fn build_group(group: u32, devices: Vec<ListedDevice>, class_of: &BTreeMap<PciAddress, u32>) -> Group {
+fn build_group(
+    group: u32,
+    devices: Vec<ListedDevice>,
+    class_of: &BTreeMap<PciAddress, u32>,
+) -> Group {
     let endpoints: Vec<&ListedDevice> = devices
         .iter()
-        .filter(|d| !class_of.get(&d.address).is_some_and(|c| is_host_side_bridge(*c)))
+        .filter(|d| {
+            !class_of
+                .get(&d.address)
+                .is_some_and(|c| is_host_side_bridge(*c))
+        })
         .collect();
     let mut slots: BTreeMap<String, Vec<&ListedDevice>> = BTreeMap::new();
     for d in &endpoints {
@@ -249,7 +257,11 @@ fn build_group(group: u32, devices: Vec<ListedDevice>, class_of: &BTreeMap<PciAd
     let mut notes = Vec::new();
     let platform: Vec<&&ListedDevice> = endpoints
         .iter()
-        .filter(|d| class_of.get(&d.address).is_some_and(|c| is_platform_function(*c)))
+        .filter(|d| {
+            class_of
+                .get(&d.address)
+                .is_some_and(|c| is_platform_function(*c))
+        })
         .collect();
     for p in &platform {
         reasons.push(format!(
@@ -260,11 +272,17 @@ fn build_group(group: u32, devices: Vec<ListedDevice>, class_of: &BTreeMap<PciAd
     if !platform.is_empty() {
         for d in endpoints.iter().filter(|d| !d.roles.is_empty()) {
             let roles: Vec<&str> = d.roles.iter().map(|r| r.describe()).collect();
-            reasons.push(format!("it also holds {}, which {}", describe(d), roles.join(" and ")));
+            reasons.push(format!(
+                "it also holds {}, which {}",
+                describe(d),
+                roles.join(" and ")
+            ));
         }
     }
     if units.is_empty() {
-        reasons.push(format!("group {group} holds only bridges: there is nothing to pass through"));
+        reasons.push(format!(
+            "group {group} holds only bridges: there is nothing to pass through"
+        ));
     } else if units.len() > 1 {
         for (i, unit) in units.iter().enumerate() {
             let others: Vec<String> = units
@@ -291,7 +309,11 @@ fn build_group(group: u32, devices: Vec<ListedDevice>, class_of: &BTreeMap<PciAd
     }
     for d in &endpoints {
         for r in &d.roles {
-            notes.push(format!("{} {}: the host loses it while a VM has it", d.address, r.describe()));
+            notes.push(format!(
+                "{} {}: the host loses it while a VM has it",
+                d.address,
+                r.describe()
+            ));
         }
         if !d.has_reset {
             notes.push(format!(
@@ -311,8 +333,14 @@ fn build_group(group: u32, devices: Vec<ListedDevice>, class_of: &BTreeMap<PciAd
 }
 
 /// Builds the list from devices (pure).
-pub fn build(devices: &[PciDevice], names: &PciNames, host: &HostUse, filter: &Filter) -> ListReport {
-    let class_of: BTreeMap<PciAddress, u32> = devices.iter().map(|d| (d.address, d.class)).collect();
+pub fn build(
+    devices: &[PciDevice],
+    names: &PciNames,
+    host: &HostUse,
+    filter: &Filter,
+) -> ListReport {
+    let class_of: BTreeMap<PciAddress, u32> =
+        devices.iter().map(|d| (d.address, d.class)).collect();
     let mut by_group: BTreeMap<u32, Vec<ListedDevice>> = BTreeMap::new();
     let mut ungrouped = Vec::new();
     for d in devices {
@@ -369,7 +397,16 @@ fn short_class(d: &ListedDevice) -> String {
 /// Drops corporate suffixes: "NVIDIA Corporation" → "NVIDIA".
 fn short_vendor(name: &str) -> &str {
     let mut s = name;
-    for suffix in [" Corporation", " Corp.", ", Inc.", " Inc.", " Co., Ltd.", " Co., Ltd", " Limited", " Ltd."] {
+    for suffix in [
+        " Corporation",
+        " Corp.",
+        ", Inc.",
+        " Inc.",
+        " Co., Ltd.",
+        " Co., Ltd",
+        " Limited",
+        " Ltd.",
+    ] {
         if let Some(stripped) = s.strip_suffix(suffix) {
             s = stripped;
         }
@@ -378,7 +415,9 @@ fn short_vendor(name: &str) -> &str {
 }
 
 fn device_line(d: &ListedDevice) -> String {
-    let group = d.iommu_group.map_or_else(|| "-".to_string(), |g| g.to_string());
+    let group = d
+        .iommu_group
+        .map_or_else(|| "-".to_string(), |g| g.to_string());
     let name = match (&d.vendor_name, &d.device_name) {
         (Some(v), Some(n)) => format!("{} {n}", short_vendor(v)),
         (Some(v), None) => format!("{} device", short_vendor(v)),

@@ -95,7 +95,9 @@ pub fn capture(root: &HostRoot) -> Result<Capture, ReportError> {
     for d in &devices {
         for attr in PCI_ATTRIBUTES {
             let path = d.sysfs_path.join(attr);
-            let Ok(meta) = rec.path(&path).symlink_metadata() else { continue };
+            let Ok(meta) = rec.path(&path).symlink_metadata() else {
+                continue;
+            };
             if meta.file_type().is_symlink() {
                 let _ = rec.read_link(&path);
             } else if rec.read_bytes(&path).is_err() {
@@ -113,7 +115,9 @@ pub fn capture(root: &HostRoot) -> Result<Capture, ReportError> {
 }
 
 fn capture_config(rec: &HostRoot, path: &Path) {
-    let Ok(meta) = rec.path(path).metadata() else { return };
+    let Ok(meta) = rec.path(path).metadata() else {
+        return;
+    };
     if meta.is_dir() {
         for name in rec.list_dir(path).unwrap_or_default() {
             let child = path.join(name);
@@ -183,16 +187,22 @@ pub fn write_report(root: &HostRoot, path: &Path) -> Result<usize, ReportError> 
         source,
     };
     // Write beside the target and rename, so a failed report leaves no half archive.
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.partial",
-        path.file_name().map_or("report".into(), |n| n.to_string_lossy())
+        path.file_name()
+            .map_or("report".into(), |n| n.to_string_lossy())
     ));
     let result = std::fs::File::create(&tmp)
         .and_then(|f| {
             let mut w = std::io::BufWriter::new(f);
             write_archive(&capture, &about, &mut w)?;
-            w.into_inner().map_err(std::io::IntoInnerError::into_error)?.sync_all()
+            w.into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?
+                .sync_all()
         })
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {

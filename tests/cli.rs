@@ -11,12 +11,18 @@ fn intel_desktop_list_groups_and_verdicts() {
     assert_eq!(code, 0);
     assert_eq!(list["iommu_groups"], true);
     let groups = list["groups"].as_array().unwrap();
-    let numbers: Vec<u64> = groups.iter().map(|g| g["group"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = groups
+        .iter()
+        .map(|g| g["group"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, [0, 1, 2, 3, 4, 5, 6, 7]);
     let g1 = &groups[1];
     assert_eq!(g1["passable"], true, "{g1:#}");
     assert_eq!(g1["units"][0]["role"], "gpu_with_audio");
-    assert_eq!(g1["units"][0]["functions"], serde_json::json!(["0000:01:00.0", "0000:01:00.1"]));
+    assert_eq!(
+        g1["units"][0]["functions"],
+        serde_json::json!(["0000:01:00.0", "0000:01:00.1"])
+    );
     let gpu = &g1["devices"][1];
     assert_eq!(gpu["address"], "0000:01:00.0");
     assert_eq!(gpu["driver"], "nvidia");
@@ -24,7 +30,10 @@ fn intel_desktop_list_groups_and_verdicts() {
     assert_eq!(gpu["reset_methods"], serde_json::json!(["bus"]));
     assert_eq!(gpu["parents"], serde_json::json!(["0000:00:01.0"]));
     // the iGPU is the boot display
-    assert_eq!(groups[2]["devices"][0]["roles"], serde_json::json!(["boot_display"]));
+    assert_eq!(
+        groups[2]["devices"][0]["roles"],
+        serde_json::json!(["boot_display"])
+    );
     // the USB controller and the chipset's shared SRAM are functions of one slot
     assert_eq!(groups[3]["passable"], true);
     assert_eq!(groups[3]["units"][0]["role"], "multifunction");
@@ -32,9 +41,15 @@ fn intel_desktop_list_groups_and_verdicts() {
     let g6 = &groups[6];
     assert_eq!(g6["passable"], false);
     let reasons = g6["reasons"].to_string();
-    assert!(reasons.contains("0000:00:1f.6") && reasons.contains("default network route"), "{reasons}");
+    assert!(
+        reasons.contains("0000:00:1f.6") && reasons.contains("default network route"),
+        "{reasons}"
+    );
     // the SATA controller holds the root filesystem
-    assert_eq!(groups[4]["devices"][0]["roles"], serde_json::json!(["root_disk"]));
+    assert_eq!(
+        groups[4]["devices"][0]["roles"],
+        serde_json::json!(["root_disk"])
+    );
     assert!(groups[4]["notes"].to_string().contains("root filesystem"));
 }
 
@@ -60,28 +75,48 @@ fn intel_desktop_check_passes() {
         "kernel.vfio",
         "vfio.modules",
     ] {
-        assert_eq!(finding(&check, id)["status"], "ok", "{id}: {:#}", finding(&check, id));
+        assert_eq!(
+            finding(&check, id)["status"],
+            "ok",
+            "{id}: {:#}",
+            finding(&check, id)
+        );
     }
     let ir = finding(&check, "iommu.interrupt_remapping");
-    assert_eq!(ir["evidence"][0]["text"], "[    0.179660] DMAR-IR: Enabled IRQ remapping in x2apic mode");
+    assert_eq!(
+        ir["evidence"][0]["text"],
+        "[    0.179660] DMAR-IR: Enabled IRQ remapping in x2apic mode"
+    );
     let cmd = finding(&check, "iommu.cmdline");
     assert_eq!(cmd["summary"], "intel_iommu=on is set");
-    assert!(cmd["evidence"][0]["text"].as_str().unwrap().contains("intel_iommu=on iommu=pt"));
+    assert!(cmd["evidence"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("intel_iommu=on iommu=pt"));
 }
 
 #[test]
 fn text_output_explains_failures_with_evidence_and_remedy() {
     let f = Fixture::new("intel-desktop");
     // Take the kernel argument away: the IOMMU stays off.
-    f.write("proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-6.1.0-13-amd64 root=UUID=5d3a ro quiet\n");
+    f.write(
+        "proc/cmdline",
+        "BOOT_IMAGE=/boot/vmlinuz-6.1.0-13-amd64 root=UUID=5d3a ro quiet\n",
+    );
     std::fs::remove_dir_all(f.root().join("sys/kernel/iommu_groups")).unwrap();
     let out = passthru(&["check", "--root", f.root().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("FAIL  iommu.cmdline"), "{text}");
     assert!(text.contains("intel_iommu=on is missing"), "{text}");
-    assert!(text.contains("evidence: /proc/cmdline: BOOT_IMAGE="), "{text}");
-    assert!(text.contains("remedy:   Add `intel_iommu=on iommu=pt`"), "{text}");
+    assert!(
+        text.contains("evidence: /proc/cmdline: BOOT_IMAGE="),
+        "{text}"
+    );
+    assert!(
+        text.contains("remedy:   Add `intel_iommu=on iommu=pt`"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -89,12 +124,23 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
     let out = passthru(&["list", "--root", "/nonexistent/passthru-root"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("--root /nonexistent/passthru-root: cannot open"), "{err}");
+    assert!(
+        err.contains("--root /nonexistent/passthru-root: cannot open"),
+        "{err}"
+    );
 
     let f = Fixture::new("intel-desktop");
-    let out = passthru(&["list", "--group", "99", "--root", f.root().to_str().unwrap()]);
+    let out = passthru(&[
+        "list",
+        "--group",
+        "99",
+        "--root",
+        f.root().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("no IOMMU group 99"));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("no IOMMU group 99"));
 
     let out = passthru(&["list", "--class", "toaster"]);
     assert_eq!(out.status.code(), Some(2));
@@ -104,7 +150,12 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
 fn list_filters_keep_whole_groups() {
     let f = Fixture::new("intel-desktop");
     let (_, gpus) = json(&f, &["list", "--gpu"]);
-    let groups: Vec<u64> = gpus["groups"].as_array().unwrap().iter().map(|g| g["group"].as_u64().unwrap()).collect();
+    let groups: Vec<u64> = gpus["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_u64().unwrap())
+        .collect();
     assert_eq!(groups, [1, 2]);
     // the GPU's group is shown whole: root port, GPU and its audio function
     assert_eq!(gpus["groups"][0]["devices"].as_array().unwrap().len(), 3);
@@ -120,11 +171,302 @@ fn text_list_shows_one_line_per_device() {
     let out = passthru(&["list", "--root", f.root().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("IOMMU group 1: passable as a whole: a GPU with its audio function (0000:01:00)"), "{text}");
     assert!(
-        text.lines().any(|l| l.starts_with("   1  0000:01:00.0  VGA     NVIDIA GA104 [GeForce RTX 3070")
+        text.contains(
+            "IOMMU group 1: passable as a whole: a GPU with its audio function (0000:01:00)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("   1  0000:01:00.0  VGA     NVIDIA GA104 [GeForce RTX 3070")
             && l.contains("[10de:2484]  driver=nvidia  reset=bus")),
         "{text}"
     );
     assert!(text.contains("driver=i915  reset=flr  boot-vga"), "{text}");
+}
+
+#[test]
+fn amd_desktop_gpu_sharing_a_group_with_the_chipset() {
+    let f = Fixture::new("amd-desktop-shared-group");
+    let (code, check) = json(&f, &["check"]);
+    assert_eq!(code, 0, "warnings only: {check:#}");
+    assert_eq!(check["host"]["cpu_vendor"], "amd");
+    assert_eq!(check["host"]["iommu"]["kind"], "amd");
+    assert_eq!(check["host"]["iommu"]["state"], "on");
+    assert_eq!(check["host"]["interrupt_remapping"], "on");
+    assert_eq!(
+        finding(&check, "iommu.firmware")["evidence"][1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("ACPI: IVRS"),
+        true
+    );
+    assert_eq!(
+        finding(&check, "iommu.cmdline")["summary"],
+        "AMD-Vi is on by default: no kernel argument is needed"
+    );
+    assert_eq!(finding(&check, "iommu.passthrough_mode")["status"], "warn");
+    assert_eq!(
+        finding(&check, "memory.hugepages")["summary"],
+        "8192 hugepages of 2048 KiB reserved (8192 free)"
+    );
+
+    let (_, list) = json(&f, &["list"]);
+    let groups = list["groups"].as_array().unwrap();
+    let g4 = groups.iter().find(|g| g["group"] == 4).unwrap();
+    assert_eq!(g4["passable"], false);
+    let units: Vec<&str> = g4["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["slot"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        units,
+        ["0000:02:00", "0000:04:00", "0000:05:00"],
+        "bridges are not units"
+    );
+    let reasons = g4["reasons"].as_array().unwrap();
+    let gpu_reason = reasons
+        .iter()
+        .find(|r| r.as_str().unwrap().starts_with("0000:05:00 shares group 4"))
+        .unwrap();
+    let gpu_reason = gpu_reason.as_str().unwrap();
+    assert!(
+        gpu_reason.contains("0000:02:00.1 SATA controller")
+            && gpu_reason.contains("holds your root filesystem"),
+        "{gpu_reason}"
+    );
+    assert!(
+        gpu_reason.contains("0000:04:00.0 Ethernet controller")
+            && gpu_reason.contains("default network route"),
+        "{gpu_reason}"
+    );
+    // the primary GPU in the CPU's slot is passable with its audio function
+    let g6 = groups.iter().find(|g| g["group"] == 6).unwrap();
+    assert_eq!(g6["passable"], true);
+    assert_eq!(g6["units"][0]["role"], "gpu_with_audio");
+    // the IOMMU's own function has no group
+    assert_eq!(list["ungrouped"][0]["address"], "0000:00:00.2");
+    // the chipset's SMBus/LPC group stays with the host
+    let g8 = groups.iter().find(|g| g["group"] == 8).unwrap();
+    assert_eq!(g8["passable"], false);
+}
+
+#[test]
+fn dmar_table_but_iommu_off() {
+    let f = Fixture::new("intel-iommu-off");
+    let (code, check) = json(&f, &["check"]);
+    assert_eq!(code, 1);
+    assert_eq!(check["host"]["iommu"]["state"], "off");
+    assert_eq!(check["host"]["iommu"]["kind"], "intel");
+    assert_eq!(finding(&check, "iommu.firmware")["status"], "ok");
+    assert_eq!(finding(&check, "iommu.kernel")["status"], "fail");
+    let cmd = finding(&check, "iommu.cmdline");
+    assert_eq!(cmd["status"], "fail");
+    assert!(
+        cmd["summary"]
+            .as_str()
+            .unwrap()
+            .contains("CONFIG_INTEL_IOMMU_DEFAULT_ON is not set"),
+        "{cmd:#}"
+    );
+    assert!(cmd["remedy"].as_str().unwrap().contains("intel_iommu=on"));
+    // Ubuntu builds vfio-pci into the kernel: recorded for later binding
+    assert_eq!(check["host"]["vfio_pci"], "builtin");
+    assert!(finding(&check, "vfio.modules")["summary"]
+        .as_str()
+        .unwrap()
+        .contains("vfio-pci.ids="));
+
+    let (code, list) = json(&f, &["list"]);
+    assert_eq!(code, 0);
+    assert_eq!(list["iommu_groups"], false);
+    assert!(list["note"].as_str().unwrap().contains("passthru check"));
+    assert_eq!(list["ungrouped"].as_array().unwrap().len(), 15);
+    let out = passthru(&["list", "--root", f.root().to_str().unwrap()]);
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .starts_with("There are no IOMMU groups"));
+
+    // the same host with intel_iommu=off says so, quoting the argument
+    f.write(
+        "proc/cmdline",
+        "BOOT_IMAGE=/boot/vmlinuz-5.15.0-91-generic root=UUID=0b6f ro intel_iommu=off\n",
+    );
+    let (_, check) = json(&f, &["check"]);
+    let cmd = finding(&check, "iommu.cmdline");
+    assert_eq!(
+        cmd["summary"],
+        "`intel_iommu=off` on the kernel command line turns the IOMMU off"
+    );
+    assert!(cmd["evidence"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("intel_iommu=off"));
+}
+
+#[test]
+fn a_vm_without_vmx_is_told_so() {
+    let f = Fixture::new("vm-no-vmx");
+    let (code, check) = json(&f, &["check"]);
+    assert_eq!(code, 1);
+    let cpu = finding(&check, "cpu.virtualization");
+    assert_eq!(cpu["status"], "fail");
+    assert!(
+        cpu["summary"]
+            .as_str()
+            .unwrap()
+            .contains("itself a virtual machine"),
+        "{cpu:#}"
+    );
+    assert!(cpu["remedy"]
+        .as_str()
+        .unwrap()
+        .contains("nested virtualization"));
+    assert_eq!(check["host"]["iommu"]["state"], "absent");
+    assert_eq!(finding(&check, "iommu.firmware")["status"], "fail");
+    assert_eq!(finding(&check, "kvm")["status"], "fail");
+    // virtio devices: the root disk and the route NIC are found through virtio
+    let (_, list) = json(&f, &["list"]);
+    let ungrouped = list["ungrouped"].as_array().unwrap();
+    let roles =
+        |addr: &str| ungrouped.iter().find(|d| d["address"] == addr).unwrap()["roles"].clone();
+    assert_eq!(roles("0000:00:04.0"), serde_json::json!(["root_disk"]));
+    assert_eq!(roles("0000:00:03.0"), serde_json::json!(["default_route"]));
+    assert_eq!(roles("0000:00:02.0"), serde_json::json!(["boot_display"]));
+}
+
+#[test]
+fn a_kernel_without_vfio_gets_its_config_fragment() {
+    let f = Fixture::new("kernel-no-vfio");
+    let (code, check) = json(&f, &["check"]);
+    assert_eq!(code, 1);
+    let k = finding(&check, "kernel.vfio");
+    assert_eq!(k["status"], "fail");
+    assert_eq!(
+        k["summary"],
+        "The kernel is built without CONFIG_VFIO, CONFIG_VFIO_IOMMU_TYPE1, CONFIG_VFIO_PCI"
+    );
+    assert!(k["evidence"]
+        .to_string()
+        .contains("# CONFIG_VFIO is not set"));
+    assert_eq!(k["evidence"][0]["source"], "/proc/config.gz");
+    assert_eq!(finding(&check, "vfio.modules")["status"], "fail");
+    assert_eq!(check["host"]["vfio_pci"], "absent");
+
+    let dir = tempfile::tempdir().unwrap();
+    let frag = dir.path().join("passthru.config");
+    let out = passthru(&[
+        "check",
+        "--kernel-config",
+        frag.to_str().unwrap(),
+        "--root",
+        f.root().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = std::fs::read_to_string(&frag).unwrap();
+    for line in [
+        "CONFIG_VFIO=m",
+        "CONFIG_VFIO_PCI=m",
+        "CONFIG_VFIO_IOMMU_TYPE1=m",
+        "CONFIG_KVM=y",
+        "CONFIG_KVM_INTEL=y",
+        "CONFIG_INTEL_IOMMU=y",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("CONFIG_KVM_AMD"),
+        "an Intel host needs no AMD options:\n{text}"
+    );
+    assert!(text.contains("# the VFIO framework (missing on this host)"));
+}
+
+/// Extracts a report archive into a new directory.
+fn extract(archive: &std::path::Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::open(archive).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .unpack(dir.path())
+        .unwrap();
+    dir
+}
+
+#[test]
+fn report_round_trip_on_every_fixture() {
+    for name in [
+        "intel-desktop",
+        "amd-desktop-shared-group",
+        "intel-iommu-off",
+        "vm-no-vmx",
+        "kernel-no-vfio",
+    ] {
+        let f = Fixture::new(name);
+        let out_dir = tempfile::tempdir().unwrap();
+        let archive = out_dir.path().join("r.tar.gz");
+        let out = passthru(&[
+            "report",
+            "-o",
+            archive.to_str().unwrap(),
+            "--root",
+            f.root().to_str().unwrap(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let extracted = extract(&archive);
+        let copy = Fixture::from_dir(extracted.path());
+        let (_, original) = json(&f, &["list"]);
+        let (_, again) = json(&copy, &["list"]);
+        assert_eq!(original, again, "{name}: list differs after the round trip");
+        let (code_a, mut check_a) = json(&f, &["check"]);
+        let (code_b, mut check_b) = json(&copy, &["check"]);
+        check_a["root"] = serde_json::Value::Null;
+        check_b["root"] = serde_json::Value::Null;
+        assert_eq!(code_a, code_b);
+        assert_eq!(
+            check_a, check_b,
+            "{name}: check differs after the round trip"
+        );
+    }
+}
+
+#[test]
+fn report_of_this_machine_reads_back_the_same() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let archive = out_dir.path().join("host.tar.gz");
+    let out = passthru(&["report", "-o", archive.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extracted = extract(&archive);
+    let live = passthru(&["list", "--json"]);
+    let copy = passthru(&[
+        "list",
+        "--json",
+        "--root",
+        extracted.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&live.stdout),
+        String::from_utf8_lossy(&copy.stdout)
+    );
+    // nothing personal
+    for private in ["etc/shadow", "home", "root"] {
+        assert!(
+            !extracted.path().join(private).exists(),
+            "{private} in the report"
+        );
+    }
 }

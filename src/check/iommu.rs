@@ -167,8 +167,12 @@ fn kernel_state(facts: &HostFacts, iommu: &IommuSummary) -> Finding {
                 Err(e) => e.clone(),
                 Ok(_) => "no IOMMU groups and no ACPI tables to judge by".into(),
             };
-            Finding::new(id, Status::Unknown, "Cannot tell whether the kernel uses an IOMMU")
-                .evidence(GROUPS, why)
+            Finding::new(
+                id,
+                Status::Unknown,
+                "Cannot tell whether the kernel uses an IOMMU",
+            )
+            .evidence(GROUPS, why)
         }
     }
 }
@@ -271,11 +275,19 @@ fn passthrough_mode(facts: &HostFacts, iommu: &IommuSummary) -> Finding {
         .ok()
         .is_some_and(|c| has_word(c.last("iommu").flatten(), "pt"));
     let domain = facts.iommu_log.default_domain.as_ref();
-    let raw = facts.cmdline.as_ref().map(|c| c.raw.clone()).unwrap_or_default();
+    let raw = facts
+        .cmdline
+        .as_ref()
+        .map(|c| c.raw.clone())
+        .unwrap_or_default();
     if pt_arg {
         return with_line(
-            Finding::new(id, Status::Ok, "iommu=pt is set: the host's own devices skip DMA translation")
-                .evidence(CMDLINE, raw),
+            Finding::new(
+                id,
+                Status::Ok,
+                "iommu=pt is set: the host's own devices skip DMA translation",
+            )
+            .evidence(CMDLINE, raw),
             domain,
         );
     }
@@ -362,7 +374,11 @@ fn acs_override(facts: &HostFacts) -> Finding {
     });
     let line = facts.iommu_log.acs_override.as_ref();
     if line.is_none() && arg.is_none() {
-        return Finding::new(id, Status::Ok, "No ACS override: IOMMU groups reflect the hardware's isolation");
+        return Finding::new(
+            id,
+            Status::Ok,
+            "No ACS override: IOMMU groups reflect the hardware's isolation",
+        );
     }
     let mut f = Finding::new(
         id,
@@ -389,12 +405,19 @@ fn firmware_bugs(facts: &HostFacts) -> Finding {
     }
     let bugs = &facts.iommu_log.firmware_bugs;
     if bugs.is_empty() {
-        return Finding::new(id, Status::Ok, "The kernel log reports no IOMMU firmware bugs");
+        return Finding::new(
+            id,
+            Status::Ok,
+            "The kernel log reports no IOMMU firmware bugs",
+        );
     }
     let mut f = Finding::new(
         id,
         Status::Warn,
-        format!("The kernel log reports {} IOMMU firmware problem(s)", bugs.len()),
+        format!(
+            "The kernel log reports {} IOMMU firmware problem(s)",
+            bugs.len()
+        ),
     )
     .remedy(
         "Update the firmware (BIOS/UEFI). RMRR problems keep the affected device from being \

@@ -26,10 +26,22 @@ const fn opt(name: &'static str, wanted: &'static str, why: &'static str) -> Req
 
 const COMMON: &[RequiredOption] = &[
     opt("CONFIG_IOMMU_SUPPORT", "y", "IOMMU support"),
-    opt("CONFIG_IRQ_REMAP", "y", "interrupt remapping, so VFIO accepts devices safely"),
+    opt(
+        "CONFIG_IRQ_REMAP",
+        "y",
+        "interrupt remapping, so VFIO accepts devices safely",
+    ),
     opt("CONFIG_VFIO", "m", "the VFIO framework"),
-    opt("CONFIG_VFIO_IOMMU_TYPE1", "m", "VFIO's IOMMU backend (vfio_iommu_type1)"),
-    opt("CONFIG_VFIO_PCI", "m", "the vfio-pci driver that holds devices for VMs"),
+    opt(
+        "CONFIG_VFIO_IOMMU_TYPE1",
+        "m",
+        "VFIO's IOMMU backend (vfio_iommu_type1)",
+    ),
+    opt(
+        "CONFIG_VFIO_PCI",
+        "m",
+        "the vfio-pci driver that holds devices for VMs",
+    ),
     opt("CONFIG_KVM", "m", "KVM, hardware-accelerated VMs"),
 ];
 const INTEL_IOMMU: RequiredOption = opt("CONFIG_INTEL_IOMMU", "y", "the Intel VT-d driver");
@@ -47,7 +59,10 @@ pub fn required_options(facts: &HostFacts) -> Vec<RequiredOption> {
         None => out.extend([INTEL_IOMMU, AMD_IOMMU]),
     }
     let cpu = facts.cpu.as_ref().ok();
-    match (cpu.is_some_and(|c| c.has_flag("vmx")), cpu.is_some_and(|c| c.has_flag("svm"))) {
+    match (
+        cpu.is_some_and(|c| c.has_flag("vmx")),
+        cpu.is_some_and(|c| c.has_flag("svm")),
+    ) {
         (true, false) => out.push(KVM_INTEL),
         (false, true) => out.push(KVM_AMD),
         _ => out.extend([KVM_INTEL, KVM_AMD]),
@@ -144,7 +159,9 @@ fn kernel_vfio(facts: &HostFacts) -> Finding {
         .filter(|o| matches!(cfg.get(o.name), ConfigValue::NotSet))
         .collect();
     let mut f = if missing.is_empty() {
-        let mut summary = "The kernel has everything passthrough needs (VFIO, IOMMU, KVM, interrupt remapping)".to_string();
+        let mut summary =
+            "The kernel has everything passthrough needs (VFIO, IOMMU, KVM, interrupt remapping)"
+                .to_string();
         if cfg.get("CONFIG_VFIO_PCI") == ConfigValue::Builtin {
             summary = format!("{summary}; {BUILTIN_NOTE}");
         }
@@ -182,8 +199,12 @@ fn vfio_modules(facts: &HostFacts) -> Finding {
                 facts.release.as_deref().unwrap_or("<release>")
             ),
         };
-        return Finding::new(id, Status::Unknown, "Cannot see which modules this kernel has")
-            .evidence("/lib/modules", why);
+        return Finding::new(
+            id,
+            Status::Unknown,
+            "Cannot see which modules this kernel has",
+        )
+        .evidence("/lib/modules", why);
     };
     let loaded = facts.loaded.as_ref().ok();
     let source = format!(

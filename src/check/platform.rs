@@ -42,8 +42,10 @@ pub fn cpu_virtualization(facts: &HostFacts) -> Vec<Finding> {
     let cpu = match &facts.cpu {
         Ok(cpu) => cpu,
         Err(why) => {
-            return vec![Finding::new(id, Status::Unknown, "Cannot read the CPU's flags")
-                .evidence(CPUINFO, why.clone())]
+            return vec![
+                Finding::new(id, Status::Unknown, "Cannot read the CPU's flags")
+                    .evidence(CPUINFO, why.clone()),
+            ]
         }
     };
     let mut out = Vec::new();
@@ -54,7 +56,11 @@ pub fn cpu_virtualization(facts: &HostFacts) -> Vec<Finding> {
             ""
         };
         out.push(flags_evidence(
-            Finding::new(id, Status::Ok, format!("{name} is available (cpu flag {flag}){nested}")),
+            Finding::new(
+                id,
+                Status::Ok,
+                format!("{name} is available (cpu flag {flag}){nested}"),
+            ),
             facts,
         ));
     } else if cpu.has_flag("hypervisor") {
@@ -248,9 +254,19 @@ pub fn tools(facts: &HostFacts) -> Vec<Finding> {
     };
     out.push(match &t.qemu {
         Some(p) => found("tools.qemu", "QEMU", p),
-        None => Finding::new("tools.qemu", Status::Warn, "QEMU is not installed: VMs cannot run")
-            .evidence("/usr/bin", "no qemu-system-x86_64 or qemu-kvm")
-            .remedy(install_hint(facts, "qemu-system-x86", "qemu-kvm", "qemu-full", "qemu-x86")),
+        None => Finding::new(
+            "tools.qemu",
+            Status::Warn,
+            "QEMU is not installed: VMs cannot run",
+        )
+        .evidence("/usr/bin", "no qemu-system-x86_64 or qemu-kvm")
+        .remedy(install_hint(
+            facts,
+            "qemu-system-x86",
+            "qemu-kvm",
+            "qemu-full",
+            "qemu-x86",
+        )),
     });
     out.push(match t.ovmf.first() {
         Some(p) => found("tools.ovmf", "UEFI firmware for VMs (OVMF)", p),
@@ -260,19 +276,45 @@ pub fn tools(facts: &HostFacts) -> Vec<Finding> {
             "No UEFI firmware for VMs (OVMF): modern GPUs and Windows 11 need a UEFI guest",
         )
         .evidence("/usr/share", "no OVMF_CODE image in the usual places")
-        .remedy(install_hint(facts, "ovmf", "edk2-ovmf", "edk2-ovmf", "qemu-ovmf-x86_64")),
+        .remedy(install_hint(
+            facts,
+            "ovmf",
+            "edk2-ovmf",
+            "edk2-ovmf",
+            "qemu-ovmf-x86_64",
+        )),
     });
     out.push(match &t.libvirt {
         Some(p) => found("tools.libvirt", "libvirt", p),
-        None => Finding::new("tools.libvirt", Status::Warn, "libvirt is not installed (optional: passthru can also run QEMU directly)")
-            .evidence("/usr/sbin", "no libvirtd, virtqemud or virsh")
-            .remedy(install_hint(facts, "libvirt-daemon-system", "libvirt", "libvirt", "libvirt")),
+        None => Finding::new(
+            "tools.libvirt",
+            Status::Warn,
+            "libvirt is not installed (optional: passthru can also run QEMU directly)",
+        )
+        .evidence("/usr/sbin", "no libvirtd, virtqemud or virsh")
+        .remedy(install_hint(
+            facts,
+            "libvirt-daemon-system",
+            "libvirt",
+            "libvirt",
+            "libvirt",
+        )),
     });
     out.push(match &t.swtpm {
         Some(p) => found("tools.swtpm", "swtpm (software TPM)", p),
-        None => Finding::new("tools.swtpm", Status::Warn, "swtpm is not installed: Windows 11 guests need a TPM")
-            .evidence("/usr/bin/swtpm", "missing")
-            .remedy(install_hint(facts, "swtpm swtpm-tools", "swtpm swtpm-tools", "swtpm", "swtpm")),
+        None => Finding::new(
+            "tools.swtpm",
+            Status::Warn,
+            "swtpm is not installed: Windows 11 guests need a TPM",
+        )
+        .evidence("/usr/bin/swtpm", "missing")
+        .remedy(install_hint(
+            facts,
+            "swtpm swtpm-tools",
+            "swtpm swtpm-tools",
+            "swtpm",
+            "swtpm",
+        )),
     });
     out
 }
@@ -347,7 +389,10 @@ pub fn topology(facts: &HostFacts) -> Option<Finding> {
         .collect();
     let mut f = Finding::new(id, Status::Ok, text);
     if !domains.is_empty() {
-        f = f.evidence("/sys/devices/system/cpu/cpu*/cache", format!("L3 shared by: {}", domains.join(" | ")));
+        f = f.evidence(
+            "/sys/devices/system/cpu/cpu*/cache",
+            format!("L3 shared by: {}", domains.join(" | ")),
+        );
     }
     Some(f)
 }

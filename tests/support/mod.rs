@@ -22,7 +22,12 @@ use std::process::{Command, Output};
 
 /// A materialised fixture host.
 pub struct Fixture {
-    dir: tempfile::TempDir,
+    dir: Dir,
+}
+
+enum Dir {
+    Temp(tempfile::TempDir),
+    Borrowed(PathBuf),
 }
 
 fn fixtures_dir() -> PathBuf {
@@ -56,12 +61,17 @@ impl Fixture {
         if src.join("root").is_dir() {
             copy_tree(&src.join("root"), dir.path());
         }
-        let f = Self { dir };
+        let f = Self {
+            dir: Dir::Temp(dir),
+        };
         if let Ok(pci) = std::fs::read_to_string(src.join("pci.tsv")) {
             f.build_pci(&pci);
         }
         if let Ok(links) = std::fs::read_to_string(src.join("links.tsv")) {
-            for line in links.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+            for line in links
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            {
                 let (link, target) = line.split_once("->").expect("links.tsv: LINK -> TARGET");
                 f.link(link.trim(), target.trim());
             }
@@ -69,14 +79,24 @@ impl Fixture {
         f
     }
 
+    /// An existing tree (e.g. an extracted report), not deleted afterwards.
+    pub fn from_dir(dir: &Path) -> Self {
+        Self {
+            dir: Dir::Borrowed(dir.to_path_buf()),
+        }
+    }
+
     /// The root directory (for `--root`).
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        match &self.dir {
+            Dir::Temp(t) => t.path(),
+            Dir::Borrowed(p) => p,
+        }
     }
 
     /// Writes a file below the root, creating directories.
     pub fn write(&self, rel: &str, content: &str) {
-        let p = self.dir.path().join(rel);
+        let p = self.root().join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
     }
@@ -84,10 +104,10 @@ impl Fixture {
     /// Creates a symlink `rel` → `target` and the target directory (resolved from the
     /// link's directory) when it does not exist.
     pub fn link(&self, rel: &str, target: &str) {
-        let p = self.dir.path().join(rel);
+        let p = self.root().join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         let resolved = if let Some(abs) = target.strip_prefix('/') {
-            self.dir.path().join(abs)
+            self.root().join(abs)
         } else {
             p.parent().unwrap().join(target)
         };
@@ -103,11 +123,15 @@ impl Fixture {
     /// (outermost first) and `-` means absent; `reset` is the `reset_method` content
     /// with commas for spaces, `-` for no file and `none` for an empty file.
     fn build_pci(&self, table: &str) {
-        for line in table.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        for line in table
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
             let c: Vec<&str> = line.split_whitespace().collect();
             assert_eq!(c.len(), 11, "pci.tsv needs 11 columns: {line}");
-            let (addr, ids, subsys, class, rev, driver, group, bridges, boot_vga, reset, numa) =
-                (c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]);
+            let (addr, ids, subsys, class, rev, driver, group, bridges, boot_vga, reset, numa) = (
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10],
+            );
             let mut path = format!("sys/devices/pci{}", &addr[..7]);
             if bridges != "-" {
                 for b in bridges.split(',') {
@@ -136,16 +160,25 @@ impl Fixture {
                 "-" => {}
                 "none" => self.write(&format!("{path}/reset_method"), ""),
                 m => {
-                    self.write(&format!("{path}/reset_method"), &format!("{}\n", m.replace(',', " ")));
+                    self.write(
+                        &format!("{path}/reset_method"),
+                        &format!("{}\n", m.replace(',', " ")),
+                    );
                     self.write(&format!("{path}/reset"), "");
                 }
             }
             let up = up_to_root(dev.strip_prefix("sys").unwrap());
             if driver != "-" {
-                self.link(&format!("{path}/driver"), &format!("{up}bus/pci/drivers/{driver}"));
+                self.link(
+                    &format!("{path}/driver"),
+                    &format!("{up}bus/pci/drivers/{driver}"),
+                );
             }
             if group != "-" {
-                self.link(&format!("{path}/iommu_group"), &format!("{up}kernel/iommu_groups/{group}"));
+                self.link(
+                    &format!("{path}/iommu_group"),
+                    &format!("{up}kernel/iommu_groups/{group}"),
+                );
                 self.link(
                     &format!("sys/kernel/iommu_groups/{group}/devices/{addr}"),
                     &format!("../../../../{}", dev.strip_prefix("sys").unwrap().display()),
