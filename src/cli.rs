@@ -347,8 +347,7 @@ fn render_check(report: &CheckReport, facts: &HostFacts, verbose: bool, style: &
             f.id,
             f.summary
         ));
-        let detail =
-            verbose || f.status != Status::Ok || f.remedy.is_some() && f.status != Status::Ok;
+        let detail = verbose || f.status != Status::Ok;
         if detail {
             for e in &f.evidence {
                 out.push_str(&style.dim(&format!(

@@ -28,7 +28,7 @@ pub fn summary(facts: &HostFacts) -> IommuSummary {
     } else {
         None
     };
-    let groups = facts.groups.as_ref().map(|g| g.len());
+    let groups = facts.groups.as_ref().map(std::collections::BTreeMap::len);
     let state = match groups {
         Ok(n) if n > 0 => IommuState::On,
         Err(_) => IommuState::Unknown,
@@ -67,9 +67,8 @@ pub fn interrupt_remapping(facts: &HostFacts, iommu: &IommuSummary) -> Switch {
     let log = &facts.iommu_log;
     if log.irq_remap_enabled.is_some() {
         Switch::On
-    } else if log.irq_remap_failed.is_some() {
-        Switch::Off
-    } else if iommu.state == IommuState::On && log_known(facts) {
+    } else if log.irq_remap_failed.is_some() || (iommu.state == IommuState::On && log_known(facts))
+    {
         Switch::Off
     } else {
         Switch::Unknown

@@ -13,7 +13,7 @@
 //! Trees are built into a temporary directory for each test, so tests can also change
 //! them.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::fmt::Write as _;
 use std::os::unix::fs::symlink;
