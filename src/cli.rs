@@ -226,9 +226,12 @@ fn host_root(cli: &Cli) -> anyhow::Result<HostRoot> {
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    // stdout is line-buffered: buffer the whole document (thousands of lines for a
+    // large host) instead of one write per line.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
 }
 
