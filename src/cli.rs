@@ -220,6 +220,13 @@ fn host_root(cli: &Cli) -> anyhow::Result<HostRoot> {
                     dir.display()
                 );
             }
+            if !dir.join("sys").is_dir() && !dir.join("proc").is_dir() {
+                anyhow::bail!(
+                    "--root {} does not look like a host: it has neither sys/ nor proc/ \
+                     (give the directory a report was extracted into)",
+                    dir.display()
+                );
+            }
             Ok(HostRoot::new(dir))
         }
     }

@@ -156,6 +156,11 @@ pub fn kvm(facts: &HostFacts) -> Finding {
         }
         KvmNode::Missing => {}
     }
+    if facts.cpu.is_err() {
+        return Finding::new(id, Status::Fail, "/dev/kvm does not exist")
+            .evidence("/dev/kvm", "missing")
+            .remedy("Load the KVM module for your CPU (`sudo modprobe kvm_intel` or `sudo modprobe kvm_amd`) and read `dmesg` for its errors.");
+    }
     let Some((_, name, module)) = extension(facts) else {
         return Finding::new(
             id,
