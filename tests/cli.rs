@@ -469,3 +469,37 @@ fn report_of_this_machine_reads_back_the_same() {
         );
     }
 }
+
+#[test]
+fn acs_override_and_xapic_remapping_from_a_real_broadwell_log() {
+    let f = Fixture::new("intel-desktop");
+    // The real kernel log excerpt of an Intel Broadwell machine with the ACS override on.
+    f.write(
+        "dev/kmsg",
+        "[    0.000000] Warning: PCIe ACS overrides enabled; This may allow non-IOMMU protected peer-to-peer DMA
+[    0.015053] ACPI: DMAR 0x00000000AC9D3420 0000B8 (v01 INTEL  BDW      00000001 INTL 00000001)
+[    0.081810] DMAR: IOMMU enabled
+[    0.108669] DMAR-IR: x2apic is disabled because BIOS sets x2apic opt out bit.
+[    0.108976] DMAR-IR: Enabled IRQ remapping in xapic mode
+[    0.861114] DMAR: Intel(R) Virtualization Technology for Directed I/O
+",
+    );
+    let (code, check) = json(&f, &["check"]);
+    assert_eq!(code, 0, "a warning is no failure");
+    let acs = finding(&check, "iommu.acs_override");
+    assert_eq!(acs["status"], "warn");
+    assert!(acs["evidence"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("PCIe ACS overrides enabled"));
+    let ir = finding(&check, "iommu.interrupt_remapping");
+    assert_eq!(ir["status"], "ok");
+    assert_eq!(
+        ir["evidence"][0]["text"],
+        "[    0.108976] DMAR-IR: Enabled IRQ remapping in xapic mode"
+    );
+    assert_eq!(
+        finding(&check, "kvm")["evidence"][1]["text"],
+        "loaded: kvm, kvm_intel"
+    );
+}

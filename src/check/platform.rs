@@ -142,12 +142,18 @@ pub fn kvm(facts: &HostFacts) -> Finding {
                     .evidence("/dev/kvm", evidence)
                     .remedy("Check that /dev/kvm is the kvm device node (character 10:232).");
             }
-            return Finding::new(id, Status::Ok, "/dev/kvm is present and answers (KVM API 12)")
-                .evidence("/dev/kvm", evidence);
+            return loaded_kvm_evidence(
+                Finding::new(id, Status::Ok, "/dev/kvm is present and answers (KVM API 12)")
+                    .evidence("/dev/kvm", evidence),
+                facts,
+            );
         }
         KvmNode::Captured => {
-            return Finding::new(id, Status::Ok, "/dev/kvm is present (captured host)")
-                .evidence("/dev/kvm", "present")
+            return loaded_kvm_evidence(
+                Finding::new(id, Status::Ok, "/dev/kvm is present (captured host)")
+                    .evidence("/dev/kvm", "present"),
+                facts,
+            )
         }
         KvmNode::NotOpenable(why) => {
             return Finding::new(id, Status::Warn, "/dev/kvm exists but cannot be opened by this user")
@@ -217,24 +223,27 @@ pub fn kvm(facts: &HostFacts) -> Finding {
         )
         .remedy(format!("Try `sudo modprobe {module}` and read `dmesg` for its errors.")),
     };
-    f = f.evidence("/dev/kvm", "missing");
-    if let Ok(loaded) = &facts.loaded {
-        let kvm_mods: Vec<&str> = loaded
-            .iter()
-            .filter(|m| m.starts_with("kvm"))
-            .map(String::as_str)
-            .collect();
-        let text = if kvm_mods.is_empty() {
-            "no kvm module loaded".to_string()
-        } else {
-            format!("loaded: {}", kvm_mods.join(", "))
-        };
-        f = f.evidence("/sys/module", text);
-    }
+    f = loaded_kvm_evidence(f.evidence("/dev/kvm", "missing"), facts);
     if let Some(line) = kernel_line(facts, &["disabled by bios", "disabled by BIOS"]) {
         f = f.evidence("kernel log", line);
     }
     f
+}
+
+/// Adds which kvm modules are loaded (`kvm`, `kvm_intel`, `kvm_amd`) as evidence.
+fn loaded_kvm_evidence(f: Finding, facts: &HostFacts) -> Finding {
+    let Ok(loaded) = &facts.loaded else { return f };
+    let kvm_mods: Vec<&str> = loaded
+        .iter()
+        .filter(|m| m.starts_with("kvm"))
+        .map(String::as_str)
+        .collect();
+    let text = if kvm_mods.is_empty() {
+        "no kvm module loaded".to_string()
+    } else {
+        format!("loaded: {}", kvm_mods.join(", "))
+    };
+    f.evidence("/sys/module", text)
 }
 
 fn install_hint(facts: &HostFacts, debian: &str, fedora: &str, arch: &str, suse: &str) -> String {
