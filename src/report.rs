@@ -111,7 +111,26 @@ pub fn capture(root: &HostRoot) -> Result<Capture, ReportError> {
     for path in BOOT_CONFIG {
         capture_config(&rec, Path::new(path));
     }
-    Ok(rec.captured())
+    Ok(without_pid(rec.captured()))
+}
+
+/// `/proc/self` is a link to the reading process's `/proc/<pid>`: archive what was
+/// read there under `proc/self` itself, so the report holds no process number.
+fn without_pid(capture: Capture) -> Capture {
+    let self_link = Path::new("/proc/self");
+    let Some(Captured::Symlink(target)) = capture.get(self_link) else {
+        return capture;
+    };
+    let pid_dir = Path::new("/proc").join(target);
+    capture
+        .into_iter()
+        .filter(|(path, _)| path != self_link)
+        .map(|(path, entry)| match path.strip_prefix(&pid_dir) {
+            Ok(rest) if rest.as_os_str().is_empty() => (self_link.to_path_buf(), entry),
+            Ok(rest) => (self_link.join(rest), entry),
+            Err(_) => (path, entry),
+        })
+        .collect()
 }
 
 fn capture_config(rec: &HostRoot, path: &Path) {
