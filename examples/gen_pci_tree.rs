@@ -37,7 +37,8 @@ fn config_space(d: &Dev) -> Vec<u8> {
 }
 
 fn write_dev(root: &Path, d: &Dev) -> io::Result<()> {
-    let mut rel = format!("devices/pci{}", &d.addr[..7]);
+    let top = d.parents.first().unwrap_or(&d.addr);
+    let mut rel = format!("devices/pci{}", &top[..7]);
     for p in &d.parents {
         rel.push('/');
         rel.push_str(p);

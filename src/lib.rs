@@ -4,6 +4,8 @@
 //! Data flows one way: host facts (read through a [`host_root::HostRoot`]) → pure
 //! findings and plans → the one module that changes the host.
 
+pub mod apply;
+pub mod bind;
 pub mod check;
 pub mod cli;
 pub mod cpu;
@@ -15,3 +17,4 @@ pub mod kernel;
 pub mod list;
 pub mod pci;
 pub mod report;
+pub mod state;

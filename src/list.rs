@@ -81,6 +81,8 @@ pub struct ListedDevice {
     pub parents: Vec<PciAddress>,
     /// What the host uses it for.
     pub roles: Vec<Role>,
+    /// When `passthru bind` took it (UTC, ISO 8601), if it holds it.
+    pub held_by_passthru_since: Option<String>,
 }
 
 /// Functions of one slot within a group: they move together.
@@ -148,6 +150,8 @@ pub struct HostUse {
     pub root_disks: Vec<RootDiskController>,
     /// Default-route NICs.
     pub route_nics: Vec<RouteNic>,
+    /// Devices `passthru bind` holds, with the time it took them (Unix seconds).
+    pub held_by_passthru: Vec<(PciAddress, u64)>,
 }
 
 fn hex4(v: u16) -> String {
@@ -185,7 +189,34 @@ fn listed(d: &PciDevice, names: &PciNames, host: &HostUse) -> ListedDevice {
         numa_node: d.numa_node,
         parents: d.parents.clone(),
         roles,
+        held_by_passthru_since: host
+            .held_by_passthru
+            .iter()
+            .find(|(a, _)| *a == d.address)
+            .map(|(_, since)| utc_time(*since)),
     }
+}
+
+/// Unix seconds as `2026-11-24T23:10:00Z` (proleptic Gregorian, Howard Hinnant's
+/// days-to-civil algorithm).
+pub fn utc_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Whether a class code is a bridge that stays with the host when its group is
@@ -439,6 +470,9 @@ fn device_line(d: &ListedDevice) -> String {
         _ if d.has_reset => line.push_str("  reset=yes"),
         _ => line.push_str("  reset=none"),
     }
+    if let Some(since) = &d.held_by_passthru_since {
+        line.push_str(&format!("  held-by-passthru since {since}"));
+    }
     for r in &d.roles {
         line.push_str(match r {
             Role::BootDisplay => "  boot-vga",
@@ -492,4 +526,17 @@ pub fn render_text(report: &ListReport) -> String {
         out.push_str("No devices match.\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc_time(0), "1970-01-01T00:00:00Z");
+        // `date -u -d @1764025838`
+        assert_eq!(utc_time(1_764_025_838), "2025-11-24T23:10:38Z");
+        assert_eq!(utc_time(951_782_400), "2000-02-29T00:00:00Z");
+    }
 }

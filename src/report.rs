@@ -105,6 +105,7 @@ pub fn capture(root: &HostRoot) -> Result<Capture, ReportError> {
             }
         }
     }
+    let _ = crate::state::read_all(&rec);
     // Failures here are findings for `list`, not reasons to fail a report.
     let _ = host_devices::root_disk_controllers(&rec);
     let _ = host_devices::default_route_nics(&rec);

@@ -74,6 +74,10 @@ pub struct PciDevice {
     pub has_reset: bool,
     /// `numa_node`; `None` when absent or when the kernel says -1 (no NUMA node).
     pub numa_node: Option<i32>,
+    /// `driver_override`: the only driver allowed to bind the device (`None` when the
+    /// kernel says `(null)` or the file is absent). `passthru bind` sets it to
+    /// `vfio-pci`.
+    pub driver_override: Option<String>,
     /// Bridges between the root complex and the device, outermost first.
     pub parents: Vec<PciAddress>,
     /// The device's real directory, relative to the host root.
@@ -360,6 +364,10 @@ pub fn read_device_dir(
         None => None,
     };
 
+    let driver_override = read_attr(dir, c"driver_override")?
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty() && c != "(null)");
+
     let parents = sysfs_path
         .components()
         .filter_map(|c| match c {
@@ -383,6 +391,7 @@ pub fn read_device_dir(
         reset_methods,
         has_reset,
         numa_node,
+        driver_override,
         parents,
         sysfs_path: sysfs_path.to_path_buf(),
     })

@@ -132,7 +132,13 @@ impl Fixture {
             let (addr, ids, subsys, class, rev, driver, group, bridges, boot_vga, reset, numa) = (
                 c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10],
             );
-            let mut path = format!("sys/devices/pci{}", &addr[..7]);
+            // The root bus is the bus of the outermost bridge (or of the device).
+            let top = if bridges == "-" {
+                addr
+            } else {
+                bridges.split(',').next().unwrap()
+            };
+            let mut path = format!("sys/devices/pci{}", &top[..7]);
             if bridges != "-" {
                 for b in bridges.split(',') {
                     write!(path, "/{b}").unwrap();

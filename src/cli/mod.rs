@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::bind::Overrides;
 use crate::check::{self, CheckReport, Status};
 use crate::facts::HostFacts;
 use crate::host_devices;
@@ -19,6 +20,16 @@ use crate::list::{self, Filter, HostUse};
 use crate::pci::device::DeviceKind;
 use crate::pci::names::PciNames;
 use crate::report;
+
+mod binding;
+
+/// How `bind` and `unbind` run.
+#[derive(Debug, Clone, Copy)]
+struct ChangeOptions {
+    dry_run: bool,
+    yes: bool,
+    timeout: u64,
+}
 
 /// Exit code when `check` finds a failing check.
 pub const EXIT_PROBLEMS: u8 = 1;
@@ -114,6 +125,72 @@ enum Command {
             default_value = "passthru-report.tar.gz"
         )]
         output: PathBuf,
+    },
+    /// Hand devices to vfio-pci now, for a VM: each device's whole IOMMU group (its
+    /// other functions, and the group's other endpoints; bridges stay with the host).
+    ///
+    /// DEVICE is an address (01:00.0), a group (group:14), or text matched against
+    /// device names (confirmed before anything changes). passthru prints each device's
+    /// driver change first, and refuses — saying why and which flag accepts the risk —
+    /// when the group holds devices you did not name that the host uses, when a device
+    /// is the boot display still in use, holds the root filesystem or carries the
+    /// default route, or when a process holds it open (named, instead of hanging in
+    /// the kernel). What each device had before is recorded under /run/passthru, so
+    /// `passthru unbind` gives it back, even after a crash. Binding twice is a no-op.
+    Bind {
+        /// Devices: 01:00.0, 0000:01:00.0, group:14, or a name ("RTX 3070").
+        #[arg(required = true, value_name = "DEVICE")]
+        devices: Vec<String>,
+        /// Only print what would be done.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask before binding devices matched by name.
+        #[arg(short, long)]
+        yes: bool,
+        /// Take the whole IOMMU group even when it holds other devices the host uses.
+        #[arg(long)]
+        whole_group: bool,
+        /// Take the boot display although the console or a display server drives it.
+        #[arg(long)]
+        allow_boot_display: bool,
+        /// Take the controller of the disk that holds the root filesystem.
+        #[arg(long)]
+        allow_root_disk: bool,
+        /// Take the network card carrying the default route.
+        #[arg(long)]
+        allow_default_route: bool,
+        /// Seconds to wait for each driver write before calling it stuck.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Give devices bound by `passthru bind` back to the drivers they had before.
+    ///
+    /// Clears `driver_override` and re-probes, so the original driver takes the
+    /// device back; reports any device it cannot restore. Works after a crash of
+    /// passthru (it reads the records under /run/passthru).
+    Unbind {
+        /// Devices (address or group:N); the rest of each group that passthru took
+        /// comes back too.
+        #[arg(value_name = "DEVICE", required_unless_present = "all")]
+        devices: Vec<String>,
+        /// Every device passthru holds.
+        #[arg(long, conflicts_with = "devices")]
+        all: bool,
+        /// Only print what would be done.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds to wait for each driver write before calling it stuck.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Internal: write VALUE to the sysfs FILE (run as a child so a stuck driver
+    /// cannot hang passthru).
+    #[command(name = "__sysfs-write", hide = true)]
+    SysfsWrite {
+        /// The file.
+        file: PathBuf,
+        /// What to write.
+        value: String,
     },
 }
 
@@ -287,6 +364,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let host = HostUse {
                 root_disks: host_devices::root_disk_controllers(&root).unwrap_or_default(),
                 route_nics: host_devices::default_route_nics(&root).unwrap_or_default(),
+                held_by_passthru: crate::state::read_all(&root)
+                    .0
+                    .iter()
+                    .map(|r| (r.address, r.since))
+                    .collect(),
             };
             let names = PciNames::load();
             let report = list::build(&devices, &names, &host, &filter);
@@ -300,6 +382,46 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             } else {
                 print!("{}", list::render_text(&report));
             }
+            Ok(0)
+        }
+        Command::Bind {
+            devices,
+            dry_run,
+            yes,
+            whole_group,
+            allow_boot_display,
+            allow_root_disk,
+            allow_default_route,
+            timeout,
+        } => {
+            let overrides = Overrides {
+                whole_group: *whole_group,
+                boot_display: *allow_boot_display,
+                root_disk: *allow_root_disk,
+                default_route: *allow_default_route,
+            };
+            let opts = ChangeOptions {
+                dry_run: *dry_run,
+                yes: *yes,
+                timeout: *timeout,
+            };
+            binding::bind(cli.json, &root, devices, overrides, opts)
+        }
+        Command::Unbind {
+            devices,
+            all,
+            dry_run,
+            timeout,
+        } => {
+            let opts = ChangeOptions {
+                dry_run: *dry_run,
+                yes: true,
+                timeout: *timeout,
+            };
+            binding::unbind(cli.json, &root, devices, *all, opts)
+        }
+        Command::SysfsWrite { file, value } => {
+            std::fs::write(file, value.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(0)
         }
         Command::Report { output } => {

@@ -1,0 +1,247 @@
+//! The one place that changes the host.
+//!
+//! Everything else in passthru reads and plans; this module carries plans out. Each
+//! change is journaled with what was there before *before* it is made, so it can be
+//! undone even after a crash, and every write to a driver runs with a timeout: a
+//! driver that never returns from `unbind` is reported as stuck, not waited on
+//! forever. Such a write runs in a child process (`passthru __sysfs-write`): a thread
+//! stuck in the kernel would keep passthru itself from exiting, a child is left
+//! behind instead.
+
+pub mod bind;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::host_root::HostRoot;
+
+/// Why a change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A write did not return in time.
+    #[error(
+        "writing {value:?} to {} did not return within {} s: the driver is stuck in the kernel \
+         (see `dmesg`); the device may need a reboot to recover",
+        path.display(),
+        timeout.as_secs()
+    )]
+    Timeout {
+        /// The sysfs file.
+        path: PathBuf,
+        /// What was written.
+        value: String,
+        /// How long passthru waited.
+        timeout: Duration,
+    },
+    /// A write failed.
+    #[error("cannot write {value:?} to {}: {message}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What was written.
+        value: String,
+        /// What the kernel said.
+        message: String,
+    },
+    /// A command failed.
+    #[error("`{command}` failed: {message}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its error output or exit status.
+        message: String,
+    },
+    /// The state after a change is not what it should be.
+    #[error("{0}")]
+    Verify(String),
+    /// A journal record could not be written or removed.
+    #[error("cannot update {}", path.display())]
+    Journal {
+        /// The record.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Carries out plans on a live host.
+#[derive(Debug, Clone)]
+pub struct Applier {
+    root: HostRoot,
+    timeout: Duration,
+    exe: PathBuf,
+}
+
+impl Applier {
+    /// An applier for `root` (the live system, `/`), waiting at most `timeout` for
+    /// each driver write. `exe` is the passthru binary that performs writes in a
+    /// child process.
+    pub fn new(root: HostRoot, timeout: Duration, exe: PathBuf) -> Self {
+        Self { root, timeout, exe }
+    }
+
+    /// The root it changes.
+    pub fn root(&self) -> &HostRoot {
+        &self.root
+    }
+
+    /// Writes `value` to the sysfs file `rel` (root-relative) in a child process,
+    /// waiting at most the timeout.
+    pub fn write_sysfs(&self, rel: &Path, value: &str) -> Result<(), ApplyError> {
+        let path = self.root.path(rel);
+        let mut child = Command::new(&self.exe)
+            .arg("__sysfs-write")
+            .arg(&path)
+            .arg(value)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| ApplyError::Write {
+                path: path.clone(),
+                value: value.to_string(),
+                message: format!("cannot start {}: {e}", self.exe.display()),
+            })?;
+        let status = wait_with_timeout(&mut child, self.timeout);
+        match status {
+            Some(Ok(s)) if s.success() => Ok(()),
+            Some(Ok(_)) | Some(Err(_)) => {
+                let mut message = String::new();
+                if let Some(mut err) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut err, &mut message);
+                }
+                Err(ApplyError::Write {
+                    path,
+                    value: value.to_string(),
+                    message: message.trim().to_string(),
+                })
+            }
+            None => {
+                let _ = child.kill();
+                Err(ApplyError::Timeout {
+                    path,
+                    value: value.to_string(),
+                    timeout: self.timeout,
+                })
+            }
+        }
+    }
+
+    /// Runs a command (a distribution tool such as `modprobe`) with the timeout.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<(), ApplyError> {
+        let line = format!("{program} {}", args.join(" "));
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| ApplyError::Command {
+                command: line.clone(),
+                message: e.to_string(),
+            })?;
+        match wait_with_timeout(&mut child, self.timeout) {
+            Some(Ok(s)) if s.success() => Ok(()),
+            Some(Ok(s)) => {
+                let mut message = String::new();
+                if let Some(mut err) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut err, &mut message);
+                }
+                Err(ApplyError::Command {
+                    command: line,
+                    message: format!("{s}: {}", message.trim()),
+                })
+            }
+            Some(Err(e)) => Err(ApplyError::Command {
+                command: line,
+                message: e.to_string(),
+            }),
+            None => {
+                let _ = child.kill();
+                Err(ApplyError::Command {
+                    command: line,
+                    message: format!("did not finish within {} s", self.timeout.as_secs()),
+                })
+            }
+        }
+    }
+
+    /// Writes a file atomically: beside it, fsync, rename, fsync the directory.
+    pub fn write_atomic(&self, rel: &Path, content: &[u8]) -> Result<(), ApplyError> {
+        let path = self.root.path(rel);
+        let err = |source| ApplyError::Journal {
+            path: path.clone(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name()
+                .map_or("record".into(), |n| n.to_string_lossy())
+        ));
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(content).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Removes a file; a missing file is fine.
+    pub fn remove(&self, rel: &Path) -> Result<(), ApplyError> {
+        let path = self.root.path(rel);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(ApplyError::Journal { path, source }),
+        }
+    }
+
+    /// Polls until `rel` exists, at most `limit`.
+    pub fn wait_for(&self, rel: &Path, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.root.path(rel).exists() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Waits for a child at most `timeout`: `None` when it is still running.
+fn wait_with_timeout(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::io::Result<std::process::ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(Ok(status)),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

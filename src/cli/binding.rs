@@ -1,0 +1,374 @@
+//! `passthru bind` and `passthru unbind` on the command line: gather, plan, print,
+//! confirm, apply.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
+use crate::apply::bind::GroupNode;
+use crate::apply::Applier;
+use crate::bind::{self, holders, Inputs, Overrides, Plan, Refusal, Target};
+use crate::host_devices;
+use crate::host_root::HostRoot;
+use crate::list::HostUse;
+use crate::pci::names::PciNames;
+use crate::pci::{PciAddress, PciDevice};
+use crate::state::{self, BindRecord};
+
+/// The `--json` document of `bind` and `unbind`.
+#[derive(Debug, Serialize)]
+struct ChangeReport<'a> {
+    schema_version: u32,
+    action: &'static str,
+    dry_run: bool,
+    steps: &'a [bind::Step],
+    groups: &'a [u32],
+    refusals: &'a [Refusal],
+    nodes: &'a [GroupNode],
+    failures: Vec<Failure>,
+}
+
+#[derive(Debug, Serialize)]
+struct Failure {
+    address: Option<PciAddress>,
+    error: String,
+}
+
+/// Everything the planner reads, owned.
+struct Gathered {
+    devices: Vec<PciDevice>,
+    names: PciNames,
+    host: HostUse,
+    holders: holders::Holders,
+    console_on_framebuffer: bool,
+    records: Vec<BindRecord>,
+}
+
+impl Gathered {
+    fn read(root: &HostRoot) -> anyhow::Result<Self> {
+        let devices = crate::pci::device::read_all(root)?;
+        let (records, errors) = state::read_all(root);
+        for e in errors {
+            eprintln!("passthru: warning: {}", crate::facts::error_chain(&e));
+        }
+        Ok(Self {
+            holders: holders::find(root, &devices),
+            host: HostUse {
+                root_disks: host_devices::root_disk_controllers(root).unwrap_or_default(),
+                route_nics: host_devices::default_route_nics(root).unwrap_or_default(),
+                held_by_passthru: records.iter().map(|r| (r.address, r.since)).collect(),
+            },
+            names: PciNames::load(),
+            console_on_framebuffer: console_on_framebuffer(root),
+            records,
+            devices,
+        })
+    }
+
+    fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            devices: &self.devices,
+            names: &self.names,
+            host: &self.host,
+            holders: &self.holders,
+            console_on_framebuffer: self.console_on_framebuffer,
+            records: &self.records,
+        }
+    }
+}
+
+/// Whether a virtual console runs on a framebuffer (`sys/class/vtconsole/vtcon*`
+/// with name "frame buffer device" and `bind` = 1): then the boot display drives it.
+fn console_on_framebuffer(root: &HostRoot) -> bool {
+    root.list_dir_optional("sys/class/vtconsole")
+        .unwrap_or_default()
+        .iter()
+        .any(|vt| {
+            let read = |f: &str| {
+                root.read_optional(format!("sys/class/vtconsole/{vt}/{f}"))
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            read("name").contains("frame buffer") && read("bind").trim() == "1"
+        })
+}
+
+fn parse_targets(devices: &[String]) -> anyhow::Result<Vec<Target>> {
+    devices
+        .iter()
+        .map(|d| d.parse::<Target>().with_context(|| format!("DEVICE '{d}'")))
+        .collect()
+}
+
+fn require_live(root: &HostRoot, what: &str) -> anyhow::Result<()> {
+    if !root.is_system() {
+        bail!("{what} changes the running host: --root works only with --dry-run");
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "{what} changes the kernel's driver bindings: run it as root (sudo passthru {what} …)"
+        );
+    }
+    Ok(())
+}
+
+fn applier(root: &HostRoot, timeout: u64) -> anyhow::Result<Applier> {
+    let exe = std::env::current_exe().context("cannot find the passthru binary itself")?;
+    Ok(Applier::new(
+        root.clone(),
+        Duration::from_secs(timeout.max(1)),
+        exe,
+    ))
+}
+
+fn print_steps(title: &str, plan: &Plan) {
+    println!("{title}");
+    for s in &plan.steps {
+        let change = if s.noop {
+            format!(
+                "{} (already, nothing to do)",
+                s.from.as_deref().unwrap_or("no driver")
+            )
+        } else {
+            format!(
+                "{} → {}",
+                s.from.as_deref().unwrap_or("no driver"),
+                s.to.as_deref().unwrap_or("the kernel's choice")
+            )
+        };
+        let group = s.group.map_or_else(|| "-".into(), |g| g.to_string());
+        println!("  group {group:>3}  {}  {change}", s.description);
+    }
+}
+
+fn print_refusals(what: &str, refusals: &[Refusal]) {
+    eprintln!("passthru: {what} refused; nothing was changed:");
+    for r in refusals {
+        match r.override_flag {
+            Some(flag) => eprintln!("  - {} (to accept this, add {flag})", r.reason),
+            None => eprintln!("  - {}", r.reason),
+        }
+    }
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
+}
+
+/// `passthru bind`.
+pub(super) fn bind(
+    json: bool,
+    root: &HostRoot,
+    devices: &[String],
+    overrides: Overrides,
+    opts: ChangeOptions,
+) -> anyhow::Result<u8> {
+    let targets = parse_targets(devices)?;
+    if !opts.dry_run {
+        require_live(root, "bind")?;
+    }
+    let g = Gathered::read(root)?;
+    let inputs = g.inputs();
+    let named = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
+    let by_name = targets.iter().any(|t| matches!(t, Target::Name(_)));
+    if by_name && !opts.yes && !opts.dry_run {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "devices matched by name need confirmation: rerun with --yes, or name them by address \
+                 (matched: {})",
+                named.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            );
+        }
+        println!("The name matches:");
+        for a in &named {
+            if let Some(d) = g.devices.iter().find(|d| d.address == *a) {
+                println!("  {}", inputs.describe(d));
+            }
+        }
+        if !confirm("Bind these (with the rest of their IOMMU groups) to vfio-pci?")? {
+            println!("Nothing was changed.");
+            return Ok(EXIT_PROBLEMS);
+        }
+    }
+    let plan = match bind::plan_bind(&inputs, &named, overrides) {
+        Ok(p) => p,
+        Err(refusals) => {
+            if json {
+                print_json(&ChangeReport {
+                    schema_version: 1,
+                    action: "bind",
+                    dry_run: opts.dry_run,
+                    steps: &[],
+                    groups: &[],
+                    refusals: &refusals,
+                    nodes: &[],
+                    failures: Vec::new(),
+                })?;
+            }
+            print_refusals("bind", &refusals);
+            return Ok(EXIT_PROBLEMS);
+        }
+    };
+    if !json {
+        let verb = if opts.dry_run { "would bind" } else { "binds" };
+        let groups: Vec<String> = plan.groups.iter().map(ToString::to_string).collect();
+        print_steps(
+            &format!(
+                "passthru {verb} IOMMU group {} to vfio-pci:",
+                groups.join(", ")
+            ),
+            &plan,
+        );
+    }
+    let mut nodes = Vec::new();
+    let mut failures = Vec::new();
+    if !opts.dry_run {
+        let applier = applier(root, opts.timeout)?;
+        let mut progress = |line: &str| {
+            if json {
+                eprintln!("passthru: {line}");
+            } else {
+                println!("  … {line}");
+            }
+        };
+        match applier.bind(&plan, &mut progress) {
+            Ok(n) => nodes = n,
+            Err(e) => failures.push(Failure {
+                address: None,
+                error: crate::facts::error_chain(&e),
+            }),
+        }
+    }
+    if json {
+        print_json(&ChangeReport {
+            schema_version: 1,
+            action: "bind",
+            dry_run: opts.dry_run,
+            steps: &plan.steps,
+            groups: &plan.groups,
+            refusals: &[],
+            nodes: &nodes,
+            failures,
+        })?;
+        return Ok(0);
+    }
+    if let Some(f) = failures.first() {
+        eprintln!("passthru: bind failed: {}", f.error);
+        eprintln!("passthru: `passthru unbind --all` gives back what was already taken.");
+        return Ok(EXIT_PROBLEMS);
+    }
+    if opts.dry_run {
+        println!("(dry run: nothing was changed)");
+    } else if plan.is_noop() {
+        println!("Already bound to vfio-pci: nothing changed.");
+    }
+    for n in &nodes {
+        println!("Group {} is ready for a VM: {}", n.group, n.node.display());
+    }
+    Ok(0)
+}
+
+/// `passthru unbind`.
+pub(super) fn unbind(
+    json: bool,
+    root: &HostRoot,
+    devices: &[String],
+    all: bool,
+    opts: ChangeOptions,
+) -> anyhow::Result<u8> {
+    let targets = parse_targets(devices)?;
+    if !opts.dry_run {
+        require_live(root, "unbind")?;
+    }
+    let g = Gathered::read(root)?;
+    let inputs = g.inputs();
+    let named = if all {
+        Vec::new()
+    } else {
+        bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?
+    };
+    let plan = match bind::plan_unbind(&inputs, &named) {
+        Ok(p) => p,
+        Err(refusals) => {
+            if json {
+                print_json(&ChangeReport {
+                    schema_version: 1,
+                    action: "unbind",
+                    dry_run: opts.dry_run,
+                    steps: &[],
+                    groups: &[],
+                    refusals: &refusals,
+                    nodes: &[],
+                    failures: Vec::new(),
+                })?;
+            }
+            print_refusals("unbind", &refusals);
+            return Ok(EXIT_PROBLEMS);
+        }
+    };
+    if !json {
+        if plan.steps.is_empty() {
+            println!("passthru holds no devices: nothing to give back.");
+        } else {
+            let verb = if opts.dry_run {
+                "would give back"
+            } else {
+                "gives back"
+            };
+            print_steps(&format!("passthru {verb}:"), &plan);
+        }
+    }
+    let mut failures = Vec::new();
+    if !opts.dry_run {
+        let applier = applier(root, opts.timeout)?;
+        let mut progress = |line: &str| {
+            if json {
+                eprintln!("passthru: {line}");
+            } else {
+                println!("  … {line}");
+            }
+        };
+        failures = applier
+            .unbind(&plan, &mut progress)
+            .into_iter()
+            .map(|(a, e)| Failure {
+                address: Some(a),
+                error: crate::facts::error_chain(&e),
+            })
+            .collect();
+    }
+    let failed = !failures.is_empty();
+    if json {
+        print_json(&ChangeReport {
+            schema_version: 1,
+            action: "unbind",
+            dry_run: opts.dry_run,
+            steps: &plan.steps,
+            groups: &plan.groups,
+            refusals: &[],
+            nodes: &[],
+            failures,
+        })?;
+    } else {
+        for f in &failures {
+            eprintln!(
+                "passthru: could not restore {}: {}",
+                f.address.map_or_else(String::new, |a| a.to_string()),
+                f.error
+            );
+        }
+        if opts.dry_run {
+            println!("(dry run: nothing was changed)");
+        }
+    }
+    Ok(if failed { EXIT_PROBLEMS } else { 0 })
+}
