@@ -62,13 +62,15 @@ while :; do
     setsid chroot /root /bin/sh -c "cd / && exec /bin/sh /tmp/testbed/$n.sh" \
         <"/dev/null" >"$n.out" 2>"$n.err" &
     pid=$!
-    # The marker is written before the kill: once the command is dead, the loop below
-    # kills this watchdog at once.
-    ( sleep "$t"; echo "$t" > "$n.timedout"; kill -KILL -- "-$pid" 2>/dev/null ) &
+    # The watchdog has its own process group too, so that killing it also ends its
+    # sleep. It writes the marker before the kill: once the command is dead, the loop
+    # below kills the watchdog at once.
+    setsid sh -c 'sleep "$1"; echo "$1" > "$2.timedout"; kill -KILL -- "-$3"' \
+        watchdog "$t" "$n" "$pid" </dev/null >/dev/null 2>&1 &
     wd=$!
     wait "$pid"
     rc=$?
-    kill "$wd" 2>/dev/null
+    kill -KILL -- "-$wd" 2>/dev/null
     echo "$rc" > "$n.rc.tmp" && mv "$n.rc.tmp" "$n.rc"
     n=$((n + 1))
 done

@@ -255,23 +255,24 @@ impl VmBuilder {
         push("-cpu", self.cpu.clone());
         push("-m", self.memory_mib.to_string());
         push("-smp", self.cpus.to_string());
-        // The IOMMU comes first: QEMU wants it created before the devices it translates.
-        match self.iommu {
-            Iommu::None => {}
+        // The Intel IOMMU comes first: QEMU wants it created before the devices it
+        // translates. The AMD IOMMU is itself a PCI function that takes the first free
+        // root-bus slot when created, so it comes after the devices (which pin their
+        // root-bus slots) and lands in the first slot they left free.
+        let iommu = match self.iommu {
+            Iommu::None => None,
             Iommu::Intel {
                 intremap,
                 caching_mode,
-            } => push(
-                "-device",
-                format!(
-                    "intel-iommu,intremap={},caching-mode={}",
-                    on_off(intremap),
-                    on_off(caching_mode)
-                ),
-            ),
-            Iommu::Amd { intremap } => {
-                push("-device", format!("amd-iommu,intremap={}", on_off(intremap)));
-            }
+            } => Some(format!(
+                "intel-iommu,intremap={},caching-mode={}",
+                on_off(intremap),
+                on_off(caching_mode)
+            )),
+            Iommu::Amd { intremap } => Some(format!("amd-iommu,intremap={}", on_off(intremap))),
+        };
+        if let (Some(iommu), Iommu::Intel { .. }) = (&iommu, self.iommu) {
+            push("-device", iommu.clone());
         }
         let shares = [
             (Path::new("/"), true, ",multidevs=remap"),
@@ -294,6 +295,9 @@ impl VmBuilder {
         }
         for device in &self.devices {
             push("-device", device.clone());
+        }
+        if let (Some(iommu), Iommu::Amd { .. }) = (iommu, self.iommu) {
+            push("-device", iommu);
         }
         push("-chardev", format!("file,id=console,path={}", qemu_escape(console)));
         push("-serial", "chardev:console".into());
