@@ -457,15 +457,19 @@ pub fn prepare() -> Result<Kernel, PrepareError> {
 mod tests {
     use super::*;
 
-    // Lines from the modules.dep that `depmod` wrote for Debian's 6.1.0-56-amd64.
+    // Lines from the modules.dep that `depmod -b` wrote for Debian's 6.1.0-56-amd64
+    // (package linux-image-6.1.0-56-amd64 6.1.192-2).
     const DEP: &str = "\
 kernel/fs/overlayfs/overlay.ko:
-kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko kernel/fs/fscache/fscache.ko kernel/fs/netfs/netfs.ko
-kernel/fs/fscache/fscache.ko: kernel/fs/netfs/netfs.ko
 kernel/fs/netfs/netfs.ko:
+kernel/fs/fscache/fscache.ko: kernel/fs/netfs/netfs.ko
+kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko kernel/fs/fscache/fscache.ko kernel/fs/netfs/netfs.ko
+kernel/drivers/vfio/vfio.ko:
+kernel/drivers/vfio/pci/vfio-pci-core.ko: kernel/drivers/vfio/vfio_virqfd.ko kernel/drivers/vfio/vfio.ko kernel/virt/lib/irqbypass.ko
+kernel/drivers/vfio/pci/vfio-pci.ko: kernel/drivers/vfio/pci/vfio-pci-core.ko kernel/drivers/vfio/vfio_virqfd.ko kernel/drivers/vfio/vfio.ko kernel/virt/lib/irqbypass.ko
+kernel/drivers/vfio/vfio_virqfd.ko:
 kernel/net/9p/9pnet.ko:
-kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
-kernel/drivers/vfio/pci/vfio-pci.ko: kernel/drivers/vfio/pci/vfio-pci-core.ko
+kernel/virt/lib/irqbypass.ko:
 ";
 
     #[test]
@@ -478,6 +482,9 @@ kernel/drivers/vfio/pci/vfio-pci.ko: kernel/drivers/vfio/pci/vfio-pci-core.ko
             "kernel/fs/netfs/netfs.ko",
             "kernel/drivers/vfio/pci/vfio-pci.ko",
             "kernel/drivers/vfio/pci/vfio-pci-core.ko",
+            "kernel/drivers/vfio/vfio_virqfd.ko",
+            "kernel/drivers/vfio/vfio.ko",
+            "kernel/virt/lib/irqbypass.ko",
         ]
         .map(str::to_owned)
         .into();
