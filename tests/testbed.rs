@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use testbed::layouts::{self, Layout};
-use testbed::{Output, TestVm, PASSTHRU};
+use testbed::{passthru_bin, Output, TestVm};
 
 layout_tests!(intel, IntelDesktop;
     fixture_boots, fixture_devices, fixture_firmware_and_kernel_log, fixture_iommu_groups,
@@ -177,7 +177,7 @@ fn fixture_boots(vm: &TestVm, _layout: Layout) {
         "a write in the guest reached the host's {probe}"
     );
     // The fresh passthru binary is there.
-    vm.sh(&format!("test -x {PASSTHRU}"));
+    vm.sh(&format!("test -x {}", passthru_bin()));
 }
 
 fn fixture_devices(vm: &TestVm, layout: Layout) {
@@ -352,7 +352,7 @@ fn fixture_commands(vm: &TestVm, _layout: Layout) {
 // passthru in the guest, judged against the kernel's own view.
 
 fn passthru(vm: &TestVm, args: &str) -> (Output, Value) {
-    let out = vm.run(&format!("{PASSTHRU} {args}")).expect("run passthru");
+    let out = vm.run(&format!("{} {args}", passthru_bin())).expect("run passthru");
     let json = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|err| panic!("`passthru {args}` did not print JSON ({err}):\n{out}"));
     (out, json)
@@ -570,7 +570,7 @@ fn passthru_list(vm: &TestVm, layout: Layout) {
 fn passthru_report_roundtrip(vm: &TestVm, _layout: Layout) {
     let archive = "/tmp/testbed/report.tar.gz";
     let out = vm
-        .run_with_timeout(&format!("{PASSTHRU} report -o {archive}"), Duration::from_secs(300))
+        .run_with_timeout(&format!("{} report -o {archive}", passthru_bin()), Duration::from_secs(300))
         .expect("run");
     assert!(out.success(), "report failed:\n{out}");
     let (_, inside) = passthru(vm, "list --json");
@@ -590,7 +590,7 @@ fn passthru_report_roundtrip(vm: &TestVm, _layout: Layout) {
     } else {
         tree.path().to_owned()
     };
-    let outside = std::process::Command::new(PASSTHRU)
+    let outside = std::process::Command::new(passthru_bin())
         .args(["list", "--json", "--root"])
         .arg(&root)
         .output()

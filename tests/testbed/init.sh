@@ -3,7 +3,8 @@
 #
 # It mounts the host's `/` (9p tag `hostroot`, read-only) under an overlay whose upper
 # layers are the unpacked Debian kernel (9p tag `kernel`: its /boot and modules, so
-# `uname -r` matches /lib/modules) and a tmpfs (so the guest may write without touching the host), then
+# `uname -r` matches /lib/modules) and a tmpfs (so the guest may write anywhere without
+# touching the host; the host's /tmp stays visible, as a build directory may be there), then
 # loads the drivers of the PCI devices like udev's coldplug would, and serves commands
 # that the host drops into the shared directory (9p tag `testbed`, read-write):
 #   host writes  N.sh (the script) then N.go (its timeout in seconds)
@@ -37,7 +38,6 @@ mount -t proc proc /root/proc || fail "proc"
 mount -t sysfs sysfs /root/sys || fail "sysfs"
 mount --bind /dev /root/dev || fail "dev"
 mount -t devpts devpts /root/dev/pts 2>/dev/null
-mount -t tmpfs -o mode=1777 tmpfs /root/tmp || fail "tmp"
 mount -t tmpfs -o mode=0755 tmpfs /root/run || fail "run"
 mkdir -p /root/tmp/testbed
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 testbed /root/tmp/testbed \

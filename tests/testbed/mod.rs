@@ -24,8 +24,12 @@ pub use kernel::{Kernel, PrepareError};
 pub use layouts::Layout;
 pub use vm::{Output, TestVm};
 
-/// The `passthru` binary under test. It lives on the host's `/`, which the guest sees.
-pub const PASSTHRU: &str = env!("CARGO_BIN_EXE_passthru");
+/// The `passthru` binary under test: the one cargo just built, or
+/// `$PASSTHRU_TESTBED_BIN` (e.g. a release build). It lives on the host's `/`, which the
+/// guest sees at the same path.
+pub fn passthru_bin() -> String {
+    std::env::var("PASSTHRU_TESTBED_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_passthru").to_owned())
+}
 
 /// Whether we run in CI, where a missing prerequisite is a failure.
 pub fn in_ci() -> bool {
