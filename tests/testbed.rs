@@ -77,16 +77,17 @@ impl KernelView {
 }
 
 fn last_component(path: &str) -> &str {
-    path.trim_end_matches('/').rsplit('/').next().unwrap_or(path)
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
 }
 
 /// Reads devices and groups in three commands (forks are slow under TCG).
 fn kernel_view(vm: &TestVm) -> KernelView {
     let mut view = KernelView::default();
-    let attrs = vm.sh(
-        "cd /sys/bus/pci/devices && \
-         grep -H . */vendor */device */class */reset_method */boot_vga 2>/dev/null; true",
-    );
+    let attrs = vm.sh("cd /sys/bus/pci/devices && \
+         grep -H . */vendor */device */class */reset_method */boot_vga 2>/dev/null; true");
     for line in attrs.lines() {
         // "0000:00:05.0/vendor:0x1234", "0000:03:00.0/reset_method:flr bus"
         let Some((address, rest)) = line.split_once('/') else {
@@ -108,9 +109,8 @@ fn kernel_view(vm: &TestVm) -> KernelView {
             _ => {}
         }
     }
-    let links = vm.sh(
-        "cd /sys/bus/pci/devices && stat -c '%n|%N' */driver */iommu_group 2>/dev/null; true",
-    );
+    let links = vm
+        .sh("cd /sys/bus/pci/devices && stat -c '%n|%N' */driver */iommu_group 2>/dev/null; true");
     for line in links.lines() {
         // "0000:00:05.0/iommu_group|'0000:00:05.0/iommu_group' -> '../../../kernel/iommu_groups/3'"
         let Some((name, pretty)) = line.split_once('|') else {
@@ -136,7 +136,10 @@ fn kernel_view(vm: &TestVm) -> KernelView {
         let parts: Vec<&str> = line.split('/').collect();
         if let [.., "iommu_groups", n, "devices", address] = parts.as_slice() {
             if let Ok(n) = n.parse() {
-                view.groups.entry(n).or_default().insert((*address).to_owned());
+                view.groups
+                    .entry(n)
+                    .or_default()
+                    .insert((*address).to_owned());
             }
         }
     }
@@ -153,7 +156,8 @@ fn dmesg(vm: &TestVm) -> String {
 /// remapping enabled").
 fn kernel_says_interrupt_remapping(log: &str) -> bool {
     log.lines().any(|l| {
-        l.contains("DMAR-IR: Enabled IRQ remapping") || l.contains("AMD-Vi: Interrupt remapping enabled")
+        l.contains("DMAR-IR: Enabled IRQ remapping")
+            || l.contains("AMD-Vi: Interrupt remapping enabled")
     })
 }
 
@@ -199,25 +203,39 @@ fn fixture_devices(vm: &TestVm, layout: Layout) {
             ));
         }
     }
-    let vga = view.devices.get(layouts::BOOT_VGA).and_then(|d| d.boot_vga.clone());
+    let vga = view
+        .devices
+        .get(layouts::BOOT_VGA)
+        .and_then(|d| d.boot_vga.clone());
     if vga.as_deref() != Some("1") {
         problems.push(format!("{}: boot_vga {vga:?}, want 1", layouts::BOOT_VGA));
     }
-    let gpu_vga = view.devices.get(layouts::GPU).and_then(|d| d.boot_vga.clone());
+    let gpu_vga = view
+        .devices
+        .get(layouts::GPU)
+        .and_then(|d| d.boot_vga.clone());
     if gpu_vga.as_deref() == Some("1") {
-        problems.push(format!("{}: is boot_vga, want the std VGA to be", layouts::GPU));
+        problems.push(format!(
+            "{}: is boot_vga, want the std VGA to be",
+            layouts::GPU
+        ));
     }
     // The AMD IOMMU is itself a PCI function (1022:0020 in QEMU) at 00:02.0.
     let slot2 = view.devices.get(layouts::AMD_IOMMU_SLOT);
     match (layout, slot2) {
-        (Layout::AmdDesktop, Some(dev)) if dev.vendor == "1022" && dev.class.starts_with("0806") => {}
+        (Layout::AmdDesktop, Some(dev))
+            if dev.vendor == "1022" && dev.class.starts_with("0806") => {}
         (Layout::AmdDesktop, other) => {
             problems.push(format!("00:02.0 should be the AMD IOMMU, found {other:?}"));
         }
         (_, Some(dev)) => problems.push(format!("00:02.0 should be empty, found {dev:?}")),
         (_, None) => {}
     }
-    assert!(problems.is_empty(), "layout differs:\n{}\nkernel view: {view:#?}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "layout differs:\n{}\nkernel view: {view:#?}",
+        problems.join("\n")
+    );
 }
 
 fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
@@ -228,15 +246,26 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
         Layout::AmdDesktop => (false, true),
         Layout::NoIommu => (false, false),
     };
-    assert_eq!(tables.contains("DMAR"), dmar, "DMAR table; tables: {tables:?}");
-    assert_eq!(tables.contains("IVRS"), ivrs, "IVRS table; tables: {tables:?}");
+    assert_eq!(
+        tables.contains("DMAR"),
+        dmar,
+        "DMAR table; tables: {tables:?}"
+    );
+    assert_eq!(
+        tables.contains("IVRS"),
+        ivrs,
+        "IVRS table; tables: {tables:?}"
+    );
 
     let log = dmesg(vm);
     let has = |needle: &str| log.contains(needle);
     match layout {
         Layout::IntelDesktop => {
             assert!(has("DMAR: IOMMU enabled"), "VT-d not enabled");
-            assert!(has("DMAR-IR: Enabled IRQ remapping"), "no interrupt remapping");
+            assert!(
+                has("DMAR-IR: Enabled IRQ remapping"),
+                "no interrupt remapping"
+            );
             assert!(has("Adding to iommu group"), "no IOMMU groups");
         }
         Layout::AmdDesktop => {
@@ -246,7 +275,10 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
         }
         Layout::IommuOff => {
             assert!(has("DMAR: IOMMU disabled"), "intel_iommu=off not honoured");
-            assert!(!has("Adding to iommu group"), "groups despite intel_iommu=off");
+            assert!(
+                !has("Adding to iommu group"),
+                "groups despite intel_iommu=off"
+            );
         }
         Layout::NoIommu => {
             assert!(!has("DMAR:"), "DMAR lines without an IOMMU");
@@ -254,7 +286,9 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
             // (also with intel_iommu=off on Intel's DMAR): not a sign of AMD-Vi.
             let amd_vi: Vec<&str> = log.lines().filter(|l| l.contains("AMD-Vi:")).collect();
             assert!(
-                amd_vi.iter().all(|l| l.contains("AMD IOMMUv2 functionality not available")),
+                amd_vi
+                    .iter()
+                    .all(|l| l.contains("AMD IOMMUv2 functionality not available")),
                 "AMD-Vi lines without an IOMMU: {amd_vi:?}"
             );
             assert!(!has("Adding to iommu group"));
@@ -265,21 +299,41 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
 fn fixture_iommu_groups(vm: &TestVm, layout: Layout) {
     let view = kernel_view(vm);
     if !layout.iommu_on() {
-        assert!(view.groups.is_empty(), "groups without an IOMMU: {:?}", view.groups);
-        let grouped: Vec<_> = view.devices.iter().filter(|(_, d)| d.group.is_some()).collect();
-        assert!(grouped.is_empty(), "iommu_group links without an IOMMU: {grouped:?}");
+        assert!(
+            view.groups.is_empty(),
+            "groups without an IOMMU: {:?}",
+            view.groups
+        );
+        let grouped: Vec<_> = view
+            .devices
+            .iter()
+            .filter(|(_, d)| d.group.is_some())
+            .collect();
+        assert!(
+            grouped.is_empty(),
+            "iommu_group links without an IOMMU: {grouped:?}"
+        );
         return;
     }
     assert!(!view.groups.is_empty());
     // Both views of the kernel agree: the group directories and the devices' links.
     for (address, dev) in &view.devices {
-        assert_eq!(dev.group, view.group_of(address), "{address}: link vs group directory");
+        assert_eq!(
+            dev.group,
+            view.group_of(address),
+            "{address}: link vs group directory"
+        );
         // Every function has a group — except the AMD IOMMU's own function.
         if address != layouts::AMD_IOMMU_SLOT {
             assert!(dev.group.is_some(), "{address} has no group");
         }
     }
-    let set = |addrs: &[&str]| addrs.iter().map(|a| (*a).to_owned()).collect::<BTreeSet<_>>();
+    let set = |addrs: &[&str]| {
+        addrs
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
     assert_eq!(
         view.members_of_group_of(layouts::GPU),
         set(&[layouts::GPU, layouts::GPU_AUDIO]),
@@ -287,19 +341,36 @@ fn fixture_iommu_groups(vm: &TestVm, layout: Layout) {
     );
     assert_eq!(
         view.members_of_group_of(layouts::PCI_BRIDGE),
-        set(&[layouts::PCI_BRIDGE, layouts::BEHIND_BRIDGE[0], layouts::BEHIND_BRIDGE[1]]),
+        set(&[
+            layouts::PCI_BRIDGE,
+            layouts::BEHIND_BRIDGE[0],
+            layouts::BEHIND_BRIDGE[1]
+        ]),
         "the conventional PCI bridge shares one group with the two devices behind it"
     );
     for alone in [layouts::EDU, layouts::XHCI, layouts::NVME, layouts::NIC] {
-        assert_eq!(view.members_of_group_of(alone), set(&[alone]), "{alone} alone in its group");
+        assert_eq!(
+            view.members_of_group_of(alone),
+            set(&[alone]),
+            "{alone} alone in its group"
+        );
     }
 }
 
 fn fixture_reset_methods(vm: &TestVm, _layout: Layout) {
     let view = kernel_view(vm);
-    let resets = |a: &str| view.devices.get(a).map(|d| d.reset_methods.clone()).unwrap_or_default();
+    let resets = |a: &str| {
+        view.devices
+            .get(a)
+            .map(|d| d.reset_methods.clone())
+            .unwrap_or_default()
+    };
     // edu sits on the root bus: no FLR, no PM reset, and no parent bridge to reset.
-    assert_eq!(resets(layouts::EDU), Vec::<String>::new(), "edu must have no reset method");
+    assert_eq!(
+        resets(layouts::EDU),
+        Vec::<String>::new(),
+        "edu must have no reset method"
+    );
     // The others behind root ports can be reset (and the read works at all).
     assert_eq!(resets(layouts::NVME), ["flr", "bus"]);
     assert_eq!(resets(layouts::NIC), ["pm", "bus"]);
@@ -308,13 +379,19 @@ fn fixture_reset_methods(vm: &TestVm, _layout: Layout) {
 
 fn fixture_cpu_under_tcg(vm: &TestVm, _layout: Layout) {
     let cpuinfo = vm.sh("cat /proc/cpuinfo");
-    assert!(cpuinfo.contains("vendor_id\t: AuthenticAMD"), "TCG's -cpu max is AMD-flavoured");
+    assert!(
+        cpuinfo.contains("vendor_id\t: AuthenticAMD"),
+        "TCG's -cpu max is AMD-flavoured"
+    );
     let flags: BTreeSet<&str> = cpuinfo
         .lines()
         .find(|l| l.starts_with("flags"))
         .map(|l| l.split_whitespace().collect())
         .unwrap_or_default();
-    assert!(flags.contains("svm") && flags.contains("hypervisor"), "flags: {flags:?}");
+    assert!(
+        flags.contains("svm") && flags.contains("hypervisor"),
+        "flags: {flags:?}"
+    );
     assert!(!flags.contains("vmx"));
     // KVM is a module that nothing loaded, so there is no /dev/kvm.
     vm.sh("test ! -e /dev/kvm && ! grep -q '^kvm' /proc/modules && modinfo -n kvm_amd");
@@ -322,7 +399,10 @@ fn fixture_cpu_under_tcg(vm: &TestVm, _layout: Layout) {
 
 fn fixture_commands(vm: &TestVm, _layout: Layout) {
     let out = vm.run("echo out; echo err >&2; exit 7").expect("run");
-    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (7, "out\n", "err\n"));
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (7, "out\n", "err\n")
+    );
     assert!(!out.timed_out && !out.success());
 
     // Multi-line scripts with quotes, stdin at end-of-file, the working directory.
@@ -339,12 +419,19 @@ fn fixture_commands(vm: &TestVm, _layout: Layout) {
     // A command that outlives its timeout is killed with its children, and the VM
     // goes on serving.
     let out = vm
-        .run_with_timeout("echo before; sleep 600 & sleep 600; echo after", Duration::from_secs(2))
+        .run_with_timeout(
+            "echo before; sleep 600 & sleep 600; echo after",
+            Duration::from_secs(2),
+        )
         .expect("run");
     assert!(out.timed_out, "{out}");
     assert_eq!(out.stdout, "before\n");
     assert!(out.elapsed < Duration::from_secs(30), "{out}");
-    assert_eq!(vm.sh("pgrep -c -x -f 'sleep 600' || true").trim(), "0", "children survived the timeout");
+    assert_eq!(
+        vm.sh("pgrep -c -x -f 'sleep 600' || true").trim(),
+        "0",
+        "children survived the timeout"
+    );
     assert_eq!(vm.sh("echo alive"), "alive\n");
 }
 
@@ -352,7 +439,9 @@ fn fixture_commands(vm: &TestVm, _layout: Layout) {
 // passthru in the guest, judged against the kernel's own view.
 
 fn passthru(vm: &TestVm, args: &str) -> (Output, Value) {
-    let out = vm.run(&format!("{} {args}", passthru_bin())).expect("run passthru");
+    let out = vm
+        .run(&format!("{} {args}", passthru_bin()))
+        .expect("run passthru");
     let json = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|err| panic!("`passthru {args}` did not print JSON ({err}):\n{out}"));
     (out, json)
@@ -401,13 +490,20 @@ fn passthru_check(vm: &TestVm, layout: Layout) {
 
     // The CPU under TCG is AMD-flavoured with svm, whatever the IOMMU.
     assert_eq!(host["cpu_vendor"], "amd", "{ctx}");
-    assert_eq!(finding(&check, "cpu.virtualization")["status"], "ok", "{ctx}");
+    assert_eq!(
+        finding(&check, "cpu.virtualization")["status"],
+        "ok",
+        "{ctx}"
+    );
     // KVM: the module is not loaded, so no /dev/kvm — and the remedy names kvm_amd.
     assert_eq!(host["kvm"], "no_device", "{ctx}");
     let kvm = finding(&check, "kvm");
     assert_eq!(kvm["status"], "fail", "{ctx}");
     let kvm_text = format!("{} {}", s(&kvm["summary"]), s(&kvm["remedy"]));
-    assert!(kvm_text.contains("kvm_amd"), "kvm finding should name kvm_amd: {kvm:#}");
+    assert!(
+        kvm_text.contains("kvm_amd"),
+        "kvm finding should name kvm_amd: {kvm:#}"
+    );
     // Debian builds vfio-pci as a module.
     assert_eq!(host["vfio_pci"], "module", "{ctx}");
 
@@ -419,22 +515,40 @@ fn passthru_check(vm: &TestVm, layout: Layout) {
     let remap = host["interrupt_remapping"].clone();
     match layout {
         Layout::IntelDesktop | Layout::AmdDesktop => {
-            let kind = if layout == Layout::IntelDesktop { "intel" } else { "amd" };
+            let kind = if layout == Layout::IntelDesktop {
+                "intel"
+            } else {
+                "amd"
+            };
             assert_eq!(host["iommu"]["state"], "on", "{ctx}");
             assert_eq!(host["iommu"]["kind"], kind, "{ctx}");
             assert_eq!(finding(&check, "iommu.firmware")["status"], "ok", "{ctx}");
             assert_eq!(finding(&check, "iommu.kernel")["status"], "ok", "{ctx}");
-            assert!(kernel_says_interrupt_remapping(&log), "the kernel should remap interrupts");
+            assert!(
+                kernel_says_interrupt_remapping(&log),
+                "the kernel should remap interrupts"
+            );
             assert_eq!(remap, "on", "{ctx}");
         }
         Layout::IommuOff => {
             assert_eq!(host["iommu"]["state"], "off", "{ctx}");
-            assert_eq!(finding(&check, "iommu.firmware")["status"], "ok", "DMAR is there: {ctx}");
+            assert_eq!(
+                finding(&check, "iommu.firmware")["status"],
+                "ok",
+                "DMAR is there: {ctx}"
+            );
             assert_eq!(finding(&check, "iommu.kernel")["status"], "fail", "{ctx}");
             let cmdline = finding(&check, "iommu.cmdline");
             let evidence = cmdline["evidence"].to_string();
-            assert!(evidence.contains("intel_iommu=off"), "evidence: {cmdline:#}");
-            let want = if kernel_says_interrupt_remapping(&log) { "on" } else { "off" };
+            assert!(
+                evidence.contains("intel_iommu=off"),
+                "evidence: {cmdline:#}"
+            );
+            let want = if kernel_says_interrupt_remapping(&log) {
+                "on"
+            } else {
+                "off"
+            };
             assert_eq!(remap, want, "as the kernel log says: {ctx}");
             assert_eq!(out.code, 1);
         }
@@ -469,11 +583,17 @@ fn passthru_list(vm: &TestVm, layout: Layout) {
     let listed: BTreeMap<u32, BTreeSet<String>> = groups
         .iter()
         .map(|g| {
-            let n = g["group"].as_u64().and_then(|n| u32::try_from(n).ok()).expect("group number");
+            let n = g["group"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .expect("group number");
             (n, addresses(&g["devices"]))
         })
         .collect();
-    assert_eq!(listed, view.groups, "passthru's groups vs /sys/kernel/iommu_groups");
+    assert_eq!(
+        listed, view.groups,
+        "passthru's groups vs /sys/kernel/iommu_groups"
+    );
     let ungrouped = addresses(&list["ungrouped"]);
     let kernel_ungrouped: BTreeSet<String> = view
         .devices
@@ -483,7 +603,10 @@ fn passthru_list(vm: &TestVm, layout: Layout) {
         .collect();
     assert_eq!(ungrouped, kernel_ungrouped, "ungrouped devices");
     if !layout.iommu_on() {
-        assert!(list["note"].is_string(), "a note says why there are no groups: {ctx}");
+        assert!(
+            list["note"].is_string(),
+            "a note says why there are no groups: {ctx}"
+        );
     }
 
     // Every device as the kernel has it.
@@ -503,9 +626,15 @@ fn passthru_list(vm: &TestVm, layout: Layout) {
         let checks = [
             ("vendor_id", dev["vendor_id"] == k.vendor.as_str()),
             ("device_id", dev["device_id"] == k.device.as_str()),
-            ("class", k.class.starts_with(s(&dev["class"])) && !s(&dev["class"]).is_empty()),
+            (
+                "class",
+                k.class.starts_with(s(&dev["class"])) && !s(&dev["class"]).is_empty(),
+            ),
             ("driver", dev["driver"].as_str() == k.driver.as_deref()),
-            ("iommu_group", dev["iommu_group"].as_u64() == k.group.map(u64::from)),
+            (
+                "iommu_group",
+                dev["iommu_group"].as_u64() == k.group.map(u64::from),
+            ),
             (
                 "reset_methods",
                 dev["reset_methods"]
@@ -522,14 +651,24 @@ fn passthru_list(vm: &TestVm, layout: Layout) {
         ];
         for (field, ok) in checks {
             if !ok {
-                problems.push(format!("{address}: {field} = {} but kernel: {k:?}", dev[field]));
+                problems.push(format!(
+                    "{address}: {field} = {} but kernel: {k:?}",
+                    dev[field]
+                ));
             }
         }
     }
-    assert!(problems.is_empty(), "devices differ from sysfs:\n{}\n{ctx}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "devices differ from sysfs:\n{}\n{ctx}",
+        problems.join("\n")
+    );
 
     // The edu device has no reset method.
-    let edu = all.iter().find(|d| d["address"] == layouts::EDU).expect("edu listed");
+    let edu = all
+        .iter()
+        .find(|d| d["address"] == layouts::EDU)
+        .expect("edu listed");
     assert_eq!(edu["has_reset"], false, "{edu:#}");
     assert_eq!(edu["vendor_id"], "1234");
     assert_eq!(edu["device_id"], "11e8");
@@ -560,17 +699,28 @@ fn passthru_list(vm: &TestVm, layout: Layout) {
     assert_eq!(units.len(), 1, "{gpu_group:#}");
     assert_eq!(units[0]["role"], "gpu_with_audio", "{gpu_group:#}");
     assert_eq!(units[0]["slot"], "0000:01:00");
-    assert_eq!(units[0]["functions"], serde_json::json!([layouts::GPU, layouts::GPU_AUDIO]));
+    assert_eq!(
+        units[0]["functions"],
+        serde_json::json!([layouts::GPU, layouts::GPU_AUDIO])
+    );
     // Single-device groups behind their own root ports are passable.
     for alone in [layouts::NVME, layouts::NIC, layouts::XHCI, layouts::EDU] {
-        assert_eq!(group_of(alone)["passable"], true, "{alone}: {:#}", group_of(alone));
+        assert_eq!(
+            group_of(alone)["passable"],
+            true,
+            "{alone}: {:#}",
+            group_of(alone)
+        );
     }
 }
 
 fn passthru_report_roundtrip(vm: &TestVm, _layout: Layout) {
     let archive = "/tmp/testbed/report.tar.gz";
     let out = vm
-        .run_with_timeout(&format!("{} report -o {archive}", passthru_bin()), Duration::from_secs(300))
+        .run_with_timeout(
+            &format!("{} report -o {archive}", passthru_bin()),
+            Duration::from_secs(300),
+        )
         .expect("run");
     assert!(out.success(), "report failed:\n{out}");
     let (_, inside) = passthru(vm, "list --json");
@@ -602,5 +752,8 @@ fn passthru_report_roundtrip(vm: &TestVm, _layout: Layout) {
             String::from_utf8_lossy(&outside.stderr)
         )
     });
-    assert_eq!(outside, inside, "list --json of the report differs from the guest's own");
+    assert_eq!(
+        outside, inside,
+        "list --json of the report differs from the guest's own"
+    );
 }

@@ -92,7 +92,9 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 
 fn require_program(name: &str, package: &str) -> Result<PathBuf, PrepareError> {
     find_program(name).ok_or_else(|| {
-        PrepareError::Missing(format!("`{name}` not found (install the `{package}` package)"))
+        PrepareError::Missing(format!(
+            "`{name}` not found (install the `{package}` package)"
+        ))
     })
 }
 
@@ -113,7 +115,8 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
     if bytes.get(0..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
         return false;
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (read_u64(0x20), read_u16(0x36), read_u16(0x38))
+    let (Some(phoff), Some(phentsize), Some(phnum)) =
+        (read_u64(0x20), read_u16(0x36), read_u16(0x38))
     else {
         return false;
     };
@@ -131,9 +134,13 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
 fn static_busybox() -> Result<PathBuf, PrepareError> {
     let candidates: Vec<PathBuf> = match std::env::var_os("PASSTHRU_TESTBED_BUSYBOX") {
         Some(path) => vec![PathBuf::from(path)],
-        None => ["/bin/busybox", "/usr/bin/busybox", "/usr/lib/initramfs-tools/bin/busybox"]
-            .map(PathBuf::from)
-            .to_vec(),
+        None => [
+            "/bin/busybox",
+            "/usr/bin/busybox",
+            "/usr/lib/initramfs-tools/bin/busybox",
+        ]
+        .map(PathBuf::from)
+        .to_vec(),
     };
     for candidate in &candidates {
         if let Ok(bytes) = fs::read(candidate) {
@@ -193,7 +200,7 @@ fn lock(path: &Path) -> Result<FileLock, PrepareError> {
 pub fn image_package_from_depends(depends: &str) -> Option<String> {
     depends
         .split([',', '|'])
-        .map(|alt| alt.trim().split_whitespace().next().unwrap_or(""))
+        .map(|alt| alt.split_whitespace().next().unwrap_or(""))
         .find(|name| name.starts_with("linux-image-") && *name != "linux-image-amd64")
         .map(str::to_owned)
 }
@@ -229,20 +236,27 @@ fn fetch_kernel_deb(download: &Path) -> Result<PathBuf, PrepareError> {
     let apt_get = require_program("apt-get", "apt")?;
     let dpkg_deb = require_program("dpkg-deb", "dpkg")?;
     fs::create_dir_all(download).map_err(|err| io_failed(download, &err))?;
-    let cannot = |err: String| {
-        PrepareError::Missing(format!("the kernel package cannot be had: {err}"))
-    };
-    run(Command::new(&apt_get).args(["download", "linux-image-amd64"]).current_dir(download))
-        .map_err(cannot)?;
+    let cannot =
+        |err: String| PrepareError::Missing(format!("the kernel package cannot be had: {err}"));
+    run(Command::new(&apt_get)
+        .args(["download", "linux-image-amd64"])
+        .current_dir(download))
+    .map_err(cannot)?;
     let meta = find_deb(download, "linux-image-amd64_")
         .ok_or_else(|| cannot("apt-get download left no linux-image-amd64_*.deb".into()))?;
-    let depends = run(Command::new(&dpkg_deb).arg("-f").arg(&meta).arg("Depends"))
-        .map_err(failed)?;
+    let depends =
+        run(Command::new(&dpkg_deb).arg("-f").arg(&meta).arg("Depends")).map_err(failed)?;
     let image = image_package_from_depends(&depends).ok_or_else(|| {
-        failed(format!("no linux-image-* in the Depends of {}: {depends}", meta.display()))
+        failed(format!(
+            "no linux-image-* in the Depends of {}: {depends}",
+            meta.display()
+        ))
     })?;
-    run(Command::new(&apt_get).arg("download").arg(&image).current_dir(download))
-        .map_err(cannot)?;
+    run(Command::new(&apt_get)
+        .arg("download")
+        .arg(&image)
+        .current_dir(download))
+    .map_err(cannot)?;
     find_deb(download, &format!("{image}_"))
         .ok_or_else(|| cannot(format!("apt-get download left no {image}_*.deb")))
 }
@@ -260,7 +274,12 @@ fn unpack_kernel(deb: &Path, kernel_dir: &Path) -> Result<String, PrepareError> 
     let release = fs::read_dir(&boot)
         .map_err(|err| io_failed(&boot, &err))?
         .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("vmlinuz-").map(str::to_owned))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("vmlinuz-")
+                .map(str::to_owned)
+        })
         .next()
         .ok_or_else(|| failed(format!("no vmlinuz-* in {}", boot.display())))?;
 
@@ -372,13 +391,19 @@ fn build_initramfs(
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent).map_err(|err| io_failed(parent, &err))?;
         }
-        fs::copy(from, to).map(drop).map_err(|err| io_failed(from, &err))
+        fs::copy(from, to)
+            .map(drop)
+            .map_err(|err| io_failed(from, &err))
     };
     copy(busybox, &staging.join("bin/busybox"))?;
     for module in &wanted {
         copy(&tree.join(module), &staged_tree.join(module))?;
     }
-    for file in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+    for file in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
         if tree.join(file).is_file() {
             copy(&tree.join(file), &staged_tree.join(file))?;
         }
@@ -423,7 +448,13 @@ pub fn prepare() -> Result<Kernel, PrepareError> {
     let cached = fs::read_to_string(&current)
         .ok()
         .map(|r| r.trim().to_owned())
-        .filter(|r| kernel_dir.join(r).join("layer/boot").join(format!("vmlinuz-{r}")).is_file());
+        .filter(|r| {
+            kernel_dir
+                .join(r)
+                .join("layer/boot")
+                .join(format!("vmlinuz-{r}"))
+                .is_file()
+        });
     let release = match cached {
         Some(release) => release,
         None => {
@@ -440,7 +471,9 @@ pub fn prepare() -> Result<Kernel, PrepareError> {
         INITRAMFS_MODULES.join(",").as_bytes(),
         &busybox_bytes,
     ]);
-    let initramfs = kernel_dir.join(&release).join(format!("initramfs-{hash:016x}.cpio"));
+    let initramfs = kernel_dir
+        .join(&release)
+        .join(format!("initramfs-{hash:016x}.cpio"));
     if !initramfs.is_file() {
         build_initramfs(&layer, &release, &busybox, &initramfs)?;
     }
@@ -498,7 +531,10 @@ kernel/virt/lib/irqbypass.ko:
             image_package_from_depends("linux-image-6.1.0-56-amd64 (= 6.1.192-2)").as_deref(),
             Some("linux-image-6.1.0-56-amd64")
         );
-        assert_eq!(image_package_from_depends("initramfs-tools | linux-initramfs-tool"), None);
+        assert_eq!(
+            image_package_from_depends("initramfs-tools | linux-initramfs-tool"),
+            None
+        );
     }
 
     #[test]

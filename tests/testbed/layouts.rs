@@ -49,16 +49,56 @@ pub struct Expected {
 
 /// The devices of every layout, with the drivers Debian's kernel binds.
 pub const DEVICES: &[Expected] = &[
-    Expected { address: BOOT_VGA, id: "1234:1111", driver: Some("bochs-drm") },
-    Expected { address: EDU, id: "1234:11e8", driver: None },
-    Expected { address: GPU, id: "1234:1111", driver: Some("bochs-drm") },
-    Expected { address: GPU_AUDIO, id: "8086:293e", driver: Some("snd_hda_intel") },
-    Expected { address: XHCI, id: "1b36:000d", driver: Some("xhci_hcd") },
-    Expected { address: NVME, id: "1b36:0010", driver: Some("nvme") },
-    Expected { address: NIC, id: "8086:10d3", driver: Some("e1000e") },
-    Expected { address: PCI_BRIDGE, id: "1b36:000e", driver: None },
-    Expected { address: BEHIND_BRIDGE[0], id: "8086:100e", driver: Some("e1000") },
-    Expected { address: BEHIND_BRIDGE[1], id: "106b:003f", driver: Some("ohci-pci") },
+    Expected {
+        address: BOOT_VGA,
+        id: "1234:1111",
+        driver: Some("bochs-drm"),
+    },
+    Expected {
+        address: EDU,
+        id: "1234:11e8",
+        driver: None,
+    },
+    Expected {
+        address: GPU,
+        id: "1234:1111",
+        driver: Some("bochs-drm"),
+    },
+    Expected {
+        address: GPU_AUDIO,
+        id: "8086:293e",
+        driver: Some("snd_hda_intel"),
+    },
+    Expected {
+        address: XHCI,
+        id: "1b36:000d",
+        driver: Some("xhci_hcd"),
+    },
+    Expected {
+        address: NVME,
+        id: "1b36:0010",
+        driver: Some("nvme"),
+    },
+    Expected {
+        address: NIC,
+        id: "8086:10d3",
+        driver: Some("e1000e"),
+    },
+    Expected {
+        address: PCI_BRIDGE,
+        id: "1b36:000e",
+        driver: None,
+    },
+    Expected {
+        address: BEHIND_BRIDGE[0],
+        id: "8086:100e",
+        driver: Some("e1000"),
+    },
+    Expected {
+        address: BEHIND_BRIDGE[1],
+        id: "106b:003f",
+        driver: Some("ohci-pci"),
+    },
 ];
 
 /// The machine layouts of the testbed.

@@ -18,6 +18,7 @@ pub mod layouts;
 pub mod vm;
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 pub use kernel::{Kernel, PrepareError};
@@ -28,7 +29,8 @@ pub use vm::{Output, TestVm};
 /// `$PASSTHRU_TESTBED_BIN` (e.g. a release build). It lives on the host's `/`, which the
 /// guest sees at the same path.
 pub fn passthru_bin() -> String {
-    std::env::var("PASSTHRU_TESTBED_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_passthru").to_owned())
+    std::env::var("PASSTHRU_TESTBED_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_passthru").to_owned())
 }
 
 /// Whether we run in CI, where a missing prerequisite is a failure.
@@ -62,9 +64,9 @@ pub fn kernel_or_skip(test: &str) -> Option<&'static Kernel> {
     match kernel() {
         Ok(kernel) => Some(kernel),
         Err(PrepareError::Missing(why)) if !in_ci() => {
-            eprintln!("SKIPPED {test}: {why}");
-            // Also on stdout, which `cargo test -- --nocapture` and CI logs show.
-            println!("SKIPPED {test}: {why}");
+            // Straight to the process's stderr: the test harness captures `eprintln!`
+            // and shows it only for failing tests, and a skip must be seen.
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
             None
         }
         Err(PrepareError::Missing(why)) => {
@@ -136,11 +138,7 @@ pub fn with_vm(layout: Layout, uses: usize, test: &str, body: impl FnOnce(&TestV
                     .join(format!("{}.console.log", builder.name()));
                 match builder.boot(kernel) {
                     Ok(vm) => {
-                        eprintln!(
-                            "testbed: VM {} booted in {:.1?}",
-                            vm.name(),
-                            vm.boot_time()
-                        );
+                        eprintln!("testbed: VM {} booted in {:.1?}", vm.name(), vm.boot_time());
                         let vm = Arc::new(vm);
                         guard.vm = Some(Arc::clone(&vm));
                         vm

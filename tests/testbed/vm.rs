@@ -299,7 +299,10 @@ impl VmBuilder {
         if let (Some(iommu), Iommu::Amd { .. }) = (iommu, self.iommu) {
             push("-device", iommu);
         }
-        push("-chardev", format!("file,id=console,path={}", qemu_escape(console)));
+        push(
+            "-chardev",
+            format!("file,id=console,path={}", qemu_escape(console)),
+        );
         push("-serial", "chardev:console".into());
         push("-kernel", kernel.vmlinuz.display().to_string());
         push("-initrd", kernel.initramfs.display().to_string());
@@ -453,7 +456,10 @@ impl TestVm {
     }
 
     fn check_alive(&mut self, when: &str) -> Result<(), VmError> {
-        let state = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         check_child(&mut state.child, when, &self.qemu_log)
     }
 
@@ -492,15 +498,11 @@ impl TestVm {
                     break Ok(code);
                 }
             }
-            if let Err(err) = check_child(&mut state.child, "while a command ran", &self.qemu_log)
-            {
+            if let Err(err) = check_child(&mut state.child, "while a command ran", &self.qemu_log) {
                 break Err(err);
             }
             if started.elapsed() > limit {
-                break Err(VmError::NoAnswer {
-                    seq,
-                    waited: limit,
-                });
+                break Err(VmError::NoAnswer { seq, waited: limit });
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -554,7 +556,10 @@ fn check_child(child: &mut Child, when: &str, qemu_log: &Path) -> Result<(), VmE
 
 impl Drop for TestVm {
     fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Closing the pipe makes the wrapper kill QEMU.
         drop(state.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(10);
