@@ -20,22 +20,18 @@ use serde_json::Value;
 use testbed::layouts::{self, Layout};
 use testbed::{passthru_bin, Output, TestVm};
 
-layout_tests!(intel, IntelDesktop;
-    fixture_boots, fixture_devices, fixture_firmware_and_kernel_log, fixture_iommu_groups,
-    fixture_reset_methods, fixture_cpu_under_tcg, fixture_commands,
-    passthru_check, passthru_list, passthru_report_roundtrip);
-layout_tests!(amd, AmdDesktop;
-    fixture_boots, fixture_devices, fixture_firmware_and_kernel_log, fixture_iommu_groups,
-    fixture_reset_methods, fixture_cpu_under_tcg,
-    passthru_check, passthru_list, passthru_report_roundtrip);
-layout_tests!(iommu_off, IommuOff;
-    fixture_boots, fixture_devices, fixture_firmware_and_kernel_log, fixture_iommu_groups,
-    fixture_reset_methods,
-    passthru_check, passthru_list, passthru_report_roundtrip);
-layout_tests!(no_iommu, NoIommu;
-    fixture_boots, fixture_devices, fixture_firmware_and_kernel_log, fixture_iommu_groups,
-    fixture_reset_methods,
-    passthru_check, passthru_list, passthru_report_roundtrip);
+testbed_tests! {
+    fixture_boots: [intel, amd, iommu_off, no_iommu],
+    fixture_devices: [intel, amd, iommu_off, no_iommu],
+    fixture_firmware_and_kernel_log: [intel, amd, iommu_off, no_iommu],
+    fixture_iommu_groups: [intel, amd, iommu_off, no_iommu],
+    fixture_reset_methods: [intel, amd, iommu_off, no_iommu],
+    fixture_cpu_under_tcg: [intel, amd],
+    fixture_commands: [intel],
+    passthru_check: [intel, amd, iommu_off, no_iommu],
+    passthru_list: [intel, amd, iommu_off, no_iommu],
+    passthru_report_roundtrip: [intel, amd, iommu_off, no_iommu],
+}
 
 // ---------------------------------------------------------------------------------------
 // What the kernel shows, read with plain shell commands in the guest (never passthru).

@@ -475,6 +475,16 @@ pub fn prepare() -> Result<Kernel, PrepareError> {
         .join(&release)
         .join(format!("initramfs-{hash:016x}.cpio"));
     if !initramfs.is_file() {
+        // Older builds (from an earlier init.sh) go; they are only a cache.
+        if let Ok(entries) = fs::read_dir(kernel_dir.join(&release)) {
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with("initramfs-") {
+                    let path = entry.path();
+                    let _ = fs::remove_file(&path).or_else(|_| fs::remove_dir_all(&path));
+                }
+            }
+        }
         build_initramfs(&layer, &release, &busybox, &initramfs)?;
     }
     Ok(Kernel {

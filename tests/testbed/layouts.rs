@@ -123,14 +123,23 @@ impl Layout {
         Layout::NoIommu,
     ];
 
-    /// Short name, used for log files.
+    /// Short name, used for test names and log files.
     pub fn name(self) -> &'static str {
         match self {
             Layout::IntelDesktop => "intel",
             Layout::AmdDesktop => "amd",
-            Layout::IommuOff => "iommu-off",
-            Layout::NoIommu => "no-iommu",
+            Layout::IommuOff => "iommu_off",
+            Layout::NoIommu => "no_iommu",
         }
+    }
+
+    /// The layout of a [`Layout::name`]; panics on an unknown name (a typo in a test
+    /// declaration).
+    pub fn by_name(name: &str) -> Layout {
+        Layout::ALL
+            .into_iter()
+            .find(|l| l.name() == name)
+            .unwrap_or_else(|| panic!("no testbed layout named {name}"))
     }
 
     /// The layout's kernel arguments (beyond the fixture's `console=ttyS0 panic=-1`).
