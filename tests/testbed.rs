@@ -1,12 +1,21 @@
 //! The real testbed: `passthru` inside QEMU guests with Debian's kernel, an emulated
-//! IOMMU (Intel, AMD, off, none) and desktop-like PCI devices.
+//! IOMMU (Intel, AMD, off, none) and desktop-like PCI devices (see
+//! `tests/testbed/layouts.rs` for the exact machines).
 //!
-//! Run it alone with `cargo test --test testbed`; plain `cargo test` runs it too. One
-//! VM boots per layout (under TCG, ~10 s each) and serves all of that layout's tests.
-//! Tests named `fixture_*` check the machine and the fixture with plain shell commands
-//! in the guest; tests named `passthru_*` check `passthru`'s verdicts against what the
-//! kernel itself shows. Without QEMU or the kernel they print SKIPPED (and fail when
-//! `CI=true`). See `tests/testbed/mod.rs`.
+//! Run it alone with `cargo test --test testbed` (one layout: `… -- intel`, one check:
+//! `… -- passthru_list`); plain `cargo test` runs it too. One VM boots per layout
+//! (under TCG, ~10 s) and serves all of that layout's tests; tests are named
+//! `check::layout`. `fixture_*` checks look at the machine and the fixture with plain
+//! shell commands in the guest; `passthru_*` checks judge `passthru`'s verdicts against
+//! what the kernel itself shows. A failing test prints the guest's console log; the
+//! logs stay in `target/testbed/logs/`.
+//!
+//! Needs `qemu-system-x86`, `busybox-static`, `cpio`, `kmod` and, the first time, apt
+//! access for `linux-image-amd64` (cached in `target/testbed/kernel/`). Without them the
+//! tests print SKIPPED and pass — unless `CI=true`, where that is a failure.
+//! Environment: `PASSTHRU_TESTBED_KERNEL_DEB` (a `linux-image-*.deb` to use instead of
+//! apt), `PASSTHRU_TESTBED_BUSYBOX` (a static busybox), `PASSTHRU_TESTBED_BIN` (the
+//! binary to test instead of the fresh debug build, e.g. a release build).
 
 // The fixture is an API for tests to come (builder options, paths) beyond what these use.
 #[allow(dead_code)]
@@ -26,7 +35,7 @@ testbed_tests! {
     fixture_firmware_and_kernel_log: [intel, amd, iommu_off, no_iommu],
     fixture_iommu_groups: [intel, amd, iommu_off, no_iommu],
     fixture_reset_methods: [intel, amd, iommu_off, no_iommu],
-    fixture_cpu_under_tcg: [intel, amd],
+    fixture_cpu_under_tcg: [intel, amd, iommu_off, no_iommu],
     fixture_commands: [intel],
     passthru_check: [intel, amd, iommu_off, no_iommu],
     passthru_list: [intel, amd, iommu_off, no_iommu],
