@@ -319,8 +319,9 @@ impl VmBuilder {
         for dir in [&logs, &runs] {
             fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
+        remove_stale_shares(&runs);
         let shared = tempfile::Builder::new()
-            .prefix(&format!("{}-", self.name))
+            .prefix(&format!("{}-{}-", self.name, std::process::id()))
             .tempdir_in(&runs)
             .map_err(io_err(&runs))?;
         let console = logs.join(format!("{}.console.log", self.name));
@@ -372,6 +373,24 @@ impl VmBuilder {
         }
         vm.boot_time = started.elapsed();
         Ok(vm)
+    }
+}
+
+/// Removes the shared directories of test processes that are gone (a VM kept for a
+/// filtered run, or a killed run, never dropped its `TempDir`). Names are
+/// `<vm>-<pid>-<random>`.
+fn remove_stale_shares(runs: &Path) {
+    let Ok(entries) = fs::read_dir(runs) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new("/proc").join(pid.to_string()).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 
