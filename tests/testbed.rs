@@ -1,0 +1,764 @@
+//! The real testbed: `passthru` inside QEMU guests with Debian's kernel, an emulated
+//! IOMMU (Intel, AMD, off, none) and desktop-like PCI devices (see
+//! `tests/testbed/layouts.rs` for the exact machines).
+//!
+//! Run it alone with `cargo test --test testbed` (one layout: `… -- intel`, one check:
+//! `… -- passthru_list`); plain `cargo test` runs it too. One VM boots per layout
+//! (under TCG, ~10 s) and serves all of that layout's tests; tests are named
+//! `check::layout`. `fixture_*` checks look at the machine and the fixture with plain
+//! shell commands in the guest; `passthru_*` checks judge `passthru`'s verdicts against
+//! what the kernel itself shows. A failing test prints the guest's console log; the
+//! logs stay in `target/testbed/logs/`.
+//!
+//! Needs `qemu-system-x86`, `busybox-static`, `cpio`, `kmod` and, the first time, apt
+//! access for `linux-image-amd64` (cached in `target/testbed/kernel/`). Without them the
+//! tests print SKIPPED and pass — unless `CI=true`, where that is a failure.
+//! Environment: `PASSTHRU_TESTBED_KERNEL_DEB` (a `linux-image-*.deb` to use instead of
+//! apt), `PASSTHRU_TESTBED_BUSYBOX` (a static busybox), `PASSTHRU_TESTBED_BIN` (the
+//! binary to test instead of the fresh debug build, e.g. a release build).
+
+// The fixture is an API for tests to come (builder options, paths) beyond what these use.
+#[allow(dead_code)]
+#[path = "testbed/mod.rs"]
+mod testbed;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+use testbed::layouts::{self, Layout};
+use testbed::{passthru_bin, Output, TestVm};
+
+testbed_tests! {
+    fixture_boots: [intel, amd, iommu_off, no_iommu],
+    fixture_devices: [intel, amd, iommu_off, no_iommu],
+    fixture_firmware_and_kernel_log: [intel, amd, iommu_off, no_iommu],
+    fixture_iommu_groups: [intel, amd, iommu_off, no_iommu],
+    fixture_reset_methods: [intel, amd, iommu_off, no_iommu],
+    fixture_cpu_under_tcg: [intel, amd, iommu_off, no_iommu],
+    fixture_commands: [intel],
+    passthru_check: [intel, amd, iommu_off, no_iommu],
+    passthru_list: [intel, amd, iommu_off, no_iommu],
+    passthru_report_roundtrip: [intel, amd, iommu_off, no_iommu],
+}
+
+// ---------------------------------------------------------------------------------------
+// What the kernel shows, read with plain shell commands in the guest (never passthru).
+
+/// One PCI device as sysfs shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SysDevice {
+    vendor: String,
+    device: String,
+    class: String,
+    driver: Option<String>,
+    group: Option<u32>,
+    /// `reset_method`'s words; empty when the file is absent or empty.
+    reset_methods: Vec<String>,
+    boot_vga: Option<String>,
+}
+
+/// The kernel's PCI devices and IOMMU groups.
+#[derive(Debug, Default)]
+struct KernelView {
+    devices: BTreeMap<String, SysDevice>,
+    /// Group number → member addresses, from `/sys/kernel/iommu_groups/*/devices/*`.
+    groups: BTreeMap<u32, BTreeSet<String>>,
+}
+
+impl KernelView {
+    fn group_of(&self, address: &str) -> Option<u32> {
+        self.groups
+            .iter()
+            .find(|(_, members)| members.contains(address))
+            .map(|(n, _)| *n)
+    }
+
+    fn members_of_group_of(&self, address: &str) -> BTreeSet<String> {
+        self.group_of(address)
+            .and_then(|n| self.groups.get(&n).cloned())
+            .unwrap_or_default()
+    }
+}
+
+fn last_component(path: &str) -> &str {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
+}
+
+/// Reads devices and groups in three commands (forks are slow under TCG).
+fn kernel_view(vm: &TestVm) -> KernelView {
+    let mut view = KernelView::default();
+    let attrs = vm.sh("cd /sys/bus/pci/devices && \
+         grep -H . */vendor */device */class */reset_method */boot_vga 2>/dev/null; true");
+    for line in attrs.lines() {
+        // "0000:00:05.0/vendor:0x1234", "0000:03:00.0/reset_method:flr bus"
+        let Some((address, rest)) = line.split_once('/') else {
+            continue;
+        };
+        let Some((attr, value)) = rest.split_once(':') else {
+            continue;
+        };
+        let dev = view.devices.entry(address.to_owned()).or_default();
+        let hex = value.trim().trim_start_matches("0x").to_owned();
+        match attr {
+            "vendor" => dev.vendor = hex,
+            "device" => dev.device = hex,
+            "class" => dev.class = hex,
+            "reset_method" => {
+                dev.reset_methods = value.split_whitespace().map(str::to_owned).collect();
+            }
+            "boot_vga" => dev.boot_vga = Some(value.trim().to_owned()),
+            _ => {}
+        }
+    }
+    let links = vm
+        .sh("cd /sys/bus/pci/devices && stat -c '%n|%N' */driver */iommu_group 2>/dev/null; true");
+    for line in links.lines() {
+        // "0000:00:05.0/iommu_group|'0000:00:05.0/iommu_group' -> '../../../kernel/iommu_groups/3'"
+        let Some((name, pretty)) = line.split_once('|') else {
+            continue;
+        };
+        let Some((address, attr)) = name.split_once('/') else {
+            continue;
+        };
+        let target = pretty
+            .rsplit_once(" -> ")
+            .map(|(_, t)| t.trim_matches(|c| c == '\'' || c == '"'))
+            .unwrap_or("");
+        let dev = view.devices.entry(address.to_owned()).or_default();
+        match attr {
+            "driver" => dev.driver = Some(last_component(target).to_owned()),
+            "iommu_group" => dev.group = last_component(target).parse().ok(),
+            _ => {}
+        }
+    }
+    let groups = vm.sh("find /sys/kernel/iommu_groups -mindepth 3 -maxdepth 3 -path '*/devices/*'");
+    for line in groups.lines() {
+        // "/sys/kernel/iommu_groups/12/devices/0000:01:00.0"
+        let parts: Vec<&str> = line.split('/').collect();
+        if let [.., "iommu_groups", n, "devices", address] = parts.as_slice() {
+            if let Ok(n) = n.parse() {
+                view.groups
+                    .entry(n)
+                    .or_default()
+                    .insert((*address).to_owned());
+            }
+        }
+    }
+    view
+}
+
+/// The kernel's log, through `dmesg` in the guest.
+fn dmesg(vm: &TestVm) -> String {
+    vm.sh("dmesg")
+}
+
+/// Whether the kernel's log says interrupt remapping was enabled (VT-d's
+/// "DMAR-IR: Enabled IRQ remapping in x2apic mode", AMD-Vi's "AMD-Vi: Interrupt
+/// remapping enabled").
+fn kernel_says_interrupt_remapping(log: &str) -> bool {
+    log.lines().any(|l| {
+        l.contains("DMAR-IR: Enabled IRQ remapping")
+            || l.contains("AMD-Vi: Interrupt remapping enabled")
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixture tests: the machine is what the layout says, the fixture works.
+
+fn fixture_boots(vm: &TestVm, _layout: Layout) {
+    let cmdline = vm.sh("cat /proc/cmdline");
+    assert_eq!(cmdline.trim(), vm.kernel_cmdline());
+    let kernel = testbed::kernel().expect("the kernel was prepared to boot this VM");
+    assert_eq!(vm.sh("uname -r").trim(), kernel.release);
+    // The kernel layer lies over the host's /: its modules and config are where a
+    // distribution puts them.
+    vm.sh("test -s /lib/modules/$(uname -r)/modules.dep && test -s /boot/config-$(uname -r)");
+    // The guest's root is writable (a tmpfs over the read-only host /), and the host
+    // never sees the writes.
+    let probe = format!("/etc/passthru-testbed-probe-{}", std::process::id());
+    vm.sh(&format!("echo guest > {probe} && test -s {probe}"));
+    assert!(
+        !std::path::Path::new(&probe).exists(),
+        "a write in the guest reached the host's {probe}"
+    );
+    // The fresh passthru binary is there.
+    vm.sh(&format!("test -x {}", passthru_bin()));
+}
+
+fn fixture_devices(vm: &TestVm, layout: Layout) {
+    let view = kernel_view(vm);
+    let mut problems = Vec::new();
+    for want in layouts::DEVICES {
+        let Some(dev) = view.devices.get(want.address) else {
+            problems.push(format!("{} missing", want.address));
+            continue;
+        };
+        let id = format!("{}:{}", dev.vendor, dev.device);
+        if id != want.id {
+            problems.push(format!("{}: id {id}, want {}", want.address, want.id));
+        }
+        if dev.driver.as_deref() != want.driver {
+            problems.push(format!(
+                "{}: driver {:?}, want {:?}",
+                want.address, dev.driver, want.driver
+            ));
+        }
+    }
+    let vga = view
+        .devices
+        .get(layouts::BOOT_VGA)
+        .and_then(|d| d.boot_vga.clone());
+    if vga.as_deref() != Some("1") {
+        problems.push(format!("{}: boot_vga {vga:?}, want 1", layouts::BOOT_VGA));
+    }
+    let gpu_vga = view
+        .devices
+        .get(layouts::GPU)
+        .and_then(|d| d.boot_vga.clone());
+    if gpu_vga.as_deref() == Some("1") {
+        problems.push(format!(
+            "{}: is boot_vga, want the std VGA to be",
+            layouts::GPU
+        ));
+    }
+    // The AMD IOMMU is itself a PCI function (1022:0020 in QEMU) at 00:02.0.
+    let slot2 = view.devices.get(layouts::AMD_IOMMU_SLOT);
+    match (layout, slot2) {
+        (Layout::AmdDesktop, Some(dev))
+            if dev.vendor == "1022" && dev.class.starts_with("0806") => {}
+        (Layout::AmdDesktop, other) => {
+            problems.push(format!("00:02.0 should be the AMD IOMMU, found {other:?}"));
+        }
+        (_, Some(dev)) => problems.push(format!("00:02.0 should be empty, found {dev:?}")),
+        (_, None) => {}
+    }
+    assert!(
+        problems.is_empty(),
+        "layout differs:\n{}\nkernel view: {view:#?}",
+        problems.join("\n")
+    );
+}
+
+fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
+    let tables = vm.sh("ls /sys/firmware/acpi/tables");
+    let tables: BTreeSet<&str> = tables.split_whitespace().collect();
+    let (dmar, ivrs) = match layout {
+        Layout::IntelDesktop | Layout::IommuOff => (true, false),
+        Layout::AmdDesktop => (false, true),
+        Layout::NoIommu => (false, false),
+    };
+    assert_eq!(
+        tables.contains("DMAR"),
+        dmar,
+        "DMAR table; tables: {tables:?}"
+    );
+    assert_eq!(
+        tables.contains("IVRS"),
+        ivrs,
+        "IVRS table; tables: {tables:?}"
+    );
+
+    let log = dmesg(vm);
+    let has = |needle: &str| log.contains(needle);
+    match layout {
+        Layout::IntelDesktop => {
+            assert!(has("DMAR: IOMMU enabled"), "VT-d not enabled");
+            assert!(
+                has("DMAR-IR: Enabled IRQ remapping"),
+                "no interrupt remapping"
+            );
+            assert!(has("Adding to iommu group"), "no IOMMU groups");
+        }
+        Layout::AmdDesktop => {
+            assert!(has("AMD-Vi: "), "no AMD-Vi lines");
+            assert!(has("Adding to iommu group"), "no IOMMU groups");
+            assert!(!has("DMAR: IOMMU enabled"));
+        }
+        Layout::IommuOff => {
+            assert!(has("DMAR: IOMMU disabled"), "intel_iommu=off not honoured");
+            assert!(
+                !has("Adding to iommu group"),
+                "groups despite intel_iommu=off"
+            );
+        }
+        Layout::NoIommu => {
+            assert!(!has("DMAR:"), "DMAR lines without an IOMMU");
+            // The one AMD-Vi line a kernel prints on an AMD CPU without any IOMMU
+            // (also with intel_iommu=off on Intel's DMAR): not a sign of AMD-Vi.
+            let amd_vi: Vec<&str> = log.lines().filter(|l| l.contains("AMD-Vi:")).collect();
+            assert!(
+                amd_vi
+                    .iter()
+                    .all(|l| l.contains("AMD IOMMUv2 functionality not available")),
+                "AMD-Vi lines without an IOMMU: {amd_vi:?}"
+            );
+            assert!(!has("Adding to iommu group"));
+        }
+    }
+}
+
+fn fixture_iommu_groups(vm: &TestVm, layout: Layout) {
+    let view = kernel_view(vm);
+    if !layout.iommu_on() {
+        assert!(
+            view.groups.is_empty(),
+            "groups without an IOMMU: {:?}",
+            view.groups
+        );
+        let grouped: Vec<_> = view
+            .devices
+            .iter()
+            .filter(|(_, d)| d.group.is_some())
+            .collect();
+        assert!(
+            grouped.is_empty(),
+            "iommu_group links without an IOMMU: {grouped:?}"
+        );
+        return;
+    }
+    assert!(!view.groups.is_empty());
+    // Both views of the kernel agree: the group directories and the devices' links.
+    for (address, dev) in &view.devices {
+        assert_eq!(
+            dev.group,
+            view.group_of(address),
+            "{address}: link vs group directory"
+        );
+        // Every function has a group — except the AMD IOMMU's own function.
+        if address != layouts::AMD_IOMMU_SLOT {
+            assert!(dev.group.is_some(), "{address} has no group");
+        }
+    }
+    let set = |addrs: &[&str]| {
+        addrs
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        view.members_of_group_of(layouts::GPU),
+        set(&[layouts::GPU, layouts::GPU_AUDIO]),
+        "the GPU and its audio form one group by themselves"
+    );
+    assert_eq!(
+        view.members_of_group_of(layouts::PCI_BRIDGE),
+        set(&[
+            layouts::PCI_BRIDGE,
+            layouts::BEHIND_BRIDGE[0],
+            layouts::BEHIND_BRIDGE[1]
+        ]),
+        "the conventional PCI bridge shares one group with the two devices behind it"
+    );
+    for alone in [layouts::EDU, layouts::XHCI, layouts::NVME, layouts::NIC] {
+        assert_eq!(
+            view.members_of_group_of(alone),
+            set(&[alone]),
+            "{alone} alone in its group"
+        );
+    }
+}
+
+fn fixture_reset_methods(vm: &TestVm, _layout: Layout) {
+    let view = kernel_view(vm);
+    let resets = |a: &str| {
+        view.devices
+            .get(a)
+            .map(|d| d.reset_methods.clone())
+            .unwrap_or_default()
+    };
+    // edu sits on the root bus: no FLR, no PM reset, and no parent bridge to reset.
+    assert_eq!(
+        resets(layouts::EDU),
+        Vec::<String>::new(),
+        "edu must have no reset method"
+    );
+    // The others behind root ports can be reset (and the read works at all).
+    assert_eq!(resets(layouts::NVME), ["flr", "bus"]);
+    assert_eq!(resets(layouts::NIC), ["pm", "bus"]);
+    assert_eq!(resets(layouts::XHCI), ["bus"]);
+}
+
+fn fixture_cpu_under_tcg(vm: &TestVm, _layout: Layout) {
+    let cpuinfo = vm.sh("cat /proc/cpuinfo");
+    assert!(
+        cpuinfo.contains("vendor_id\t: AuthenticAMD"),
+        "TCG's -cpu max is AMD-flavoured"
+    );
+    let flags: BTreeSet<&str> = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert!(
+        flags.contains("svm") && flags.contains("hypervisor"),
+        "flags: {flags:?}"
+    );
+    assert!(!flags.contains("vmx"));
+    // KVM is a module that nothing loaded, so there is no /dev/kvm.
+    vm.sh("test ! -e /dev/kvm && ! grep -q '^kvm' /proc/modules && modinfo -n kvm_amd");
+}
+
+fn fixture_commands(vm: &TestVm, _layout: Layout) {
+    let out = vm.run("echo out; echo err >&2; exit 7").expect("run");
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (7, "out\n", "err\n")
+    );
+    assert!(!out.timed_out && !out.success());
+
+    // Multi-line scripts with quotes, stdin at end-of-file, the working directory.
+    let out = vm.sh("x='a \"b\" c'\nprintf '%s|' \"$x\"\ncat\npwd");
+    assert_eq!(out, "a \"b\" c|/\n");
+
+    // The shared directory carries files both ways.
+    std::fs::write(vm.shared_dir().join("from-host"), "hello\n").expect("write");
+    let out = vm.sh("cat /tmp/testbed/from-host; echo back > /tmp/testbed/from-guest");
+    assert_eq!(out, "hello\n");
+    let back = std::fs::read_to_string(vm.shared_dir().join("from-guest")).expect("read");
+    assert_eq!(back, "back\n");
+
+    // A command that outlives its timeout is killed with its children, and the VM
+    // goes on serving.
+    let out = vm
+        .run_with_timeout(
+            "echo before; sleep 600 & sleep 600; echo after",
+            Duration::from_secs(2),
+        )
+        .expect("run");
+    assert!(out.timed_out, "{out}");
+    assert_eq!(out.stdout, "before\n");
+    assert!(out.elapsed < Duration::from_secs(30), "{out}");
+    assert_eq!(
+        vm.sh("pgrep -c -x -f 'sleep 600' || true").trim(),
+        "0",
+        "children survived the timeout"
+    );
+    assert_eq!(vm.sh("echo alive"), "alive\n");
+}
+
+// ---------------------------------------------------------------------------------------
+// passthru in the guest, judged against the kernel's own view.
+
+fn passthru(vm: &TestVm, args: &str) -> (Output, Value) {
+    let out = vm
+        .run(&format!("{} {args}", passthru_bin()))
+        .expect("run passthru");
+    let json = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|err| panic!("`passthru {args}` did not print JSON ({err}):\n{out}"));
+    (out, json)
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn finding<'a>(check: &'a Value, id: &str) -> &'a Value {
+    check["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["id"] == id))
+        .unwrap_or_else(|| panic!("no finding {id} in {check:#}"))
+}
+
+fn passthru_check(vm: &TestVm, layout: Layout) {
+    let (out, check) = passthru(vm, "check --json");
+    let ctx = format!("{out}");
+    let host = &check["host"];
+    assert_eq!(check["schema_version"], 1, "{ctx}");
+
+    // Exit code and status agree with the findings.
+    let statuses: Vec<&str> = check["findings"]
+        .as_array()
+        .map(|f| f.iter().map(|f| s(&f["status"])).collect())
+        .unwrap_or_default();
+    for id in [
+        "cpu.virtualization",
+        "kvm",
+        "iommu.firmware",
+        "iommu.kernel",
+        "iommu.cmdline",
+        "iommu.interrupt_remapping",
+        "iommu.acs_override",
+        "kernel.vfio",
+        "vfio.modules",
+    ] {
+        finding(&check, id);
+    }
+    let fails = statuses.iter().filter(|s| **s == "fail").count();
+    assert_eq!(check["counts"]["fail"], fails, "{ctx}");
+    let expect_code = if fails > 0 { 1 } else { 0 };
+    assert_eq!(out.code, expect_code, "exit code vs findings: {ctx}");
+    assert_eq!(s(&check["status"]) == "fail", fails > 0, "{ctx}");
+
+    // The CPU under TCG is AMD-flavoured with svm, whatever the IOMMU.
+    assert_eq!(host["cpu_vendor"], "amd", "{ctx}");
+    assert_eq!(
+        finding(&check, "cpu.virtualization")["status"],
+        "ok",
+        "{ctx}"
+    );
+    // KVM: the module is not loaded, so no /dev/kvm — and the remedy names kvm_amd.
+    assert_eq!(host["kvm"], "no_device", "{ctx}");
+    let kvm = finding(&check, "kvm");
+    assert_eq!(kvm["status"], "fail", "{ctx}");
+    let kvm_text = format!("{} {}", s(&kvm["summary"]), s(&kvm["remedy"]));
+    assert!(
+        kvm_text.contains("kvm_amd"),
+        "kvm finding should name kvm_amd: {kvm:#}"
+    );
+    // Debian builds vfio-pci as a module.
+    assert_eq!(host["vfio_pci"], "module", "{ctx}");
+
+    // The IOMMU verdict comes from ACPI and the kernel, not from the CPU vendor.
+    let groups = vm.sh("ls /sys/kernel/iommu_groups | wc -l");
+    let groups: u64 = groups.trim().parse().expect("a count");
+    assert_eq!(host["iommu"]["groups"], groups, "{ctx}");
+    let log = dmesg(vm);
+    let remap = host["interrupt_remapping"].clone();
+    match layout {
+        Layout::IntelDesktop | Layout::AmdDesktop => {
+            let kind = if layout == Layout::IntelDesktop {
+                "intel"
+            } else {
+                "amd"
+            };
+            assert_eq!(host["iommu"]["state"], "on", "{ctx}");
+            assert_eq!(host["iommu"]["kind"], kind, "{ctx}");
+            assert_eq!(finding(&check, "iommu.firmware")["status"], "ok", "{ctx}");
+            assert_eq!(finding(&check, "iommu.kernel")["status"], "ok", "{ctx}");
+            assert!(
+                kernel_says_interrupt_remapping(&log),
+                "the kernel should remap interrupts"
+            );
+            assert_eq!(remap, "on", "{ctx}");
+        }
+        Layout::IommuOff => {
+            assert_eq!(host["iommu"]["state"], "off", "{ctx}");
+            assert_eq!(
+                finding(&check, "iommu.firmware")["status"],
+                "ok",
+                "DMAR is there: {ctx}"
+            );
+            assert_eq!(finding(&check, "iommu.kernel")["status"], "fail", "{ctx}");
+            let cmdline = finding(&check, "iommu.cmdline");
+            let evidence = cmdline["evidence"].to_string();
+            assert!(
+                evidence.contains("intel_iommu=off"),
+                "evidence: {cmdline:#}"
+            );
+            let want = if kernel_says_interrupt_remapping(&log) {
+                "on"
+            } else {
+                "off"
+            };
+            assert_eq!(remap, want, "as the kernel log says: {ctx}");
+            assert_eq!(out.code, 1);
+        }
+        Layout::NoIommu => {
+            assert_eq!(host["iommu"]["state"], "absent", "{ctx}");
+            assert_eq!(host["iommu"]["kind"], Value::Null, "{ctx}");
+            assert_eq!(finding(&check, "iommu.firmware")["status"], "fail", "{ctx}");
+            assert_ne!(remap, "on", "{ctx}");
+            assert_eq!(out.code, 1);
+        }
+    }
+}
+
+/// The addresses of a list of DEVICE objects.
+fn addresses(devices: &Value) -> BTreeSet<String> {
+    devices
+        .as_array()
+        .map(|d| d.iter().map(|d| s(&d["address"]).to_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn passthru_list(vm: &TestVm, layout: Layout) {
+    let (out, list) = passthru(vm, "list --json");
+    let ctx = format!("{out}");
+    let view = kernel_view(vm);
+    assert_eq!(list["schema_version"], 1, "{ctx}");
+    assert_eq!(out.code, 0, "{ctx}");
+    assert_eq!(list["iommu_groups"], layout.iommu_on(), "{ctx}");
+
+    // Exactly the kernel's groups.
+    let groups = list["groups"].as_array().cloned().unwrap_or_default();
+    let listed: BTreeMap<u32, BTreeSet<String>> = groups
+        .iter()
+        .map(|g| {
+            let n = g["group"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .expect("group number");
+            (n, addresses(&g["devices"]))
+        })
+        .collect();
+    assert_eq!(
+        listed, view.groups,
+        "passthru's groups vs /sys/kernel/iommu_groups"
+    );
+    let ungrouped = addresses(&list["ungrouped"]);
+    let kernel_ungrouped: BTreeSet<String> = view
+        .devices
+        .iter()
+        .filter(|(_, d)| d.group.is_none())
+        .map(|(a, _)| a.clone())
+        .collect();
+    assert_eq!(ungrouped, kernel_ungrouped, "ungrouped devices");
+    if !layout.iommu_on() {
+        assert!(
+            list["note"].is_string(),
+            "a note says why there are no groups: {ctx}"
+        );
+    }
+
+    // Every device as the kernel has it.
+    let all: Vec<&Value> = groups
+        .iter()
+        .flat_map(|g| g["devices"].as_array().into_iter().flatten())
+        .chain(list["ungrouped"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(all.len(), view.devices.len(), "every PCI device once");
+    let mut problems = Vec::new();
+    for dev in &all {
+        let address = s(&dev["address"]);
+        let Some(k) = view.devices.get(address) else {
+            problems.push(format!("{address}: not a kernel device"));
+            continue;
+        };
+        let checks = [
+            ("vendor_id", dev["vendor_id"] == k.vendor.as_str()),
+            ("device_id", dev["device_id"] == k.device.as_str()),
+            (
+                "class",
+                k.class.starts_with(s(&dev["class"])) && !s(&dev["class"]).is_empty(),
+            ),
+            ("driver", dev["driver"].as_str() == k.driver.as_deref()),
+            (
+                "iommu_group",
+                dev["iommu_group"].as_u64() == k.group.map(u64::from),
+            ),
+            (
+                "reset_methods",
+                dev["reset_methods"]
+                    .as_array()
+                    .map(|m| m.iter().map(|m| s(m).to_owned()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    == k.reset_methods,
+            ),
+            ("has_reset", dev["has_reset"] == !k.reset_methods.is_empty()),
+            (
+                "boot_vga",
+                dev["boot_vga"].as_bool() == k.boot_vga.as_deref().map(|v| v == "1"),
+            ),
+        ];
+        for (field, ok) in checks {
+            if !ok {
+                problems.push(format!(
+                    "{address}: {field} = {} but kernel: {k:?}",
+                    dev[field]
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "devices differ from sysfs:\n{}\n{ctx}",
+        problems.join("\n")
+    );
+
+    // The edu device has no reset method.
+    let edu = all
+        .iter()
+        .find(|d| d["address"] == layouts::EDU)
+        .expect("edu listed");
+    assert_eq!(edu["has_reset"], false, "{edu:#}");
+    assert_eq!(edu["vendor_id"], "1234");
+    assert_eq!(edu["device_id"], "11e8");
+
+    if !layout.iommu_on() {
+        return;
+    }
+    let group_of = |address: &str| {
+        groups
+            .iter()
+            .find(|g| addresses(&g["devices"]).contains(address))
+            .unwrap_or_else(|| panic!("no group holds {address}: {ctx}"))
+    };
+    // The bridge's two devices share a group that cannot be passed alone, and the
+    // reasons name the other devices.
+    let bridge_group = group_of(layouts::BEHIND_BRIDGE[0]);
+    assert!(addresses(&bridge_group["devices"]).contains(layouts::BEHIND_BRIDGE[1]));
+    assert_eq!(bridge_group["passable"], false, "{bridge_group:#}");
+    let reasons = bridge_group["reasons"].to_string();
+    assert!(
+        layouts::BEHIND_BRIDGE.iter().all(|a| reasons.contains(a)),
+        "reasons should name the devices sharing the group: {reasons}"
+    );
+    // The GPU and its audio are one unit, and their group is passable.
+    let gpu_group = group_of(layouts::GPU);
+    assert_eq!(gpu_group["passable"], true, "{gpu_group:#}");
+    let units = gpu_group["units"].as_array().cloned().unwrap_or_default();
+    assert_eq!(units.len(), 1, "{gpu_group:#}");
+    assert_eq!(units[0]["role"], "gpu_with_audio", "{gpu_group:#}");
+    assert_eq!(units[0]["slot"], "0000:01:00");
+    assert_eq!(
+        units[0]["functions"],
+        serde_json::json!([layouts::GPU, layouts::GPU_AUDIO])
+    );
+    // Single-device groups behind their own root ports are passable.
+    for alone in [layouts::NVME, layouts::NIC, layouts::XHCI, layouts::EDU] {
+        assert_eq!(
+            group_of(alone)["passable"],
+            true,
+            "{alone}: {:#}",
+            group_of(alone)
+        );
+    }
+}
+
+fn passthru_report_roundtrip(vm: &TestVm, _layout: Layout) {
+    let archive = "/tmp/testbed/report.tar.gz";
+    let out = vm
+        .run_with_timeout(
+            &format!("{} report -o {archive}", passthru_bin()),
+            Duration::from_secs(300),
+        )
+        .expect("run");
+    assert!(out.success(), "report failed:\n{out}");
+    let (_, inside) = passthru(vm, "list --json");
+
+    let tree = tempfile::tempdir().expect("tempdir");
+    let file = std::fs::File::open(vm.shared_dir().join("report.tar.gz")).expect("the report");
+    tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .unpack(tree.path())
+        .expect("unpack the report");
+    // The archive may hold the root directly or under one top directory.
+    let entries: Vec<_> = std::fs::read_dir(tree.path())
+        .expect("read tree")
+        .filter_map(Result::ok)
+        .collect();
+    let root = if entries.len() == 1 && entries[0].path().join("sys").is_dir() {
+        entries[0].path()
+    } else {
+        tree.path().to_owned()
+    };
+    let outside = std::process::Command::new(passthru_bin())
+        .args(["list", "--json", "--root"])
+        .arg(&root)
+        .output()
+        .expect("run passthru on the host");
+    let stdout = String::from_utf8_lossy(&outside.stdout);
+    let outside: Value = serde_json::from_str(&stdout).unwrap_or_else(|err| {
+        panic!(
+            "host-side list --root did not print JSON ({err}): {stdout}\n{}",
+            String::from_utf8_lossy(&outside.stderr)
+        )
+    });
+    assert_eq!(
+        outside, inside,
+        "list --json of the report differs from the guest's own"
+    );
+}

@@ -1,0 +1,203 @@
+//! The machine layouts the testbed boots: a desktop-like PCI topology under an Intel
+//! IOMMU, an AMD IOMMU, an Intel IOMMU the kernel was told to leave off, and no IOMMU.
+//!
+//! Every layout has the same devices at the same addresses (the bus numbers are the
+//! ones SeaBIOS assigns in this order), so the tests can name them:
+//!
+//! ```text
+//! 00:00.0  q35 host bridge
+//! 00:01.0  VGA (std)                 the boot display (boot_vga = 1)
+//! 00:02.0  (free: amd-iommu takes this slot in the AMD layout)
+//! 00:05.0  edu (1234:11e8)           on the root bus: no FLR, no PM reset, no bus reset
+//! 00:08.0  virtio-9p  host /         } the fixture's own (see vm.rs)
+//! 00:09.0  virtio-9p  kernel layer   }
+//! 00:0a.0  virtio-9p  shared dir     }
+//! 00:10.0  pcie-root-port ── 01:00.0 bochs-display (multifunction)  "GPU"
+//!                          └ 01:00.1 ich9-intel-hda                 "its audio"
+//! 00:11.0  pcie-root-port ── 02:00.0 qemu-xhci
+//! 00:12.0  pcie-root-port ── 03:00.0 nvme
+//! 00:13.0  pcie-root-port ── 04:00.0 e1000e
+//! 00:14.0  pcie-root-port ── 05:00.0 pcie-pci-bridge ── 06:01.0 e1000
+//!                                                     └ 06:02.0 pci-ohci
+//! 00:1f.0/.2/.3  ICH9 LPC, AHCI, SMBus (part of q35)
+//! ```
+
+use super::vm::{Iommu, VmBuilder};
+
+pub const HOST_BRIDGE: &str = "0000:00:00.0";
+pub const BOOT_VGA: &str = "0000:00:01.0";
+pub const AMD_IOMMU_SLOT: &str = "0000:00:02.0";
+pub const EDU: &str = "0000:00:05.0";
+pub const GPU_PORT: &str = "0000:00:10.0";
+pub const GPU: &str = "0000:01:00.0";
+pub const GPU_AUDIO: &str = "0000:01:00.1";
+pub const XHCI: &str = "0000:02:00.0";
+pub const NVME: &str = "0000:03:00.0";
+pub const NIC: &str = "0000:04:00.0";
+pub const PCI_BRIDGE: &str = "0000:05:00.0";
+pub const BEHIND_BRIDGE: [&str; 2] = ["0000:06:01.0", "0000:06:02.0"];
+
+/// One device the layout puts in, and what the guest should see of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected {
+    pub address: &'static str,
+    /// `vendor:device` as in sysfs, without `0x`.
+    pub id: &'static str,
+    /// The driver the kernel binds (after the init's coldplug), if any.
+    pub driver: Option<&'static str>,
+}
+
+/// The devices of every layout, with the drivers Debian's kernel binds.
+pub const DEVICES: &[Expected] = &[
+    Expected {
+        address: BOOT_VGA,
+        id: "1234:1111",
+        driver: Some("bochs-drm"),
+    },
+    Expected {
+        address: EDU,
+        id: "1234:11e8",
+        driver: None,
+    },
+    Expected {
+        address: GPU,
+        id: "1234:1111",
+        driver: Some("bochs-drm"),
+    },
+    Expected {
+        address: GPU_AUDIO,
+        id: "8086:293e",
+        driver: Some("snd_hda_intel"),
+    },
+    Expected {
+        address: XHCI,
+        id: "1b36:000d",
+        driver: Some("xhci_hcd"),
+    },
+    Expected {
+        address: NVME,
+        id: "1b36:0010",
+        driver: Some("nvme"),
+    },
+    Expected {
+        address: NIC,
+        id: "8086:10d3",
+        driver: Some("e1000e"),
+    },
+    Expected {
+        address: PCI_BRIDGE,
+        id: "1b36:000e",
+        driver: None,
+    },
+    Expected {
+        address: BEHIND_BRIDGE[0],
+        id: "8086:100e",
+        driver: Some("e1000"),
+    },
+    Expected {
+        address: BEHIND_BRIDGE[1],
+        id: "106b:003f",
+        driver: Some("ohci-pci"),
+    },
+];
+
+/// The machine layouts of the testbed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// q35 + `intel-iommu,intremap=on,caching-mode=on`, `intel_iommu=on iommu=pt`.
+    IntelDesktop,
+    /// q35 + `amd-iommu,intremap=on`, `iommu=pt`.
+    AmdDesktop,
+    /// The Intel machine booted with `intel_iommu=off`: the DMAR table is there, the
+    /// IOMMU is not on.
+    IommuOff,
+    /// The same devices and no IOMMU device at all (no DMAR, no IVRS).
+    NoIommu,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 4] = [
+        Layout::IntelDesktop,
+        Layout::AmdDesktop,
+        Layout::IommuOff,
+        Layout::NoIommu,
+    ];
+
+    /// Short name, used for test names and log files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::IntelDesktop => "intel",
+            Layout::AmdDesktop => "amd",
+            Layout::IommuOff => "iommu_off",
+            Layout::NoIommu => "no_iommu",
+        }
+    }
+
+    /// The layout of a [`Layout::name`]; panics on an unknown name (a typo in a test
+    /// declaration).
+    pub fn by_name(name: &str) -> Layout {
+        Layout::ALL
+            .into_iter()
+            .find(|l| l.name() == name)
+            .unwrap_or_else(|| panic!("no testbed layout named {name}"))
+    }
+
+    /// The layout's kernel arguments (beyond the fixture's `console=ttyS0 panic=-1`).
+    pub fn kernel_args(self) -> &'static [&'static str] {
+        match self {
+            Layout::IntelDesktop => &["intel_iommu=on", "iommu=pt"],
+            // `amd_iommu=on` is not an option of the 6.1 kernel (it logs "AMD-Vi: Unknown
+            // option"): AMD-Vi is on by default when the firmware has an IVRS table.
+            Layout::AmdDesktop => &["iommu=pt"],
+            Layout::IommuOff => &["intel_iommu=off"],
+            Layout::NoIommu => &[],
+        }
+    }
+
+    /// Whether the kernel is expected to have an IOMMU on (and so IOMMU groups).
+    pub fn iommu_on(self) -> bool {
+        matches!(self, Layout::IntelDesktop | Layout::AmdDesktop)
+    }
+
+    pub fn iommu(self) -> Iommu {
+        match self {
+            Layout::IntelDesktop | Layout::IommuOff => Iommu::Intel {
+                intremap: true,
+                caching_mode: true,
+            },
+            Layout::AmdDesktop => Iommu::Amd { intremap: true },
+            Layout::NoIommu => Iommu::None,
+        }
+    }
+
+    /// The machine, ready to boot.
+    pub fn builder(self) -> VmBuilder {
+        // Interrupt remapping needs the split irqchip.
+        let machine = match self.iommu() {
+            Iommu::None => "q35",
+            _ => "q35,kernel-irqchip=split",
+        };
+        let mut vm = VmBuilder::new(self.name())
+            .machine(machine)
+            .iommu(self.iommu())
+            .device("VGA,bus=pcie.0,addr=0x1")
+            .device("edu,bus=pcie.0,addr=0x5")
+            .device("pcie-root-port,id=rp1,bus=pcie.0,chassis=1,addr=0x10")
+            .device("bochs-display,bus=rp1,addr=0x0.0,multifunction=on")
+            .device("ich9-intel-hda,bus=rp1,addr=0x0.1")
+            .device("pcie-root-port,id=rp2,bus=pcie.0,chassis=2,addr=0x11")
+            .device("qemu-xhci,bus=rp2")
+            .device("pcie-root-port,id=rp3,bus=pcie.0,chassis=3,addr=0x12")
+            .device("nvme,serial=testbed0,bus=rp3")
+            .device("pcie-root-port,id=rp4,bus=pcie.0,chassis=4,addr=0x13")
+            .device("e1000e,bus=rp4")
+            .device("pcie-root-port,id=rp5,bus=pcie.0,chassis=5,addr=0x14")
+            .device("pcie-pci-bridge,id=pb1,bus=rp5")
+            .device("e1000,bus=pb1,addr=0x1")
+            .device("pci-ohci,bus=pb1,addr=0x2");
+        for arg in self.kernel_args() {
+            vm = vm.kernel_arg(arg);
+        }
+        vm
+    }
+}

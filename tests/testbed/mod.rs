@@ -1,0 +1,210 @@
+//! The fixture of the real testbed: QEMU guests with a real Debian kernel, a real
+//! emulated IOMMU and real PCI devices, running this crate's freshly built `passthru`.
+//!
+//! - [`kernel`]: fetches and caches the kernel, builds the initramfs.
+//! - [`vm`]: [`vm::TestVm`] and its builder: boot, run commands, console log, kill on drop.
+//! - [`layouts`]: the machine layouts and the addresses of their devices.
+//!
+//! Tests take a shared VM per layout through [`with_vm`]: the first test of a layout
+//! boots it, the others reuse it, and the last one to finish drops (kills) it. A test
+//! that fails prints the VM's console log.
+//!
+//! Prerequisites (QEMU, busybox-static, cpio, kmod, and the kernel package through apt)
+//! missing: the tests print `SKIPPED` with the reason and pass — unless `CI=true`, where
+//! a missing prerequisite fails them.
+
+pub mod kernel;
+pub mod layouts;
+pub mod vm;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+pub use kernel::{Kernel, PrepareError};
+pub use layouts::Layout;
+pub use vm::{Output, TestVm};
+
+/// The `passthru` binary under test: the one cargo just built, or
+/// `$PASSTHRU_TESTBED_BIN` (e.g. a release build). It lives on the host's `/`, which the
+/// guest sees at the same path.
+pub fn passthru_bin() -> String {
+    std::env::var("PASSTHRU_TESTBED_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_passthru").to_owned())
+}
+
+/// Whether we run in CI, where a missing prerequisite is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The prepared kernel, once per process (and once across processes, by a lock file).
+pub fn kernel() -> Result<&'static Kernel, &'static PrepareError> {
+    static KERNEL: OnceLock<Result<Kernel, PrepareError>> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            let started = std::time::Instant::now();
+            let kernel = kernel::prepare();
+            if let Ok(k) = &kernel {
+                eprintln!(
+                    "testbed: kernel {} ready in {:.1?} ({})",
+                    k.release,
+                    started.elapsed(),
+                    k.initramfs.display()
+                );
+            }
+            kernel
+        })
+        .as_ref()
+}
+
+/// The kernel, or `None` after printing `SKIPPED` when a prerequisite is missing
+/// outside CI. Panics in CI, and on any other preparation failure.
+pub fn kernel_or_skip(test: &str) -> Option<&'static Kernel> {
+    match kernel() {
+        Ok(kernel) => Some(kernel),
+        Err(PrepareError::Missing(why)) if !in_ci() => {
+            // Straight to the process's stderr: the test harness captures `eprintln!`
+            // and shows it only for failing tests, and a skip must be seen.
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+            None
+        }
+        Err(PrepareError::Missing(why)) => {
+            panic!("testbed prerequisite missing (CI=true makes this a failure): {why}")
+        }
+        Err(PrepareError::Failed(why)) => panic!("testbed preparation failed: {why}"),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    vm: Option<Arc<TestVm>>,
+    boot_error: Option<String>,
+    finished: usize,
+}
+
+fn slot(layout: Layout) -> Arc<Mutex<Slot>> {
+    static SLOTS: OnceLock<Mutex<HashMap<Layout, Arc<Mutex<Slot>>>>> = OnceLock::new();
+    let slots = SLOTS.get_or_init(Mutex::default);
+    let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(slots.entry(layout).or_default())
+}
+
+/// Ends a test's use of a shared VM: prints the logs if the test is failing, counts
+/// the test as finished, and drops the VM after the layout's last test.
+struct Lease {
+    layout: Layout,
+    uses: usize,
+    test: String,
+    vm: Option<Arc<TestVm>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(vm) = &self.vm {
+                vm.print_logs(&format!("test {} failed", self.test));
+            }
+        }
+        let slot = slot(self.layout);
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.finished += 1;
+        if slot.finished >= self.uses {
+            // The last Arc goes with this lease: TestVm::drop kills QEMU.
+            slot.vm = None;
+        }
+    }
+}
+
+/// Runs `body` against the shared VM of `layout`, booting it if needed. `uses` is the
+/// number of tests of that layout (counted by [`testbed_tests!`]), so the VM is killed
+/// after the last one; if a filter runs fewer, the VM dies with the test process.
+pub fn with_vm(layout: Layout, uses: usize, test: &str, body: impl FnOnce(&TestVm, Layout)) {
+    let Some(kernel) = kernel_or_skip(test) else {
+        return;
+    };
+    let slot = slot(layout);
+    let vm = {
+        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(err) = &guard.boot_error {
+            panic!("VM {} failed to boot earlier: {err}", layout.name());
+        }
+        match &guard.vm {
+            Some(vm) => Arc::clone(vm),
+            None => {
+                let builder = layout.builder();
+                let console = kernel::testbed_dir()
+                    .join("logs")
+                    .join(format!("{}.console.log", builder.name()));
+                match builder.boot(kernel) {
+                    Ok(vm) => {
+                        eprintln!("testbed: VM {} booted in {:.1?}", vm.name(), vm.boot_time());
+                        let vm = Arc::new(vm);
+                        guard.vm = Some(Arc::clone(&vm));
+                        vm
+                    }
+                    Err(err) => {
+                        let log = std::fs::read_to_string(&console).unwrap_or_default();
+                        guard.boot_error = Some(err.to_string());
+                        guard.finished += 1;
+                        drop(guard);
+                        panic!(
+                            "VM {} failed to boot: {err}\n===== console log ({}) =====\n{log}",
+                            layout.name(),
+                            console.display()
+                        );
+                    }
+                }
+            }
+        }
+    };
+    let lease = Lease {
+        layout,
+        uses,
+        test: test.to_owned(),
+        vm: Some(vm),
+    };
+    if let Some(vm) = &lease.vm {
+        body(vm, layout);
+    }
+}
+
+/// Declares the testbed's tests: each `check: [layouts…]` line makes a module `check`
+/// with one `#[test]` per layout (`check::intel`, `check::amd`, …) that runs the function
+/// `check(&TestVm, Layout)` against that layout's shared VM.
+///
+/// Tests are named check-first so that the harness, which runs them in name order on
+/// as many threads as there are cores, works on several layouts at once: their VMs
+/// boot in parallel instead of one layout's tests queueing behind one VM.
+///
+/// ```ignore
+/// testbed_tests! {
+///     fixture_boots: [intel, amd, iommu_off, no_iommu],
+///     fixture_commands: [intel],
+/// }
+/// ```
+#[macro_export]
+macro_rules! testbed_tests {
+    ($($check:ident: [$($layout:ident),+ $(,)?]),+ $(,)?) => {
+        /// How many tests use each layout's VM, so the last one can stop it.
+        fn testbed_uses(layout: &str) -> usize {
+            [$($(stringify!($layout),)+)+].iter().filter(|l| **l == layout).count()
+        }
+        $(
+            mod $check {
+                $(
+                    #[test]
+                    fn $layout() {
+                        let layout = $crate::testbed::Layout::by_name(stringify!($layout));
+                        $crate::testbed::with_vm(
+                            layout,
+                            super::testbed_uses(stringify!($layout)),
+                            concat!(stringify!($check), "::", stringify!($layout)),
+                            super::$check,
+                        );
+                    }
+                )+
+            }
+        )+
+    };
+}
