@@ -40,6 +40,7 @@ testbed_tests! {
     passthru_check: [intel, amd, iommu_off, no_iommu],
     passthru_list: [intel, amd, iommu_off, no_iommu],
     passthru_report_roundtrip: [intel, amd, iommu_off, no_iommu],
+    passthru_bind_unbind: [intel_bind],
 }
 
 // ---------------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
     let tables = vm.sh("ls /sys/firmware/acpi/tables");
     let tables: BTreeSet<&str> = tables.split_whitespace().collect();
     let (dmar, ivrs) = match layout {
-        Layout::IntelDesktop | Layout::IommuOff => (true, false),
+        Layout::IntelDesktop | Layout::IntelBind | Layout::IommuOff => (true, false),
         Layout::AmdDesktop => (false, true),
         Layout::NoIommu => (false, false),
     };
@@ -265,7 +266,7 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
     let log = dmesg(vm);
     let has = |needle: &str| log.contains(needle);
     match layout {
-        Layout::IntelDesktop => {
+        Layout::IntelDesktop | Layout::IntelBind => {
             assert!(has("DMAR: IOMMU enabled"), "VT-d not enabled");
             assert!(
                 has("DMAR-IR: Enabled IRQ remapping"),
@@ -519,8 +520,8 @@ fn passthru_check(vm: &TestVm, layout: Layout) {
     let log = dmesg(vm);
     let remap = host["interrupt_remapping"].clone();
     match layout {
-        Layout::IntelDesktop | Layout::AmdDesktop => {
-            let kind = if layout == Layout::IntelDesktop {
+        Layout::IntelDesktop | Layout::IntelBind | Layout::AmdDesktop => {
+            let kind = if layout != Layout::AmdDesktop {
                 "intel"
             } else {
                 "amd"
@@ -761,4 +762,222 @@ fn passthru_report_roundtrip(vm: &TestVm, _layout: Layout) {
         outside, inside,
         "list --json of the report differs from the guest's own"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// bind / unbind against the kernel's own vfio-pci (a VM of its own: drivers change).
+
+/// The driver the kernel has bound to `address`, read from sysfs (not by passthru).
+fn driver_of(vm: &TestVm, address: &str) -> String {
+    vm.sh(&format!(
+        "d=/sys/bus/pci/devices/{address}/driver; [ -e $d ] && basename $(readlink $d) || echo none"
+    ))
+    .trim()
+    .to_owned()
+}
+
+fn group_of(vm: &TestVm, address: &str) -> u32 {
+    vm.sh(&format!(
+        "basename $(readlink /sys/bus/pci/devices/{address}/iommu_group)"
+    ))
+    .trim()
+    .parse()
+    .expect("a group number")
+}
+
+/// Runs passthru with `args` and `--json`; returns the exit code and the document.
+fn change(vm: &TestVm, args: &str) -> (i32, Value) {
+    let out = vm
+        .run_with_timeout(
+            &format!("{} {args} --json", passthru_bin()),
+            Duration::from_secs(120),
+        )
+        .expect("run passthru");
+    let json = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|err| panic!("`passthru {args}` did not print JSON ({err}):\n{out}"));
+    (out.code, json)
+}
+
+fn refusal_text(doc: &Value) -> String {
+    doc["refusals"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|r| format!("{} [{}]", s(&r["reason"]), s(&r["override_flag"])))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// Starts a process (`sleep`) that holds `file` open, until [`release`].
+fn hold(vm: &TestVm, file: &str) {
+    vm.sh(&format!(
+        "setsid sh -c 'echo $$ > /run/holder.pid; exec 3<>{file}; exec sleep 600' </dev/null >/dev/null 2>&1 & \
+         while [ ! -s /run/holder.pid ]; do sleep 0.1; done; sleep 0.3"
+    ));
+}
+
+fn release(vm: &TestVm) {
+    vm.sh("kill $(cat /run/holder.pid); rm /run/holder.pid; sleep 0.3");
+}
+
+fn passthru_bind_unbind(vm: &TestVm, _layout: Layout) {
+    use layouts::{BEHIND_BRIDGE, BOOT_VGA, EDU, NIC};
+    assert_eq!(driver_of(vm, EDU), "none");
+    assert_eq!(driver_of(vm, NIC), "e1000e");
+    let nic_if = vm.sh(&format!("ls /sys/bus/pci/devices/{NIC}/net"));
+    assert!(
+        !nic_if.trim().is_empty(),
+        "the e1000e has a network interface"
+    );
+
+    // The edu device: vfio-pci is loaded on demand, the group node appears.
+    let edu_group = group_of(vm, EDU);
+    let (code, doc) = change(vm, &format!("bind {EDU}"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(driver_of(vm, EDU), "vfio-pci");
+    assert_eq!(doc["nodes"][0]["node"], format!("/dev/vfio/{edu_group}"));
+    vm.sh(&format!(
+        "test -c /dev/vfio/{edu_group} && test -d /sys/module/vfio_iommu_type1"
+    ));
+    let record = vm.sh(&format!("cat /run/passthru/bound/{EDU}.json"));
+    assert!(record.contains("\"original_driver\": null"), "{record}");
+
+    // A second bind is a no-op that changes nothing.
+    let (code, doc) = change(vm, &format!("bind {EDU}"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert!(
+        doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["noop"] == true),
+        "{doc:#}"
+    );
+    assert_eq!(
+        vm.sh(&format!("cat /run/passthru/bound/{EDU}.json")),
+        record
+    );
+
+    // The NIC: its host driver lets go, and `list` shows who holds it.
+    let (code, doc) = change(vm, &format!("bind {NIC}"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(driver_of(vm, NIC), "vfio-pci");
+    let (_, list) = passthru(vm, "list --json");
+    let held: Vec<String> = list["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["devices"].as_array().unwrap().iter())
+        .filter(|d| d["held_by_passthru_since"].is_string())
+        .map(|d| s(&d["address"]).to_owned())
+        .collect();
+    assert_eq!(held, [EDU.to_owned(), NIC.to_owned()]);
+
+    // A program holding the NIC's resource file blocks unbind, named.
+    hold(vm, &format!("/sys/bus/pci/devices/{NIC}/resource0"));
+    let (code, doc) = change(vm, &format!("unbind {NIC}"));
+    assert_eq!(code, 1, "{doc:#}");
+    let why = refusal_text(&doc);
+    assert!(
+        why.contains("sleep (pid") && why.contains("resource0"),
+        "{why}"
+    );
+    assert_eq!(
+        driver_of(vm, NIC),
+        "vfio-pci",
+        "a refused unbind changes nothing"
+    );
+    release(vm);
+
+    // unbind gives the NIC back to e1000e and the interface returns.
+    let (code, doc) = change(vm, &format!("unbind {NIC}"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(driver_of(vm, NIC), "e1000e");
+    assert_eq!(vm.sh(&format!("ls /sys/bus/pci/devices/{NIC}/net")), nic_if);
+    vm.sh(&format!("test ! -e /run/passthru/bound/{NIC}.json"));
+
+    // passthru killed half-way (-9 once its record is written): unbind still restores.
+    vm.sh(&format!(
+        "{bin} bind {NIC} >/dev/null 2>&1 & pid=$!; \
+         while [ ! -e /run/passthru/bound/{NIC}.json ]; do :; done; kill -9 $pid; wait $pid; true",
+        bin = passthru_bin()
+    ));
+    let (code, doc) = change(vm, &format!("unbind {NIC}"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(driver_of(vm, NIC), "e1000e");
+    vm.sh(&format!(
+        "test \"$(cat /sys/bus/pci/devices/{NIC}/driver_override)\" = '(null)'"
+    ));
+
+    // The devices behind the conventional PCI bridge share a group: naming one is
+    // refused while the other is in use, and --whole-group takes both (bridge aside).
+    let (code, doc) = change(vm, &format!("bind {}", BEHIND_BRIDGE[0]));
+    assert_eq!(code, 1, "{doc:#}");
+    let why = refusal_text(&doc);
+    assert!(
+        why.contains(BEHIND_BRIDGE[1]) && why.contains("--whole-group"),
+        "{why}"
+    );
+    assert_eq!(driver_of(vm, BEHIND_BRIDGE[0]), "e1000");
+    let (code, doc) = change(vm, &format!("bind {} --whole-group", BEHIND_BRIDGE[0]));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(driver_of(vm, BEHIND_BRIDGE[0]), "vfio-pci");
+    assert_eq!(driver_of(vm, BEHIND_BRIDGE[1]), "vfio-pci");
+    assert_eq!(
+        driver_of(vm, layouts::PCI_BRIDGE),
+        "none",
+        "the bridge stays as it was"
+    );
+    let (code, doc) = change(vm, &format!("unbind {}", BEHIND_BRIDGE[1]));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(driver_of(vm, BEHIND_BRIDGE[0]), "e1000");
+    assert_eq!(driver_of(vm, BEHIND_BRIDGE[1]), "ohci-pci");
+
+    // The boot display, driven by the console, is refused.
+    let (code, doc) = change(vm, &format!("bind {BOOT_VGA}"));
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(
+        refusal_text(&doc).contains("--allow-boot-display"),
+        "{doc:#}"
+    );
+    assert_eq!(driver_of(vm, BOOT_VGA), "bochs-drm");
+
+    // The strongest proof: a nested QEMU takes the edu device through VFIO.
+    let qmp = vm
+        .run_with_timeout(
+            &format!(
+                "printf '%s\\n' '{{\"execute\":\"qmp_capabilities\"}}' '{{\"execute\":\"query-pci\"}}' '{{\"execute\":\"quit\"}}' \
+                 | qemu-system-x86_64 -machine q35 -accel tcg -nodefaults -display none -S -m 64 \
+                   -device vfio-pci,host={EDU},id=edu -qmp stdio"
+            ),
+            Duration::from_secs(120),
+        )
+        .expect("run nested QEMU");
+    assert!(qmp.success(), "nested QEMU failed:\n{qmp}");
+    assert!(
+        qmp.stdout.contains("\"qdev_id\": \"edu\"")
+            && qmp
+                .stdout
+                .contains("\"device\": 4584, \"subsystem-vendor\"")
+            && qmp.stdout.contains("\"vendor\": 4660"),
+        "the nested VM has no 1234:11e8 device:\n{qmp}"
+    );
+
+    // A VM holding the group's node blocks unbind, named.
+    hold(vm, &format!("/dev/vfio/{edu_group}"));
+    let (code, doc) = change(vm, &format!("unbind {EDU}"));
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(
+        refusal_text(&doc).contains(&format!("holds /dev/vfio/{edu_group}")),
+        "{doc:#}"
+    );
+    release(vm);
+
+    // unbind --all gives back everything.
+    let (code, doc) = change(vm, "unbind --all");
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(driver_of(vm, EDU), "none");
+    vm.sh("test -z \"$(ls /run/passthru/bound)\"");
 }

@@ -106,6 +106,9 @@ pub const DEVICES: &[Expected] = &[
 pub enum Layout {
     /// q35 + `intel-iommu,intremap=on,caching-mode=on`, `intel_iommu=on iommu=pt`.
     IntelDesktop,
+    /// The Intel desktop again, in a VM of its own: `bind`/`unbind` change drivers,
+    /// which must not race with the read-only tests of `intel`.
+    IntelBind,
     /// q35 + `amd-iommu,intremap=on`, `iommu=pt`.
     AmdDesktop,
     /// The Intel machine booted with `intel_iommu=off`: the DMAR table is there, the
@@ -116,8 +119,9 @@ pub enum Layout {
 }
 
 impl Layout {
-    pub const ALL: [Layout; 4] = [
+    pub const ALL: [Layout; 5] = [
         Layout::IntelDesktop,
+        Layout::IntelBind,
         Layout::AmdDesktop,
         Layout::IommuOff,
         Layout::NoIommu,
@@ -127,6 +131,7 @@ impl Layout {
     pub fn name(self) -> &'static str {
         match self {
             Layout::IntelDesktop => "intel",
+            Layout::IntelBind => "intel_bind",
             Layout::AmdDesktop => "amd",
             Layout::IommuOff => "iommu_off",
             Layout::NoIommu => "no_iommu",
@@ -145,7 +150,7 @@ impl Layout {
     /// The layout's kernel arguments (beyond the fixture's `console=ttyS0 panic=-1`).
     pub fn kernel_args(self) -> &'static [&'static str] {
         match self {
-            Layout::IntelDesktop => &["intel_iommu=on", "iommu=pt"],
+            Layout::IntelDesktop | Layout::IntelBind => &["intel_iommu=on", "iommu=pt"],
             // `amd_iommu=on` is not an option of the 6.1 kernel (it logs "AMD-Vi: Unknown
             // option"): AMD-Vi is on by default when the firmware has an IVRS table.
             Layout::AmdDesktop => &["iommu=pt"],
@@ -156,12 +161,15 @@ impl Layout {
 
     /// Whether the kernel is expected to have an IOMMU on (and so IOMMU groups).
     pub fn iommu_on(self) -> bool {
-        matches!(self, Layout::IntelDesktop | Layout::AmdDesktop)
+        matches!(
+            self,
+            Layout::IntelDesktop | Layout::IntelBind | Layout::AmdDesktop
+        )
     }
 
     pub fn iommu(self) -> Iommu {
         match self {
-            Layout::IntelDesktop | Layout::IommuOff => Iommu::Intel {
+            Layout::IntelDesktop | Layout::IntelBind | Layout::IommuOff => Iommu::Intel {
                 intremap: true,
                 caching_mode: true,
             },
