@@ -17,6 +17,8 @@
 //! apt), `PASSTHRU_TESTBED_BUSYBOX` (a static busybox), `PASSTHRU_TESTBED_BIN` (the
 //! binary to test instead of the fresh debug build, e.g. a release build).
 
+#![allow(clippy::unwrap_used)]
+
 // The fixture is an API for tests to come (builder options, paths) beyond what these use.
 #[allow(dead_code)]
 #[path = "testbed/mod.rs"]
