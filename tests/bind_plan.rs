@@ -320,7 +320,7 @@ fn unbind_gives_back_what_bind_took_and_list_shows_it() {
 
 #[test]
 fn a_driver_write_that_never_returns_is_reported_not_waited_on() {
-    use passthru::apply::{ApplyError, Applier};
+    use passthru::apply::{Applier, ApplyError};
     use passthru::host_root::HostRoot;
     use std::time::{Duration, Instant};
     // A FIFO without a reader blocks its writer in open(), as a driver stuck in
@@ -336,17 +336,37 @@ fn a_driver_write_that_never_returns_is_reported_not_waited_on() {
         env!("CARGO_BIN_EXE_passthru").into(),
     );
     let started = Instant::now();
-    let err = applier.write_sysfs(std::path::Path::new("unbind"), "0000:01:00.0").unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "waited {:?}", started.elapsed());
+    let err = applier
+        .write_sysfs(std::path::Path::new("unbind"), "0000:01:00.0")
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited {:?}",
+        started.elapsed()
+    );
     assert!(matches!(err, ApplyError::Timeout { .. }), "{err}");
-    assert!(err.to_string().contains("did not return within 1 s"), "{err}");
+    assert!(
+        err.to_string().contains("did not return within 1 s"),
+        "{err}"
+    );
     // A write that fails says what the kernel said.
     let err = applier
-        .write_sysfs(std::path::Path::new("no/such/dir/driver_override"), "vfio-pci")
+        .write_sysfs(
+            std::path::Path::new("no/such/dir/driver_override"),
+            "vfio-pci",
+        )
         .unwrap_err();
-    assert!(err.to_string().contains("No such file or directory"), "{err}");
+    assert!(
+        err.to_string().contains("No such file or directory"),
+        "{err}"
+    );
     // And a plain one works.
     std::fs::write(dir.path().join("driver_override"), "").unwrap();
-    applier.write_sysfs(std::path::Path::new("driver_override"), "vfio-pci").unwrap();
-    assert_eq!(std::fs::read_to_string(dir.path().join("driver_override")).unwrap(), "vfio-pci");
+    applier
+        .write_sysfs(std::path::Path::new("driver_override"), "vfio-pci")
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("driver_override")).unwrap(),
+        "vfio-pci"
+    );
 }

@@ -967,6 +967,9 @@ fn passthru_bind_unbind(vm: &TestVm, _layout: Layout) {
         "the nested VM has no 1234:11e8 device:\n{qmp}"
     );
 
+    // Once per run, the nested guest boots and reads the edu device through BAR0.
+    nested_guest_reads_edu(vm);
+
     // A VM holding the group's node blocks unbind, named.
     hold(vm, &format!("/dev/vfio/{edu_group}"));
     let (code, doc) = change(vm, &format!("unbind {EDU}"));
@@ -982,4 +985,57 @@ fn passthru_bind_unbind(vm: &TestVm, _layout: Layout) {
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(driver_of(vm, EDU), "none");
     vm.sh("test -z \"$(ls /run/passthru/bound)\"");
+}
+
+/// The nested guest's `/init`: find the edu device (1234:11e8), read its
+/// identification register at BAR0 + 0 and exercise its liveness register at
+/// BAR0 + 4 (it returns the bitwise inverse of what was written), then power off.
+const EDU_PROBE_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for d in /sys/bus/pci/devices/*; do
+    if [ "$(cat $d/vendor)" = 0x1234 ] && [ "$(cat $d/device)" = 0x11e8 ]; then
+        echo 1 > $d/enable
+        bar0=$(head -n 1 $d/resource | cut -d ' ' -f 1)
+        echo "edu-id: $(devmem $bar0 32)"
+        devmem $((bar0 + 4)) 32 0x12345678
+        echo "edu-liveness: $(devmem $((bar0 + 4)) 32)"
+    fi
+done
+echo edu-probe-done
+poweroff -f
+"#;
+
+/// Boots the testbed's kernel as a nested guest (TCG inside TCG, about two minutes)
+/// with the edu device passed through by VFIO, and reads the device from inside.
+fn nested_guest_reads_edu(vm: &TestVm) {
+    let kernel = testbed::kernel().expect("the kernel is prepared");
+    let initrd = vm.shared_dir().join("edu-probe.cpio");
+    testbed::kernel::build_probe_initramfs(EDU_PROBE_INIT, &initrd).expect("probe initramfs");
+    let out = vm
+        .run_with_timeout(
+            &format!(
+                "qemu-system-x86_64 -machine q35 -accel tcg -cpu max -m 256 -nodefaults \
+                 -display none -no-reboot -serial stdio -kernel {} -initrd /tmp/testbed/edu-probe.cpio \
+                 -append 'console=ttyS0 panic=-1 quiet' -device vfio-pci,host={}",
+                kernel.vmlinuz.display(),
+                layouts::EDU
+            ),
+            Duration::from_secs(600),
+        )
+        .expect("run the nested guest");
+    assert!(
+        out.stdout.contains("edu-probe-done"),
+        "the nested guest did not finish its probe:\n{out}"
+    );
+    assert!(
+        out.stdout.contains("edu-id: 0x010000ED"),
+        "the nested guest did not read the edu identification register:\n{out}"
+    );
+    assert!(
+        out.stdout.contains("edu-liveness: 0xEDCBA987"),
+        "the edu liveness register did not invert 0x12345678:\n{out}"
+    );
 }

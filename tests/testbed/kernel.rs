@@ -431,6 +431,41 @@ fn build_initramfs(
     fs::rename(&tmp, out).map_err(|err| io_failed(&tmp, &err))
 }
 
+/// Builds a minimal initramfs — a static busybox and `init` as `/init` — for a
+/// nested guest that runs one probe script and powers off.
+pub fn build_probe_initramfs(init: &str, out: &Path) -> Result<(), PrepareError> {
+    let busybox = static_busybox()?;
+    let cpio = require_program("cpio", "cpio")?;
+    let staging = out.with_extension("staging");
+    let _ = fs::remove_dir_all(&staging);
+    for dir in ["bin", "proc", "sys", "dev"] {
+        fs::create_dir_all(staging.join(dir)).map_err(|err| io_failed(&staging, &err))?;
+    }
+    fs::copy(&busybox, staging.join("bin/busybox")).map_err(|err| io_failed(&busybox, &err))?;
+    let init_path = staging.join("init");
+    fs::write(&init_path, init).map_err(|err| io_failed(&init_path, &err))?;
+    use std::os::unix::fs::PermissionsExt;
+    for file in [&init_path, &staging.join("bin/busybox")] {
+        fs::set_permissions(file, fs::Permissions::from_mode(0o755))
+            .map_err(|err| io_failed(file, &err))?;
+    }
+    let file = File::create(out).map_err(|err| io_failed(out, &err))?;
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("find . | LC_ALL=C sort | \"$0\" -o -H newc --quiet")
+        .arg(&cpio)
+        .current_dir(&staging)
+        .stdout(file)
+        .status()
+        .map_err(|err| failed(format!("cannot run cpio: {err}")))?;
+    let _ = fs::remove_dir_all(&staging);
+    if status.success() {
+        Ok(())
+    } else {
+        Err(failed(format!("cpio failed: {status}")))
+    }
+}
+
 /// Checks the prerequisites and prepares (or finds cached) kernel and initramfs.
 pub fn prepare() -> Result<Kernel, PrepareError> {
     let qemu = require_program("qemu-system-x86_64", "qemu-system-x86")?;
