@@ -913,6 +913,25 @@ fn passthru_bind_unbind(vm: &TestVm, _layout: Layout) {
         "test \"$(cat /sys/bus/pci/devices/{NIC}/driver_override)\" = '(null)'"
     ));
 
+    // A device whose original driver cannot take it back is reported, not hidden.
+    let (code, doc) = change(vm, &format!("bind {NIC}"));
+    assert_eq!(code, 0, "{doc:#}");
+    vm.sh("rmmod e1000e");
+    let (code, doc) = change(vm, &format!("unbind {NIC}"));
+    assert_eq!(code, 1, "{doc:#}");
+    let failure = s(&doc["failures"][0]["error"]);
+    assert!(
+        failure.contains("instead of its original driver e1000e"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["failures"][0]["address"], NIC);
+    vm.sh("modprobe e1000e; sleep 0.5");
+    assert_eq!(
+        driver_of(vm, NIC),
+        "e1000e",
+        "with the override cleared, e1000e takes it again"
+    );
+
     // The devices behind the conventional PCI bridge share a group: naming one is
     // refused while the other is in use, and --whole-group takes both (bridge aside).
     let (code, doc) = change(vm, &format!("bind {}", BEHIND_BRIDGE[0]));
