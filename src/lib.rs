@@ -6,9 +6,11 @@
 
 pub mod apply;
 pub mod bind;
+pub mod boot;
 pub mod check;
 pub mod cli;
 pub mod cpu;
+pub mod enable;
 pub mod facts;
 pub mod host_devices;
 pub mod host_root;

@@ -9,6 +9,8 @@
 //! behind instead.
 
 pub mod bind;
+pub mod enable;
+pub mod journal;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

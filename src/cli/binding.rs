@@ -97,14 +97,14 @@ fn console_on_framebuffer(root: &HostRoot) -> bool {
         })
 }
 
-fn parse_targets(devices: &[String]) -> anyhow::Result<Vec<Target>> {
+pub(super) fn parse_targets(devices: &[String]) -> anyhow::Result<Vec<Target>> {
     devices
         .iter()
         .map(|d| d.parse::<Target>().with_context(|| format!("DEVICE '{d}'")))
         .collect()
 }
 
-fn require_live(root: &HostRoot, what: &str) -> anyhow::Result<()> {
+pub(super) fn require_live(root: &HostRoot, what: &str) -> anyhow::Result<()> {
     if !root.is_system() {
         bail!("{what} changes the running host: --root works only with --dry-run");
     }
@@ -156,7 +156,7 @@ fn print_refusals(what: &str, refusals: &[Refusal]) {
     }
 }
 
-fn confirm(question: &str) -> anyhow::Result<bool> {
+pub(super) fn confirm(question: &str) -> anyhow::Result<bool> {
     print!("{question} [y/N] ");
     std::io::stdout().flush()?;
     let mut answer = String::new();

@@ -22,6 +22,7 @@ use crate::pci::names::PciNames;
 use crate::report;
 
 mod binding;
+mod persistent;
 
 /// How `bind` and `unbind` run.
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +184,66 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         timeout: u64,
     },
+    /// Make the passthrough setup persistent: kernel arguments, early binding of the
+    /// devices to vfio-pci, the initramfs and the bootloader — previewed, journaled
+    /// and reversible with `passthru undo`.
+    ///
+    /// Prints every file change as a unified diff and every command it will run, then
+    /// asks. Devices are taken as `bind` takes them (whole groups, with the same
+    /// refusals). Each file is written atomically, keeping mode, owner and SELinux
+    /// label, after its previous bytes were saved under /var/lib/passthru/journal/.
+    /// After regenerating the initramfs, passthru looks inside it and fails loudly if
+    /// vfio-pci or its modprobe.d file is missing. Running it again with the same
+    /// devices changes nothing; naming more devices adds them.
+    Enable {
+        /// Devices: 01:00.0, 0000:01:00.0, group:14, or a name ("RTX 3070").
+        #[arg(required = true, value_name = "DEVICE")]
+        devices: Vec<String>,
+        /// Only print the plan.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask before applying.
+        #[arg(short, long)]
+        yes: bool,
+        /// Take the whole IOMMU group even when it holds other devices the host uses.
+        #[arg(long)]
+        whole_group: bool,
+        /// Take the boot display (the host then boots without a screen).
+        #[arg(long)]
+        allow_boot_display: bool,
+        /// Take the controller of the disk that holds the root filesystem.
+        #[arg(long)]
+        allow_root_disk: bool,
+        /// Take the network card carrying the default route.
+        #[arg(long)]
+        allow_default_route: bool,
+    },
+    /// Remove devices from the persistent setup (`undo` when none is left).
+    Disable {
+        /// Devices to remove (address or group:N).
+        #[arg(required = true, value_name = "DEVICE")]
+        devices: Vec<String>,
+        /// Only print the plan.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask before applying.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Restore every file `enable` changed, byte for byte, remove the files it created,
+    /// and regenerate the initramfs and bootloader configuration. Works after a crash.
+    Undo {
+        /// Only print what would be restored.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask before applying.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// After the reboot: compare the running system with what `enable` set up (IOMMU
+    /// on, kernel arguments present, each device on vfio-pci), saying what did not
+    /// take effect and the likely cause. Exit code 1 when something did not.
+    Verify,
     /// Internal: write VALUE to the sysfs FILE (run as a child so a stuck driver
     /// cannot hang passthru).
     #[command(name = "__sysfs-write", hide = true)]
@@ -420,6 +481,52 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             };
             binding::unbind(cli.json, &root, devices, *all, opts)
         }
+        Command::Enable {
+            devices,
+            dry_run,
+            yes,
+            whole_group,
+            allow_boot_display,
+            allow_root_disk,
+            allow_default_route,
+        } => {
+            let overrides = Overrides {
+                whole_group: *whole_group,
+                boot_display: *allow_boot_display,
+                root_disk: *allow_root_disk,
+                default_route: *allow_default_route,
+            };
+            let opts = ChangeOptions {
+                dry_run: *dry_run,
+                yes: *yes,
+                timeout: 10,
+            };
+            persistent::enable(cli.json, &root, devices, overrides, opts)
+        }
+        Command::Disable {
+            devices,
+            dry_run,
+            yes,
+        } => persistent::disable(
+            cli.json,
+            &root,
+            devices,
+            ChangeOptions {
+                dry_run: *dry_run,
+                yes: *yes,
+                timeout: 10,
+            },
+        ),
+        Command::Undo { dry_run, yes } => persistent::undo(
+            cli.json,
+            &root,
+            ChangeOptions {
+                dry_run: *dry_run,
+                yes: *yes,
+                timeout: 10,
+            },
+        ),
+        Command::Verify => persistent::verify(cli.json, &root),
         Command::SysfsWrite { file, value } => {
             std::fs::write(file, value.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(0)

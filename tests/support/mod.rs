@@ -7,6 +7,7 @@
 //!   the way the kernel lays it out (device directories nested under their bridges,
 //!   relative `sys/bus/pci/devices` links, `driver` and `iommu_group` links, the
 //!   `sys/kernel/iommu_groups` tree);
+//! - `base`: the name of a fixture this one extends (built first, then overlaid);
 //! - `links.tsv`: further symlinks (`sys/dev/block/8:2`, `sys/class/net/eno1`), whose
 //!   target directories are created.
 //!
@@ -57,13 +58,17 @@ impl Fixture {
     pub fn new(name: &str) -> Self {
         let src = fixtures_dir().join(name);
         assert!(src.is_dir(), "no fixture {}", src.display());
-        let dir = tempfile::tempdir().unwrap();
-        if src.join("root").is_dir() {
-            copy_tree(&src.join("root"), dir.path());
-        }
-        let f = Self {
-            dir: Dir::Temp(dir),
+        // A fixture may extend another (`base` names it): the base is built first, and
+        // this fixture's files are laid over it.
+        let f = match std::fs::read_to_string(src.join("base")) {
+            Ok(base) => Self::new(base.trim()),
+            Err(_) => Self {
+                dir: Dir::Temp(tempfile::tempdir().unwrap()),
+            },
         };
+        if src.join("root").is_dir() {
+            copy_tree(&src.join("root"), f.root());
+        }
         if let Ok(pci) = std::fs::read_to_string(src.join("pci.tsv")) {
             f.build_pci(&pci);
         }

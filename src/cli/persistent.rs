@@ -1,0 +1,398 @@
+//! `passthru enable`, `disable`, `undo` and `verify` on the command line.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use super::binding::{confirm, parse_targets, require_live};
+use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
+use crate::apply::journal::Journal;
+use crate::apply::Applier;
+use crate::bind::{self, Overrides, Refusal};
+use crate::enable::{self, verify, EnableError, EnableFacts, EnablePlan, Enabled};
+use crate::host_root::HostRoot;
+use crate::pci::names::PciNames;
+use crate::pci::PciAddress;
+
+#[derive(Debug, Serialize)]
+struct EnableReport<'a> {
+    schema_version: u32,
+    action: &'static str,
+    dry_run: bool,
+    plan: Option<&'a EnablePlan>,
+    refusals: &'a [Refusal],
+    applied: bool,
+    error: Option<String>,
+}
+
+fn applier(root: &HostRoot) -> anyhow::Result<Applier> {
+    let exe = std::env::current_exe().context("cannot find the passthru binary itself")?;
+    Ok(Applier::new(root.clone(), Duration::from_secs(30), exe))
+}
+
+fn print_plan(plan: &EnablePlan) {
+    if plan.is_noop() {
+        println!("Nothing to change: the setup is already in place.");
+        return;
+    }
+    println!(
+        "Devices bound to vfio-pci at boot: {}",
+        plan.enabled
+            .devices
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("Kernel arguments: {}", plan.enabled.kernel_args.join(" "));
+    println!();
+    for f in &plan.files {
+        print!("{}", f.diff());
+    }
+    for s in &plan.snapshots {
+        println!("(saved before the commands run: /{})", s.display());
+    }
+    if !plan.commands.is_empty() {
+        println!("\nThen it runs:");
+        for c in &plan.commands {
+            println!("  {}    # {}", c.argv.join(" "), c.why);
+        }
+    }
+    for i in &plan.inspections {
+        println!(
+            "  {}    # must list: {}",
+            i.argv.join(" "),
+            i.must_contain.join(", ")
+        );
+    }
+    for m in &plan.manual {
+        println!("\nBY HAND: {m}");
+    }
+}
+
+fn ask_or_refuse(opts: ChangeOptions, question: &str) -> anyhow::Result<bool> {
+    if opts.yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("this changes the host's boot setup: rerun with --yes to confirm, or --dry-run to only see the plan");
+    }
+    confirm(question)
+}
+
+fn report_refusals(
+    json: bool,
+    action: &'static str,
+    dry_run: bool,
+    refusals: &[Refusal],
+) -> anyhow::Result<u8> {
+    if json {
+        print_json(&EnableReport {
+            schema_version: 1,
+            action,
+            dry_run,
+            plan: None,
+            refusals,
+            applied: false,
+            error: None,
+        })?;
+    }
+    eprintln!("passthru: {action} refused; nothing was changed:");
+    for r in refusals {
+        match r.override_flag {
+            Some(flag) => eprintln!("  - {} (to accept this, add {flag})", r.reason),
+            None => eprintln!("  - {}", r.reason),
+        }
+    }
+    Ok(EXIT_PROBLEMS)
+}
+
+/// Plans and (unless a dry run) applies `named`.
+fn plan_and_apply(
+    json: bool,
+    action: &'static str,
+    root: &HostRoot,
+    facts: &EnableFacts,
+    named: &[PciAddress],
+    overrides: Overrides,
+    opts: ChangeOptions,
+) -> anyhow::Result<u8> {
+    let plan = match enable::plan(facts, named, overrides) {
+        Ok(p) => p,
+        Err(EnableError::Refused(r)) => return report_refusals(json, action, opts.dry_run, &r),
+        Err(EnableError::Target(t)) => bail!(t),
+    };
+    if !json {
+        print_plan(&plan);
+    }
+    if opts.dry_run || plan.is_noop() {
+        if json {
+            print_json(&EnableReport {
+                schema_version: 1,
+                action,
+                dry_run: opts.dry_run,
+                plan: Some(&plan),
+                refusals: &[],
+                applied: false,
+                error: None,
+            })?;
+        } else if opts.dry_run && !plan.is_noop() {
+            println!("\n(dry run: nothing was changed)");
+        }
+        return Ok(0);
+    }
+    if !json && !ask_or_refuse(opts, "\nApply these changes?")? {
+        println!("Nothing was changed.");
+        return Ok(EXIT_PROBLEMS);
+    }
+    if json && !opts.yes {
+        bail!("--json needs --yes (or --dry-run): there is no one to ask");
+    }
+    let applier = applier(root)?;
+    let mut progress = |line: &str| {
+        if json {
+            eprintln!("passthru: {line}");
+        } else {
+            println!("  … {line}");
+        }
+    };
+    let result = applier.enable(&plan, &mut progress);
+    let error = result.as_ref().err().map(|e| crate::facts::error_chain(e));
+    if json {
+        print_json(&EnableReport {
+            schema_version: 1,
+            action,
+            dry_run: false,
+            plan: Some(&plan),
+            refusals: &[],
+            applied: error.is_none(),
+            error: error.clone(),
+        })?;
+    }
+    if let Some(e) = error {
+        eprintln!("passthru: {action} failed: {e}");
+        eprintln!(
+            "passthru: every change is journaled: `passthru undo` restores the previous setup."
+        );
+        return Ok(EXIT_PROBLEMS);
+    }
+    if !json {
+        println!("\nDone. Reboot, then run `passthru verify`. `passthru undo` reverses all of it.");
+        if !plan.manual.is_empty() {
+            println!("Remember the steps marked BY HAND above.");
+        }
+    }
+    Ok(0)
+}
+
+/// `passthru enable`.
+pub(super) fn enable(
+    json: bool,
+    root: &HostRoot,
+    devices: &[String],
+    overrides: Overrides,
+    opts: ChangeOptions,
+) -> anyhow::Result<u8> {
+    let targets = parse_targets(devices)?;
+    if !opts.dry_run {
+        require_live(root, "enable")?;
+    }
+    let facts = EnableFacts::gather(root)?;
+    let names = PciNames::load();
+    let holders = bind::holders::Holders::new();
+    let inputs = bind::Inputs {
+        devices: &facts.devices,
+        names: &names,
+        host: &facts.host,
+        holders: &holders,
+        console_on_framebuffer: true,
+        records: &facts.records,
+    };
+    let mut named = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
+    // Enabling more devices adds them to what is enabled already.
+    if let Some(prev) = &facts.previous {
+        named.extend(prev.named.iter().copied());
+        named.sort();
+        named.dedup();
+    }
+    plan_and_apply(json, "enable", root, &facts, &named, overrides, opts)
+}
+
+/// `passthru disable`.
+pub(super) fn disable(
+    json: bool,
+    root: &HostRoot,
+    devices: &[String],
+    opts: ChangeOptions,
+) -> anyhow::Result<u8> {
+    let targets = parse_targets(devices)?;
+    if !opts.dry_run {
+        require_live(root, "disable")?;
+    }
+    let facts = EnableFacts::gather(root)?;
+    let Some(prev) = facts.previous.clone() else {
+        bail!("nothing is enabled (no /{})", enable::ENABLED_STATE);
+    };
+    let names = PciNames::load();
+    let holders = bind::holders::Holders::new();
+    let inputs = bind::Inputs {
+        devices: &facts.devices,
+        names: &names,
+        host: &facts.host,
+        holders: &holders,
+        console_on_framebuffer: true,
+        records: &facts.records,
+    };
+    let remove = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
+    let group_of = |a: &PciAddress| {
+        facts
+            .devices
+            .iter()
+            .find(|d| d.address == *a)
+            .and_then(|d| d.iommu_group)
+    };
+    let gone: Vec<Option<u32>> = remove.iter().map(group_of).collect();
+    let remaining: Vec<PciAddress> = prev
+        .named
+        .iter()
+        .copied()
+        .filter(|a| !remove.contains(a) && !gone.contains(&group_of(a)))
+        .collect();
+    if remaining.len() == prev.named.len() {
+        bail!("{} is not among the enabled devices", devices.join(", "));
+    }
+    if remaining.is_empty() {
+        if !json {
+            println!("No device would remain enabled: undoing the whole setup.");
+        }
+        return undo(json, root, opts);
+    }
+    plan_and_apply(
+        json,
+        "disable",
+        root,
+        &facts,
+        &remaining,
+        Overrides::default(),
+        opts,
+    )
+}
+
+/// `passthru undo`.
+pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::Result<u8> {
+    if !opts.dry_run {
+        require_live(root, "undo")?;
+    }
+    let applier = applier(root)?;
+    let journal: Journal = match applier.journal()? {
+        Some(j) => j,
+        None => {
+            if json {
+                print_json(
+                    &serde_json::json!({"schema_version": 1, "action": "undo", "restored": []}),
+                )?;
+            } else {
+                println!("Nothing to undo: passthru has not changed the boot setup.");
+            }
+            return Ok(0);
+        }
+    };
+    if !json {
+        println!("passthru restores:");
+        for e in &journal.entries {
+            if e.existed {
+                println!("  /{}  (its previous content)", e.path.display());
+            } else {
+                println!("  /{}  (removed: passthru created it)", e.path.display());
+            }
+        }
+        for c in &journal.regenerate {
+            println!("then runs: {}", c.argv.join(" "));
+        }
+    }
+    if opts.dry_run {
+        if json {
+            print_json(
+                &serde_json::json!({"schema_version": 1, "action": "undo", "dry_run": true, "journal": journal.entries.iter().map(|e| &e.path).collect::<Vec<_>>()}),
+            )?;
+        }
+        return Ok(0);
+    }
+    if !json && !ask_or_refuse(opts, "Restore?")? {
+        println!("Nothing was changed.");
+        return Ok(EXIT_PROBLEMS);
+    }
+    let mut progress = |line: &str| {
+        if json {
+            eprintln!("passthru: {line}");
+        } else {
+            println!("  … {line}");
+        }
+    };
+    let result = applier.undo(&mut progress);
+    if json {
+        print_json(&serde_json::json!({
+            "schema_version": 1,
+            "action": "undo",
+            "restored": journal.entries.iter().map(|e| &e.path).collect::<Vec<_>>(),
+            "error": result.as_ref().err().map(|e| crate::facts::error_chain(e)),
+        }))?;
+    }
+    match result {
+        Ok(_) => {
+            if !json {
+                println!("Restored. Reboot to leave the VFIO setup.");
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("passthru: undo failed: {}", crate::facts::error_chain(&e));
+            Ok(EXIT_PROBLEMS)
+        }
+    }
+}
+
+/// `passthru verify`.
+pub(super) fn verify(json: bool, root: &HostRoot) -> anyhow::Result<u8> {
+    let enabled: Enabled = match root.read_optional(enable::ENABLED_STATE)? {
+        Some(t) => serde_json::from_str(&t)
+            .with_context(|| format!("/{} is damaged", enable::ENABLED_STATE))?,
+        None => bail!(
+            "nothing is enabled (no /{}): run `passthru enable` first",
+            enable::ENABLED_STATE
+        ),
+    };
+    let facts = crate::facts::HostFacts::gather(root);
+    let devices = crate::pci::device::read_all(root)?;
+    let items = verify::verify(&enabled, &facts, &devices);
+    let ok = items.iter().all(|i| i.ok);
+    if json {
+        print_json(&serde_json::json!({
+            "schema_version": 1,
+            "ok": ok,
+            "enabled": enabled,
+            "items": items,
+        }))?;
+    } else {
+        for i in &items {
+            println!("{} {}", if i.ok { "ok  " } else { "FAIL" }, i.what);
+            if !i.ok {
+                println!("     found: {}", i.found);
+                if let Some(c) = &i.cause {
+                    println!("     likely cause: {c}");
+                }
+            }
+        }
+        println!(
+            "\n{}",
+            if ok {
+                "Everything enable set up is in effect."
+            } else {
+                "Some of the setup did not take effect (see above)."
+            }
+        );
+    }
+    Ok(if ok { 0 } else { EXIT_PROBLEMS })
+}

@@ -1,0 +1,827 @@
+//! `passthru enable`: the persistent setup that makes the IOMMU and the `vfio-pci`
+//! binding survive a reboot, planned as data.
+//!
+//! Three things must hold at the next boot:
+//! 1. the kernel arguments: `intel_iommu=on` (Intel, unless the kernel turns VT-d on
+//!    by default), `iommu=pt`, and `vfio-pci.ids=` when vfio-pci is built into the
+//!    kernel (a built-in driver never reads `/etc/modprobe.d`);
+//! 2. early binding: with vfio-pci as a module, `/etc/modprobe.d/passthru-vfio.conf`
+//!    says which ids it takes (`options vfio-pci ids=…`) and makes every host driver
+//!    that would otherwise win wait for it (`softdep <driver> pre: vfio-pci`);
+//! 3. the initramfs loads vfio-pci and carries that file, because GPU, storage and
+//!    USB drivers load from the initramfs, before the root filesystem.
+//!
+//! The planner reads the host's files (through [`EnableFacts`]) and produces an
+//! [`EnablePlan`]: the new content of every file, the commands to regenerate the
+//! initramfs and the bootloader configuration, and what to look for inside the
+//! regenerated image. Files passthru owns are generated whole, so planning again
+//! with the same devices gives the same bytes: re-running `enable` changes nothing.
+
+pub mod cmdline_edit;
+pub mod verify;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bind::{self, Overrides, Refusal};
+use crate::boot::{self, BootSetup, Bootloader, Initramfs};
+use crate::check::{IommuKind, Provision};
+use crate::facts::HostFacts;
+use crate::host_root::HostRoot;
+use crate::kernel::config::ConfigValue;
+use crate::list::HostUse;
+use crate::pci::names::PciNames;
+use crate::pci::{PciAddress, PciDevice};
+use crate::state::BindRecord;
+
+/// passthru's modprobe.d file.
+pub const MODPROBE_FILE: &str = "etc/modprobe.d/passthru-vfio.conf";
+/// passthru's GRUB drop-in (Debian's grub-mkconfig reads `/etc/default/grub.d/*.cfg`).
+pub const GRUB_DROPIN: &str = "etc/default/grub.d/passthru.cfg";
+/// passthru's dracut drop-in (dracut reads only `*.conf` there).
+pub const DRACUT_DROPIN: &str = "etc/dracut.conf.d/passthru-vfio.conf";
+/// passthru's mkinitcpio drop-in.
+pub const MKINITCPIO_DROPIN: &str = "etc/mkinitcpio.conf.d/passthru-vfio.conf";
+/// What `enable` set up, for `verify` and `disable`.
+pub const ENABLED_STATE: &str = "var/lib/passthru/enabled.json";
+
+/// The VFIO modules the initramfs must load, in load order.
+pub const VFIO_MODULES: &[&str] = &["vfio", "vfio_iommu_type1", "vfio_pci"];
+
+const HEADER: &str =
+    "# Written by `passthru enable` for PCI passthrough; `passthru undo` removes it.\n\
+# Do not edit: passthru regenerates this file.\n";
+
+/// A file as it is and as it will be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileChange {
+    /// Root-relative path.
+    pub path: PathBuf,
+    /// Current content (`None`: the file does not exist).
+    pub before: Option<String>,
+    /// New content (`None`: the file is removed).
+    pub after: Option<String>,
+}
+
+impl FileChange {
+    /// Whether it changes anything.
+    pub fn is_change(&self) -> bool {
+        self.before != self.after
+    }
+
+    /// A unified diff (`--- a/path`, `+++ b/path`).
+    pub fn diff(&self) -> String {
+        let before = self.before.as_deref().unwrap_or("");
+        let after = self.after.as_deref().unwrap_or("");
+        let name = self.path.display().to_string();
+        let old = if self.before.is_some() {
+            format!("a/{name}")
+        } else {
+            "/dev/null".into()
+        };
+        let new = if self.after.is_some() {
+            format!("b/{name}")
+        } else {
+            "/dev/null".into()
+        };
+        similar::TextDiff::from_lines(before, after)
+            .unified_diff()
+            .context_radius(3)
+            .header(&old, &new)
+            .to_string()
+    }
+}
+
+/// A command the plan runs, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedCommand {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// What it is for.
+    pub why: String,
+}
+
+/// A look inside a regenerated initramfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inspection {
+    /// The listing command (`lsinitramfs IMAGE`).
+    pub argv: Vec<String>,
+    /// Substrings that must appear in its output (file names in the image).
+    pub must_contain: Vec<String>,
+}
+
+/// What `enable` set up: saved for `verify`, `disable` and `undo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enabled {
+    /// Every device bound at boot (all functions, whole groups).
+    pub devices: Vec<PciAddress>,
+    /// The devices the user named (what `disable` removes from).
+    pub named: Vec<PciAddress>,
+    /// `vendor:device` ids given to vfio-pci.
+    pub ids: Vec<String>,
+    /// Kernel arguments passthru added.
+    pub kernel_args: Vec<String>,
+    /// The regenerators to run again on `undo`.
+    pub regenerate: Vec<PlannedCommand>,
+}
+
+/// Everything `enable` would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnablePlan {
+    /// How the host boots.
+    pub boot: BootSetup,
+    /// The state after enabling.
+    pub enabled: Enabled,
+    /// Files that change (unchanged files are left out).
+    pub files: Vec<FileChange>,
+    /// Files a command may change (grubby, kernelstub): saved before, restored by `undo`.
+    pub snapshots: Vec<PathBuf>,
+    /// Commands, in order.
+    pub commands: Vec<PlannedCommand>,
+    /// Looks inside the regenerated initramfs.
+    pub inspections: Vec<Inspection>,
+    /// What the user must do by hand (unknown bootloader or initramfs generator).
+    pub manual: Vec<String>,
+}
+
+impl EnablePlan {
+    /// Whether nothing needs to change.
+    pub fn is_noop(&self) -> bool {
+        self.files.is_empty() && self.commands.is_empty() && self.snapshots.is_empty()
+    }
+}
+
+/// What the planner reads from the host.
+#[derive(Debug)]
+pub struct EnableFacts {
+    /// The host root the file contents were read from.
+    pub root: HostRoot,
+    /// check's facts (IOMMU kind, kernel config, modules).
+    pub facts: HostFacts,
+    /// PCI devices.
+    pub devices: Vec<PciDevice>,
+    /// How the host boots.
+    pub boot: BootSetup,
+    /// Root disk and default route.
+    pub host: HostUse,
+    /// Runtime bind records (a device passthru holds now had another driver).
+    pub records: Vec<BindRecord>,
+    /// What a previous `enable` set up.
+    pub previous: Option<Enabled>,
+}
+
+impl EnableFacts {
+    /// Reads everything `enable` plans from.
+    pub fn gather(root: &HostRoot) -> Result<Self, crate::pci::device::PciError> {
+        let devices = crate::pci::device::read_all(root)?;
+        let (records, _) = crate::state::read_all(root);
+        Ok(Self {
+            facts: HostFacts::gather(root),
+            boot: boot::detect(root),
+            host: HostUse {
+                root_disks: crate::host_devices::root_disk_controllers(root).unwrap_or_default(),
+                route_nics: crate::host_devices::default_route_nics(root).unwrap_or_default(),
+                held_by_passthru: Vec::new(),
+            },
+            previous: root
+                .read_optional(ENABLED_STATE)
+                .ok()
+                .flatten()
+                .and_then(|t| serde_json::from_str(&t).ok()),
+            records,
+            devices,
+            root: root.clone(),
+        })
+    }
+
+    fn read(&self, path: &str) -> Option<String> {
+        self.root.read_optional(path).ok().flatten()
+    }
+}
+
+/// The kernel arguments for this host: `(add, remove)`.
+fn kernel_args(f: &EnableFacts, ids: &[String]) -> (Vec<String>, Vec<String>) {
+    let summary = crate::check::run(&f.facts);
+    let mut add = Vec::new();
+    let mut remove = vec!["iommu=off".to_string()];
+    match summary.host.iommu.kind {
+        Some(IommuKind::Intel) => {
+            remove.push("intel_iommu=off".into());
+            let default_on = f
+                .facts
+                .config
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.get("CONFIG_INTEL_IOMMU_DEFAULT_ON") == ConfigValue::Builtin);
+            if !default_on {
+                add.push("intel_iommu=on".into());
+            }
+        }
+        Some(IommuKind::Amd) => remove.push("amd_iommu=off".into()),
+        None => {}
+    }
+    add.push("iommu=pt".into());
+    if summary.host.vfio_pci == Provision::Builtin && !ids.is_empty() {
+        add.push(format!("vfio-pci.ids={}", ids.join(",")));
+    }
+    (add, remove)
+}
+
+/// Why `enable` cannot plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnableError {
+    /// A target could not be resolved.
+    Target(String),
+    /// The devices cannot be bound at boot, with reasons.
+    Refused(Vec<Refusal>),
+}
+
+/// The drivers that must wait for vfio-pci: what the devices use now (or used
+/// before passthru bound them at runtime).
+fn host_drivers(f: &EnableFacts, devices: &[PciAddress]) -> BTreeSet<String> {
+    let mut drivers = BTreeSet::new();
+    for a in devices {
+        let Some(d) = f.devices.iter().find(|d| d.address == *a) else {
+            continue;
+        };
+        let driver = match d.driver.as_deref() {
+            Some(bind::VFIO_PCI) | None => f
+                .records
+                .iter()
+                .find(|r| r.address == *a)
+                .and_then(|r| r.original_driver.clone()),
+            Some(other) => Some(other.to_string()),
+        };
+        // Module names use '_' (snd_hda_intel); driver names may not (e.g. "xhci_hcd").
+        if let Some(drv) = driver {
+            drivers.insert(drv.replace('-', "_"));
+        }
+    }
+    drivers
+}
+
+fn modprobe_file(ids: &[String], drivers: &BTreeSet<String>) -> String {
+    let mut s = String::from(HEADER);
+    s.push_str(&format!("options vfio-pci ids={}\n", ids.join(",")));
+    for d in drivers {
+        s.push_str(&format!("softdep {d} pre: vfio-pci\n"));
+    }
+    s
+}
+
+fn change(f: &EnableFacts, path: &str, after: Option<String>) -> FileChange {
+    FileChange {
+        path: PathBuf::from(path),
+        before: f.read(path),
+        after,
+    }
+}
+
+/// Appends the missing modules to a one-module-per-line file (initramfs-tools'
+/// `/etc/initramfs-tools/modules`), keeping everything else.
+fn append_modules(before: Option<&str>, modules: &[&str]) -> String {
+    let text = before.unwrap_or("");
+    let present: BTreeSet<String> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|m| m.replace('-', "_"))
+        .collect();
+    let missing: Vec<&&str> = modules.iter().filter(|m| !present.contains(**m)).collect();
+    if missing.is_empty() {
+        return text.to_string();
+    }
+    let mut out = text.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("# VFIO for PCI passthrough (added by passthru enable)\n");
+    for m in missing {
+        out.push_str(m);
+        out.push('\n');
+    }
+    out
+}
+
+/// Edits the `options` line of a systemd-boot entry.
+fn edit_loader_entry(text: &str, add: &[String], remove: &[String]) -> String {
+    let mut found = false;
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        if let Some(rest) = body.strip_prefix("options") {
+            if rest.starts_with([' ', '\t']) && !found {
+                found = true;
+                out.push_str(&format!(
+                    "options {}",
+                    cmdline_edit::edit(rest.trim(), add, remove)
+                ));
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    if !found {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("options {}\n", add.join(" ")));
+    }
+    out
+}
+
+/// Plans `enable` for the named devices.
+pub fn plan(
+    f: &EnableFacts,
+    named: &[PciAddress],
+    overrides: Overrides,
+) -> Result<EnablePlan, EnableError> {
+    // The same group logic as a runtime bind; the host drivers and the boot display
+    // matter even more at boot, when nothing can be closed first.
+    let names = PciNames::load();
+    let holders = bind::holders::Holders::new();
+    let inputs = bind::Inputs {
+        devices: &f.devices,
+        names: &names,
+        host: &f.host,
+        holders: &holders,
+        console_on_framebuffer: true,
+        records: &f.records,
+    };
+    let iommu_on = f.devices.iter().any(|d| d.iommu_group.is_some());
+    let devices: Vec<PciAddress> = if iommu_on {
+        let bind_plan = bind::plan_bind(&inputs, named, overrides).map_err(EnableError::Refused)?;
+        bind_plan.steps.iter().map(|s| s.address).collect()
+    } else {
+        // The IOMMU is off, so its groups are unknown until the reboot: take each named
+        // device's functions, refuse what the host needs, and let `verify` and `list`
+        // judge the groups afterwards.
+        slot_devices(f, &inputs, named, overrides)?
+    };
+    let chosen: BTreeSet<PciAddress> = devices.iter().copied().collect();
+    let mut ids = BTreeSet::new();
+    for a in &devices {
+        if let Some(d) = f.devices.iter().find(|d| d.address == *a) {
+            ids.insert((d.vendor_id, d.device_id));
+        }
+    }
+    // `ids=` takes every device with those ids: refuse when one stays with the host.
+    let twins: Vec<Refusal> = f
+        .devices
+        .iter()
+        .filter(|d| !chosen.contains(&d.address) && ids.contains(&(d.vendor_id, d.device_id)))
+        .map(|d| Refusal {
+            address: Some(d.address),
+            reason: format!(
+                "{} has the same ids [{:04x}:{:04x}] as a device you are passing through: \
+                 binding by id would take it too, and binding identical devices by address \
+                 is not supported yet",
+                inputs.describe(d),
+                d.vendor_id,
+                d.device_id
+            ),
+            override_flag: None,
+        })
+        .collect();
+    if !twins.is_empty() {
+        return Err(EnableError::Refused(twins));
+    }
+    let ids: Vec<String> = ids
+        .iter()
+        .map(|(v, d)| format!("{v:04x}:{d:04x}"))
+        .collect();
+    let builtin = crate::check::run(&f.facts).host.vfio_pci == Provision::Builtin;
+    let drivers = host_drivers(f, &devices);
+    let (add, remove) = kernel_args(f, &ids);
+
+    let mut files = Vec::new();
+    let mut snapshots = Vec::new();
+    let mut commands = Vec::new();
+    let mut regenerate = Vec::new();
+    let mut inspections = Vec::new();
+    let mut manual = Vec::new();
+
+    // A built-in vfio-pci binds its `vfio-pci.ids=` from the command line before any
+    // module loads: neither modprobe.d nor the initramfs plays a part.
+    let initramfs = if builtin {
+        Initramfs::Unknown
+    } else {
+        files.push(change(
+            f,
+            MODPROBE_FILE,
+            Some(modprobe_file(&ids, &drivers)),
+        ));
+        f.boot.initramfs
+    };
+
+    // The initramfs.
+    let release = f.facts.release.clone().unwrap_or_default();
+    let vfio_modules: Vec<&str> = VFIO_MODULES.to_vec();
+    let image_must = |_: bool| vec!["vfio-pci.ko".to_string(), MODPROBE_FILE.to_string()];
+    match initramfs {
+        _ if builtin => {}
+        Initramfs::InitramfsTools => {
+            let path = "etc/initramfs-tools/modules";
+            let before = f.read(path);
+            files.push(FileChange {
+                path: path.into(),
+                after: Some(append_modules(before.as_deref(), &vfio_modules)),
+                before,
+            });
+            let cmd = PlannedCommand {
+                argv: vec!["update-initramfs".into(), "-u".into(), "-k".into(), "all".into()],
+                why: "rebuild the initramfs so vfio-pci loads first and takes the devices".into(),
+            };
+            commands.push(cmd.clone());
+            regenerate.push(cmd);
+            if !release.is_empty() {
+                inspections.push(Inspection {
+                    argv: vec!["lsinitramfs".into(), format!("/boot/initrd.img-{release}")],
+                    must_contain: image_must(true),
+                });
+            }
+        }
+        Initramfs::Dracut => {
+            let text = format!(
+                "{HEADER}force_drivers+=\" {} \"\ninstall_items+=\" /{MODPROBE_FILE} \"\n",
+                vfio_modules.join(" ")
+            );
+            files.push(change(f, DRACUT_DROPIN, Some(text)));
+            let cmd = PlannedCommand {
+                argv: vec!["dracut".into(), "-f".into(), "--regenerate-all".into()],
+                why: "rebuild every initramfs so vfio-pci loads first and takes the devices".into(),
+            };
+            commands.push(cmd.clone());
+            regenerate.push(cmd);
+            if !release.is_empty() {
+                inspections.push(Inspection {
+                    argv: vec!["lsinitrd".into(), format!("/boot/initramfs-{release}.img")],
+                    must_contain: image_must(true),
+                });
+            }
+        }
+        Initramfs::Mkinitcpio => {
+            let text = format!(
+                "{HEADER}MODULES+=({})\nFILES+=(/{MODPROBE_FILE})\n",
+                vfio_modules.join(" ")
+            );
+            files.push(change(f, MKINITCPIO_DROPIN, Some(text)));
+            let cmd = PlannedCommand {
+                argv: vec!["mkinitcpio".into(), "-P".into()],
+                why: "rebuild every preset's initramfs so vfio-pci loads first".into(),
+            };
+            commands.push(cmd.clone());
+            regenerate.push(cmd);
+            inspections.push(Inspection {
+                argv: vec!["lsinitcpio".into(), "/boot/initramfs-linux.img".into()],
+                must_contain: image_must(true),
+            });
+        }
+        Initramfs::Booster | Initramfs::Unknown => manual.push(format!(
+            "passthru does not know how to configure this initramfs generator: make it load {} early and include /{MODPROBE_FILE}, then rebuild the initramfs",
+            vfio_modules.join(", ")
+        )),
+    }
+
+    // The bootloader.
+    let args_text = add.join(" ");
+    match &f.boot.bootloader {
+        Bootloader::Grub { dropin, update } => {
+            let main = f.read("etc/default/grub").unwrap_or_default();
+            let current = format!(
+                "{} {}",
+                boot::shell_var(&main, "GRUB_CMDLINE_LINUX").unwrap_or_default(),
+                boot::shell_var(&main, "GRUB_CMDLINE_LINUX_DEFAULT").unwrap_or_default()
+            );
+            let conflicts = remove.iter().any(|r| cmdline_edit::has_arg(&current, r));
+            let missing: Vec<String> = add.iter().filter(|a| !cmdline_edit::has_arg(&current, a)).cloned().collect();
+            if *dropin && !conflicts {
+                let text = (!missing.is_empty()).then(|| {
+                    format!(
+                        "{HEADER}GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT {}\"\n",
+                        missing.join(" ")
+                    )
+                });
+                let c = change(f, GRUB_DROPIN, text);
+                if c.is_change() {
+                    files.push(c);
+                }
+            } else {
+                files.push(change(f, "etc/default/grub", Some(edit_grub_default(&main, &add, &remove))));
+            }
+            let cmd = PlannedCommand {
+                argv: update.clone(),
+                why: "regenerate grub.cfg with the new kernel arguments".into(),
+            };
+            commands.push(cmd.clone());
+            regenerate.push(cmd);
+        }
+        Bootloader::Grubby => {
+            snapshots.extend(grubby_files(f));
+            let mut argv = vec!["grubby".into(), "--update-kernel=ALL".into(), format!("--args={args_text}")];
+            let current = f.facts.cmdline.as_ref().map(|c| c.raw.clone()).unwrap_or_default();
+            let drop: Vec<&String> = remove.iter().filter(|r| cmdline_edit::has_arg(&current, r)).collect();
+            if !drop.is_empty() {
+                argv.push(format!("--remove-args={}", drop.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")));
+            }
+            commands.push(PlannedCommand {
+                argv,
+                why: "add the kernel arguments to every boot entry".into(),
+            });
+        }
+        Bootloader::Kernelstub => {
+            snapshots.push("etc/kernelstub/configuration".into());
+            snapshots.extend(
+                f.root
+                    .list_dir_optional("boot/efi/loader/entries")
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| PathBuf::from(format!("boot/efi/loader/entries/{n}"))),
+            );
+            commands.push(PlannedCommand {
+                argv: vec!["kernelstub".into(), "--add-options".into(), args_text.clone()],
+                why: "add the kernel arguments to the boot entry".into(),
+            });
+        }
+        Bootloader::KernelCmdline { refresh, entries } => {
+            let before = f.read("etc/kernel/cmdline");
+            let after = cmdline_edit::edit(before.as_deref().unwrap_or("").trim(), &add, &remove) + "\n";
+            files.push(FileChange {
+                path: "etc/kernel/cmdline".into(),
+                before,
+                after: Some(after),
+            });
+            for e in entries {
+                let before = f.read(e);
+                let after = before.as_deref().map(|t| edit_loader_entry(t, &add, &remove));
+                files.push(FileChange {
+                    path: e.into(),
+                    before,
+                    after,
+                });
+            }
+            if let Some(r) = refresh {
+                let cmd = PlannedCommand {
+                    argv: r.clone(),
+                    why: "copy the new command line to the boot entries".into(),
+                };
+                commands.push(cmd.clone());
+                regenerate.push(cmd);
+            }
+        }
+        Bootloader::LoaderEntries { entries } => {
+            for e in entries {
+                let before = f.read(e);
+                let after = before.as_deref().map(|t| edit_loader_entry(t, &add, &remove));
+                files.push(FileChange {
+                    path: e.into(),
+                    before,
+                    after,
+                });
+            }
+        }
+        Bootloader::Unknown => manual.push(format!(
+            "passthru does not recognise this bootloader: add these kernel arguments by hand: {args_text}"
+        )),
+    }
+
+    let enabled = Enabled {
+        devices: devices.clone(),
+        named: named.to_vec(),
+        ids,
+        kernel_args: add,
+        regenerate,
+    };
+    let state = serde_json::to_string_pretty(&enabled).unwrap_or_default() + "\n";
+    files.push(change(f, ENABLED_STATE, Some(state)));
+
+    files.retain(FileChange::is_change);
+    // Nothing to write means nothing to regenerate: running `enable` again is a no-op.
+    if files.is_empty() && f.previous.as_ref() == Some(&enabled) {
+        commands.clear();
+        inspections.clear();
+        snapshots.clear();
+    }
+    Ok(EnablePlan {
+        boot: f.boot.clone(),
+        enabled,
+        files,
+        snapshots,
+        commands,
+        inspections,
+        manual,
+    })
+}
+
+/// The named devices and the other functions of their slots, with the same refusals
+/// as a bind (bridges, the boot display, the root disk, the default route).
+fn slot_devices(
+    f: &EnableFacts,
+    inputs: &bind::Inputs<'_>,
+    named: &[PciAddress],
+    o: Overrides,
+) -> Result<Vec<PciAddress>, EnableError> {
+    let mut take = BTreeSet::new();
+    let mut refusals = Vec::new();
+    for a in named {
+        for d in f.devices.iter().filter(|d| d.address.same_slot(*a)) {
+            if crate::list::is_host_side_bridge(d.class) {
+                continue;
+            }
+            take.insert(d.address);
+        }
+    }
+    for a in &take {
+        let Some(d) = f.devices.iter().find(|d| d.address == *a) else {
+            continue;
+        };
+        let desc = inputs.describe(d);
+        let mut refuse = |reason: String, flag: Option<&'static str>| {
+            refusals.push(Refusal {
+                address: Some(*a),
+                reason,
+                override_flag: flag,
+            });
+        };
+        if crate::list::is_platform_function(d.class) {
+            refuse(
+                format!("{desc} is part of the chipset's platform controller"),
+                None,
+            );
+        }
+        if d.boot_vga == Some(true) && !o.boot_display {
+            refuse(
+                format!("{desc} is the host's boot display: the host would boot without a screen"),
+                Some("--allow-boot-display"),
+            );
+        }
+        if f.host.root_disks.iter().any(|r| r.address == *a) && !o.root_disk {
+            refuse(
+                format!("{desc} holds your root filesystem"),
+                Some("--allow-root-disk"),
+            );
+        }
+        if f.host.route_nics.iter().any(|r| r.address == *a) && !o.default_route {
+            refuse(
+                format!("{desc} carries your default network route"),
+                Some("--allow-default-route"),
+            );
+        }
+    }
+    if named.iter().any(|a| {
+        f.devices
+            .iter()
+            .any(|d| d.address == *a && crate::list::is_host_side_bridge(d.class))
+    }) {
+        refusals.push(Refusal {
+            address: None,
+            reason: "a PCI bridge is not a device to pass through: name the device behind it"
+                .into(),
+            override_flag: None,
+        });
+    }
+    if refusals.is_empty() {
+        Ok(take.into_iter().collect())
+    } else {
+        Err(EnableError::Refused(refusals))
+    }
+}
+
+/// Files grubby may rewrite.
+fn grubby_files(f: &EnableFacts) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = [
+        "etc/default/grub",
+        "etc/kernel/cmdline",
+        "boot/grub2/grubenv",
+    ]
+    .iter()
+    .filter(|p| f.root.exists(p))
+    .map(PathBuf::from)
+    .collect();
+    out.extend(
+        f.root
+            .list_dir_optional("boot/loader/entries")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| PathBuf::from(format!("boot/loader/entries/{n}"))),
+    );
+    out
+}
+
+/// Edits `GRUB_CMDLINE_LINUX_DEFAULT` in `/etc/default/grub` (and drops contradicting
+/// arguments from `GRUB_CMDLINE_LINUX`), keeping every other line as it is.
+pub fn edit_grub_default(text: &str, add: &[String], remove: &[String]) -> String {
+    let mut out = String::new();
+    let mut done = false;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    // The last assignment wins in a shell file: edit that one.
+    let last_default = lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with("GRUB_CMDLINE_LINUX_DEFAULT="));
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let is_default = Some(i) == last_default;
+        let is_linux = trimmed.starts_with("GRUB_CMDLINE_LINUX=");
+        if is_default || is_linux {
+            let key = if is_default {
+                "GRUB_CMDLINE_LINUX_DEFAULT"
+            } else {
+                "GRUB_CMDLINE_LINUX"
+            };
+            let value = boot::shell_var(trimmed, key).unwrap_or_default();
+            let new = if is_default {
+                done = true;
+                cmdline_edit::edit(&value, add, remove)
+            } else {
+                cmdline_edit::edit(&value, &[], remove)
+            };
+            if new == value && !is_default {
+                out.push_str(line);
+                continue;
+            }
+            let indent = &line[..line.len() - trimmed.len()];
+            out.push_str(&format!("{indent}{key}=\"{new}\"\n"));
+            continue;
+        }
+        out.push_str(line);
+    }
+    if !done {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"{}\"\n",
+            add.join(" ")
+        ));
+    }
+    out
+}
+
+/// A map from a root-relative path to its content, for tests and previews.
+pub type Files = BTreeMap<PathBuf, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_string()).collect()
+    }
+
+    #[test]
+    fn grub_default_is_edited_in_place() {
+        let text = "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=off\"\n";
+        let out = edit_grub_default(
+            text,
+            &s(&["intel_iommu=on", "iommu=pt"]),
+            &s(&["intel_iommu=off"]),
+        );
+        assert_eq!(
+            out,
+            "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash intel_iommu=on iommu=pt\"\nGRUB_CMDLINE_LINUX=\"\"\n"
+        );
+        assert_eq!(
+            edit_grub_default(
+                &out,
+                &s(&["intel_iommu=on", "iommu=pt"]),
+                &s(&["intel_iommu=off"])
+            ),
+            out
+        );
+    }
+
+    #[test]
+    fn modules_are_appended_once() {
+        let before = "# List of modules that you want to include in your initramfs.\n#\n# Syntax:  module_name [args ...]\nvfio\n";
+        let after = append_modules(Some(before), VFIO_MODULES);
+        assert!(after.starts_with(before));
+        assert!(after.ends_with(
+            "# VFIO for PCI passthrough (added by passthru enable)\nvfio_iommu_type1\nvfio_pci\n"
+        ));
+        assert_eq!(append_modules(Some(&after), VFIO_MODULES), after);
+        // vfio-pci written with a dash counts as present
+        assert_eq!(
+            append_modules(Some("vfio\nvfio_iommu_type1\nvfio-pci\n"), VFIO_MODULES),
+            "vfio\nvfio_iommu_type1\nvfio-pci\n"
+        );
+    }
+
+    #[test]
+    fn loader_entry_options_line() {
+        // An Arch systemd-boot entry.
+        let entry = "title   Arch Linux\nlinux   /vmlinuz-linux\ninitrd  /amd-ucode.img\ninitrd  /initramfs-linux.img\noptions root=PARTUUID=1f3a-... rw rootfstype=ext4\n";
+        let out = edit_loader_entry(entry, &s(&["iommu=pt"]), &[]);
+        assert!(
+            out.ends_with("options root=PARTUUID=1f3a-... rw rootfstype=ext4 iommu=pt\n"),
+            "{out}"
+        );
+        assert_eq!(edit_loader_entry(&out, &s(&["iommu=pt"]), &[]), out);
+    }
+}

@@ -1,0 +1,79 @@
+//! `passthru verify`: after the reboot, does the running system match what `enable`
+//! set up? Each item says what did not take effect and the likely cause.
+
+use serde::Serialize;
+
+use super::{cmdline_edit, Enabled};
+use crate::facts::HostFacts;
+use crate::pci::PciDevice;
+
+/// One verified fact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    /// What was checked.
+    pub what: String,
+    /// Whether it holds.
+    pub ok: bool,
+    /// What was found.
+    pub found: String,
+    /// The likely cause when it does not hold.
+    pub cause: Option<String>,
+}
+
+/// Compares the running system with `enabled`.
+pub fn verify(enabled: &Enabled, facts: &HostFacts, devices: &[PciDevice]) -> Vec<Item> {
+    let mut items = Vec::new();
+    let groups = facts
+        .groups
+        .as_ref()
+        .map(std::collections::BTreeMap::len)
+        .unwrap_or(0);
+    items.push(Item {
+        what: "the IOMMU is on".into(),
+        ok: groups > 0,
+        found: format!("{groups} IOMMU groups"),
+        cause: (groups == 0).then(|| {
+            "the kernel did not enable the IOMMU: check the kernel arguments below and the \
+             firmware setup (VT-d / AMD-Vi); `passthru check` says more"
+                .into()
+        }),
+    });
+    let cmdline = facts
+        .cmdline
+        .as_ref()
+        .map(|c| c.raw.clone())
+        .unwrap_or_default();
+    for arg in &enabled.kernel_args {
+        let ok = cmdline_edit::has_arg(&cmdline, arg);
+        items.push(Item {
+            what: format!("`{arg}` is on the kernel command line"),
+            ok,
+            found: format!("/proc/cmdline: {cmdline}"),
+            cause: (!ok).then(|| {
+                "the bootloader configuration was not regenerated, or this boot used another \
+                 entry (a recovery or fallback entry does not carry it)"
+                    .into()
+            }),
+        });
+    }
+    for a in &enabled.devices {
+        let d = devices.iter().find(|d| d.address == *a);
+        let driver = d.and_then(|d| d.driver.clone());
+        let ok = driver.as_deref() == Some(crate::bind::VFIO_PCI);
+        let cause = match (d, driver.as_deref()) {
+            (None, _) => Some("the device is gone: was it moved to another slot? run `passthru enable` again with its new address".to_string()),
+            (Some(_), Some(crate::bind::VFIO_PCI)) => None,
+            (Some(_), Some(other)) => Some(format!(
+                "{other} took it before vfio-pci: the initramfs was not rebuilt with the softdep, or {other} is built into the kernel (then vfio-pci must be built in too, or bind it with `passthru bind`)"
+            )),
+            (Some(_), None) => Some("no driver took it: vfio-pci did not load at boot (is it in the initramfs? `passthru check` shows whether the kernel has it)".to_string()),
+        };
+        items.push(Item {
+            what: format!("{a} is bound to vfio-pci"),
+            ok,
+            found: format!("driver: {}", driver.as_deref().unwrap_or("none")),
+            cause,
+        });
+    }
+    items
+}

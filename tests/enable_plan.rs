@@ -1,0 +1,427 @@
+//! `passthru enable` plans on realistic host layouts (`--dry-run`: nothing is
+//! written), compared with golden files in `tests/golden/enable/`, plus the journal's
+//! properties on real files. `PASSTHRU_BLESS=1 cargo test --test enable_plan` rewrites
+//! the golden files after a deliberate change; review their diff.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::Value;
+use support::{json, passthru, Fixture};
+
+/// The plan without what depends on the fixture's temporary path.
+fn plan_of(f: &Fixture, args: &[&str]) -> Value {
+    let mut all = vec!["enable", "--dry-run"];
+    all.extend(args);
+    let (code, doc) = json(f, &all);
+    assert_eq!(code, 0, "{doc:#}");
+    doc["plan"].clone()
+}
+
+fn golden(name: &str, plan: &Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/enable")
+        .join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(plan).unwrap() + "\n";
+    if std::env::var_os("PASSTHRU_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (PASSTHRU_BLESS=1 writes it)", path.display()));
+    assert_eq!(
+        text,
+        want,
+        "{name}: the plan differs from {}",
+        path.display()
+    );
+}
+
+fn file<'a>(plan: &'a Value, path: &str) -> &'a Value {
+    plan["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("{path} not in the plan: {plan:#}"))
+}
+
+fn after<'a>(plan: &'a Value, path: &str) -> &'a str {
+    file(plan, path)["after"].as_str().unwrap()
+}
+
+fn argvs(plan: &Value) -> Vec<String> {
+    plan["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn debian_grub_and_initramfs_tools() {
+    let f = Fixture::new("debian-grub");
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(plan["boot"]["initramfs"], "initramfs_tools");
+    assert_eq!(
+        plan["enabled"]["devices"],
+        serde_json::json!(["0000:01:00.0", "0000:01:00.1"])
+    );
+    assert_eq!(
+        plan["enabled"]["ids"],
+        serde_json::json!(["10de:228b", "10de:2484"])
+    );
+    // intel_iommu=on is in /etc/default/grub already: only iommu=pt is added, in a drop-in
+    let dropin = after(&plan, "etc/default/grub.d/passthru.cfg");
+    assert!(
+        dropin.ends_with("GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT iommu=pt\"\n"),
+        "{dropin}"
+    );
+    assert!(plan["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["path"] != "etc/default/grub"));
+    let modprobe = after(&plan, "etc/modprobe.d/passthru-vfio.conf");
+    assert!(
+        modprobe.contains("options vfio-pci ids=10de:228b,10de:2484\n"),
+        "{modprobe}"
+    );
+    assert!(
+        modprobe.contains("softdep nvidia pre: vfio-pci\nsoftdep snd_hda_intel pre: vfio-pci\n"),
+        "{modprobe}"
+    );
+    assert!(
+        after(&plan, "etc/initramfs-tools/modules").ends_with("vfio\nvfio_iommu_type1\nvfio_pci\n")
+    );
+    assert_eq!(
+        argvs(&plan),
+        ["update-initramfs -u -k all", "/usr/sbin/update-grub"]
+    );
+    assert_eq!(
+        plan["inspections"][0]["argv"],
+        serde_json::json!(["lsinitramfs", "/boot/initrd.img-6.1.0-13-amd64"])
+    );
+    golden("debian-grub", &plan);
+
+    // the text preview is a unified diff of every file, then the commands
+    let out = passthru(&[
+        "enable",
+        "01:00.0",
+        "--dry-run",
+        "--root",
+        f.root().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("--- /dev/null\n+++ b/etc/modprobe.d/passthru-vfio.conf\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--- a/etc/initramfs-tools/modules\n+++ b/etc/initramfs-tools/modules\n"),
+        "{text}"
+    );
+    assert!(text.contains("+vfio_pci\n"), "{text}");
+    assert!(
+        text.contains("  update-initramfs -u -k all    # rebuild the initramfs"),
+        "{text}"
+    );
+}
+
+#[test]
+fn ubuntu_with_vfio_pci_built_in_and_the_iommu_off() {
+    let f = Fixture::new("ubuntu-builtin");
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(
+        plan["enabled"]["kernel_args"],
+        serde_json::json!([
+            "intel_iommu=on",
+            "iommu=pt",
+            "vfio-pci.ids=10de:228b,10de:2484"
+        ])
+    );
+    // built in: no modprobe.d, no initramfs rebuild
+    let paths: Vec<&str> = plan["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "etc/default/grub.d/passthru.cfg",
+            "var/lib/passthru/enabled.json"
+        ]
+    );
+    assert_eq!(argvs(&plan), ["/usr/sbin/update-grub"]);
+    golden("ubuntu-builtin", &plan);
+}
+
+#[test]
+fn fedora_grubby_and_dracut() {
+    let f = Fixture::new("fedora-grubby-dracut");
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(plan["boot"]["bootloader"]["kind"], "grubby");
+    assert_eq!(plan["boot"]["initramfs"], "dracut");
+    // AMD-Vi is on by default: only iommu=pt
+    assert_eq!(
+        plan["enabled"]["kernel_args"],
+        serde_json::json!(["iommu=pt"])
+    );
+    let dracut = after(&plan, "etc/dracut.conf.d/passthru-vfio.conf");
+    assert!(
+        dracut.contains("force_drivers+=\" vfio vfio_iommu_type1 vfio_pci \"\n"),
+        "{dracut}"
+    );
+    assert!(
+        dracut.contains("install_items+=\" /etc/modprobe.d/passthru-vfio.conf \"\n"),
+        "{dracut}"
+    );
+    assert_eq!(
+        argvs(&plan),
+        [
+            "dracut -f --regenerate-all",
+            "grubby --update-kernel=ALL --args=iommu=pt"
+        ]
+    );
+    // grubby rewrites the BLS entries: saved before, restored by undo
+    let snaps: Vec<&str> = plan["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        snaps.contains(
+            &"boot/loader/entries/8f2b6c1d4e3a4b5c9d7e0f1a2b3c4d5e-6.6.9-200.fc39.x86_64.conf"
+        ),
+        "{snaps:?}"
+    );
+    assert!(snaps.contains(&"etc/default/grub"));
+    golden("fedora-grubby-dracut", &plan);
+}
+
+#[test]
+fn proxmox_kernel_cmdline() {
+    let f = Fixture::new("proxmox-kernel-cmdline");
+    let plan = plan_of(&f, &["02:00.0"]);
+    assert_eq!(
+        after(&plan, "etc/kernel/cmdline"),
+        "root=ZFS=rpool/ROOT/pve-1 boot=zfs quiet intel_iommu=on iommu=pt\n"
+    );
+    assert_eq!(
+        argvs(&plan),
+        [
+            "update-initramfs -u -k all",
+            "/usr/sbin/proxmox-boot-tool refresh"
+        ]
+    );
+    golden("proxmox-kernel-cmdline", &plan);
+}
+
+#[test]
+fn arch_systemd_boot_and_mkinitcpio() {
+    let f = Fixture::new("arch-systemd-boot");
+    let plan = plan_of(&f, &["01:00.0"]);
+    for entry in [
+        "boot/loader/entries/arch.conf",
+        "boot/loader/entries/arch-fallback.conf",
+    ] {
+        let text = after(&plan, entry);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("options ") && l.ends_with(" intel_iommu=on iommu=pt")),
+            "{entry}: {text}"
+        );
+    }
+    assert!(after(&plan, "etc/mkinitcpio.conf.d/passthru-vfio.conf")
+        .contains("MODULES+=(vfio vfio_iommu_type1 vfio_pci)\n"));
+    assert_eq!(argvs(&plan), ["mkinitcpio -P"]);
+    golden("arch-systemd-boot", &plan);
+}
+
+#[test]
+fn popos_kernelstub() {
+    let f = Fixture::new("popos-kernelstub");
+    let plan = plan_of(&f, &["02:00.0"]);
+    assert_eq!(
+        argvs(&plan),
+        [
+            "update-initramfs -u -k all",
+            "kernelstub --add-options intel_iommu=on iommu=pt"
+        ]
+    );
+    golden("popos-kernelstub", &plan);
+}
+
+#[test]
+fn refusals_and_bad_input() {
+    let f = Fixture::new("debian-grub");
+    // the boot display and the chipset are refused at boot as at runtime
+    let (code, doc) = json(&f, &["enable", "00:02.0", "--dry-run"]);
+    assert_eq!(code, 1);
+    assert_eq!(doc["refusals"][0]["override_flag"], "--allow-boot-display");
+    let (code, _) = json(&f, &["enable", "00:1f.3", "--dry-run"]);
+    assert_eq!(code, 1);
+    // applying needs the live host and root
+    let out = passthru(&[
+        "enable",
+        "01:00.0",
+        "--yes",
+        "--root",
+        f.root().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("--root works only with --dry-run"));
+    // verify without enable says so
+    let out = passthru(&["verify", "--root", f.root().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("nothing is enabled"));
+}
+
+/// Every regular file and symlink under `dir`, with its bytes (or target) and mode.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<String, (Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.path().symlink_metadata().unwrap();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            if meta.is_symlink() {
+                let t = std::fs::read_link(e.path()).unwrap();
+                out.insert(rel, (t.display().to_string().into_bytes(), 0));
+            } else if meta.is_dir() {
+                out.insert(rel + "/", (Vec::new(), meta.permissions().mode()));
+                stack.push(e.path());
+            } else {
+                out.insert(
+                    rel,
+                    (std::fs::read(e.path()).unwrap(), meta.permissions().mode()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Asserts two snapshots are equal, naming only the paths that differ.
+fn assert_same(
+    a: &std::collections::BTreeMap<String, (Vec<u8>, u32)>,
+    b: &std::collections::BTreeMap<String, (Vec<u8>, u32)>,
+    ctx: &str,
+) {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let differ: Vec<&&String> = keys.iter().filter(|k| a.get(**k) != b.get(**k)).collect();
+    assert!(differ.is_empty(), "{ctx}: these paths differ: {differ:?}");
+}
+
+fn files_plan(root: &std::path::Path, named: &str) -> passthru::enable::EnablePlan {
+    let host = passthru::host_root::HostRoot::new(root);
+    let facts = passthru::enable::EnableFacts::gather(&host).unwrap();
+    passthru::enable::plan(
+        &facts,
+        &[named.parse().unwrap()],
+        passthru::bind::Overrides::default(),
+    )
+    .unwrap()
+}
+
+fn applier(root: &std::path::Path) -> passthru::apply::Applier {
+    passthru::apply::Applier::new(
+        passthru::host_root::HostRoot::new(root),
+        std::time::Duration::from_secs(10),
+        env!("CARGO_BIN_EXE_passthru").into(),
+    )
+}
+
+#[test]
+fn enable_then_undo_restores_every_file_byte_for_byte() {
+    for (fixture, device) in [
+        ("debian-grub", "01:00.0"),
+        ("fedora-grubby-dracut", "01:00.0"),
+        ("arch-systemd-boot", "01:00.0"),
+        ("proxmox-kernel-cmdline", "02:00.0"),
+    ] {
+        let f = Fixture::new(fixture);
+        // An odd mode on a file passthru edits must survive too.
+        let modules = f.root().join("etc/initramfs-tools/modules");
+        if modules.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&modules, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let before = snapshot(f.root());
+        let plan = files_plan(f.root(), device);
+        assert!(!plan.files.is_empty());
+        let a = applier(f.root());
+        a.apply_files(&plan).unwrap();
+        let enabled = snapshot(f.root());
+        assert_ne!(enabled, before, "{fixture}: enable changed nothing");
+        if modules.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&modules).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{fixture}: mode kept"
+            );
+        }
+        // enable twice equals enable once: the second plan is empty
+        let again = files_plan(f.root(), device);
+        assert!(
+            again.files.is_empty(),
+            "{fixture}: second plan changes {:#?}",
+            again.files
+        );
+        a.apply_files(&again).unwrap();
+        assert_same(&snapshot(f.root()), &enabled, fixture);
+        let regenerate = a.roll_back().unwrap();
+        assert_eq!(regenerate, plan.enabled.regenerate, "{fixture}");
+        assert_same(
+            &snapshot(f.root()),
+            &before,
+            &format!("{fixture}: after undo"),
+        );
+    }
+}
+
+#[test]
+fn a_kill_at_any_step_leaves_undo_able_to_restore() {
+    let f = Fixture::new("debian-grub");
+    let before = snapshot(f.root());
+    let plan = files_plan(f.root(), "01:00.0");
+    let paths: Vec<std::path::PathBuf> = plan.files.iter().map(|c| c.path.clone()).collect();
+    // Stop after k journal records (before any write), or after the journal and k writes.
+    for stage in 0..=(2 * paths.len()) {
+        let a = applier(f.root());
+        let journaled = stage.min(paths.len());
+        a.journal_files(&paths[..journaled], &plan.enabled.regenerate)
+            .unwrap();
+        for c in plan.files.iter().take(stage.saturating_sub(paths.len())) {
+            a.write_config(&c.path, c.after.as_deref().unwrap().as_bytes())
+                .unwrap();
+        }
+        a.roll_back().unwrap();
+        assert_same(
+            &snapshot(f.root()),
+            &before,
+            &format!("stopped at stage {stage}"),
+        );
+    }
+}
