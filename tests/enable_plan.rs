@@ -425,3 +425,60 @@ fn a_kill_at_any_step_leaves_undo_able_to_restore() {
         );
     }
 }
+
+#[test]
+fn identical_devices_are_bound_by_address() {
+    let f = Fixture::new("identical-gpus");
+    let plan = plan_of(&f, &["01:00.0"]);
+    // ids= would take the second card too: no ids, an install hook that binds by address
+    assert_eq!(plan["enabled"]["ids"], serde_json::json!([]));
+    let modprobe = after(&plan, "etc/modprobe.d/passthru-vfio.conf");
+    assert!(!modprobe.contains("options vfio-pci ids="), "{modprobe}");
+    assert!(
+        modprobe
+            .contains("install vfio-pci /usr/local/sbin/passthru-vfio-override $CMDLINE_OPTS\n"),
+        "{modprobe}"
+    );
+    assert!(
+        modprobe.contains("softdep nvidia pre: vfio-pci\n"),
+        "{modprobe}"
+    );
+    let script = file(&plan, "usr/local/sbin/passthru-vfio-override");
+    assert_eq!(script["mode"], 0o755);
+    let text = script["after"].as_str().unwrap();
+    assert!(text.starts_with("#!/bin/sh\n"));
+    assert!(
+        text.contains("for dev in 0000:01:00.0 0000:01:00.1; do"),
+        "{text}"
+    );
+    assert!(!text.contains("0000:03:00.0"));
+    assert!(
+        text.ends_with("exec /sbin/modprobe --ignore-install vfio-pci \"$@\"\n"),
+        "{text}"
+    );
+    let hook = file(&plan, "etc/initramfs-tools/hooks/passthru-vfio");
+    assert_eq!(hook["mode"], 0o755);
+    assert!(hook["after"]
+        .as_str()
+        .unwrap()
+        .contains("copy_file script /usr/local/sbin/passthru-vfio-override"));
+    assert!(plan["inspections"][0]["must_contain"]
+        .to_string()
+        .contains("usr/local/sbin/passthru-vfio-override"));
+    golden("identical-gpus", &plan);
+    // with vfio-pci built in, binding by address at boot is refused with the reason
+    let g = Fixture::new("identical-gpus");
+    g.write(
+        "lib/modules/6.1.0-13-amd64/modules.builtin",
+        "kernel/drivers/vfio/pci/vfio-pci.ko\n",
+    );
+    let (code, doc) = json(&g, &["enable", "01:00.0", "--dry-run"]);
+    assert_eq!(code, 1);
+    assert!(
+        doc["refusals"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("vfio-pci built in"),
+        "{doc:#}"
+    );
+}

@@ -21,7 +21,15 @@ impl Applier {
         self.journal_files(&paths, &plan.enabled.regenerate)?;
         for f in &plan.files {
             match &f.after {
-                Some(text) => self.write_config(&f.path, text.as_bytes())?,
+                Some(text) => {
+                    self.write_config(&f.path, text.as_bytes())?;
+                    if let (Some(mode), None) = (f.mode, &f.before) {
+                        use std::os::unix::fs::PermissionsExt;
+                        let real = self.root().path(&f.path);
+                        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode))
+                            .map_err(|source| ApplyError::Journal { path: real, source })?;
+                    }
+                }
                 None => self.remove(&f.path)?,
             }
         }

@@ -44,6 +44,11 @@ pub const GRUB_DROPIN: &str = "etc/default/grub.d/passthru.cfg";
 pub const DRACUT_DROPIN: &str = "etc/dracut.conf.d/passthru-vfio.conf";
 /// passthru's mkinitcpio drop-in.
 pub const MKINITCPIO_DROPIN: &str = "etc/mkinitcpio.conf.d/passthru-vfio.conf";
+/// The script that binds devices by address, for devices that share their ids with
+/// one the host keeps (run by modprobe in place of loading vfio-pci).
+pub const OVERRIDE_SCRIPT: &str = "usr/local/sbin/passthru-vfio-override";
+/// The initramfs-tools hook that puts [`OVERRIDE_SCRIPT`] into the initramfs.
+pub const INITRAMFS_TOOLS_HOOK: &str = "etc/initramfs-tools/hooks/passthru-vfio";
 /// What `enable` set up, for `verify` and `disable`.
 pub const ENABLED_STATE: &str = "var/lib/passthru/enabled.json";
 
@@ -63,6 +68,9 @@ pub struct FileChange {
     pub before: Option<String>,
     /// New content (`None`: the file is removed).
     pub after: Option<String>,
+    /// The mode of a file passthru creates, when not 0644 (scripts: 0755).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 impl FileChange {
@@ -256,21 +264,69 @@ fn host_drivers(f: &EnableFacts, devices: &[PciAddress]) -> BTreeSet<String> {
                 .and_then(|r| r.original_driver.clone()),
             Some(other) => Some(other.to_string()),
         };
-        // Module names use '_' (snd_hda_intel); driver names may not (e.g. "xhci_hcd").
+        // softdep names modules: the driver's `module` link says which (the driver
+        // bochs-drm is the module bochs); a driver without one is built in.
         if let Some(drv) = driver {
-            drivers.insert(drv.replace('-', "_"));
+            let dir = format!("sys/bus/pci/drivers/{drv}");
+            match f.root.read_link(format!("{dir}/module")) {
+                Ok(target) => {
+                    if let Some(m) = target.file_name() {
+                        drivers.insert(m.to_string_lossy().replace('-', "_"));
+                    }
+                }
+                // A live driver without a module link is built in: nothing to order.
+                Err(_) if f.root.is_system() && f.root.exists(&dir) => {}
+                Err(_) => {
+                    drivers.insert(drv.replace('-', "_"));
+                }
+            }
         }
     }
     drivers
 }
 
-fn modprobe_file(ids: &[String], drivers: &BTreeSet<String>) -> String {
+fn modprobe_file(ids: &[String], drivers: &BTreeSet<String>, by_address: bool) -> String {
     let mut s = String::from(HEADER);
-    s.push_str(&format!("options vfio-pci ids={}\n", ids.join(",")));
+    if !ids.is_empty() {
+        s.push_str(&format!("options vfio-pci ids={}\n", ids.join(",")));
+    }
+    if by_address {
+        s.push_str(&format!(
+            "# Devices that share their ids with one the host keeps are bound by address:\n\
+             install vfio-pci /{OVERRIDE_SCRIPT} $CMDLINE_OPTS\n"
+        ));
+    }
     for d in drivers {
         s.push_str(&format!("softdep {d} pre: vfio-pci\n"));
     }
     s
+}
+
+/// The script modprobe runs instead of loading vfio-pci directly: it claims the
+/// devices by address (`driver_override`) before vfio-pci loads, and so before the
+/// host drivers that wait for it (`softdep … pre: vfio-pci`).
+fn override_script(addresses: &[PciAddress]) -> String {
+    let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    format!(
+        "#!/bin/sh\n{HEADER}# Binds these devices to vfio-pci by address: a device with the same ids stays\n\
+         # with the host, so `options vfio-pci ids=` would take both.\n\
+         for dev in {}; do\n    \
+         f=/sys/bus/pci/devices/$dev/driver_override\n    \
+         [ -w \"$f\" ] && echo vfio-pci > \"$f\"\n\
+         done\n\
+         exec /sbin/modprobe --ignore-install vfio-pci \"$@\"\n",
+        list.join(" ")
+    )
+}
+
+/// The initramfs-tools hook that copies the override script into the image.
+fn initramfs_tools_hook() -> String {
+    format!(
+        "#!/bin/sh\n{HEADER}PREREQ=\"\"\nprereqs() {{ echo \"$PREREQ\"; }}\n\
+         case \"$1\" in prereqs) prereqs; exit 0 ;; esac\n\
+         . /usr/share/initramfs-tools/hook-functions\n\
+         copy_file script /{OVERRIDE_SCRIPT} /{OVERRIDE_SCRIPT}\n"
+    )
 }
 
 fn change(f: &EnableFacts, path: &str, after: Option<String>) -> FileChange {
@@ -278,6 +334,7 @@ fn change(f: &EnableFacts, path: &str, after: Option<String>) -> FileChange {
         path: PathBuf::from(path),
         before: f.read(path),
         after,
+        mode: None,
     }
 }
 
@@ -372,32 +429,49 @@ pub fn plan(
             ids.insert((d.vendor_id, d.device_id));
         }
     }
-    // `ids=` takes every device with those ids: refuse when one stays with the host.
-    let twins: Vec<Refusal> = f
+    // `ids=` takes every device with those ids: a device whose ids another device
+    // that stays with the host shares is bound by address instead.
+    let host_ids: BTreeSet<(u16, u16)> = f
         .devices
         .iter()
-        .filter(|d| !chosen.contains(&d.address) && ids.contains(&(d.vendor_id, d.device_id)))
-        .map(|d| Refusal {
-            address: Some(d.address),
-            reason: format!(
-                "{} has the same ids [{:04x}:{:04x}] as a device you are passing through: \
-                 binding by id would take it too, and binding identical devices by address \
-                 is not supported yet",
-                inputs.describe(d),
-                d.vendor_id,
-                d.device_id
-            ),
-            override_flag: None,
+        .filter(|d| !chosen.contains(&d.address))
+        .map(|d| (d.vendor_id, d.device_id))
+        .collect();
+    let by_address: Vec<PciAddress> = devices
+        .iter()
+        .copied()
+        .filter(|a| {
+            f.devices
+                .iter()
+                .any(|d| d.address == *a && host_ids.contains(&(d.vendor_id, d.device_id)))
         })
         .collect();
-    if !twins.is_empty() {
-        return Err(EnableError::Refused(twins));
-    }
     let ids: Vec<String> = ids
         .iter()
+        .filter(|id| !host_ids.contains(id))
         .map(|(v, d)| format!("{v:04x}:{d:04x}"))
         .collect();
     let builtin = crate::check::run(&f.facts).host.vfio_pci == Provision::Builtin;
+    if builtin && !by_address.is_empty() {
+        return Err(EnableError::Refused(
+            by_address
+                .iter()
+                .map(|a| Refusal {
+                    address: Some(*a),
+                    reason: format!(
+                        "{} shares its ids with a device the host keeps, and this kernel has \
+                         vfio-pci built in, which binds only by id: use `passthru bind` after \
+                         each boot instead",
+                        f.devices
+                            .iter()
+                            .find(|d| d.address == *a)
+                            .map_or_else(|| a.to_string(), |d| inputs.describe(d))
+                    ),
+                    override_flag: None,
+                })
+                .collect(),
+        ));
+    }
     let drivers = host_drivers(f, &devices);
     let (add, remove) = kernel_args(f, &ids);
 
@@ -416,15 +490,26 @@ pub fn plan(
         files.push(change(
             f,
             MODPROBE_FILE,
-            Some(modprobe_file(&ids, &drivers)),
+            Some(modprobe_file(&ids, &drivers, !by_address.is_empty())),
         ));
+        if !by_address.is_empty() {
+            files.push(FileChange {
+                mode: Some(0o755),
+                ..change(f, OVERRIDE_SCRIPT, Some(override_script(&by_address)))
+            });
+        }
         f.boot.initramfs
     };
+    let script = (!by_address.is_empty()).then(|| format!("/{OVERRIDE_SCRIPT}"));
 
     // The initramfs.
     let release = f.facts.release.clone().unwrap_or_default();
     let vfio_modules: Vec<&str> = VFIO_MODULES.to_vec();
-    let image_must = |_: bool| vec!["vfio-pci.ko".to_string(), MODPROBE_FILE.to_string()];
+    let image_must = |_: bool| {
+        let mut v = vec!["vfio-pci.ko".to_string(), MODPROBE_FILE.to_string()];
+        v.extend(script.is_some().then(|| OVERRIDE_SCRIPT.to_string()));
+        v
+    };
     match initramfs {
         _ if builtin => {}
         Initramfs::InitramfsTools => {
@@ -434,7 +519,14 @@ pub fn plan(
                 path: path.into(),
                 after: Some(append_modules(before.as_deref(), &vfio_modules)),
                 before,
+                mode: None,
             });
+            if script.is_some() {
+                files.push(FileChange {
+                    mode: Some(0o755),
+                    ..change(f, INITRAMFS_TOOLS_HOOK, Some(initramfs_tools_hook()))
+                });
+            }
             let cmd = PlannedCommand {
                 argv: vec!["update-initramfs".into(), "-u".into(), "-k".into(), "all".into()],
                 why: "rebuild the initramfs so vfio-pci loads first and takes the devices".into(),
@@ -450,8 +542,9 @@ pub fn plan(
         }
         Initramfs::Dracut => {
             let text = format!(
-                "{HEADER}force_drivers+=\" {} \"\ninstall_items+=\" /{MODPROBE_FILE} \"\n",
-                vfio_modules.join(" ")
+                "{HEADER}force_drivers+=\" {} \"\ninstall_items+=\" /{MODPROBE_FILE} {}\"\n",
+                vfio_modules.join(" "),
+                script.as_deref().map(|s| format!("{s} ")).unwrap_or_default()
             );
             files.push(change(f, DRACUT_DROPIN, Some(text)));
             let cmd = PlannedCommand {
@@ -469,8 +562,9 @@ pub fn plan(
         }
         Initramfs::Mkinitcpio => {
             let text = format!(
-                "{HEADER}MODULES+=({})\nFILES+=(/{MODPROBE_FILE})\n",
-                vfio_modules.join(" ")
+                "{HEADER}MODULES+=({})\nFILES+=(/{MODPROBE_FILE}{})\n",
+                vfio_modules.join(" "),
+                script.as_deref().map(|s| format!(" {s}")).unwrap_or_default()
             );
             files.push(change(f, MKINITCPIO_DROPIN, Some(text)));
             let cmd = PlannedCommand {
@@ -557,6 +651,7 @@ pub fn plan(
                 path: "etc/kernel/cmdline".into(),
                 before,
                 after: Some(after),
+                mode: None,
             });
             for e in entries {
                 let before = f.read(e);
@@ -565,6 +660,7 @@ pub fn plan(
                     path: e.into(),
                     before,
                     after,
+                    mode: None,
                 });
             }
             if let Some(r) = refresh {
@@ -584,6 +680,7 @@ pub fn plan(
                     path: e.into(),
                     before,
                     after,
+                    mode: None,
                 });
             }
         }
