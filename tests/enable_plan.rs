@@ -287,6 +287,17 @@ fn refusals_and_bad_input() {
     assert!(String::from_utf8(out.stderr)
         .unwrap()
         .contains("--root works only with --dry-run"));
+    // no IOMMU in the firmware: nothing to enable
+    let vm = Fixture::new("vm-no-vmx");
+    let (code, doc) = json(&vm, &["enable", "00:03.0", "--dry-run"]);
+    assert_eq!(code, 1);
+    assert!(
+        doc["refusals"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("describes no IOMMU"),
+        "{doc:#}"
+    );
     // verify without enable says so
     let out = passthru(&["verify", "--root", f.root().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));

@@ -412,6 +412,16 @@ pub fn plan(
         console_on_framebuffer: true,
         records: &f.records,
     };
+    if crate::check::run(&f.facts).host.iommu.state == crate::check::IommuState::Absent {
+        return Err(EnableError::Refused(vec![Refusal {
+            address: None,
+            reason: "the firmware describes no IOMMU (no ACPI DMAR or IVRS table): no kernel \
+                     argument can turn one on, so nothing could be passed through after a \
+                     reboot (see `passthru check`)"
+                .into(),
+            override_flag: None,
+        }]));
+    }
     let iommu_on = f.devices.iter().any(|d| d.iommu_group.is_some());
     let devices: Vec<PciAddress> = if iommu_on {
         let bind_plan = bind::plan_bind(&inputs, named, overrides).map_err(EnableError::Refused)?;
