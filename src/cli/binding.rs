@@ -146,12 +146,23 @@ fn print_steps(title: &str, plan: &Plan) {
     }
 }
 
-fn print_refusals(what: &str, refusals: &[Refusal]) {
+pub(super) fn print_refusals(what: &str, refusals: &[Refusal]) {
     eprintln!("passthru: {what} refused; nothing was changed:");
     for r in refusals {
         match r.override_flag {
             Some(flag) => eprintln!("  - {} (to accept this, add {flag})", r.reason),
             None => eprintln!("  - {}", r.reason),
+        }
+    }
+}
+
+/// Prints progress lines: on stdout, or on stderr when stdout carries JSON.
+pub(super) fn progress(json: bool) -> impl FnMut(&str) {
+    move |line: &str| {
+        if json {
+            eprintln!("passthru: {line}");
+        } else {
+            println!("  … {line}");
         }
     }
 }
@@ -233,13 +244,7 @@ pub(super) fn bind(
     let mut failures = Vec::new();
     if !opts.dry_run {
         let applier = applier(root, opts.timeout)?;
-        let mut progress = |line: &str| {
-            if json {
-                eprintln!("passthru: {line}");
-            } else {
-                println!("  … {line}");
-            }
-        };
+        let mut progress = progress(json);
         match applier.bind(&plan, &mut progress) {
             Ok(n) => nodes = n,
             Err(e) => failures.push(Failure {
@@ -330,13 +335,7 @@ pub(super) fn unbind(
     let mut failures = Vec::new();
     if !opts.dry_run {
         let applier = applier(root, opts.timeout)?;
-        let mut progress = |line: &str| {
-            if json {
-                eprintln!("passthru: {line}");
-            } else {
-                println!("  … {line}");
-            }
-        };
+        let mut progress = progress(json);
         failures = applier
             .unbind(&plan, &mut progress)
             .into_iter()

@@ -148,18 +148,8 @@ enum Command {
         /// Do not ask before binding devices matched by name.
         #[arg(short, long)]
         yes: bool,
-        /// Take the whole IOMMU group even when it holds other devices the host uses.
-        #[arg(long)]
-        whole_group: bool,
-        /// Take the boot display although the console or a display server drives it.
-        #[arg(long)]
-        allow_boot_display: bool,
-        /// Take the controller of the disk that holds the root filesystem.
-        #[arg(long)]
-        allow_root_disk: bool,
-        /// Take the network card carrying the default route.
-        #[arg(long)]
-        allow_default_route: bool,
+        #[command(flatten)]
+        risks: RiskArgs,
         /// Seconds to wait for each driver write before calling it stuck.
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         timeout: u64,
@@ -205,18 +195,8 @@ enum Command {
         /// Do not ask before applying.
         #[arg(short, long)]
         yes: bool,
-        /// Take the whole IOMMU group even when it holds other devices the host uses.
-        #[arg(long)]
-        whole_group: bool,
-        /// Take the boot display (the host then boots without a screen).
-        #[arg(long)]
-        allow_boot_display: bool,
-        /// Take the controller of the disk that holds the root filesystem.
-        #[arg(long)]
-        allow_root_disk: bool,
-        /// Take the network card carrying the default route.
-        #[arg(long)]
-        allow_default_route: bool,
+        #[command(flatten)]
+        risks: RiskArgs,
     },
     /// Remove devices from the persistent setup (`undo` when none is left).
     Disable {
@@ -253,6 +233,35 @@ enum Command {
         /// What to write.
         value: String,
     },
+}
+
+/// The flags that accept a risk `bind` and `enable` refuse by default.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct RiskArgs {
+    /// Take the whole IOMMU group even when it holds other devices the host uses.
+    #[arg(long)]
+    whole_group: bool,
+    /// Take the boot display although the console or a display server drives it (the
+    /// host is left without a screen).
+    #[arg(long)]
+    allow_boot_display: bool,
+    /// Take the controller of the disk that holds the root filesystem.
+    #[arg(long)]
+    allow_root_disk: bool,
+    /// Take the network card carrying the default route.
+    #[arg(long)]
+    allow_default_route: bool,
+}
+
+impl From<RiskArgs> for Overrides {
+    fn from(r: RiskArgs) -> Self {
+        Self {
+            whole_group: r.whole_group,
+            boot_display: r.allow_boot_display,
+            root_disk: r.allow_root_disk,
+            default_route: r.allow_default_route,
+        }
+    }
 }
 
 /// `list --class`.
@@ -449,18 +458,10 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             devices,
             dry_run,
             yes,
-            whole_group,
-            allow_boot_display,
-            allow_root_disk,
-            allow_default_route,
+            risks,
             timeout,
         } => {
-            let overrides = Overrides {
-                whole_group: *whole_group,
-                boot_display: *allow_boot_display,
-                root_disk: *allow_root_disk,
-                default_route: *allow_default_route,
-            };
+            let overrides = Overrides::from(*risks);
             let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: *yes,
@@ -485,17 +486,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             devices,
             dry_run,
             yes,
-            whole_group,
-            allow_boot_display,
-            allow_root_disk,
-            allow_default_route,
+            risks,
         } => {
-            let overrides = Overrides {
-                whole_group: *whole_group,
-                boot_display: *allow_boot_display,
-                root_disk: *allow_root_disk,
-                default_route: *allow_default_route,
-            };
+            let overrides = Overrides::from(*risks);
             let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: *yes,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::binding::{confirm, parse_targets, require_live};
+use super::binding::{confirm, parse_targets, print_refusals, progress, require_live};
 use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
 use crate::apply::journal::Journal;
 use crate::apply::Applier;
@@ -99,14 +99,24 @@ fn report_refusals(
             error: None,
         })?;
     }
-    eprintln!("passthru: {action} refused; nothing was changed:");
-    for r in refusals {
-        match r.override_flag {
-            Some(flag) => eprintln!("  - {} (to accept this, add {flag})", r.reason),
-            None => eprintln!("  - {}", r.reason),
-        }
-    }
+    print_refusals(action, refusals);
     Ok(EXIT_PROBLEMS)
+}
+
+/// What target resolution needs, for the devices as they are now.
+fn inputs<'a>(
+    facts: &'a EnableFacts,
+    names: &'a PciNames,
+    holders: &'a bind::holders::Holders,
+) -> bind::Inputs<'a> {
+    bind::Inputs {
+        devices: &facts.devices,
+        names,
+        host: &facts.host,
+        holders,
+        console_on_framebuffer: true,
+        records: &facts.records,
+    }
 }
 
 /// Plans and (unless a dry run) applies `named`.
@@ -151,13 +161,7 @@ fn plan_and_apply(
         bail!("--json needs --yes (or --dry-run): there is no one to ask");
     }
     let applier = applier(root)?;
-    let mut progress = |line: &str| {
-        if json {
-            eprintln!("passthru: {line}");
-        } else {
-            println!("  … {line}");
-        }
-    };
+    let mut progress = progress(json);
     let result = applier.enable(&plan, &mut progress);
     let error = result.as_ref().err().map(|e| crate::facts::error_chain(e));
     if json {
@@ -202,14 +206,7 @@ pub(super) fn enable(
     let facts = EnableFacts::gather(root)?;
     let names = PciNames::load();
     let holders = bind::holders::Holders::new();
-    let inputs = bind::Inputs {
-        devices: &facts.devices,
-        names: &names,
-        host: &facts.host,
-        holders: &holders,
-        console_on_framebuffer: true,
-        records: &facts.records,
-    };
+    let inputs = inputs(&facts, &names, &holders);
     let mut named = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
     // Enabling more devices adds them to what is enabled already.
     if let Some(prev) = &facts.previous {
@@ -237,14 +234,7 @@ pub(super) fn disable(
     };
     let names = PciNames::load();
     let holders = bind::holders::Holders::new();
-    let inputs = bind::Inputs {
-        devices: &facts.devices,
-        names: &names,
-        host: &facts.host,
-        holders: &holders,
-        console_on_framebuffer: true,
-        records: &facts.records,
-    };
+    let inputs = inputs(&facts, &names, &holders);
     let remove = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
     let group_of = |a: &PciAddress| {
         facts
@@ -324,13 +314,7 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
         println!("Nothing was changed.");
         return Ok(EXIT_PROBLEMS);
     }
-    let mut progress = |line: &str| {
-        if json {
-            eprintln!("passthru: {line}");
-        } else {
-            println!("  … {line}");
-        }
-    };
+    let mut progress = progress(json);
     let result = applier.undo(&mut progress);
     if json {
         print_json(&serde_json::json!({

@@ -364,6 +364,28 @@ fn append_modules(before: Option<&str>, modules: &[&str]) -> String {
     out
 }
 
+/// Every systemd-boot entry with its `options` line edited.
+fn entry_changes(
+    f: &EnableFacts,
+    entries: &[String],
+    add: &[String],
+    remove: &[String],
+) -> Vec<FileChange> {
+    entries
+        .iter()
+        .map(|e| {
+            let before = f.read(e);
+            let after = before.as_deref().map(|t| edit_loader_entry(t, add, remove));
+            FileChange {
+                path: e.into(),
+                before,
+                after,
+                mode: None,
+            }
+        })
+        .collect()
+}
+
 /// Edits the `options` line of a systemd-boot entry.
 fn edit_loader_entry(text: &str, add: &[String], remove: &[String]) -> String {
     let mut found = false;
@@ -663,16 +685,7 @@ pub fn plan(
                 after: Some(after),
                 mode: None,
             });
-            for e in entries {
-                let before = f.read(e);
-                let after = before.as_deref().map(|t| edit_loader_entry(t, &add, &remove));
-                files.push(FileChange {
-                    path: e.into(),
-                    before,
-                    after,
-                    mode: None,
-                });
-            }
+            files.extend(entry_changes(f, entries, &add, &remove));
             if let Some(r) = refresh {
                 let cmd = PlannedCommand {
                     argv: r.clone(),
@@ -683,16 +696,7 @@ pub fn plan(
             }
         }
         Bootloader::LoaderEntries { entries } => {
-            for e in entries {
-                let before = f.read(e);
-                let after = before.as_deref().map(|t| edit_loader_entry(t, &add, &remove));
-                files.push(FileChange {
-                    path: e.into(),
-                    before,
-                    after,
-                    mode: None,
-                });
-            }
+            files.extend(entry_changes(f, entries, &add, &remove));
         }
         Bootloader::Unknown => manual.push(format!(
             "passthru does not recognise this bootloader: add these kernel arguments by hand: {args_text}"
