@@ -13,6 +13,11 @@
 //! Needs `qemu-system-x86`, `busybox-static`, `cpio`, `kmod` and, the first time, apt
 //! access for `linux-image-amd64` (cached in `target/testbed/kernel/`). Without them the
 //! tests print SKIPPED and pass — unless `CI=true`, where that is a failure.
+//! The `debian_*` tests boot a real Debian bookworm root from its own disk, with its own
+//! initramfs and GRUB configuration (`tests/testbed/debian.rs`): they need `debootstrap`,
+//! `e2fsprogs`, root, and the first time a Debian mirror (`PASSTHRU_TESTBED_MIRROR`,
+//! default `http://deb.debian.org/debian`); the image is cached in
+//! `target/testbed/debian/<hash>/root.ext4`.
 //! Environment: `PASSTHRU_TESTBED_KERNEL_DEB` (a `linux-image-*.deb` to use instead of
 //! apt), `PASSTHRU_TESTBED_BUSYBOX` (a static busybox), `PASSTHRU_TESTBED_BIN` (the
 //! binary to test instead of the fresh debug build, e.g. a release build).
@@ -1089,7 +1094,11 @@ fn debian_boots_from_its_disk() {
     };
     let layout = Layout::IntelDesktop;
     let disk = root.disk("boots").expect("a copy of the Debian image");
-    let args: Vec<String> = layout.kernel_args().iter().map(|a| a.to_string()).collect();
+    let args: Vec<String> = layout
+        .kernel_args()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let builder = disk
         .builder(layout, "debian-boots", &args)
         .expect("the image's kernel and initramfs");
@@ -1133,6 +1142,13 @@ fn debian_boots_from_its_disk() {
         );
     }
     assert_ne!(vm.sh("ls /sys/kernel/iommu_groups | wc -l").trim(), "0");
+
+    // The init's watchdog works with the root's own tools too.
+    let out = vm
+        .run_with_timeout("sleep 60", Duration::from_secs(2))
+        .expect("the guest answers");
+    assert!(out.timed_out, "{out}");
+    assert_eq!(vm.sh("echo alive"), "alive\n");
 
     let passthru = vm.install_passthru().expect("copy passthru into the guest");
     let out = vm

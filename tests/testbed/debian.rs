@@ -418,7 +418,7 @@ pub fn grub_linux_args(image: &Path) -> Result<Vec<String>, DiskError> {
 
 /// The arguments of the first `linux` line of a `grub.cfg`, without the kernel path,
 /// `BOOT_IMAGE=` and `root=`. GRUB's `10_linux` writes lines such as
-/// `linux	/boot/vmlinuz-6.1.0-50-amd64 root=UUID=c01e… ro  quiet`.
+/// `linux<TAB>/boot/vmlinuz-6.1.0-50-amd64 root=UUID=c01e… ro  quiet`.
 pub fn linux_args_from_grub_cfg(cfg: &str) -> Option<Vec<String>> {
     let line = cfg.lines().find(|line| {
         let mut words = line.split_whitespace();
