@@ -13,6 +13,11 @@
 //! Needs `qemu-system-x86`, `busybox-static`, `cpio`, `kmod` and, the first time, apt
 //! access for `linux-image-amd64` (cached in `target/testbed/kernel/`). Without them the
 //! tests print SKIPPED and pass — unless `CI=true`, where that is a failure.
+//! The `debian_*` tests boot a real Debian bookworm root from its own disk, with its own
+//! initramfs and GRUB configuration (`tests/testbed/debian.rs`): they need `debootstrap`,
+//! `e2fsprogs`, root, and the first time a Debian mirror (`PASSTHRU_TESTBED_MIRROR`,
+//! default `http://deb.debian.org/debian`); the image is cached in
+//! `target/testbed/debian/<hash>/root.ext4`.
 //! Environment: `PASSTHRU_TESTBED_KERNEL_DEB` (a `linux-image-*.deb` to use instead of
 //! apt), `PASSTHRU_TESTBED_BUSYBOX` (a static busybox), `PASSTHRU_TESTBED_BIN` (the
 //! binary to test instead of the fresh debug build, e.g. a release build).
@@ -1057,4 +1062,187 @@ fn nested_guest_reads_edu(vm: &TestVm) {
         out.stdout.contains("edu-liveness: 0xEDCBA987"),
         "the edu liveness register did not invert 0x12345678:\n{out}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// A real Debian system booting from its own disk (tests/testbed/debian.rs): the fixture
+// for persistent setup. Each test has a writable copy of the cached image and VMs of its
+// own; they are not part of `testbed_tests!`, which shares one VM per layout.
+
+/// Prints a line even when the harness captures the test's output (timings).
+fn note(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "testbed: {text}");
+}
+
+/// The driver bound to a PCI device in the guest, if any.
+fn bound_driver(vm: &TestVm, address: &str) -> Option<String> {
+    let link = vm.sh(&format!(
+        "readlink /sys/bus/pci/devices/{address}/driver || true"
+    ));
+    let link = link.trim();
+    (!link.is_empty()).then(|| last_component(link).to_owned())
+}
+
+/// The Debian root boots from `/dev/vda` with its own kernel and initramfs, serves
+/// commands, binds the desktop devices' drivers, runs the fresh `passthru`, and powers
+/// off leaving a clean file system.
+#[test]
+fn debian_boots_from_its_disk() {
+    let Some(root) = testbed::debian::root_or_skip("debian_boots_from_its_disk") else {
+        return;
+    };
+    let layout = Layout::IntelDesktop;
+    let disk = root.disk("boots").expect("a copy of the Debian image");
+    let args: Vec<String> = layout
+        .kernel_args()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let builder = disk
+        .builder(layout, "debian-boots", &args)
+        .expect("the image's kernel and initramfs");
+    let vm = disk.boot_or_panic(builder);
+    let _logs = testbed::LogsOnFailure(&vm);
+    note(&format!("Debian VM booted in {:.1?}", vm.boot_time()));
+
+    assert_eq!(
+        vm.sh("findmnt -n -o SOURCE,FSTYPE /").trim(),
+        "/dev/vda ext4"
+    );
+    assert_eq!(vm.sh("uname -r").trim(), root.release);
+    let cmdline = vm.sh("cat /proc/cmdline");
+    assert!(
+        cmdline.contains("init=/usr/local/sbin/testbed-init") && cmdline.contains("intel_iommu=on"),
+        "{cmdline}"
+    );
+    // The root's own initramfs-tools initramfs brought `/` up (its banner), and the
+    // userland is Debian's, not the host's.
+    assert!(vm.console_log().contains("Loading, please wait..."));
+    assert!(vm
+        .sh("cat /etc/os-release")
+        .contains("VERSION_CODENAME=bookworm"));
+    assert_eq!(
+        vm.sh("grep -E '^(MODULES|COMPRESS)=' /etc/initramfs-tools/initramfs.conf"),
+        "MODULES=dep\nCOMPRESS=lz4\n"
+    );
+
+    for expected in layouts::DEVICES {
+        let ids = vm.sh(&format!(
+            "cd /sys/bus/pci/devices/{} && cat vendor device",
+            expected.address
+        ));
+        let ids: Vec<&str> = ids.lines().map(|l| l.trim_start_matches("0x")).collect();
+        assert_eq!(ids.join(":"), expected.id, "{}", expected.address);
+        assert_eq!(
+            bound_driver(&vm, expected.address).as_deref(),
+            expected.driver,
+            "driver of {}",
+            expected.address
+        );
+    }
+    assert_ne!(vm.sh("ls /sys/kernel/iommu_groups | wc -l").trim(), "0");
+
+    // The init's watchdog works with the root's own tools too.
+    let out = vm
+        .run_with_timeout("sleep 60", Duration::from_secs(2))
+        .expect("the guest answers");
+    assert!(out.timed_out, "{out}");
+    assert_eq!(vm.sh("echo alive"), "alive\n");
+
+    let passthru = vm.install_passthru().expect("copy passthru into the guest");
+    let out = vm
+        .run(&format!("{passthru} list --json"))
+        .expect("run passthru");
+    assert!(out.success(), "{out}");
+    let list: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|err| panic!("`passthru list --json` did not print JSON ({err}):\n{out}"));
+    assert!(list.to_string().contains(layouts::EDU), "{list:#}");
+
+    let took = vm.power_off(Duration::from_secs(60)).expect("power off");
+    note(&format!("Debian VM powered off in {took:.1?}"));
+    disk.fsck().expect("a clean file system after power-off");
+}
+
+/// The template of the persistent-setup tests: configure the root inside the guest,
+/// regenerate its initramfs and grub.cfg there, power off, and boot again with what the
+/// guest generated — the kernel and initrd from the image's /boot and the arguments of
+/// its grub.cfg. The configuration (vfio-pci in the initramfs with the edu device's ID,
+/// the IOMMU on through GRUB) takes effect from boot, and the NIC keeps its driver.
+#[test]
+fn debian_regenerated_initramfs_and_grub_cfg_boot() {
+    let Some(root) =
+        testbed::debian::root_or_skip("debian_regenerated_initramfs_and_grub_cfg_boot")
+    else {
+        return;
+    };
+    let layout = Layout::IntelDesktop;
+    let disk = root.disk("regen").expect("a copy of the Debian image");
+
+    // First boot: as installed, no IOMMU argument.
+    let vm = disk.boot_or_panic(disk.builder(layout, "debian-regen-1", &[]).unwrap());
+    let logs = testbed::LogsOnFailure(&vm);
+    note(&format!("Debian VM booted in {:.1?}", vm.boot_time()));
+    // Debian's 6.1 kernel (CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF=y) turns the Intel
+    // IOMMU on without any argument: the groups are there already. What GRUB's
+    // `iommu=pt` changes is the default domain type, which the kernel logs.
+    assert!(
+        vm.sh("dmesg")
+            .contains("iommu: Default domain type: Translated"),
+        "the first boot should translate DMA"
+    );
+    assert_eq!(bound_driver(&vm, layouts::EDU), None);
+    vm.sh(
+        "echo 'options vfio-pci ids=1234:11e8' > /etc/modprobe.d/vfio.conf
+         echo vfio-pci >> /etc/initramfs-tools/modules
+         echo 'GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT intel_iommu=on iommu=pt\"' \
+             > /etc/default/grub.d/testbed-iommu.cfg",
+    );
+    for command in ["update-initramfs -u -k all", "update-grub"] {
+        let out = vm
+            .run_with_timeout(command, Duration::from_secs(900))
+            .expect("run in the guest");
+        assert!(out.success(), "{out}");
+        note(&format!(
+            "`{command}` in the guest took {:.1?}",
+            out.elapsed
+        ));
+    }
+    let initramfs = vm.sh(&format!("lsinitramfs /boot/initrd.img-{}", root.release));
+    assert!(initramfs.contains("vfio-pci.ko"), "{initramfs}");
+    assert!(
+        initramfs.contains("etc/modprobe.d/vfio.conf"),
+        "{initramfs}"
+    );
+    vm.power_off(Duration::from_secs(60)).expect("power off");
+    drop(logs);
+    drop(vm);
+    disk.fsck().expect("a clean file system after power-off");
+
+    // On the host: what the guest generated.
+    let args = disk.grub_linux_args().expect("the guest's grub.cfg");
+    assert!(
+        args.iter().any(|a| a == "intel_iommu=on") && args.iter().any(|a| a == "iommu=pt"),
+        "{args:?}"
+    );
+    assert_eq!(
+        disk.read_file("/etc/modprobe.d/vfio.conf").unwrap(),
+        "options vfio-pci ids=1234:11e8\n"
+    );
+
+    // Second boot: the regenerated initrd, GRUB's arguments and nothing else.
+    let vm = disk.boot_or_panic(disk.builder(layout, "debian-regen-2", &args).unwrap());
+    let _logs = testbed::LogsOnFailure(&vm);
+    note(&format!("Debian VM booted again in {:.1?}", vm.boot_time()));
+    let cmdline = vm.sh("cat /proc/cmdline");
+    assert!(cmdline.contains("intel_iommu=on"), "{cmdline}");
+    assert!(
+        vm.sh("dmesg")
+            .contains("iommu: Default domain type: Passthrough"),
+        "GRUB's iommu=pt did not take effect"
+    );
+    assert_ne!(vm.sh("ls /sys/kernel/iommu_groups | wc -l").trim(), "0");
+    assert_eq!(bound_driver(&vm, layouts::EDU).as_deref(), Some("vfio-pci"));
+    assert_eq!(bound_driver(&vm, layouts::NIC).as_deref(), Some("e1000e"));
+    vm.power_off(Duration::from_secs(60)).expect("power off");
 }

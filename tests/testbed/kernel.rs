@@ -58,11 +58,11 @@ pub enum PrepareError {
     Failed(String),
 }
 
-fn failed(what: impl std::fmt::Display) -> PrepareError {
+pub(super) fn failed(what: impl std::fmt::Display) -> PrepareError {
     PrepareError::Failed(what.to_string())
 }
 
-fn io_failed(path: &Path, err: &io::Error) -> PrepareError {
+pub(super) fn io_failed(path: &Path, err: &io::Error) -> PrepareError {
     PrepareError::Failed(format!("{}: {err}", path.display()))
 }
 
@@ -90,7 +90,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn require_program(name: &str, package: &str) -> Result<PathBuf, PrepareError> {
+pub(super) fn require_program(name: &str, package: &str) -> Result<PathBuf, PrepareError> {
     find_program(name).ok_or_else(|| {
         PrepareError::Missing(format!(
             "`{name}` not found (install the `{package}` package)"
@@ -155,7 +155,7 @@ fn static_busybox() -> Result<PathBuf, PrepareError> {
 }
 
 /// Runs a command, returning its stdout; a non-zero exit becomes an error with stderr.
-fn run(cmd: &mut Command) -> Result<String, String> {
+pub(super) fn run(cmd: &mut Command) -> Result<String, String> {
     let shown = format!("{cmd:?}");
     let out = cmd
         .stdin(Stdio::null())
@@ -173,9 +173,9 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 }
 
 /// An exclusive advisory lock, released when dropped (or when the process dies).
-struct FileLock(#[allow(dead_code)] File);
+pub(super) struct FileLock(#[allow(dead_code)] File);
 
-fn lock(path: &Path) -> Result<FileLock, PrepareError> {
+pub(super) fn lock(path: &Path) -> Result<FileLock, PrepareError> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -350,7 +350,7 @@ pub fn module_closure(modules_dep: &str, wanted: &[&str]) -> Result<BTreeSet<Str
 }
 
 /// FNV-1a, to name the initramfs after its inputs.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
+pub(super) fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for byte in *part {

@@ -4,6 +4,8 @@
 //! - [`kernel`]: fetches and caches the kernel, builds the initramfs.
 //! - [`vm`]: [`vm::TestVm`] and its builder: boot, run commands, console log, kill on drop.
 //! - [`layouts`]: the machine layouts and the addresses of their devices.
+//! - [`debian`]: a real Debian root that boots from its own disk, with its own
+//!   initramfs and GRUB configuration, for the tests of persistent setup.
 //!
 //! Tests take a shared VM per layout through [`with_vm`]: the first test of a layout
 //! boots it, the others reuse it, and the last one to finish drops (kills) it. A test
@@ -13,6 +15,7 @@
 //! missing: the tests print `SKIPPED` with the reason and pass — unless `CI=true`, where
 //! a missing prerequisite fails them.
 
+pub mod debian;
 pub mod kernel;
 pub mod layouts;
 pub mod vm;
@@ -207,4 +210,16 @@ macro_rules! testbed_tests {
             }
         )+
     };
+}
+
+/// Prints a VM's logs when the test holding it fails: `let _logs = LogsOnFailure(&vm);`
+/// right after booting a VM of the test's own (shared VMs get this from [`with_vm`]).
+pub struct LogsOnFailure<'a>(pub &'a TestVm);
+
+impl Drop for LogsOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.print_logs("the test failed");
+        }
+    }
 }

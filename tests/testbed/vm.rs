@@ -30,6 +30,10 @@ use super::kernel::Kernel;
 pub const FIXTURE_SLOTS: [(&str, &str); 3] =
     [("hostroot", "0x8"), ("kernel", "0x9"), ("testbed", "0xa")];
 
+/// The root-bus slot of the boot disk of a disk-booted guest ([`VmBuilder::disk`]): the
+/// slot of the `hostroot` share, which such a guest does not have.
+pub const DISK_SLOT: &str = "0x8";
+
 /// Where the shared directory appears in the guest (inside the chroot).
 pub const GUEST_SHARED_DIR: &str = "/tmp/testbed";
 
@@ -80,6 +84,9 @@ pub struct VmBuilder {
     iommu: Iommu,
     devices: Vec<String>,
     kernel_args: Vec<String>,
+    root_args: Vec<String>,
+    disk: Option<PathBuf>,
+    boot_files: Option<(PathBuf, PathBuf)>,
     qemu_args: Vec<String>,
     boot_timeout: Duration,
 }
@@ -103,6 +110,10 @@ pub enum VmError {
     NoAnswer { seq: u64, waited: Duration },
     #[error("the VM is unusable after an earlier failure: {0}")]
     Broken(String),
+    #[error("the VM cannot be started: {0}")]
+    Incomplete(String),
+    #[error("the guest did not power off within {0:?}")]
+    PowerOffTimeout(Duration),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VmError + '_ {
@@ -166,9 +177,18 @@ impl VmBuilder {
             iommu: Iommu::None,
             devices: Vec::new(),
             kernel_args: Vec::new(),
+            root_args: Vec::new(),
+            disk: None,
+            boot_files: None,
             qemu_args: Vec::new(),
             boot_timeout: Duration::from_secs(240),
         }
+    }
+
+    /// The same machine under another name (the name of its log files).
+    pub fn renamed(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
     }
 
     /// The `-machine` value, e.g. `q35,kernel-irqchip=split`.
@@ -209,6 +229,42 @@ impl VmBuilder {
         self
     }
 
+    /// Drops the kernel arguments added so far (e.g. a layout's `intel_iommu=on`, when
+    /// the arguments are to come from the guest's own `grub.cfg` instead).
+    pub fn clear_kernel_args(mut self) -> Self {
+        self.kernel_args.clear();
+        self
+    }
+
+    /// Adds kernel arguments that go last on the command line, after the
+    /// [`kernel_arg`](Self::kernel_arg)s, so they win over them (the kernel and the
+    /// initramfs take the last `root=`, and `rw` after GRUB's `ro`).
+    pub fn append_root_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.root_args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Boots from a disk image of its own instead of the host's `/`: the raw image
+    /// becomes a `virtio-blk-pci` device at root-bus slot [`DISK_SLOT`] (the guest's
+    /// `/dev/vda`), and the guest gets only the shared-directory share (slot `0xa`), not
+    /// the `hostroot` and `kernel` ones. QEMU writes to the image: give each VM a copy.
+    pub fn disk(mut self, image: &Path) -> Self {
+        self.disk = Some(image.to_owned());
+        self
+    }
+
+    /// Boots this kernel and initramfs instead of the testbed's (e.g. the ones inside a
+    /// disk image's `/boot`).
+    pub fn kernel_initrd(mut self, vmlinuz: &Path, initrd: &Path) -> Self {
+        self.boot_files = Some((vmlinuz.to_owned(), initrd.to_owned()));
+        self
+    }
+
     /// Adds raw QEMU arguments.
     pub fn qemu_arg(mut self, arg: &str) -> Self {
         self.qemu_args.push(arg.to_owned());
@@ -230,12 +286,19 @@ impl VmBuilder {
             .iter()
             .map(|s| (*s).to_owned())
             .chain(self.kernel_args.iter().cloned())
+            .chain(self.root_args.iter().cloned())
             .collect::<Vec<_>>()
             .join(" ")
     }
 
     /// QEMU's arguments for this machine (without the program).
     pub fn qemu_argv(&self, kernel: &Kernel, shared: &Path, console: &Path) -> Vec<String> {
+        self.argv(Some(kernel), shared, console)
+    }
+
+    /// QEMU's arguments; `kernel` may be `None` only for a disk boot with its own
+    /// kernel and initramfs (checked by the callers).
+    fn argv(&self, kernel: Option<&Kernel>, shared: &Path, console: &Path) -> Vec<String> {
         let mut argv: Vec<String> = [
             "-nodefaults",
             "-no-user-config",
@@ -274,12 +337,34 @@ impl VmBuilder {
         if let (Some(iommu), Iommu::Intel { .. }) = (&iommu, self.iommu) {
             push("-device", iommu.clone());
         }
-        let shares = [
-            (Path::new("/"), true, ",multidevs=remap"),
-            (kernel.layer.as_path(), true, ""),
-            (shared, false, ""),
-        ];
-        for ((tag, slot), (path, readonly, extra)) in FIXTURE_SLOTS.iter().zip(shares) {
+        let shares: Vec<(&str, &str, &Path, bool, &str)> = match (&self.disk, kernel) {
+            (Some(disk), _) => {
+                push(
+                    "-drive",
+                    format!("file={},format=raw,if=none,id=disk0", qemu_escape(disk)),
+                );
+                push(
+                    "-device",
+                    format!("virtio-blk-pci,drive=disk0,bus=pcie.0,addr={DISK_SLOT}"),
+                );
+                let (tag, slot) = FIXTURE_SLOTS[2];
+                vec![(tag, slot, shared, false, "")]
+            }
+            (None, Some(kernel)) => {
+                let paths = [
+                    (Path::new("/"), true, ",multidevs=remap"),
+                    (kernel.layer.as_path(), true, ""),
+                    (shared, false, ""),
+                ];
+                FIXTURE_SLOTS
+                    .iter()
+                    .zip(paths)
+                    .map(|((tag, slot), (path, ro, extra))| (*tag, *slot, path, ro, extra))
+                    .collect()
+            }
+            (None, None) => vec![],
+        };
+        for (tag, slot, path, readonly, extra) in shares {
             push(
                 "-fsdev",
                 format!(
@@ -304,8 +389,13 @@ impl VmBuilder {
             format!("file,id=console,path={}", qemu_escape(console)),
         );
         push("-serial", "chardev:console".into());
-        push("-kernel", kernel.vmlinuz.display().to_string());
-        push("-initrd", kernel.initramfs.display().to_string());
+        let (vmlinuz, initrd) = match (&self.boot_files, kernel) {
+            (Some((vmlinuz, initrd)), _) => (vmlinuz.clone(), initrd.clone()),
+            (None, Some(kernel)) => (kernel.vmlinuz.clone(), kernel.initramfs.clone()),
+            (None, None) => (PathBuf::new(), PathBuf::new()),
+        };
+        push("-kernel", vmlinuz.display().to_string());
+        push("-initrd", initrd.display().to_string());
         push("-append", self.kernel_cmdline());
         argv.extend(self.qemu_args.iter().cloned());
         argv
@@ -313,6 +403,22 @@ impl VmBuilder {
 
     /// Starts QEMU and waits until the guest's init says it is ready.
     pub fn boot(self, kernel: &Kernel) -> Result<TestVm, VmError> {
+        self.start(&kernel.qemu, Some(kernel))
+    }
+
+    /// Boots a guest from its own disk with its own kernel and initramfs (both
+    /// [`disk`](Self::disk) and [`kernel_initrd`](Self::kernel_initrd) set), with the
+    /// QEMU binary `qemu`; waits until the disk's init (see `debian-init.sh`) is ready.
+    pub fn boot_disk(self, qemu: &Path) -> Result<TestVm, VmError> {
+        if self.disk.is_none() || self.boot_files.is_none() {
+            return Err(VmError::Incomplete(
+                "a disk boot needs .disk(image) and .kernel_initrd(vmlinuz, initrd)".into(),
+            ));
+        }
+        self.start(qemu, None)
+    }
+
+    fn start(self, qemu: &Path, kernel: Option<&Kernel>) -> Result<TestVm, VmError> {
         let base = super::kernel::testbed_dir();
         let logs = base.join("logs");
         let runs = base.join("run");
@@ -326,7 +432,7 @@ impl VmBuilder {
             .map_err(io_err(&runs))?;
         let console = logs.join(format!("{}.console.log", self.name));
         let qemu_log = logs.join(format!("{}.qemu.log", self.name));
-        let argv = self.qemu_argv(kernel, shared.path(), &console);
+        let argv = self.argv(kernel, shared.path(), &console);
         let cmdline_file = logs.join(format!("{}.qemu-argv.txt", self.name));
         let _ = fs::write(&cmdline_file, argv.join("\n") + "\n");
         // Start with an empty log: QEMU appends to an existing file.
@@ -338,7 +444,7 @@ impl VmBuilder {
             .arg("-c")
             .arg(WRAPPER)
             .arg("testbed-qemu")
-            .arg(&kernel.qemu)
+            .arg(qemu)
             .args(&argv)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -555,6 +661,58 @@ impl TestVm {
             Ok(out) => panic!("command failed in VM {}:\n{out}", self.name),
             Err(err) => panic!("VM {} failed running `{script}`: {err}", self.name),
         }
+    }
+}
+
+impl TestVm {
+    /// Copies a host file into the shared directory as `name` (executable bits kept)
+    /// and returns the path the guest sees it at, under [`GUEST_SHARED_DIR`]. A guest
+    /// booted from its own disk does not see the host's `/`: this is how it gets the
+    /// freshly built `passthru`.
+    pub fn copy_in(&self, host_file: &Path, name: &str) -> Result<String, VmError> {
+        let target = self.shared.path().join(name);
+        fs::copy(host_file, &target).map_err(io_err(host_file))?;
+        Ok(format!("{GUEST_SHARED_DIR}/{name}"))
+    }
+
+    /// Copies the `passthru` under test ([`super::passthru_bin`]) into the shared
+    /// directory; returns its path in the guest (`/tmp/testbed/passthru`).
+    pub fn install_passthru(&self) -> Result<String, VmError> {
+        self.copy_in(Path::new(&super::passthru_bin()), "passthru")
+    }
+
+    /// Powers the guest off cleanly and waits for QEMU to exit: the disk init
+    /// (`debian-init.sh`) sees the `poweroff` request file, syncs, remounts `/`
+    /// read-only (ext4 then writes back its journal, so the host can read the image
+    /// with `debugfs`) and powers off. Only disk-booted guests honour the request. The
+    /// VM serves no command afterwards. Returns how long the power-off took.
+    pub fn power_off(&self, timeout: Duration) -> Result<Duration, VmError> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let started = Instant::now();
+        let request = self.shared.path().join("poweroff");
+        fs::write(&request, "").map_err(io_err(&request))?;
+        loop {
+            match state.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(VmError::Io {
+                        path: PathBuf::from("(QEMU wrapper process)"),
+                        source,
+                    })
+                }
+            }
+            if started.elapsed() > timeout {
+                state.broken = Some("it did not power off".into());
+                return Err(VmError::PowerOffTimeout(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        state.broken = Some("it was powered off".into());
+        Ok(started.elapsed())
     }
 }
 
