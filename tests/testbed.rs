@@ -1246,3 +1246,128 @@ fn debian_regenerated_initramfs_and_grub_cfg_boot() {
     assert_eq!(bound_driver(&vm, layouts::NIC).as_deref(), Some("e1000e"));
     vm.power_off(Duration::from_secs(60)).expect("power off");
 }
+
+/// The configuration `enable` may touch, as `sha256sum` lines (and directories), to
+/// compare a root before `enable` and after `undo`.
+const CONFIG_FINGERPRINT: &str = "for d in /etc/modprobe.d /etc/initramfs-tools /etc/default /usr/local /var/lib/passthru; do \
+     [ -e $d ] && find $d -type d -printf 'dir %p\\n' && find $d -type f -exec sha256sum {} +; done | sort";
+
+/// The real proof of `passthru enable`: a Debian system configures itself with the real
+/// `update-initramfs` and `update-grub`, boots with what they generated, and has the
+/// devices on vfio-pci from boot; `undo` brings back every file and the normal drivers.
+#[test]
+fn debian_enable_verify_undo() {
+    let Some(root) = testbed::debian::root_or_skip("debian_enable_verify_undo") else {
+        return;
+    };
+    let layout = Layout::IntelDesktop;
+    let disk = root.disk("enable").expect("a copy of the Debian image");
+    let gpu_pair = [layouts::GPU, layouts::GPU_AUDIO];
+
+    // Boot 1: as installed. Enable the edu device and the GPU-like pair. The display
+    // function has the ids of the boot VGA (1234:1111), which stays with the host: it
+    // must be bound by address.
+    let vm = disk.boot_or_panic(disk.builder(layout, "debian-enable-1", &[]).unwrap());
+    let logs = testbed::LogsOnFailure(&vm);
+    let bin = vm.install_passthru().expect("copy passthru in");
+    let original = vm.sh(CONFIG_FINGERPRINT);
+    assert_eq!(
+        bound_driver(&vm, layouts::GPU).as_deref(),
+        Some("bochs-drm")
+    );
+    let out = vm
+        .run_with_timeout(
+            &format!("{bin} enable --yes {} {}", layouts::EDU, layouts::GPU),
+            Duration::from_secs(1200),
+        )
+        .expect("run enable");
+    assert!(out.success(), "enable failed:\n{out}");
+    note(&format!(
+        "`passthru enable` in the guest took {:.1?}",
+        out.elapsed
+    ));
+    assert!(out.stdout.contains("update-initramfs -u -k all"), "{out}");
+    let modprobe = vm.sh("cat /etc/modprobe.d/passthru-vfio.conf");
+    assert!(
+        modprobe.contains("options vfio-pci ids=1234:11e8,8086:293e"),
+        "{modprobe}"
+    );
+    assert!(
+        modprobe.contains("install vfio-pci /usr/local/sbin/passthru-vfio-override"),
+        "{modprobe}"
+    );
+    assert!(
+        modprobe.contains("softdep bochs pre: vfio-pci"),
+        "{modprobe}"
+    );
+    // Running it again changes nothing.
+    let again = vm
+        .run_with_timeout(
+            &format!("{bin} enable --yes {} {}", layouts::EDU, layouts::GPU),
+            Duration::from_secs(300),
+        )
+        .expect("run enable again");
+    assert!(
+        again.success() && again.stdout.contains("Nothing to change"),
+        "{again}"
+    );
+    vm.power_off(Duration::from_secs(60)).expect("power off");
+    drop(logs);
+    drop(vm);
+    disk.fsck().expect("a clean file system after power-off");
+
+    // Boot 2: with the kernel arguments of the grub.cfg the guest generated.
+    let args = disk.grub_linux_args().expect("the guest's grub.cfg");
+    assert!(args.iter().any(|a| a == "iommu=pt"), "{args:?}");
+    let vm = disk.boot_or_panic(disk.builder(layout, "debian-enable-2", &args).unwrap());
+    let logs = testbed::LogsOnFailure(&vm);
+    let bin = vm.install_passthru().expect("copy passthru in");
+    assert_eq!(bound_driver(&vm, layouts::EDU).as_deref(), Some("vfio-pci"));
+    for a in gpu_pair {
+        assert_eq!(bound_driver(&vm, a).as_deref(), Some("vfio-pci"), "{a}");
+    }
+    assert_eq!(
+        bound_driver(&vm, layouts::BOOT_VGA).as_deref(),
+        Some("bochs-drm"),
+        "the twin stays"
+    );
+    assert_eq!(bound_driver(&vm, layouts::NIC).as_deref(), Some("e1000e"));
+    let verify = vm.run(&format!("{bin} verify")).expect("run verify");
+    assert!(verify.success(), "verify failed:\n{verify}");
+    assert!(
+        verify
+            .stdout
+            .contains("Everything enable set up is in effect."),
+        "{verify}"
+    );
+
+    // undo: every file back, and the regenerators run again.
+    let out = vm
+        .run_with_timeout(&format!("{bin} undo --yes"), Duration::from_secs(1200))
+        .expect("run undo");
+    assert!(out.success(), "undo failed:\n{out}");
+    assert_eq!(
+        vm.sh(CONFIG_FINGERPRINT),
+        original,
+        "undo left the configuration different"
+    );
+    vm.power_off(Duration::from_secs(60)).expect("power off");
+    drop(logs);
+    drop(vm);
+
+    // Boot 3: the devices are back on their normal drivers.
+    let args = disk.grub_linux_args().expect("the guest's grub.cfg");
+    assert!(!args.iter().any(|a| a == "iommu=pt"), "{args:?}");
+    let vm = disk.boot_or_panic(disk.builder(layout, "debian-enable-3", &args).unwrap());
+    let _logs = testbed::LogsOnFailure(&vm);
+    assert_eq!(bound_driver(&vm, layouts::EDU), None);
+    assert_eq!(
+        bound_driver(&vm, layouts::GPU).as_deref(),
+        Some("bochs-drm")
+    );
+    assert_eq!(
+        bound_driver(&vm, layouts::GPU_AUDIO).as_deref(),
+        Some("snd_hda_intel")
+    );
+    vm.power_off(Duration::from_secs(60)).expect("power off");
+}

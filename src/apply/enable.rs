@@ -59,10 +59,16 @@ impl Applier {
             return Ok(false);
         }
         progress("restoring the files enable changed");
-        let regenerate = self.roll_back()?;
-        for c in &regenerate {
+        let Some(journal) = self.roll_back_journal()? else {
+            return Ok(false);
+        };
+        for c in &journal.regenerate {
             self.run_logged(c, progress)?;
         }
+        // The regenerators' logs were only kept for an error message: with them gone,
+        // the directories passthru created go too.
+        let _ = std::fs::remove_dir_all(self.root().path(LOG_DIR));
+        self.remove_created_dirs(&journal);
         Ok(true)
     }
 

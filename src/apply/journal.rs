@@ -217,8 +217,16 @@ impl Applier {
     /// Puts every journaled file back as it was and removes what passthru created;
     /// returns the regenerators to run again and forgets the journal.
     pub fn roll_back(&self) -> Result<Vec<PlannedCommand>, ApplyError> {
+        Ok(self
+            .roll_back_journal()?
+            .map(|j| j.regenerate)
+            .unwrap_or_default())
+    }
+
+    /// [`Applier::roll_back`], returning the journal that was rolled back.
+    pub fn roll_back_journal(&self) -> Result<Option<Journal>, ApplyError> {
         let Some(j) = self.journal()? else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         for e in j.entries.iter().rev() {
             // The journal's own files are removed with the journal.
@@ -250,15 +258,19 @@ impl Applier {
                 self.remove(&e.path)?;
             }
         }
-        let regenerate = j.regenerate.clone();
         let dir = self.root().path(JOURNAL_DIR);
         std::fs::remove_dir_all(&dir)
             .map_err(|source| ApplyError::Journal { path: dir, source })?;
+        self.remove_created_dirs(&j);
+        Ok(Some(j))
+    }
+
+    /// Removes the directories passthru created, innermost first; only empty ones go
+    /// (anything else put there is not passthru's).
+    pub fn remove_created_dirs(&self, j: &Journal) {
         for d in j.created_dirs.iter().rev() {
-            // Only empty directories go: anything else put there is not passthru's.
             let _ = std::fs::remove_dir(self.root().path(d));
         }
-        Ok(regenerate)
     }
 }
 
