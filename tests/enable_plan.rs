@@ -370,6 +370,8 @@ fn enable_then_undo_restores_every_file_byte_for_byte() {
         ("fedora-grubby-dracut", "01:00.0"),
         ("arch-systemd-boot", "01:00.0"),
         ("proxmox-kernel-cmdline", "02:00.0"),
+        ("arch-grub", "01:00.0"),
+        ("identical-gpus", "01:00.0"),
     ] {
         let f = Fixture::new(fixture);
         // An odd mode on a file passthru edits must survive too.
@@ -492,4 +494,34 @@ fn identical_devices_are_bound_by_address() {
             .contains("vfio-pci built in"),
         "{doc:#}"
     );
+}
+
+#[test]
+fn arch_grub_and_mkinitcpio_without_drop_ins() {
+    let f = Fixture::new("arch-grub");
+    let plan = plan_of(&f, &["01:00.0"]);
+    // no /etc/default/grub.d: the main file is edited in place
+    let grub = after(&plan, "etc/default/grub");
+    assert!(
+        grub.contains(
+            "\nGRUB_CMDLINE_LINUX_DEFAULT=\"loglevel=3 quiet intel_iommu=on iommu=pt\"\n"
+        ),
+        "{grub}"
+    );
+    assert!(grub.contains("\nGRUB_CMDLINE_LINUX=\"\"\n"), "{grub}");
+    // no /etc/mkinitcpio.conf.d: vfio goes first in MODULES, before the NVIDIA modules
+    let conf = after(&plan, "etc/mkinitcpio.conf");
+    assert!(conf.contains("\nMODULES=(vfio vfio_iommu_type1 vfio_pci nvidia nvidia_modeset nvidia_uvm nvidia_drm)\n"), "{conf}");
+    assert!(
+        conf.contains("\nFILES=(/etc/modprobe.d/passthru-vfio.conf)\n"),
+        "{conf}"
+    );
+    assert_eq!(
+        argvs(&plan),
+        [
+            "mkinitcpio -P",
+            "/usr/bin/grub-mkconfig -o /boot/grub/grub.cfg"
+        ]
+    );
+    golden("arch-grub", &plan);
 }

@@ -364,6 +364,49 @@ fn append_modules(before: Option<&str>, modules: &[&str]) -> String {
     out
 }
 
+/// Adds `items` to a bash array assignment (`MODULES=(a b)`) in a file such as
+/// `/etc/mkinitcpio.conf`, at the front or the back, skipping those present; the last
+/// uncommented assignment is edited, or one is appended.
+pub fn edit_bash_array(text: &str, name: &str, items: &[&str], front: bool) -> String {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let prefix = format!("{name}=(");
+    let at = lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with(&prefix));
+    let Some(i) = at else {
+        let mut out = text.to_string();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("{name}=({})\n", items.join(" ")));
+        return out;
+    };
+    let line = lines[i].trim_end_matches('\n');
+    let inner = line
+        .trim_start()
+        .strip_prefix(&prefix)
+        .and_then(|r| r.rsplit_once(')'))
+        .map_or("", |(inside, _)| inside);
+    let mut words: Vec<String> = inner.split_whitespace().map(str::to_string).collect();
+    let missing: Vec<String> = items
+        .iter()
+        .filter(|it| !words.iter().any(|w| w.trim_matches(['"', '\'']) == **it))
+        .map(|it| (*it).to_string())
+        .collect();
+    if missing.is_empty() {
+        return text.to_string();
+    }
+    if front {
+        words.splice(0..0, missing);
+    } else {
+        words.extend(missing);
+    }
+    let mut out: String = lines[..i].concat();
+    out.push_str(&format!("{prefix}{})\n", words.join(" ")));
+    out.push_str(&lines[i + 1..].concat());
+    out
+}
+
 /// Every systemd-boot entry with its `options` line edited.
 fn entry_changes(
     f: &EnableFacts,
@@ -593,12 +636,23 @@ pub fn plan(
             }
         }
         Initramfs::Mkinitcpio => {
-            let text = format!(
-                "{HEADER}MODULES+=({})\nFILES+=(/{MODPROBE_FILE}{})\n",
-                vfio_modules.join(" "),
-                script.as_deref().map(|s| format!(" {s}")).unwrap_or_default()
-            );
-            files.push(change(f, MKINITCPIO_DROPIN, Some(text)));
+            let mut extra_files = vec![format!("/{MODPROBE_FILE}")];
+            extra_files.extend(script.clone());
+            if f.root.exists("etc/mkinitcpio.conf.d") {
+                let text = format!(
+                    "{HEADER}MODULES+=({})\nFILES+=({})\n",
+                    vfio_modules.join(" "),
+                    extra_files.join(" ")
+                );
+                files.push(change(f, MKINITCPIO_DROPIN, Some(text)));
+            } else {
+                // mkinitcpio before v36 reads no drop-ins: edit the arrays in place,
+                // vfio first in MODULES so it loads before the GPU drivers listed there.
+                let path = "etc/mkinitcpio.conf";
+                let before = f.read(path).unwrap_or_default();
+                let edited = edit_bash_array(&edit_bash_array(&before, "MODULES", &vfio_modules, true), "FILES", &extra_files.iter().map(String::as_str).collect::<Vec<_>>(), false);
+                files.push(change(f, path, Some(edited)));
+            }
             let cmd = PlannedCommand {
                 argv: vec!["mkinitcpio".into(), "-P".into()],
                 why: "rebuild every preset's initramfs so vfio-pci loads first".into(),
@@ -921,6 +975,24 @@ mod tests {
         assert_eq!(
             append_modules(Some("vfio\nvfio_iommu_type1\nvfio-pci\n"), VFIO_MODULES),
             "vfio\nvfio_iommu_type1\nvfio-pci\n"
+        );
+    }
+
+    #[test]
+    fn bash_arrays_get_vfio_first() {
+        let conf = "# MODULES\n#     MODULES=(usbhid xhci_hcd)\nMODULES=(nvidia nvidia_modeset)\n\nFILES=()\n";
+        let out = edit_bash_array(conf, "MODULES", VFIO_MODULES, true);
+        assert_eq!(out, "# MODULES\n#     MODULES=(usbhid xhci_hcd)\nMODULES=(vfio vfio_iommu_type1 vfio_pci nvidia nvidia_modeset)\n\nFILES=()\n");
+        assert_eq!(edit_bash_array(&out, "MODULES", VFIO_MODULES, true), out);
+        let out = edit_bash_array(
+            &out,
+            "FILES",
+            &["/etc/modprobe.d/passthru-vfio.conf"],
+            false,
+        );
+        assert!(
+            out.ends_with("FILES=(/etc/modprobe.d/passthru-vfio.conf)\n"),
+            "{out}"
         );
     }
 
