@@ -30,12 +30,13 @@ fn golden(name: &str, plan: &Value) {
     }
     let want = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (PASSTHRU_BLESS=1 writes it)", path.display()));
-    assert_eq!(
-        text,
-        want,
-        "{name}: the plan differs from {}",
-        path.display()
-    );
+    if text != want {
+        let diff = similar::TextDiff::from_lines(&want, &text)
+            .unified_diff()
+            .header("golden", "now")
+            .to_string();
+        panic!("{name}: the plan differs from {}:\n{diff}", path.display());
+    }
 }
 
 fn file<'a>(plan: &'a Value, path: &str) -> &'a Value {
@@ -84,9 +85,26 @@ fn debian_grub_and_initramfs_tools() {
     // intel_iommu=on is in /etc/default/grub already: only iommu=pt is added, in a drop-in
     let dropin = after(&plan, "etc/default/grub.d/passthru.cfg");
     assert!(
-        dropin.ends_with("GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT iommu=pt\"\n"),
+        dropin.contains("\nGRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT iommu=pt\"\n"),
         "{dropin}"
     );
+    // the way back: the same entries again from GRUB's 10_linux, without VFIO
+    let way_back = file(&plan, "etc/grub.d/11_passthru_without_vfio");
+    assert_eq!(way_back["mode"], 0o755);
+    let script = way_back["after"].as_str().unwrap();
+    assert!(
+        script.contains("    for a in intel_iommu=on iommu=pt; do\n"),
+        "{script}"
+    );
+    assert!(script.contains("GRUB_CMDLINE_LINUX_DEFAULT=\"$(strip \"$GRUB_CMDLINE_LINUX_DEFAULT\") module_blacklist=vfio_pci\"\n"), "{script}");
+    assert!(
+        script.ends_with("exec \"$(dirname \"$0\")/10_linux\"\n"),
+        "{script}"
+    );
+    assert!(plan["way_back"]
+        .as_str()
+        .unwrap()
+        .contains("(without VFIO)"));
     assert!(plan["files"]
         .as_array()
         .unwrap()
@@ -162,6 +180,7 @@ fn ubuntu_with_vfio_pci_built_in_and_the_iommu_off() {
         paths,
         [
             "etc/default/grub.d/passthru.cfg",
+            "etc/grub.d/11_passthru_without_vfio",
             "var/lib/passthru/enabled.json"
         ]
     );

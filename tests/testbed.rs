@@ -1341,7 +1341,41 @@ fn debian_enable_verify_undo() {
         "{verify}"
     );
 
-    // undo: every file back, and the regenerators run again.
+    vm.power_off(Duration::from_secs(60)).expect("power off");
+    drop(logs);
+    drop(vm);
+
+    // Boot R: the way back. The "(without VFIO)" entry carries no VFIO argument and
+    // blacklists vfio-pci: every device stays with its host driver.
+    let cfg = disk.read_file("/boot/grub/grub.cfg").expect("grub.cfg");
+    let recovery = cfg
+        .find("(without VFIO)")
+        .and_then(|at| testbed::debian::linux_args_from_grub_cfg(&cfg[at..]))
+        .expect("a \"(without VFIO)\" entry in grub.cfg");
+    assert!(
+        recovery.iter().any(|a| a == "module_blacklist=vfio_pci"),
+        "{recovery:?}"
+    );
+    assert!(!recovery.iter().any(|a| a == "iommu=pt"), "{recovery:?}");
+    let vm = disk.boot_or_panic(
+        disk.builder(layout, "debian-enable-recovery", &recovery)
+            .unwrap(),
+    );
+    let logs = testbed::LogsOnFailure(&vm);
+    let bin = vm.install_passthru().expect("copy passthru in");
+    assert_eq!(bound_driver(&vm, layouts::EDU), None);
+    assert_eq!(
+        bound_driver(&vm, layouts::GPU).as_deref(),
+        Some("bochs-drm")
+    );
+    assert_eq!(
+        bound_driver(&vm, layouts::GPU_AUDIO).as_deref(),
+        Some("snd_hda_intel")
+    );
+    let verify = vm.run(&format!("{bin} verify")).expect("run verify");
+    assert_eq!(verify.code, 1, "verify must see the binding off:\n{verify}");
+
+    // undo (from the way back): every file back, and the regenerators run again.
     let out = vm
         .run_with_timeout(&format!("{bin} undo --yes"), Duration::from_secs(1200))
         .expect("run undo");

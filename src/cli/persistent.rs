@@ -70,6 +70,10 @@ fn print_plan(plan: &EnablePlan) {
     for m in &plan.manual {
         println!("\nBY HAND: {m}");
     }
+    println!(
+        "\nThe way back, if a binding ever locks you out: {}.",
+        plan.way_back
+    );
 }
 
 fn ask_or_refuse(opts: ChangeOptions, question: &str) -> anyhow::Result<bool> {

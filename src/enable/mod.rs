@@ -52,6 +52,42 @@ pub const INITRAMFS_TOOLS_HOOK: &str = "etc/initramfs-tools/hooks/passthru-vfio"
 /// What `enable` set up, for `verify` and `disable`.
 pub const ENABLED_STATE: &str = "var/lib/passthru/enabled.json";
 
+/// The kernel argument of the way back: vfio-pci cannot load, so the host drivers take
+/// the devices as before `enable` (the softdeps on it are best-effort).
+pub const WAY_BACK_ARG: &str = "module_blacklist=vfio_pci";
+
+/// What to do at the boot menu when a binding locks the user out.
+const WAY_BACK_BY_HAND: &str = "at the boot menu, edit the entry (press `e` in GRUB) and add \
+    `module_blacklist=vfio_pci` to the `linux` line: the host drivers then keep every device";
+
+/// The GRUB script that adds the way-back entries.
+pub const GRUB_WAY_BACK: &str = "etc/grub.d/11_passthru_without_vfio";
+
+/// A `/etc/grub.d` script that runs GRUB's own `10_linux` again with passthru's
+/// arguments taken out, `module_blacklist=vfio_pci` added and the titles marked
+/// "(without VFIO)": the same kernels, bootable without the VFIO binding.
+fn grub_way_back_script(add: &[String]) -> String {
+    format!(
+        "#!/bin/sh\n{HEADER}# The way back: the same Linux entries as 10_linux, titled \"(without VFIO)\",\n\
+         # without passthru's kernel arguments and with {WAY_BACK_ARG}, so the host\n\
+         # drivers keep every device.\n\
+         set -e\n\
+         strip() {{\n    out=\" $1 \"\n    for a in {}; do\n        out=$(printf '%s' \"$out\" | sed \"s| $a | |g\")\n    done\n    printf '%s' \"$out\"\n}}\n\
+         GRUB_CMDLINE_LINUX=$(strip \"$GRUB_CMDLINE_LINUX\")\n\
+         GRUB_CMDLINE_LINUX_DEFAULT=\"$(strip \"$GRUB_CMDLINE_LINUX_DEFAULT\") {WAY_BACK_ARG}\"\n\
+         GRUB_DISTRIBUTOR=\"${{GRUB_DISTRIBUTOR:-Linux}} (without VFIO)\"\n\
+         GRUB_DISABLE_RECOVERY=true\n\
+         GRUB_DISABLE_SUBMENU=true\n\
+         export GRUB_CMDLINE_LINUX GRUB_CMDLINE_LINUX_DEFAULT GRUB_DISTRIBUTOR GRUB_DISABLE_RECOVERY GRUB_DISABLE_SUBMENU\n\
+         exec \"$(dirname \"$0\")/10_linux\"\n",
+        add.join(" ")
+    )
+}
+
+/// The way back on systemd-boot, where passthru adds an entry per existing entry.
+const WAY_BACK_ENTRIES: &str = "choose an entry marked \"(without VFIO)\" in the boot menu: \
+    it boots without the VFIO arguments and with `module_blacklist=vfio_pci`";
+
 /// The VFIO modules the initramfs must load, in load order.
 pub const VFIO_MODULES: &[&str] = &["vfio", "vfio_iommu_type1", "vfio_pci"];
 
@@ -153,6 +189,8 @@ pub struct EnablePlan {
     pub inspections: Vec<Inspection>,
     /// What the user must do by hand (unknown bootloader or initramfs generator).
     pub manual: Vec<String>,
+    /// How to boot without the VFIO binding if it locks the user out.
+    pub way_back: String,
 }
 
 impl EnablePlan {
@@ -310,6 +348,8 @@ fn override_script(addresses: &[PciAddress]) -> String {
     format!(
         "#!/bin/sh\n{HEADER}# Binds these devices to vfio-pci by address: a device with the same ids stays\n\
          # with the host, so `options vfio-pci ids=` would take both.\n\
+         # The way back (`{WAY_BACK_ARG}`) leaves them to their host drivers.\n\
+         case \" $(cat /proc/cmdline) \" in *\" {WAY_BACK_ARG} \"*) exit 1 ;; esac\n\
          for dev in {}; do\n    \
          f=/sys/bus/pci/devices/$dev/driver_override\n    \
          [ -w \"$f\" ] && echo vfio-pci > \"$f\"\n\
@@ -407,6 +447,32 @@ pub fn edit_bash_array(text: &str, name: &str, items: &[&str], front: bool) -> S
     out
 }
 
+/// For every systemd-boot entry, a copy that boots without VFIO: `title … (without
+/// VFIO)`, passthru's arguments removed, the way-back argument added. Entries that
+/// are themselves such copies are skipped.
+fn way_back_entries(f: &EnableFacts, entries: &[String], add: &[String]) -> Vec<FileChange> {
+    entries
+        .iter()
+        .filter(|e| !e.ends_with("-without-vfio.conf"))
+        .filter_map(|e| {
+            let text = f.read(e)?;
+            let mut out = String::new();
+            for line in text.lines() {
+                if let Some(title) = line.strip_prefix("title") {
+                    out.push_str(&format!("title {} (without VFIO)\n", title.trim()));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            let remove: Vec<String> = add.to_vec();
+            let out = edit_loader_entry(&out, &[WAY_BACK_ARG.to_string()], &remove);
+            let path = format!("{}-without-vfio.conf", e.trim_end_matches(".conf"));
+            Some(change(f, &path, Some(out)))
+        })
+        .collect()
+}
+
 /// Every systemd-boot entry with its `options` line edited.
 fn entry_changes(
     f: &EnableFacts,
@@ -416,6 +482,7 @@ fn entry_changes(
 ) -> Vec<FileChange> {
     entries
         .iter()
+        .filter(|e| !e.ends_with("-without-vfio.conf"))
         .map(|e| {
             let before = f.read(e);
             let after = before.as_deref().map(|t| edit_loader_entry(t, add, remove));
@@ -556,6 +623,7 @@ pub fn plan(
     let mut regenerate = Vec::new();
     let mut inspections = Vec::new();
     let mut manual = Vec::new();
+    let mut way_back = WAY_BACK_BY_HAND.to_string();
 
     // A built-in vfio-pci binds its `vfio-pci.ids=` from the command line before any
     // module loads: neither modprobe.d nor the initramfs plays a part.
@@ -696,6 +764,14 @@ pub fn plan(
             } else {
                 files.push(change(f, "etc/default/grub", Some(edit_grub_default(&main, &add, &remove))));
             }
+            // The way back: a second set of menu entries, made by GRUB's own 10_linux.
+            if f.root.exists("etc/grub.d/10_linux") {
+                files.push(FileChange {
+                    mode: Some(0o755),
+                    ..change(f, GRUB_WAY_BACK, Some(grub_way_back_script(&add)))
+                });
+                way_back = WAY_BACK_ENTRIES.into();
+            }
             let cmd = PlannedCommand {
                 argv: update.clone(),
                 why: "regenerate grub.cfg with the new kernel arguments".into(),
@@ -740,6 +816,11 @@ pub fn plan(
                 mode: None,
             });
             files.extend(entry_changes(f, entries, &add, &remove));
+            let copies = way_back_entries(f, entries, &add);
+            if !copies.is_empty() {
+                way_back = WAY_BACK_ENTRIES.into();
+            }
+            files.extend(copies);
             if let Some(r) = refresh {
                 let cmd = PlannedCommand {
                     argv: r.clone(),
@@ -751,6 +832,11 @@ pub fn plan(
         }
         Bootloader::LoaderEntries { entries } => {
             files.extend(entry_changes(f, entries, &add, &remove));
+            let copies = way_back_entries(f, entries, &add);
+            if !copies.is_empty() {
+                way_back = WAY_BACK_ENTRIES.into();
+            }
+            files.extend(copies);
         }
         Bootloader::Unknown => manual.push(format!(
             "passthru does not recognise this bootloader: add these kernel arguments by hand: {args_text}"
@@ -782,6 +868,7 @@ pub fn plan(
         commands,
         inspections,
         manual,
+        way_back,
     })
 }
 
