@@ -544,3 +544,56 @@ fn arch_grub_and_mkinitcpio_without_drop_ins() {
     );
     golden("arch-grub", &plan);
 }
+
+#[test]
+fn disable_removes_one_device_and_keeps_the_others() {
+    let f = Fixture::new("debian-grub");
+    let host = passthru::host_root::HostRoot::new(f.root());
+    let facts = passthru::enable::EnableFacts::gather(&host).unwrap();
+    let both = passthru::enable::plan(
+        &facts,
+        &["01:00.0".parse().unwrap(), "02:00.0".parse().unwrap()],
+        passthru::bind::Overrides::default(),
+    )
+    .unwrap();
+    applier(f.root()).apply_files(&both).unwrap();
+    assert!(after(
+        &serde_json::to_value(&both).unwrap(),
+        "etc/modprobe.d/passthru-vfio.conf"
+    )
+    .contains("144d:a808"));
+
+    let (code, doc) = json(&f, &["disable", "02:00.0", "--dry-run"]);
+    assert_eq!(code, 0, "{doc:#}");
+    let plan = &doc["plan"];
+    assert_eq!(
+        plan["enabled"]["devices"],
+        serde_json::json!(["0000:01:00.0", "0000:01:00.1"])
+    );
+    let modprobe = after(plan, "etc/modprobe.d/passthru-vfio.conf");
+    assert!(
+        !modprobe.contains("144d:a808") && !modprobe.contains("softdep nvme "),
+        "{modprobe}"
+    );
+    // a device that is not enabled is an error, not a silent success
+    let out = passthru(&[
+        "disable",
+        "00:17.0",
+        "--dry-run",
+        "--root",
+        f.root().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("is not among the enabled devices"));
+    // enabling again with one more device keeps the first
+    let (_, again) = json(&f, &["enable", "00:14.0", "--dry-run"]);
+    let devices = again["plan"]["enabled"]["devices"].to_string();
+    assert!(
+        devices.contains("0000:01:00.0")
+            && devices.contains("0000:02:00.0")
+            && devices.contains("0000:00:14.0"),
+        "{devices}"
+    );
+}
