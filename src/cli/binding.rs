@@ -175,6 +175,29 @@ pub(super) fn confirm(question: &str) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
+/// Reports refusals (as JSON too, when asked) and returns the exit code.
+fn refused(
+    json: bool,
+    action: &'static str,
+    dry_run: bool,
+    refusals: &[Refusal],
+) -> anyhow::Result<u8> {
+    if json {
+        print_json(&ChangeReport {
+            schema_version: 1,
+            action,
+            dry_run,
+            steps: &[],
+            groups: &[],
+            refusals,
+            nodes: &[],
+            failures: Vec::new(),
+        })?;
+    }
+    print_refusals(action, refusals);
+    Ok(EXIT_PROBLEMS)
+}
+
 /// `passthru bind`.
 pub(super) fn bind(
     json: bool,
@@ -212,22 +235,7 @@ pub(super) fn bind(
     }
     let plan = match bind::plan_bind(&inputs, &named, overrides) {
         Ok(p) => p,
-        Err(refusals) => {
-            if json {
-                print_json(&ChangeReport {
-                    schema_version: 1,
-                    action: "bind",
-                    dry_run: opts.dry_run,
-                    steps: &[],
-                    groups: &[],
-                    refusals: &refusals,
-                    nodes: &[],
-                    failures: Vec::new(),
-                })?;
-            }
-            print_refusals("bind", &refusals);
-            return Ok(EXIT_PROBLEMS);
-        }
+        Err(refusals) => return refused(json, "bind", opts.dry_run, &refusals),
     };
     if !json {
         let verb = if opts.dry_run { "would bind" } else { "binds" };
@@ -303,22 +311,7 @@ pub(super) fn unbind(
     };
     let plan = match bind::plan_unbind(&inputs, &named) {
         Ok(p) => p,
-        Err(refusals) => {
-            if json {
-                print_json(&ChangeReport {
-                    schema_version: 1,
-                    action: "unbind",
-                    dry_run: opts.dry_run,
-                    steps: &[],
-                    groups: &[],
-                    refusals: &refusals,
-                    nodes: &[],
-                    failures: Vec::new(),
-                })?;
-            }
-            print_refusals("unbind", &refusals);
-            return Ok(EXIT_PROBLEMS);
-        }
+        Err(refusals) => return refused(json, "unbind", opts.dry_run, &refusals),
     };
     if !json {
         if plan.steps.is_empty() {
