@@ -1,0 +1,3 @@
+//! Virtual machines: the spec, the plan, and its renderers.
+
+pub mod spec;

@@ -1,0 +1,321 @@
+//! A VM's spec: a small TOML file (`/etc/passthru/vms/NAME.toml` as root, else the
+//! user's config directory) saying what the VM gets — memory, vCPUs, passed-through
+//! devices, disks, installer ISOs, firmware, OS type, display, network, hugepages.
+//!
+//! Unknown keys are errors (a typo must not silently change a VM), and every error
+//! names the line and column, as the `toml` crate reports them.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pci::PciAddress;
+
+/// The guest operating system, for defaults (TPM and Secure Boot for Windows 11,
+/// Hyper-V enlightenments).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OsType {
+    /// Windows 10/11.
+    Windows,
+    /// Linux.
+    Linux,
+    /// Anything else.
+    #[default]
+    Other,
+}
+
+/// The vCPUs: a count (passthru picks host cores) or explicit host CPUs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Cpus {
+    /// How many vCPUs.
+    Count(u32),
+    /// Host CPUs in the kernel's list format, e.g. `"2-7,10-15"`.
+    Host(String),
+}
+
+/// A disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// The image file (created by `qemu-img` when missing and `size` is given), or a
+    /// block device.
+    pub path: PathBuf,
+    /// Size for a new image, e.g. `"128G"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// `qcow2` (default) or `raw`.
+    #[serde(default = "default_format")]
+    pub format: String,
+}
+
+fn default_format() -> String {
+    "qcow2".into()
+}
+
+/// The firmware.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Firmware {
+    /// UEFI (OVMF); false means legacy BIOS (SeaBIOS).
+    #[serde(default = "yes")]
+    pub uefi: bool,
+    /// UEFI Secure Boot (needs `uefi`).
+    #[serde(default)]
+    pub secure_boot: bool,
+    /// A TPM 2.0 through swtpm.
+    #[serde(default)]
+    pub tpm: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Firmware {
+    fn default() -> Self {
+        Self {
+            uefi: true,
+            secure_boot: false,
+            tpm: false,
+        }
+    }
+}
+
+/// The guest's display.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Display {
+    /// None: the passed-through GPU is the display.
+    #[default]
+    None,
+    /// SPICE with a virtual GPU (for installing before the GPU driver is there).
+    Spice,
+}
+
+/// The guest's network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// User-mode networking (NAT, no setup).
+    #[default]
+    User,
+    /// A host bridge, e.g. `br0`.
+    Bridge(String),
+    /// No network.
+    None,
+}
+
+/// A VM spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// The VM's name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Memory, e.g. `"16G"`, `"8192M"`.
+    pub memory: String,
+    /// vCPUs.
+    pub cpus: Cpus,
+    /// PCI devices to pass through (each with its whole IOMMU group).
+    #[serde(default)]
+    pub devices: Vec<PciAddress>,
+    /// Disks, in boot order.
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+    /// Installer ISOs (and a driver ISO such as virtio-win), attached as CD-ROMs.
+    #[serde(default)]
+    pub isos: Vec<PathBuf>,
+    /// The firmware.
+    #[serde(default)]
+    pub firmware: Firmware,
+    /// The guest OS.
+    #[serde(default)]
+    pub os: OsType,
+    /// The display.
+    #[serde(default)]
+    pub display: Display,
+    /// The network.
+    #[serde(default)]
+    pub network: Network,
+    /// Back the memory with hugepages.
+    #[serde(default)]
+    pub hugepages: bool,
+}
+
+/// Why a spec is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// Not valid TOML, or not the spec's shape (the message names the line).
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    /// A value is out of range.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Parses a size like `16G`, `8192M`, `512MiB`, `1T` into MiB.
+pub fn parse_mib(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().ok()?;
+    let unit = t[digits.len()..].trim().to_ascii_uppercase();
+    let mib = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "M" | "" => n,
+        "G" => n.checked_mul(1024)?,
+        "T" => n.checked_mul(1024 * 1024)?,
+        _ => return None,
+    };
+    (mib > 0).then_some(mib)
+}
+
+impl VmSpec {
+    /// Parses and validates a spec.
+    pub fn parse(text: &str) -> Result<Self, SpecError> {
+        let spec: Self = toml::from_str(text)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks what serde cannot: names, sizes, counts, combinations.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let invalid = |field, message: String| Err(SpecError::Invalid { field, message });
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return invalid(
+                "name",
+                format!("'{}' must be letters, digits, '-', '_' or '.'", self.name),
+            );
+        }
+        if parse_mib(&self.memory).is_none() {
+            return invalid(
+                "memory",
+                format!("'{}' is not a size (write e.g. 16G or 8192M)", self.memory),
+            );
+        }
+        match &self.cpus {
+            Cpus::Count(0) => return invalid("cpus", "a VM needs at least one vCPU".into()),
+            Cpus::Host(list) if crate::cpu::parse_cpu_list(list).map_or(true, |l| l.is_empty()) => {
+                return invalid(
+                    "cpus",
+                    format!("'{list}' is not a host CPU list (write e.g. \"2-7,10-15\")"),
+                );
+            }
+            _ => {}
+        }
+        for d in &self.disks {
+            if let Some(size) = &d.size {
+                if parse_mib(size).is_none() {
+                    return invalid("disks.size", format!("'{size}' is not a size"));
+                }
+            }
+            if d.format != "qcow2" && d.format != "raw" {
+                return invalid(
+                    "disks.format",
+                    format!("'{}' must be qcow2 or raw", d.format),
+                );
+            }
+        }
+        if self.firmware.secure_boot && !self.firmware.uefi {
+            return invalid(
+                "firmware.secure_boot",
+                "Secure Boot needs UEFI (uefi = true)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Memory in MiB (validated).
+    pub fn memory_mib(&self) -> u64 {
+        parse_mib(&self.memory).unwrap_or(0)
+    }
+
+    /// The spec as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GAMING: &str = r#"
+name = "win11"
+memory = "16G"
+cpus = 8
+devices = ["0000:01:00.0", "0000:01:00.1"]
+isos = ["/var/lib/passthru/iso/Win11_23H2_English_x64.iso", "/var/lib/passthru/iso/virtio-win.iso"]
+os = "windows"
+hugepages = true
+
+[[disks]]
+path = "/var/lib/passthru/vms/win11.qcow2"
+size = "128G"
+
+[firmware]
+secure_boot = true
+tpm = true
+"#;
+
+    #[test]
+    fn a_gaming_vm() {
+        let spec = VmSpec::parse(GAMING).unwrap();
+        assert_eq!(spec.memory_mib(), 16384);
+        assert_eq!(spec.cpus, Cpus::Count(8));
+        assert_eq!(spec.devices.len(), 2);
+        assert_eq!(spec.disks[0].format, "qcow2");
+        assert!(spec.firmware.uefi && spec.firmware.secure_boot && spec.firmware.tpm);
+        assert_eq!(spec.os, OsType::Windows);
+        assert_eq!(spec.network, Network::User);
+        // it round-trips
+        assert_eq!(VmSpec::parse(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let typo = GAMING.replace("hugepages = true", "hugepage = true");
+        let err = VmSpec::parse(&typo).unwrap_err().to_string();
+        assert!(
+            err.contains("line 8") && err.contains("unknown field `hugepage`"),
+            "{err}"
+        );
+        let bad_addr = GAMING.replace("0000:01:00.1", "01:00.9");
+        let err = VmSpec::parse(&bad_addr).unwrap_err().to_string();
+        assert!(
+            err.contains("function '9' must be a digit from 0 to 7"),
+            "{err}"
+        );
+        let err = VmSpec::parse(&GAMING.replace("\"16G\"", "\"lots\""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "memory: 'lots' is not a size (write e.g. 16G or 8192M)"
+        );
+        let err = VmSpec::parse(&GAMING.replace("cpus = 8", "cpus = \"x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cpus: 'x' is not a host CPU list"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_mib("16G"), Some(16384));
+        assert_eq!(parse_mib("8192M"), Some(8192));
+        assert_eq!(parse_mib("512MiB"), Some(512));
+        assert_eq!(parse_mib("1T"), Some(1_048_576));
+        assert_eq!(parse_mib("0G"), None);
+        assert_eq!(parse_mib("12X"), None);
+        assert_eq!(parse_mib(""), None);
+    }
+}
