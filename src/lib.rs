@@ -20,3 +20,4 @@ pub mod list;
 pub mod pci;
 pub mod report;
 pub mod state;
+pub mod vm;
