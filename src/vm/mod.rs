@@ -1,3 +1,5 @@
-//! Virtual machines: the spec, the plan, and its renderers.
+//! Virtual machines: the spec, where the vCPUs run, and the renderers of the plan.
 
+pub mod pinning;
+pub mod render;
 pub mod spec;
