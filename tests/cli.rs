@@ -503,3 +503,85 @@ fn acs_override_and_xapic_remapping_from_a_real_broadwell_log() {
         "loaded: kvm, kvm_intel"
     );
 }
+
+/// Writes a 4-core / 8-thread CPU topology (siblings n and n+4, one L3) into a fixture.
+fn four_cores(f: &Fixture) {
+    for cpu in 0..8u32 {
+        let dir = format!("sys/devices/system/cpu/cpu{cpu}");
+        f.write(&format!("{dir}/online"), "1\n");
+        f.write(&format!("{dir}/topology/physical_package_id"), "0\n");
+        f.write(&format!("{dir}/topology/die_id"), "0\n");
+        f.write(
+            &format!("{dir}/topology/core_id"),
+            &format!("{}\n", cpu % 4),
+        );
+        f.write(
+            &format!("{dir}/topology/thread_siblings_list"),
+            &format!("{},{}\n", cpu % 4, cpu % 4 + 4),
+        );
+        f.write(&format!("{dir}/cache/index3/level"), "3\n");
+        f.write(&format!("{dir}/cache/index3/shared_cpu_list"), "0-7\n");
+    }
+}
+
+#[test]
+fn vm_plan_and_render_take_whole_groups_and_whole_cores() {
+    let f = Fixture::new("intel-desktop");
+    four_cores(&f);
+    let spec = f.root().join("gpu.toml");
+    std::fs::write(
+        &spec,
+        "name = \"gpu\"\nmemory = \"8G\"\ncpus = 4\ndevices = [\"01:00.0\"]\n",
+    )
+    .unwrap();
+    let (code, plan) = json(&f, &["vm", "plan", spec.to_str().unwrap()]);
+    assert_eq!(code, 0, "{plan:#}");
+    // the GPU comes with its audio function (its IOMMU group, the root port aside)
+    assert_eq!(
+        plan["devices"],
+        serde_json::json!(["0000:01:00.0", "0000:01:00.1"])
+    );
+    let vcpus: Vec<u64> = plan["pinning"]["vcpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap())
+        .collect();
+    assert_eq!(vcpus, [1, 5, 2, 6], "whole cores, core 0 left to the host");
+    assert_eq!(plan["pinning"]["emulator"], serde_json::json!([0, 4]));
+
+    let root = f.root().to_str().unwrap();
+    // no variable store next to the UEFI code image: a clear error
+    let out = passthru(&["vm", "render", spec.to_str().unwrap(), "--root", root]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("no UEFI firmware found: install OVMF"));
+    f.write("usr/share/OVMF/OVMF_VARS_4M.fd", "");
+    let out = passthru(&["vm", "render", spec.to_str().unwrap(), "--root", root]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        xml.contains("<address domain=\"0x0000\" bus=\"0x01\" slot=\"0x00\" function=\"0x1\"/>"),
+        "{xml}"
+    );
+    assert!(xml.contains("<vcpupin vcpu=\"0\" cpuset=\"1\"/>"), "{xml}");
+    // a typo in the spec names its line
+    std::fs::write(
+        &spec,
+        "name = \"gpu\"\nmemory = \"8G\"\ncpus = 4\ndevice = [\"01:00.0\"]\n",
+    )
+    .unwrap();
+    let out = passthru(&["vm", "plan", spec.to_str().unwrap(), "--root", root]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("line 4") && err.contains("unknown field `device`"),
+        "{err}"
+    );
+}

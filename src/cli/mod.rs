@@ -23,6 +23,7 @@ use crate::report;
 
 mod binding;
 mod persistent;
+mod vm;
 
 /// How `bind` and `unbind` run.
 #[derive(Debug, Clone, Copy)]
@@ -224,6 +225,11 @@ enum Command {
     /// on, kernel arguments present, each device on vfio-pci), saying what did not
     /// take effect and the likely cause. Exit code 1 when something did not.
     Verify,
+    /// Plan a VM from its spec (a TOML file) and render it for libvirt or QEMU.
+    Vm {
+        #[command(subcommand)]
+        action: VmAction,
+    },
     /// Internal: write VALUE to the sysfs FILE (run as a child so a stuck driver
     /// cannot hang passthru).
     #[command(name = "__sysfs-write", hide = true)]
@@ -262,6 +268,26 @@ impl From<RiskArgs> for Overrides {
             default_route: r.allow_default_route,
         }
     }
+}
+
+/// `passthru vm …`.
+#[derive(Debug, Subcommand)]
+enum VmAction {
+    /// Explain where the VM's vCPUs, its emulator threads and its memory go, and which
+    /// devices (whole IOMMU groups) it gets.
+    Plan {
+        /// The VM spec (TOML).
+        spec: PathBuf,
+    },
+    /// Print the libvirt domain XML for the VM (or, with --qemu, the QEMU command
+    /// line, one argument per line).
+    Render {
+        /// The VM spec (TOML).
+        spec: PathBuf,
+        /// Print the QEMU command line instead of libvirt XML.
+        #[arg(long)]
+        qemu: bool,
+    },
 }
 
 /// `list --class`.
@@ -520,6 +546,10 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             },
         ),
         Command::Verify => persistent::verify(cli.json, &root),
+        Command::Vm { action } => match action {
+            VmAction::Plan { spec } => vm::plan(cli.json, &root, spec),
+            VmAction::Render { spec, qemu } => vm::render(&root, spec, *qemu),
+        },
         Command::SysfsWrite { file, value } => {
             std::fs::write(file, value.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(0)

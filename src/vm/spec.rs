@@ -147,7 +147,7 @@ pub struct VmSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// Not valid TOML, or not the spec's shape (the message names the line).
-    #[error("{0}")]
+    #[error(transparent)]
     Toml(#[from] toml::de::Error),
     /// A value is out of range.
     #[error("{field}: {message}")]
