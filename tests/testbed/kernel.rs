@@ -416,19 +416,26 @@ fn build_initramfs(
     run(Command::new(&depmod).arg("-b").arg(&staging).arg(release)).map_err(failed)?;
 
     let tmp = out.with_extension("cpio.tmp");
-    let file = File::create(&tmp).map_err(|err| io_failed(&tmp, &err))?;
+    pack_cpio(&cpio, &staging, &tmp)?;
+    fs::rename(&tmp, out).map_err(|err| io_failed(&tmp, &err))
+}
+
+/// Packs the tree `staging` into an uncompressed newc cpio archive `out`.
+fn pack_cpio(cpio: &Path, staging: &Path, out: &Path) -> Result<(), PrepareError> {
+    let file = File::create(out).map_err(|err| io_failed(out, &err))?;
     let status = Command::new("sh")
         .arg("-c")
         .arg("find . | LC_ALL=C sort | \"$0\" -o -H newc --quiet")
-        .arg(&cpio)
-        .current_dir(&staging)
+        .arg(cpio)
+        .current_dir(staging)
         .stdout(file)
         .status()
         .map_err(|err| failed(format!("cannot run cpio: {err}")))?;
-    if !status.success() {
-        return Err(failed(format!("cpio failed: {status}")));
+    if status.success() {
+        Ok(())
+    } else {
+        Err(failed(format!("cpio failed: {status}")))
     }
-    fs::rename(&tmp, out).map_err(|err| io_failed(&tmp, &err))
 }
 
 /// Builds a minimal initramfs — a static busybox and `init` as `/init` — for a
@@ -449,21 +456,9 @@ pub fn build_probe_initramfs(init: &str, out: &Path) -> Result<(), PrepareError>
         fs::set_permissions(file, fs::Permissions::from_mode(0o755))
             .map_err(|err| io_failed(file, &err))?;
     }
-    let file = File::create(out).map_err(|err| io_failed(out, &err))?;
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg("find . | LC_ALL=C sort | \"$0\" -o -H newc --quiet")
-        .arg(&cpio)
-        .current_dir(&staging)
-        .stdout(file)
-        .status()
-        .map_err(|err| failed(format!("cannot run cpio: {err}")))?;
+    let packed = pack_cpio(&cpio, &staging, out);
     let _ = fs::remove_dir_all(&staging);
-    if status.success() {
-        Ok(())
-    } else {
-        Err(failed(format!("cpio failed: {status}")))
-    }
+    packed
 }
 
 /// Checks the prerequisites and prepares (or finds cached) kernel and initramfs.
