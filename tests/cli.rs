@@ -585,3 +585,96 @@ fn vm_plan_and_render_take_whole_groups_and_whole_cores() {
         "{err}"
     );
 }
+
+#[test]
+fn vm_new_list_plan_by_name_and_rm() {
+    let f = Fixture::new("intel-desktop");
+    four_cores(&f);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+            .args(args)
+            .env("PASSTHRU_VM_DIR", dir.path())
+            .env_remove("PASSTHRU_ROOT")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "vm",
+        "new",
+        "win11",
+        "--device",
+        "01:00.0",
+        "--cpus",
+        "4",
+        "--memory",
+        "16G",
+        "--iso",
+        "/isos/Win11.iso",
+        "--disk",
+        "128G",
+        "--os",
+        "windows",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("win11.toml")).unwrap();
+    // Windows 11 gets Secure Boot and a TPM; a passed GPU means no emulated display
+    assert!(
+        text.contains("secure_boot = true") && text.contains("tpm = true"),
+        "{text}"
+    );
+    assert!(
+        text.contains("display = \"none\"") && text.contains("size = \"128G\""),
+        "{text}"
+    );
+    // the written spec is what was printed, and parses back
+    assert!(String::from_utf8(out.stdout).unwrap().contains(&text));
+    // not overwritten by accident
+    let again = run(&["vm", "new", "win11"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8(again.stderr)
+        .unwrap()
+        .contains("exists already (--force replaces it)"));
+    // bad input is refused before anything is written
+    let bad = run(&["vm", "new", "bad name", "--memory", "lots"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(!dir.path().join("bad name.toml").exists());
+
+    let list = run(&["vm", "list"]);
+    let listing = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        listing.starts_with("win11")
+            && listing.contains("16G memory, 4 vCPUs, devices: 0000:01:00.0"),
+        "{listing}"
+    );
+    // plan by name
+    let plan = run(&[
+        "vm",
+        "plan",
+        "win11",
+        "--json",
+        "--root",
+        f.root().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(
+        plan["devices"],
+        serde_json::json!(["0000:01:00.0", "0000:01:00.1"])
+    );
+    let rm = run(&["vm", "rm", "win11"]);
+    assert_eq!(rm.status.code(), Some(0));
+    assert!(!dir.path().join("win11.toml").exists());
+    let rm = run(&["vm", "rm", "win11"]);
+    assert_eq!(rm.status.code(), Some(2));
+}

@@ -19,6 +19,7 @@ use crate::host_root::HostRoot;
 use crate::list::{self, Filter, HostUse};
 use crate::pci::device::DeviceKind;
 use crate::pci::names::PciNames;
+use crate::pci::PciAddress;
 use crate::report;
 
 mod binding;
@@ -273,21 +274,66 @@ impl From<RiskArgs> for Overrides {
 /// `passthru vm …`.
 #[derive(Debug, Subcommand)]
 enum VmAction {
+    /// Write a new VM spec with good defaults and print it (as root in
+    /// /etc/passthru/vms/, else in ~/.config/passthru/vms/; PASSTHRU_VM_DIR overrides).
+    New {
+        /// The VM's name.
+        name: String,
+        /// A device to pass through (repeatable; its IOMMU group comes along).
+        #[arg(long = "device", value_name = "ADDRESS")]
+        devices: Vec<PciAddress>,
+        /// vCPUs.
+        #[arg(long, default_value_t = 4)]
+        cpus: u32,
+        /// Memory, e.g. 16G.
+        #[arg(long, default_value = "8G")]
+        memory: String,
+        /// An installer (or driver) ISO (repeatable).
+        #[arg(long = "iso", value_name = "FILE")]
+        isos: Vec<PathBuf>,
+        /// Size of a new disk image, e.g. 128G.
+        #[arg(long, value_name = "SIZE")]
+        disk: Option<String>,
+        /// The guest OS (windows turns on Secure Boot and a TPM, as Windows 11 needs).
+        #[arg(long, value_enum, default_value_t = OsArg::Other)]
+        os: OsArg,
+        /// Replace an existing spec of that name.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the VM specs.
+    List,
+    /// Remove a VM spec (not its disks).
+    Rm {
+        /// The VM's name.
+        name: String,
+    },
     /// Explain where the VM's vCPUs, its emulator threads and its memory go, and which
     /// devices (whole IOMMU groups) it gets.
     Plan {
-        /// The VM spec (TOML).
+        /// The VM's name, or the path of a spec file.
         spec: PathBuf,
     },
     /// Print the libvirt domain XML for the VM (or, with --qemu, the QEMU command
     /// line, one argument per line).
     Render {
-        /// The VM spec (TOML).
+        /// The VM's name, or the path of a spec file.
         spec: PathBuf,
         /// Print the QEMU command line instead of libvirt XML.
         #[arg(long)]
         qemu: bool,
     },
+}
+
+/// `vm new --os`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OsArg {
+    /// Windows 10/11.
+    Windows,
+    /// Linux.
+    Linux,
+    /// Anything else.
+    Other,
 }
 
 /// `list --class`.
@@ -547,6 +593,34 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         ),
         Command::Verify => persistent::verify(cli.json, &root),
         Command::Vm { action } => match action {
+            VmAction::New {
+                name,
+                devices,
+                cpus,
+                memory,
+                isos,
+                disk,
+                os,
+                force,
+            } => {
+                let os = match os {
+                    OsArg::Windows => crate::vm::spec::OsType::Windows,
+                    OsArg::Linux => crate::vm::spec::OsType::Linux,
+                    OsArg::Other => crate::vm::spec::OsType::Other,
+                };
+                vm::new(
+                    name,
+                    devices,
+                    *cpus,
+                    memory,
+                    isos,
+                    disk.as_deref(),
+                    os,
+                    *force,
+                )
+            }
+            VmAction::List => vm::list(cli.json),
+            VmAction::Rm { name } => vm::rm(name),
             VmAction::Plan { spec } => vm::plan(cli.json, &root, spec),
             VmAction::Render { spec, qemu } => vm::render(&root, spec, *qemu),
         },

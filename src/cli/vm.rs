@@ -113,6 +113,7 @@ fn load(
     root: &HostRoot,
     path: &Path,
 ) -> anyhow::Result<(VmSpec, PinningPlan, Vec<PciAddress>, bool)> {
+    let path = &spec_path(path);
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let spec = VmSpec::parse(&text)
@@ -215,5 +216,169 @@ pub(super) fn render(root: &HostRoot, path: &Path, qemu: bool) -> anyhow::Result
     } else {
         print!("{}", render::libvirt_xml(&plan));
     }
+    Ok(0)
+}
+
+/// Where specs live: `$PASSTHRU_VM_DIR`, else /etc/passthru/vms as root, else the
+/// user's config directory.
+pub fn spec_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PASSTHRU_VM_DIR") {
+        return PathBuf::from(d);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/etc/passthru/vms");
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    config.join("passthru/vms")
+}
+
+/// A spec given by name (`win11`) or by path (`./win11.toml`).
+fn spec_path(arg: &Path) -> PathBuf {
+    let s = arg.to_string_lossy();
+    if s.contains('/') || s.ends_with(".toml") {
+        arg.to_path_buf()
+    } else {
+        spec_dir().join(format!("{s}.toml"))
+    }
+}
+
+/// `passthru vm new`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn new(
+    name: &str,
+    devices: &[PciAddress],
+    cpus: u32,
+    memory: &str,
+    isos: &[PathBuf],
+    disk: Option<&str>,
+    os: crate::vm::spec::OsType,
+    force: bool,
+) -> anyhow::Result<u8> {
+    use crate::vm::spec::{Disk, Display, Firmware, Network, OsType};
+    let dir = spec_dir();
+    let data = if dir.starts_with("/etc") {
+        PathBuf::from("/var/lib/passthru/vms")
+    } else {
+        dir.parent().unwrap_or(&dir).join("disks")
+    };
+    let windows = os == OsType::Windows;
+    let spec = VmSpec {
+        name: name.to_string(),
+        memory: memory.to_string(),
+        cpus: Cpus::Count(cpus),
+        devices: devices.to_vec(),
+        disks: vec![Disk {
+            path: data.join(format!("{name}.qcow2")),
+            size: Some(disk.unwrap_or("64G").to_string()),
+            format: "qcow2".into(),
+        }],
+        isos: isos.to_vec(),
+        firmware: Firmware {
+            uefi: true,
+            secure_boot: windows,
+            tpm: windows,
+        },
+        os,
+        // Without a passed device the guest needs an emulated display.
+        display: if devices.is_empty() {
+            Display::Spice
+        } else {
+            Display::None
+        },
+        network: Network::User,
+        hugepages: false,
+    };
+    spec.validate()?;
+    let path = dir.join(format!("{name}.toml"));
+    if path.exists() && !force {
+        anyhow::bail!("{} exists already (--force replaces it)", path.display());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = spec.to_toml();
+    std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("# {}\n{text}", path.display());
+    eprintln!(
+        "passthru: wrote {}; see where it runs with `passthru vm plan {name}`",
+        path.display()
+    );
+    Ok(0)
+}
+
+/// `passthru vm list`.
+pub(super) fn list(json: bool) -> anyhow::Result<u8> {
+    let dir = spec_dir();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|e| e.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    paths.sort();
+    let specs: Vec<(PathBuf, anyhow::Result<VmSpec>)> = paths
+        .into_iter()
+        .map(|p| {
+            let parsed = std::fs::read_to_string(&p)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| VmSpec::parse(&t).map_err(anyhow::Error::from));
+            (p, parsed)
+        })
+        .collect();
+    if json {
+        let rows: Vec<serde_json::Value> = specs
+            .iter()
+            .map(|(p, s)| match s {
+                Ok(s) => serde_json::json!({"path": p, "spec": s}),
+                Err(e) => {
+                    serde_json::json!({"path": p, "error": crate::facts::error_chain(e.as_ref())})
+                }
+            })
+            .collect();
+        print_json(&serde_json::json!({"schema_version": 1, "dir": dir, "vms": rows}))?;
+        return Ok(0);
+    }
+    if specs.is_empty() {
+        println!(
+            "No VMs in {} (create one with `passthru vm new NAME`).",
+            dir.display()
+        );
+    }
+    for (p, s) in &specs {
+        match s {
+            Ok(s) => {
+                let cpus = match &s.cpus {
+                    Cpus::Count(n) => n.to_string(),
+                    Cpus::Host(l) => format!("host CPUs {l}"),
+                };
+                let devs: Vec<String> = s.devices.iter().map(ToString::to_string).collect();
+                let devs = if devs.is_empty() {
+                    "none".into()
+                } else {
+                    devs.join(" ")
+                };
+                println!(
+                    "{:<16} {:>6} memory, {cpus} vCPUs, devices: {devs}",
+                    s.name, s.memory
+                );
+            }
+            Err(e) => println!(
+                "{}: invalid spec: {}",
+                p.display(),
+                crate::facts::error_chain(e.as_ref())
+            ),
+        }
+    }
+    Ok(0)
+}
+
+/// `passthru vm rm`.
+pub(super) fn rm(name: &str) -> anyhow::Result<u8> {
+    let path = spec_path(Path::new(name));
+    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    println!(
+        "Removed {} (its disks stay where they are).",
+        path.display()
+    );
     Ok(0)
 }
