@@ -647,17 +647,7 @@ fn build(debootstrap: &Path, dir: &Path, image: &Path) -> Result<String, Prepare
     step("debootstrap", started);
 
     let boot = root.join("boot");
-    let release = fs::read_dir(&boot)
-        .map_err(|err| io_failed(&boot, &err))?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("vmlinuz-")
-                .map(str::to_owned)
-        })
-        .max()
-        .ok_or_else(|| failed(format!("no vmlinuz-* in {}", boot.display())))?;
+    let release = super::kernel::kernel_release_in(&boot)?;
 
     {
         let _mounts = ChrootMounts::new(&root)?;

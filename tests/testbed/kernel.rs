@@ -271,17 +271,7 @@ fn unpack_kernel(deb: &Path, kernel_dir: &Path) -> Result<String, PrepareError> 
     run(Command::new(&dpkg).arg("-x").arg(deb).arg(&extract)).map_err(failed)?;
 
     let boot = extract.join("boot");
-    let release = fs::read_dir(&boot)
-        .map_err(|err| io_failed(&boot, &err))?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("vmlinuz-")
-                .map(str::to_owned)
-        })
-        .next()
-        .ok_or_else(|| failed(format!("no vmlinuz-* in {}", boot.display())))?;
+    let release = kernel_release_in(&boot)?;
 
     // Newer packages ship usr/lib/modules; depmod -b looks under BASE/lib/modules.
     if !extract.join("lib/modules").is_dir() && extract.join("usr/lib/modules").is_dir() {
@@ -459,6 +449,21 @@ pub fn build_probe_initramfs(init: &str, out: &Path) -> Result<(), PrepareError>
     let packed = pack_cpio(&cpio, &staging, out);
     let _ = fs::remove_dir_all(&staging);
     packed
+}
+
+/// The release of the newest kernel image (`vmlinuz-RELEASE`) in a `boot` directory.
+pub fn kernel_release_in(boot: &Path) -> Result<String, PrepareError> {
+    fs::read_dir(boot)
+        .map_err(|err| io_failed(boot, &err))?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("vmlinuz-")
+                .map(str::to_owned)
+        })
+        .max()
+        .ok_or_else(|| failed(format!("no vmlinuz-* in {}", boot.display())))
 }
 
 /// Checks the prerequisites and prepares (or finds cached) kernel and initramfs.
