@@ -615,6 +615,8 @@ fn vm_new_list_plan_by_name_and_rm() {
         "128G",
         "--os",
         "windows",
+        "--root",
+        f.root().to_str().unwrap(),
     ]);
     assert_eq!(
         out.status.code(),
@@ -632,6 +634,11 @@ fn vm_new_list_plan_by_name_and_rm() {
         text.contains("display = \"none\"") && text.contains("size = \"128G\""),
         "{text}"
     );
+    // the device is written with its identity, to be found again after a renumbering
+    assert!(
+        text.contains("[[devices]]\naddress = \"0000:01:00.0\"\nid = \"10de:"),
+        "{text}"
+    );
     // the written spec is what was printed, and parses back
     assert!(String::from_utf8(out.stdout).unwrap().contains(&text));
     // not overwritten by accident
@@ -644,12 +651,26 @@ fn vm_new_list_plan_by_name_and_rm() {
     let bad = run(&["vm", "new", "bad name", "--memory", "lots"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(!dir.path().join("bad name.toml").exists());
+    let absent = run(&[
+        "vm",
+        "new",
+        "ghost",
+        "--device",
+        "09:00.0",
+        "--root",
+        f.root().to_str().unwrap(),
+    ]);
+    assert_eq!(absent.status.code(), Some(2));
+    assert!(String::from_utf8(absent.stderr)
+        .unwrap()
+        .contains("no PCI device at 0000:09:00.0 on this host"));
+    assert!(!dir.path().join("ghost.toml").exists());
 
     let list = run(&["vm", "list"]);
     let listing = String::from_utf8(list.stdout).unwrap();
     assert!(
         listing.starts_with("win11")
-            && listing.contains("16G memory, 4 vCPUs, devices: 0000:01:00.0"),
+            && listing.contains("16G memory, 4 vCPUs, devices: 0000:01:00.0 [10de:"),
         "{listing}"
     );
     // plan by name

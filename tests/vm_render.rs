@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use passthru::cpu::{CpuTopology, LogicalCpu};
 use passthru::vm::pinning::{plan, CpuRequest};
-use passthru::vm::render::{libvirt_xml, qemu_argv, Ovmf, VmPlan};
+use passthru::vm::render::{libvirt_xml, qemu_argv, Accel, Ovmf, VmPlan};
 use passthru::vm::spec::VmSpec;
 
 /// An 8-core / 16-thread desktop CPU (siblings n and n+8) with one L3 cache.
@@ -118,6 +118,14 @@ fn which(name: &str) -> Result<PathBuf, ()> {
 }
 
 fn render(spec_text: &str, amd: bool) -> (String, Vec<String>) {
+    render_with(spec_text, amd, |_| {})
+}
+
+fn render_with(
+    spec_text: &str,
+    amd: bool,
+    adjust: impl FnOnce(&mut VmPlan),
+) -> (String, Vec<String>) {
     let spec = VmSpec::parse(spec_text).unwrap();
     let pinning = plan(
         &desktop_8c16t(),
@@ -128,17 +136,25 @@ fn render(spec_text: &str, amd: bool) -> (String, Vec<String>) {
         None,
     )
     .unwrap();
-    let vm = VmPlan {
-        spec: &spec,
-        pinning: &pinning,
-        devices: spec.devices.clone(),
+    let mut vm = VmPlan {
+        devices: spec.devices.iter().filter_map(|d| d.address).collect(),
+        roms: spec
+            .devices
+            .iter()
+            .filter_map(|d| Some((d.address?, d.rom.clone()?)))
+            .collect(),
+        state_dir: PathBuf::from("/var/lib/passthru/vms").join(&spec.name),
+        hugepage_kib: spec.hugepages.then_some(2048),
+        spec,
+        pinning,
         amd,
+        accel: Accel::Kvm,
         ovmf: Some(Ovmf {
             code: "/usr/share/OVMF/OVMF_CODE_4M.ms.fd".into(),
             vars_template: "/usr/share/OVMF/OVMF_VARS_4M.ms.fd".into(),
         }),
-        state_dir: PathBuf::from("/var/lib/passthru/vms").join(&spec.name),
     };
+    adjust(&mut vm);
     (libvirt_xml(&vm), qemu_argv(&vm))
 }
 
@@ -168,7 +184,7 @@ fn a_windows_gaming_vm() {
     assert!(!xml.contains("cpuset=\"0\"/>\n    <vcpupin"), "{xml}");
     assert!(xml.contains("<feature policy=\"require\" name=\"topoext\"/>"));
     assert!(
-        xml.contains("<hugepages/>")
+        xml.contains("<page size=\"2048\" unit=\"KiB\"/>")
             && xml.contains("<tpm model=\"tpm-crb\">")
             && xml.contains("<hyperv mode=\"custom\">")
     );
@@ -198,4 +214,72 @@ fn a_linux_vm_on_a_bridge_with_a_raw_disk() {
     );
     golden("fedora-ws.xml", &xml);
     golden("fedora-ws.argv", &(argv.join("\n") + "\n"));
+}
+
+/// A Linux guest under TCG booted straight into its kernel, with a GPU ROM image,
+/// 1 GiB hugepages, a USB receiver and an evdev keyboard and mouse.
+const APPLIANCE: &str = r#"
+name = "lab"
+memory = "4G"
+cpus = 2
+hugepages = true
+usb = [{ id = "046d:c52b" }]
+evdev = ["/dev/input/by-id/usb-Logitech_USB_Receiver-event-kbd", "/dev/input/by-id/usb-Logitech_USB_Receiver-event-mouse"]
+
+[[devices]]
+address = "0000:01:00.0"
+id = "10de:1b80"
+subsystem = "1043:8591"
+rom = "/var/lib/passthru/roms/gtx1080.rom"
+
+[[devices]]
+address = "0000:01:00.1"
+id = "10de:10f0"
+
+[firmware]
+uefi = false
+
+[kernel]
+path = "/boot/vmlinuz"
+initrd = "/boot/initrd.img"
+cmdline = "console=ttyS0 root=/dev/vda"
+"#;
+
+#[test]
+fn a_tcg_guest_with_direct_kernel_boot_rom_usb_and_evdev() {
+    let (xml, argv) = render_with(APPLIANCE, false, |p| {
+        p.accel = Accel::Tcg;
+        p.ovmf = None;
+        p.hugepage_kib = Some(1048576);
+    });
+    validate(&xml);
+    assert!(xml.starts_with("<domain type=\"qemu\">"), "{xml}");
+    assert!(
+        xml.contains("<cpu mode=\"maximum\" check=\"none\">"),
+        "{xml}"
+    );
+    assert!(!xml.contains("invtsc") && !xml.contains("host-passthrough"));
+    assert!(xml.contains("<rom file=\"/var/lib/passthru/roms/gtx1080.rom\"/>"));
+    assert!(xml.contains("<page size=\"1048576\" unit=\"KiB\"/>"));
+    assert!(xml.contains("<vendor id=\"0x046d\"/>") && xml.contains("<product id=\"0xc52b\"/>"));
+    assert!(xml.contains("grabToggle=\"ctrl-ctrl\""));
+    assert!(xml.contains("<kernel>/boot/vmlinuz</kernel>"));
+    let has = |a: &str, b: &str| argv.windows(2).any(|w| w[0] == a && w[1] == b);
+    assert!(
+        has("-machine", "q35,accel=tcg,memory-backend=mem"),
+        "{argv:?}"
+    );
+    assert!(has("-cpu", "max"), "{argv:?}");
+    assert!(has(
+        "-device",
+        "vfio-pci,host=0000:01:00.0,bus=rp1,addr=0x0.0,multifunction=on,romfile=/var/lib/passthru/roms/gtx1080.rom"
+    ));
+    assert!(has("-append", "console=ttyS0 root=/dev/vda"));
+    assert!(argv.iter().any(|a| a.contains("mem-path=/dev/hugepages1G")));
+    assert!(has(
+        "-device",
+        "usb-host,bus=usbhost.0,vendorid=0x046d,productid=0xc52b"
+    ));
+    golden("lab.xml", &xml);
+    golden("lab.argv", &(argv.join("\n") + "\n"));
 }

@@ -25,6 +25,10 @@ use crate::report;
 mod binding;
 mod persistent;
 mod vm;
+mod vm_libvirt;
+mod vm_run;
+
+use crate::vm::render::Accel;
 
 /// How `bind` and `unbind` run.
 #[derive(Debug, Clone, Copy)]
@@ -322,7 +326,37 @@ enum VmAction {
         /// Print the QEMU command line instead of libvirt XML.
         #[arg(long)]
         qemu: bool,
+        /// kvm, or tcg (software emulation) where KVM is not usable.
+        #[arg(long, value_enum, default_value_t = Accel::Kvm)]
+        accel: Accel,
     },
+    /// Open the VM's spec in $VISUAL / $EDITOR, and check it before saving: an
+    /// invalid spec is never written.
+    Edit {
+        /// The VM's name, or the path of a spec file.
+        spec: PathBuf,
+    },
+    /// Check that the VM can start on this host: devices present and bindable,
+    /// hugepages, firmware, disks and ISOs, QEMU and its devices. Each problem comes
+    /// with its remedy; exit code 1 when there is one.
+    Check {
+        /// The VM's name, or the path of a spec file.
+        spec: PathBuf,
+        /// kvm, or tcg (software emulation).
+        #[arg(long, value_enum, default_value_t = Accel::Kvm)]
+        accel: Accel,
+    },
+    /// Define the VM in libvirt (qemu:///system), creating its disks.
+    Define(vm_libvirt::DefineArgs),
+    /// Start a VM defined in libvirt.
+    Start(vm_libvirt::StartArgs),
+    /// Stop a VM running in libvirt (ACPI shutdown; --force pulls the plug).
+    Stop(vm_libvirt::StopArgs),
+    /// Attach to the serial console of a VM running in libvirt.
+    Console(vm_libvirt::ConsoleArgs),
+    /// Run the VM with QEMU directly, without libvirt: bind its devices to vfio-pci,
+    /// start QEMU, pin the vCPU threads, and give the devices back when it exits.
+    Run(vm_run::RunArgs),
 }
 
 /// `vm new --os`.
@@ -609,6 +643,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                     OsArg::Other => crate::vm::spec::OsType::Other,
                 };
                 vm::new(
+                    &root,
                     name,
                     devices,
                     *cpus,
@@ -622,7 +657,14 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             VmAction::List => vm::list(cli.json),
             VmAction::Rm { name } => vm::rm(name),
             VmAction::Plan { spec } => vm::plan(cli.json, &root, spec),
-            VmAction::Render { spec, qemu } => vm::render(&root, spec, *qemu),
+            VmAction::Render { spec, qemu, accel } => vm::render(&root, spec, *qemu, *accel),
+            VmAction::Edit { spec } => vm::edit(spec),
+            VmAction::Check { spec, accel } => vm::check(cli.json, &root, spec, *accel),
+            VmAction::Define(args) => vm_libvirt::define(cli.json, &root, args),
+            VmAction::Start(args) => vm_libvirt::start(cli.json, args),
+            VmAction::Stop(args) => vm_libvirt::stop(cli.json, args),
+            VmAction::Console(args) => vm_libvirt::console(args),
+            VmAction::Run(args) => vm_run::run(cli.json, &root, args),
         },
         Command::SysfsWrite { file, value } => {
             std::fs::write(file, value.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -7,144 +7,49 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::print_json;
-use crate::cpu::{CpuInfo, CpuTopology, CpuVendor};
 use crate::host_root::HostRoot;
-use crate::list::is_host_side_bridge;
 use crate::pci::PciAddress;
-use crate::vm::pinning::{self, CpuRequest, PinningPlan};
-use crate::vm::render::{self, Ovmf, VmPlan};
+use crate::vm::render::{self, Accel};
+use crate::vm::resolve::{self, Resolution, ResolveOptions};
 use crate::vm::spec::{Cpus, VmSpec};
-
-/// UEFI code and variable-store templates, by distribution: (code, vars) for Secure
-/// Boot first, then without.
-const OVMF_PAIRS: &[(&str, &str, bool)] = &[
-    (
-        "usr/share/OVMF/OVMF_CODE_4M.ms.fd",
-        "usr/share/OVMF/OVMF_VARS_4M.ms.fd",
-        true,
-    ),
-    (
-        "usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
-        "usr/share/OVMF/OVMF_VARS_4M.ms.fd",
-        true,
-    ),
-    (
-        "usr/share/edk2/ovmf/OVMF_CODE.secboot.fd",
-        "usr/share/edk2/ovmf/OVMF_VARS.secboot.fd",
-        true,
-    ),
-    (
-        "usr/share/edk2/x64/OVMF_CODE.secboot.4m.fd",
-        "usr/share/edk2/x64/OVMF_VARS.4m.fd",
-        true,
-    ),
-    (
-        "usr/share/OVMF/OVMF_CODE_4M.fd",
-        "usr/share/OVMF/OVMF_VARS_4M.fd",
-        false,
-    ),
-    (
-        "usr/share/OVMF/OVMF_CODE.fd",
-        "usr/share/OVMF/OVMF_VARS.fd",
-        false,
-    ),
-    (
-        "usr/share/edk2/ovmf/OVMF_CODE.fd",
-        "usr/share/edk2/ovmf/OVMF_VARS.fd",
-        false,
-    ),
-    (
-        "usr/share/edk2/x64/OVMF_CODE.4m.fd",
-        "usr/share/edk2/x64/OVMF_VARS.4m.fd",
-        false,
-    ),
-];
-
-fn find_ovmf(root: &HostRoot, secure_boot: bool) -> Option<Ovmf> {
-    OVMF_PAIRS
-        .iter()
-        .filter(|(_, _, sb)| *sb == secure_boot)
-        .find(|(code, vars, _)| root.exists(code) && root.exists(vars))
-        .map(|(code, vars, _)| Ovmf {
-            code: Path::new("/").join(code),
-            vars_template: Path::new("/").join(vars),
-        })
-}
-
-/// The spec's devices with the rest of their IOMMU groups (bridges excluded), or of
-/// their slots when the IOMMU is off.
-fn expand_devices(
-    spec: &VmSpec,
-    devices: &[crate::pci::PciDevice],
-) -> anyhow::Result<Vec<PciAddress>> {
-    let mut out = Vec::new();
-    for a in &spec.devices {
-        let d = devices.iter().find(|d| d.address == *a).with_context(|| {
-            format!(
-                "device {a} of VM {} is not on this host (see `passthru list`)",
-                spec.name
-            )
-        })?;
-        for other in devices.iter().filter(|o| !is_host_side_bridge(o.class)) {
-            let together = match d.iommu_group {
-                Some(g) => other.iommu_group == Some(g),
-                None => other.address.same_slot(*a),
-            };
-            if together {
-                out.push(other.address);
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
+use crate::vm::store;
 
 #[derive(Debug, Serialize)]
 struct PlanReport<'a> {
     schema_version: u32,
     name: &'a str,
     devices: &'a [PciAddress],
-    pinning: &'a PinningPlan,
+    pinning: &'a crate::vm::pinning::PinningPlan,
+    hugepages: Option<serde_json::Value>,
+    notes: &'a [String],
+    blockers: Vec<String>,
 }
 
-/// Reads the spec and plans it on `root`.
-fn load(
-    root: &HostRoot,
-    path: &Path,
-) -> anyhow::Result<(VmSpec, PinningPlan, Vec<PciAddress>, bool)> {
-    let path = &spec_path(path);
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let spec = VmSpec::parse(&text)
-        .with_context(|| format!("{} is not a valid VM spec", path.display()))?;
-    let devices = crate::pci::device::read_all(root)?;
-    let passed = expand_devices(&spec, &devices)?;
-    let node = spec
-        .devices
-        .first()
-        .and_then(|a| devices.iter().find(|d| d.address == *a))
-        .and_then(|d| d.numa_node)
-        .and_then(|n| u32::try_from(n).ok());
-    let topology = CpuTopology::read(root)?;
-    let request = match &spec.cpus {
-        Cpus::Count(n) => CpuRequest::Count(*n),
-        Cpus::Host(list) => CpuRequest::Host(crate::cpu::parse_cpu_list(list)?),
+/// Loads the spec named or pointed at by `arg` and resolves it on `root`.
+pub(super) fn load(root: &HostRoot, arg: &Path, accel: Accel) -> anyhow::Result<Resolution> {
+    let (_, spec) = store::load(arg)?;
+    let options = ResolveOptions {
+        accel,
+        state_dir: store::state_dir(&spec.name),
     };
-    let pinning = pinning::plan(&topology, &request, node)?;
-    let amd = CpuInfo::read(root).is_ok_and(|c| c.vendor() == CpuVendor::Amd);
-    Ok((spec, pinning, passed, amd))
+    Ok(resolve::resolve(root, spec, &options)?)
 }
 
 /// `passthru vm plan SPEC`.
 pub(super) fn plan(json: bool, root: &HostRoot, path: &Path) -> anyhow::Result<u8> {
-    let (spec, pinning, devices, _) = load(root, path)?;
+    let r = load(root, path, Accel::Kvm)?;
+    let (spec, pinning, devices) = (&r.plan.spec, &r.plan.pinning, &r.plan.devices);
     if json {
         print_json(&PlanReport {
             schema_version: 1,
             name: &spec.name,
-            devices: &devices,
-            pinning: &pinning,
+            devices,
+            pinning,
+            hugepages: serde_json::to_value(&r)
+                .ok()
+                .and_then(|v| v.get("hugepages").cloned()),
+            notes: &r.notes,
+            blockers: r.blockers(),
         })?;
         return Ok(0);
     }
@@ -182,73 +87,39 @@ pub(super) fn plan(json: bool, root: &HostRoot, path: &Path) -> anyhow::Result<u
         }
     );
     println!("Why:");
-    for r in &pinning.reasons {
-        println!("  - {r}");
+    for why in pinning.reasons.iter().chain(&r.notes) {
+        println!("  - {why}");
+    }
+    let blockers = r.blockers();
+    if !blockers.is_empty() {
+        println!("Before it can start:");
+        for b in &blockers {
+            println!("  - {b}");
+        }
     }
     Ok(0)
 }
 
 /// `passthru vm render SPEC [--qemu]`.
-pub(super) fn render(root: &HostRoot, path: &Path, qemu: bool) -> anyhow::Result<u8> {
-    let (spec, pinning, devices, amd) = load(root, path)?;
-    let ovmf = if spec.firmware.uefi {
-        let found = find_ovmf(root, spec.firmware.secure_boot);
-        if found.is_none() {
-            anyhow::bail!(
-                "no UEFI firmware{} found: install OVMF (Debian: ovmf, Fedora: edk2-ovmf, Arch: edk2-ovmf)",
-                if spec.firmware.secure_boot { " with Secure Boot" } else { "" }
-            );
-        }
-        found
-    } else {
-        None
-    };
-    let plan = VmPlan {
-        spec: &spec,
-        pinning: &pinning,
-        devices,
-        amd,
-        ovmf,
-        state_dir: PathBuf::from("/var/lib/passthru/vms").join(&spec.name),
-    };
+pub(super) fn render(root: &HostRoot, path: &Path, qemu: bool, accel: Accel) -> anyhow::Result<u8> {
+    let r = load(root, path, accel)?;
+    let spec = &r.plan.spec;
+    if spec.firmware.uefi && r.plan.ovmf.is_none() {
+        // The first blocker is the missing firmware, with its remedy.
+        anyhow::bail!("{}", r.blockers().remove(0));
+    }
     if qemu {
-        println!("{}", render::qemu_argv(&plan).join("\n"));
+        println!("{}", render::qemu_argv(&r.plan).join("\n"));
     } else {
-        print!("{}", render::libvirt_xml(&plan));
+        print!("{}", render::libvirt_xml(&r.plan));
     }
     Ok(0)
-}
-
-/// Where specs live: `$PASSTHRU_VM_DIR`, else /etc/passthru/vms as root, else the
-/// user's config directory.
-pub fn spec_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("PASSTHRU_VM_DIR") {
-        return PathBuf::from(d);
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/etc/passthru/vms");
-    }
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    config.join("passthru/vms")
-}
-
-/// A spec given by name (`win11`) or by path (`./win11.toml`).
-fn spec_path(arg: &Path) -> PathBuf {
-    let s = arg.to_string_lossy();
-    if s.contains('/') || s.ends_with(".toml") {
-        arg.to_path_buf()
-    } else {
-        spec_dir().join(format!("{s}.toml"))
-    }
 }
 
 /// `passthru vm new`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn new(
+    root: &HostRoot,
     name: &str,
     devices: &[PciAddress],
     cpus: u32,
@@ -259,18 +130,30 @@ pub(super) fn new(
     force: bool,
 ) -> anyhow::Result<u8> {
     use crate::vm::spec::{Disk, Display, Firmware, Network, OsType};
-    let dir = spec_dir();
-    let data = if dir.starts_with("/etc") {
-        PathBuf::from("/var/lib/passthru/vms")
-    } else {
-        dir.parent().unwrap_or(&dir).join("disks")
-    };
+    let dir = store::spec_dir();
+    let data = store::data_dir();
     let windows = os == OsType::Windows;
+    // Each device is written with its identity (IDs and subsystem), so the spec
+    // still finds it after the buses are renumbered.
+    let host = crate::pci::device::read_all(root)?;
+    let devices = devices
+        .iter()
+        .map(|a| {
+            host.iter()
+                .find(|d| d.address == *a)
+                .map(crate::vm::identity::identity_of)
+                .with_context(|| format!("no PCI device at {a} on this host (see `passthru list`)"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let no_device = devices.is_empty();
     let spec = VmSpec {
         name: name.to_string(),
         memory: memory.to_string(),
         cpus: Cpus::Count(cpus),
-        devices: devices.to_vec(),
+        devices,
+        usb: Vec::new(),
+        evdev: Vec::new(),
+        kernel: None,
         disks: vec![Disk {
             path: data.join(format!("{name}.qcow2")),
             size: Some(disk.unwrap_or("64G").to_string()),
@@ -284,7 +167,7 @@ pub(super) fn new(
         },
         os,
         // Without a passed device the guest needs an emulated display.
-        display: if devices.is_empty() {
+        display: if no_device {
             Display::Spice
         } else {
             Display::None
@@ -310,7 +193,7 @@ pub(super) fn new(
 
 /// `passthru vm list`.
 pub(super) fn list(json: bool) -> anyhow::Result<u8> {
-    let dir = spec_dir();
+    let dir = store::spec_dir();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|e| e.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -374,11 +257,26 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
 
 /// `passthru vm rm`.
 pub(super) fn rm(name: &str) -> anyhow::Result<u8> {
-    let path = spec_path(Path::new(name));
+    let path = store::spec_path(Path::new(name));
     std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
     println!(
         "Removed {} (its disks stay where they are).",
         path.display()
     );
     Ok(0)
+}
+
+/// `passthru vm edit`.
+pub(super) fn edit(_spec: &Path) -> anyhow::Result<u8> {
+    anyhow::bail!("vm edit is not available yet")
+}
+
+/// `passthru vm check`.
+pub(super) fn check(
+    _json: bool,
+    _root: &HostRoot,
+    _spec: &Path,
+    _accel: Accel,
+) -> anyhow::Result<u8> {
+    anyhow::bail!("vm check is not available yet")
 }

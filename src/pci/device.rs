@@ -44,7 +44,7 @@ pub enum DeviceKind {
 }
 
 /// One PCI function.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PciDevice {
     /// Its address.
     pub address: PciAddress,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use quick_xml::events::BytesText;
 use quick_xml::Writer;
+use serde::{Deserialize, Serialize};
 
 use super::pinning::PinningPlan;
 use super::spec::{Display, Network, OsType, VmSpec};
@@ -18,7 +19,7 @@ use crate::cpu::format_cpu_list;
 use crate::pci::PciAddress;
 
 /// UEFI firmware images for the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ovmf {
     /// The read-only code image (`OVMF_CODE*.fd`; the `.secboot` build for Secure Boot).
     pub code: PathBuf,
@@ -26,24 +27,73 @@ pub struct Ovmf {
     pub vars_template: PathBuf,
 }
 
-/// Everything a renderer needs.
-#[derive(Debug, Clone)]
-pub struct VmPlan<'a> {
+/// How the guest's CPU is run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM: the CPU's own virtualization (VT-x / AMD-V), near-native speed.
+    #[default]
+    Kvm,
+    /// QEMU's TCG: software emulation, for hosts without usable KVM (tests, nested
+    /// setups). Slow; `host-passthrough` and Hyper-V enlightenments are dropped.
+    Tcg,
+}
+
+/// Everything a renderer needs: a spec resolved against one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmPlan {
     /// The spec.
-    pub spec: &'a VmSpec,
+    pub spec: VmSpec,
     /// Where the vCPUs run.
-    pub pinning: &'a PinningPlan,
+    pub pinning: PinningPlan,
     /// Every passed-through device (whole groups, bridges excluded), sorted.
     pub devices: Vec<PciAddress>,
+    /// ROM images for some of the devices.
+    pub roms: BTreeMap<PciAddress, PathBuf>,
     /// The host CPU is AMD (`topoext` exposes SMT to the guest).
     pub amd: bool,
+    /// KVM or TCG.
+    pub accel: Accel,
     /// UEFI firmware, when the spec asks for UEFI.
     pub ovmf: Option<Ovmf>,
-    /// Where the VM's own files live (NVRAM, QMP socket, TPM state).
+    /// The hugepage size backing the memory, in KiB (2048 or 1048576), when the spec
+    /// asks for hugepages.
+    pub hugepage_kib: Option<u64>,
+    /// Where the VM's own files live (NVRAM, QMP socket, TPM state, console log).
     pub state_dir: PathBuf,
 }
 
-impl VmPlan<'_> {
+impl VmPlan {
+    /// The per-VM UEFI variable store.
+    pub fn nvram_path(&self) -> PathBuf {
+        self.state_dir.join(format!("{}_VARS.fd", self.spec.name))
+    }
+
+    /// QEMU's QMP socket (`vm run`).
+    pub fn qmp_path(&self) -> PathBuf {
+        self.state_dir.join("qmp.sock")
+    }
+
+    /// The serial console's socket (`vm run`; `vm console` attaches to it).
+    pub fn console_path(&self) -> PathBuf {
+        self.state_dir.join("console.sock")
+    }
+
+    /// Everything the guest printed on its serial console (`vm run`).
+    pub fn console_log_path(&self) -> PathBuf {
+        self.state_dir.join("console.log")
+    }
+
+    /// swtpm's control socket (`vm run` with a TPM).
+    pub fn swtpm_path(&self) -> PathBuf {
+        self.state_dir.join("swtpm.sock")
+    }
+
+    /// Where swtpm keeps the TPM's state.
+    pub fn tpm_state_dir(&self) -> PathBuf {
+        self.state_dir.join("tpm")
+    }
+
     /// Host slots with their functions, in order.
     fn slots(&self) -> Vec<Vec<PciAddress>> {
         let mut by_slot: BTreeMap<String, Vec<PciAddress>> = BTreeMap::new();
@@ -84,7 +134,7 @@ fn hex(v: u32, width: usize) -> String {
 }
 
 /// The libvirt domain XML.
-pub fn libvirt_xml(plan: &VmPlan<'_>) -> String {
+pub fn libvirt_xml(plan: &VmPlan) -> String {
     let mut w = Writer::new_with_indent(Cursor::new(Vec::new()), b' ', 2);
     // Writing into memory cannot fail.
     let _ = write_domain(&mut w, plan);
@@ -93,20 +143,25 @@ pub fn libvirt_xml(plan: &VmPlan<'_>) -> String {
     out
 }
 
-fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResult {
-    let spec = plan.spec;
-    let p = plan.pinning;
+fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
+    let spec = &plan.spec;
+    let p = &plan.pinning;
     let mib = spec.memory_mib().to_string();
     let vcpus = p.vcpus.len().to_string();
+    let kvm = plan.accel == Accel::Kvm;
     w.create_element("domain")
-        .with_attribute(("type", "kvm"))
+        .with_attribute(("type", if kvm { "kvm" } else { "qemu" }))
         .write_inner_content(|w| {
             text(w, "name", &[], &spec.name)?;
             text(w, "memory", &[("unit", "MiB")], &mib)?;
             text(w, "currentMemory", &[("unit", "MiB")], &mib)?;
-            if spec.hugepages {
-                w.create_element("memoryBacking")
-                    .write_inner_content(|w| empty(w, "hugepages", &[]))?;
+            if let Some(kib) = plan.hugepage_kib {
+                w.create_element("memoryBacking").write_inner_content(|w| {
+                    w.create_element("hugepages").write_inner_content(|w| {
+                        empty(w, "page", &[("size", &kib.to_string()), ("unit", "KiB")])
+                    })?;
+                    empty(w, "locked", &[])
+                })?;
             }
             text(w, "vcpu", &[("placement", "static")], &vcpus)?;
             w.create_element("cputune").write_inner_content(|w| {
@@ -167,12 +222,17 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResult
                             w,
                             "nvram",
                             &[("template", &o.vars_template.display().to_string())],
-                            &plan
-                                .state_dir
-                                .join(format!("{}_VARS.fd", spec.name))
-                                .display()
-                                .to_string(),
+                            &plan.nvram_path().display().to_string(),
                         )?;
+                    }
+                }
+                if let Some(k) = &spec.kernel {
+                    text(w, "kernel", &[], &k.path.display().to_string())?;
+                    if let Some(initrd) = &k.initrd {
+                        text(w, "initrd", &[], &initrd.display().to_string())?;
+                    }
+                    if !k.cmdline.is_empty() {
+                        text(w, "cmdline", &[], &k.cmdline)?;
                     }
                 }
                 Ok(())
@@ -180,7 +240,7 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResult
             w.create_element("features").write_inner_content(|w| {
                 empty(w, "acpi", &[])?;
                 empty(w, "apic", &[])?;
-                if plan.windows() {
+                if plan.windows() && kvm {
                     w.create_element("hyperv")
                         .with_attribute(("mode", "custom"))
                         .write_inner_content(|w| {
@@ -211,12 +271,18 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResult
                 }
                 Ok(())
             })?;
-            w.create_element("cpu")
-                .with_attributes([
+            let cpu_attrs: &[(&str, &str)] = if kvm {
+                &[
                     ("mode", "host-passthrough"),
                     ("check", "none"),
                     ("migratable", "off"),
-                ])
+                ]
+            } else {
+                // TCG emulates a CPU: the most it can (`-cpu max`).
+                &[("mode", "maximum"), ("check", "none")]
+            };
+            w.create_element("cpu")
+                .with_attributes(cpu_attrs.iter().copied())
                 .write_inner_content(|w| {
                     empty(
                         w,
@@ -228,6 +294,9 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResult
                             ("threads", &p.threads.to_string()),
                         ],
                     )?;
+                    if !kvm {
+                        return Ok(());
+                    }
                     empty(w, "cache", &[("mode", "passthrough")])?;
                     if plan.amd {
                         empty(w, "feature", &[("policy", "require"), ("name", "topoext")])?;
@@ -241,7 +310,7 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResult
                     empty(w, "timer", &[("name", "rtc"), ("tickpolicy", "catchup")])?;
                     empty(w, "timer", &[("name", "pit"), ("tickpolicy", "delay")])?;
                     empty(w, "timer", &[("name", "hpet"), ("present", "no")])?;
-                    if plan.windows() {
+                    if plan.windows() && kvm {
                         empty(w, "timer", &[("name", "hypervclock"), ("present", "yes")])?;
                     }
                     Ok(())
@@ -256,8 +325,8 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResult
     Ok(())
 }
 
-fn write_devices(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResult {
-    let spec = plan.spec;
+fn write_devices(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
+    let spec = &plan.spec;
     // Installer ISOs boot first, then the disks.
     let mut boot = 1;
     for (i, iso) in spec.isos.iter().enumerate() {
@@ -349,7 +418,11 @@ fn write_devices(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResul
                     }
                     let refs: Vec<(&str, &str)> =
                         attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    empty(w, "address", &refs)
+                    empty(w, "address", &refs)?;
+                    if let Some(rom) = plan.roms.get(a) {
+                        empty(w, "rom", &[("file", &rom.display().to_string())])?;
+                    }
+                    Ok(())
                 })?;
         }
     }
@@ -369,6 +442,41 @@ fn write_devices(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResul
             .map(|_| ())?,
         Network::None => {}
     }
+    for usb in &spec.usb {
+        w.create_element("hostdev")
+            .with_attributes([("mode", "subsystem"), ("type", "usb"), ("managed", "yes")])
+            .write_inner_content(|w| {
+                w.create_element("source").write_inner_content(|w| {
+                    empty(w, "vendor", &[("id", &hex(u32::from(usb.id.vendor), 4))])?;
+                    empty(w, "product", &[("id", &hex(u32::from(usb.id.device), 4))])
+                })?;
+                Ok(())
+            })?;
+    }
+    for dev in &spec.evdev {
+        w.create_element("input")
+            .with_attribute(("type", "evdev"))
+            .write_inner_content(|w| {
+                let path = dev.display().to_string();
+                let mut attrs = vec![("dev", path.as_str())];
+                // Keyboards take the grab; Ctrl+Ctrl toggles between host and guest.
+                if is_keyboard(dev) {
+                    attrs.extend([
+                        ("grab", "all"),
+                        ("repeat", "on"),
+                        ("grabToggle", "ctrl-ctrl"),
+                    ]);
+                }
+                empty(w, "source", &attrs)
+            })?;
+    }
+    // A serial console: `passthru vm console` (virsh console) attaches to it.
+    w.create_element("serial")
+        .with_attribute(("type", "pty"))
+        .write_inner_content(|w| empty(w, "target", &[("port", "0")]))?;
+    w.create_element("console")
+        .with_attribute(("type", "pty"))
+        .write_inner_content(|w| empty(w, "target", &[("type", "serial"), ("port", "0")]))?;
     if spec.firmware.tpm {
         w.create_element("tpm")
             .with_attribute(("model", "tpm-crb"))
@@ -391,11 +499,16 @@ fn write_devices(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan<'_>) -> XmlResul
     empty(w, "memballoon", &[("model", "none")])
 }
 
+/// An evdev device path that names a keyboard (`/dev/input/by-id/…-event-kbd`).
+fn is_keyboard(dev: &std::path::Path) -> bool {
+    dev.to_string_lossy().ends_with("-kbd")
+}
+
 /// The QEMU command line. vCPU pinning is not a QEMU option: `vm run` pins the vCPU
 /// threads (found through QMP) to [`PinningPlan::vcpus`] after start.
-pub fn qemu_argv(plan: &VmPlan<'_>) -> Vec<String> {
-    let spec = plan.spec;
-    let p = plan.pinning;
+pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
+    let spec = &plan.spec;
+    let p = &plan.pinning;
     let mib = spec.memory_mib();
     let mut a: Vec<String> = Vec::new();
     let mut push = |parts: &[&str]| a.extend(parts.iter().map(|s| (*s).to_string()));
@@ -406,19 +519,28 @@ pub fn qemu_argv(plan: &VmPlan<'_>) -> Vec<String> {
         "-nodefaults",
         "-no-user-config",
     ]);
-    let mut machine = String::from("q35,accel=kvm,kernel-irqchip=on");
+    let kvm = plan.accel == Accel::Kvm;
+    let mut machine = if kvm {
+        String::from("q35,accel=kvm,kernel-irqchip=on")
+    } else {
+        String::from("q35,accel=tcg")
+    };
     if spec.firmware.secure_boot {
         machine.push_str(",smm=on");
     }
-    if spec.hugepages {
+    if plan.hugepage_kib.is_some() {
         machine.push_str(",memory-backend=mem");
     }
     push(&["-machine", &machine]);
-    let mut cpu = String::from("host,migratable=off,invtsc=on");
-    if plan.amd {
+    let mut cpu = if kvm {
+        String::from("host,migratable=off,invtsc=on")
+    } else {
+        String::from("max")
+    };
+    if plan.amd && kvm {
         cpu.push_str(",topoext=on");
     }
-    if plan.windows() {
+    if plan.windows() && kvm {
         cpu.push_str(",hv-relaxed,hv-vapic,hv-vpindex,hv-synic,hv-stimer,hv-reset,hv-frequencies,hv-tlbflush,hv-ipi,hv-spinlocks=0x1fff,hv-time");
     }
     push(&["-cpu", &cpu]);
@@ -433,10 +555,15 @@ pub fn qemu_argv(plan: &VmPlan<'_>) -> Vec<String> {
         ),
     ]);
     push(&["-m", &format!("{mib}M")]);
-    if spec.hugepages {
+    if let Some(kib) = plan.hugepage_kib {
+        let path = if kib == 1024 * 1024 {
+            "/dev/hugepages1G"
+        } else {
+            "/dev/hugepages"
+        };
         push(&[
             "-object",
-            &format!("memory-backend-file,id=mem,size={mib}M,mem-path=/dev/hugepages,share=on,prealloc=on"),
+            &format!("memory-backend-file,id=mem,size={mib}M,mem-path={path},share=on,prealloc=on"),
         ]);
     }
     if let (true, Some(o)) = (spec.firmware.uefi, &plan.ovmf) {
@@ -447,7 +574,7 @@ pub fn qemu_argv(plan: &VmPlan<'_>) -> Vec<String> {
                 o.code.display()
             ),
         ]);
-        let vars = plan.state_dir.join(format!("{}_VARS.fd", spec.name));
+        let vars = plan.nvram_path();
         push(&[
             "-drive",
             &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
@@ -494,6 +621,9 @@ pub fn qemu_argv(plan: &VmPlan<'_>) -> Vec<String> {
             if f.function == 0 && functions.len() > 1 {
                 dev.push_str(",multifunction=on");
             }
+            if let Some(rom) = plan.roms.get(f) {
+                dev.push_str(&format!(",romfile={}", rom.display()));
+            }
             push(&["-device", &dev]);
         }
     }
@@ -502,8 +632,37 @@ pub fn qemu_argv(plan: &VmPlan<'_>) -> Vec<String> {
         Network::Bridge(br) => push(&["-nic", &format!("bridge,br={br},model=virtio-net-pci")]),
         Network::None => push(&["-nic", "none"]),
     }
+    if !spec.usb.is_empty() {
+        push(&["-device", "qemu-xhci,id=usbhost"]);
+        for u in &spec.usb {
+            push(&[
+                "-device",
+                &format!(
+                    "usb-host,bus=usbhost.0,vendorid={},productid={}",
+                    hex(u32::from(u.id.vendor), 4),
+                    hex(u32::from(u.id.device), 4)
+                ),
+            ]);
+        }
+    }
+    for (i, dev) in spec.evdev.iter().enumerate() {
+        let mut obj = format!("input-linux,id=evdev{i},evdev={}", dev.display());
+        if is_keyboard(dev) {
+            obj.push_str(",grab_all=on,repeat=on,grab-toggle=ctrl-ctrl");
+        }
+        push(&["-object", &obj]);
+    }
+    if let Some(k) = &spec.kernel {
+        push(&["-kernel", &k.path.display().to_string()]);
+        if let Some(initrd) = &k.initrd {
+            push(&["-initrd", &initrd.display().to_string()]);
+        }
+        if !k.cmdline.is_empty() {
+            push(&["-append", &k.cmdline]);
+        }
+    }
     if spec.firmware.tpm {
-        let sock = plan.state_dir.join("swtpm.sock");
+        let sock = plan.swtpm_path();
         push(&[
             "-chardev",
             &format!("socket,id=chrtpm,path={}", sock.display()),
@@ -520,7 +679,17 @@ pub fn qemu_argv(plan: &VmPlan<'_>) -> Vec<String> {
         ]),
         Display::None => push(&["-vga", "none", "-display", "none"]),
     }
-    let qmp = plan.state_dir.join("qmp.sock");
+    push(&[
+        "-chardev",
+        &format!(
+            "socket,id=console,path={},server=on,wait=off,logfile={}",
+            plan.console_path().display(),
+            plan.console_log_path().display()
+        ),
+        "-serial",
+        "chardev:console",
+    ]);
+    let qmp = plan.qmp_path();
     push(&[
         "-qmp",
         &format!("unix:{},server=on,wait=off", qmp.display()),

@@ -107,6 +107,173 @@ pub enum Network {
     None,
 }
 
+/// A `vendor:device` pair of 16-bit hex IDs, as `lspci -nn` prints them
+/// (`10de:2684`). Used for PCI devices, their subsystems, and USB devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IdPair {
+    /// The vendor (PCI-SIG or USB-IF assigned).
+    pub vendor: u16,
+    /// The vendor's device (or subsystem, or product) number.
+    pub device: u16,
+}
+
+impl std::fmt::Display for IdPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04x}:{:04x}", self.vendor, self.device)
+    }
+}
+
+impl std::str::FromStr for IdPair {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("'{s}' is not a vendor:device pair of hex IDs (e.g. 10de:2684)");
+        let (v, d) = s.trim().split_once(':').ok_or_else(bad)?;
+        let hex = |t: &str| {
+            (!t.is_empty() && t.len() <= 4)
+                .then(|| u16::from_str_radix(t, 16).ok())
+                .flatten()
+        };
+        Ok(Self {
+            vendor: hex(v).ok_or_else(bad)?,
+            device: hex(d).ok_or_else(bad)?,
+        })
+    }
+}
+
+impl Serialize for IdPair {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IdPair {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A PCI device to pass through. Written either as a bare address
+/// (`"0000:01:00.0"`) or as a table with the device's **identity**:
+///
+/// ```toml
+/// [[devices]]
+/// address = "0000:01:00.0"     # where it was when the spec was written
+/// id = "10de:2684"             # vendor:device
+/// subsystem = "1043:88e2"      # the board maker's subsystem IDs
+/// rom = "/var/lib/passthru/roms/rtx4090.rom"   # optional ROM image
+/// ```
+///
+/// Bus numbers move when a card is added or a BIOS setting changes: with an
+/// identity, the device is found again wherever it went, and a spec whose hardware
+/// changed is refused with what is there now instead of passing the wrong device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRef {
+    /// The PCI address (the slot it was seen at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<PciAddress>,
+    /// `vendor:device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<IdPair>,
+    /// `subsystem-vendor:subsystem-device` (tells apart two boards with one chip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subsystem: Option<IdPair>,
+    /// A ROM image for the device (a GPU's VBIOS dumped or downloaded), given to the
+    /// guest instead of the one on the card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rom: Option<PathBuf>,
+}
+
+impl DeviceRef {
+    /// A device given by address only.
+    pub fn at(address: PciAddress) -> Self {
+        Self {
+            address: Some(address),
+            id: None,
+            subsystem: None,
+            rom: None,
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.address, &self.id) {
+            (Some(a), Some(id)) => write!(f, "{a} [{id}]"),
+            (Some(a), None) => write!(f, "{a}"),
+            (None, Some(id)) => write!(f, "[{id}]"),
+            (None, None) => write!(f, "(no address or id)"),
+        }
+    }
+}
+
+/// The table form of [`DeviceRef`], with unknown keys rejected.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceTable {
+    address: Option<PciAddress>,
+    id: Option<IdPair>,
+    subsystem: Option<IdPair>,
+    rom: Option<PathBuf>,
+}
+
+/// Accepts `"01:00.0"` or a table (see [`DeviceRef`]), keeping the table's own
+/// errors (unknown keys, bad IDs) with their line numbers.
+impl<'de> Deserialize<'de> for DeviceRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = DeviceRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a PCI address or a table with address, id, subsystem, rom")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DeviceRef, E> {
+                v.parse::<PciAddress>()
+                    .map(DeviceRef::at)
+                    .map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<DeviceRef, A::Error> {
+                let t =
+                    DeviceTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(DeviceRef {
+                    address: t.address,
+                    id: t.id,
+                    subsystem: t.subsystem,
+                    rom: t.rom,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A USB device given to the guest, by `vendor:product` (as `lsusb` prints it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbDevice {
+    /// `vendor:product`.
+    pub id: IdPair,
+}
+
+/// Direct kernel boot: QEMU loads a Linux kernel and initramfs itself, without a
+/// boot loader in the guest (for Linux guests, appliances and tests).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectKernel {
+    /// The kernel image (`vmlinuz`).
+    pub path: PathBuf,
+    /// The initramfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cmdline: String,
+}
+
 /// A VM spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,7 +286,7 @@ pub struct VmSpec {
     pub cpus: Cpus,
     /// PCI devices to pass through (each with its whole IOMMU group).
     #[serde(default)]
-    pub devices: Vec<PciAddress>,
+    pub devices: Vec<DeviceRef>,
     /// Disks, in boot order.
     #[serde(default)]
     pub disks: Vec<Disk>,
@@ -138,9 +305,20 @@ pub struct VmSpec {
     /// The network.
     #[serde(default)]
     pub network: Network,
-    /// Back the memory with hugepages.
+    /// Back the memory with hugepages (1 GiB pages where the host has enough, else
+    /// 2 MiB pages).
     #[serde(default)]
     pub hugepages: bool,
+    /// USB devices passed by ID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usb: Vec<UsbDevice>,
+    /// Keyboards and mice given to the guest through evdev (`/dev/input/by-id/…`):
+    /// both Ctrl keys together switch them between host and guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evdev: Vec<PathBuf>,
+    /// Direct kernel boot instead of firmware boot from a disk or ISO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<DirectKernel>,
 }
 
 /// Why a spec is not valid.
@@ -222,6 +400,14 @@ impl VmSpec {
                 return invalid(
                     "disks.format",
                     format!("'{}' must be qcow2 or raw", d.format),
+                );
+            }
+        }
+        for d in &self.devices {
+            if d.address.is_none() && d.id.is_none() {
+                return invalid(
+                    "devices",
+                    "each device needs an address, an id (vendor:device), or both".into(),
                 );
             }
         }
