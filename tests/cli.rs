@@ -699,3 +699,115 @@ fn vm_new_list_plan_by_name_and_rm() {
     let rm = run(&["vm", "rm", "win11"]);
     assert_eq!(rm.status.code(), Some(2));
 }
+
+#[test]
+fn vm_check_names_each_problem_with_its_remedy() {
+    let f = Fixture::new("intel-desktop");
+    four_cores(&f);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("gpu.toml");
+    std::fs::write(
+        &spec,
+        "name = \"gpu\"\nmemory = \"8G\"\ncpus = 4\nisos = [\"/nowhere/install.iso\"]\n\n[[devices]]\naddress = \"0000:07:00.0\"\nid = \"10de:2484\"\n\n[[disks]]\npath = \"/var/lib/passthru/vms/gpu.qcow2\"\nsize = \"64G\"\n",
+    )
+    .unwrap();
+    let root = f.root().to_str().unwrap();
+    let out = passthru(&[
+        "vm",
+        "check",
+        spec.to_str().unwrap(),
+        "--root",
+        root,
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let findings = report["findings"].as_array().unwrap();
+    let of = |check: &str| -> Vec<&serde_json::Value> {
+        findings.iter().filter(|f| f["check"] == check).collect()
+    };
+    // The GPU moved from 07:00.0 to 01:00.0: found again by its IDs.
+    let dev = of("devices");
+    assert_eq!(dev[0]["status"], "ok", "{dev:?}");
+    assert!(
+        dev[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("present at 0000:01:00.0 (moved from 0000:07:00.0)"),
+        "{dev:?}"
+    );
+    assert_eq!(of("isos")[0]["status"], "fail");
+    assert_eq!(of("firmware")[0]["status"], "fail");
+    assert!(of("firmware")[0]["remedy"]
+        .as_str()
+        .unwrap()
+        .contains("install OVMF"));
+    // QEMU is not run against another host's tree.
+    assert_eq!(of("qemu")[0]["status"], "unknown");
+    // The text form says the same, with remedies.
+    let out = passthru(&["vm", "check", spec.to_str().unwrap(), "--root", root]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("FAIL  isos") && text.contains("→ download it there"),
+        "{text}"
+    );
+    assert!(text.contains("VM gpu cannot start yet"), "{text}");
+}
+
+#[test]
+fn vm_edit_saves_only_valid_specs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("lab.toml");
+    let original = "name = \"lab\"\nmemory = \"4G\"\ncpus = 2\n";
+    std::fs::write(&spec, original).unwrap();
+    // An "editor" that applies a sed expression given in the environment.
+    let editor = dir.path().join("ed.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i \"$SED_EXPR\" \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let edit = |expr: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+            .args(["vm", "edit", spec.to_str().unwrap()])
+            .env("EDITOR", &editor)
+            .env_remove("VISUAL")
+            .env("SED_EXPR", expr)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // A typo is refused, the spec stays as it was.
+    let out = edit("s/memory/memroy/");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("unknown field `memroy`") && err.contains("is unchanged"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&spec).unwrap(), original);
+    // So is a rename.
+    let out = edit("s/\"lab\"/\"lab2\"/");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&spec).unwrap(), original);
+    // A valid change is saved.
+    let out = edit("s/4G/6G/");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(&spec)
+        .unwrap()
+        .contains("memory = \"6G\""));
+    // No stray drafts are left beside it.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}

@@ -38,7 +38,7 @@ struct Failure {
 }
 
 /// Everything the planner reads, owned.
-struct Gathered {
+pub(super) struct Gathered {
     devices: Vec<PciDevice>,
     names: PciNames,
     host: HostUse,
@@ -48,7 +48,7 @@ struct Gathered {
 }
 
 impl Gathered {
-    fn read(root: &HostRoot) -> anyhow::Result<Self> {
+    pub(super) fn read(root: &HostRoot) -> anyhow::Result<Self> {
         let devices = crate::pci::device::read_all(root)?;
         let (records, errors) = state::read_all(root);
         for e in errors {
@@ -68,7 +68,7 @@ impl Gathered {
         })
     }
 
-    fn inputs(&self) -> Inputs<'_> {
+    pub(super) fn inputs(&self) -> Inputs<'_> {
         Inputs {
             devices: &self.devices,
             names: &self.names,

@@ -266,17 +266,150 @@ pub(super) fn rm(name: &str) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// `passthru vm edit`.
-pub(super) fn edit(_spec: &Path) -> anyhow::Result<u8> {
-    anyhow::bail!("vm edit is not available yet")
+/// `passthru vm edit`: the spec in the user's editor, checked before it is saved.
+pub(super) fn edit(arg: &Path) -> anyhow::Result<u8> {
+    use std::io::IsTerminal;
+    let path = store::spec_path(arg);
+    let original = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (see `passthru vm list`, or create it with `passthru vm new`)",
+            path.display()
+        )
+    })?;
+    let old_name = VmSpec::parse(&original).ok().map(|s| s.name);
+    let editor = std::env::var("VISUAL")
+        .ok()
+        .or_else(|| std::env::var("EDITOR").ok())
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| "vi".into());
+    // The editor works on a copy beside the spec: the spec itself changes only once
+    // the copy is valid, by an atomic rename.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let draft = tempfile::Builder::new()
+        .prefix(".passthru-edit-")
+        .suffix(".toml")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::fs::write(draft.path(), &original)?;
+    loop {
+        // $EDITOR may carry arguments (`code --wait`): split on whitespace, as git does
+        // for simple values.
+        let mut words = editor.split_whitespace();
+        let program = words.next().unwrap_or("vi");
+        let status = std::process::Command::new(program)
+            .args(words)
+            .arg(draft.path())
+            .status()
+            .with_context(|| format!("cannot start the editor '{editor}' (set $EDITOR)"))?;
+        if !status.success() {
+            anyhow::bail!(
+                "the editor exited with {status}; {} is unchanged",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(draft.path())?;
+        if text == original {
+            println!("No changes to {}.", path.display());
+            return Ok(0);
+        }
+        let problem = match VmSpec::parse(&text) {
+            Ok(spec) if old_name.as_ref().is_some_and(|n| *n != spec.name) => Some(format!(
+                "name: the VM is called '{}'; create a new one with `passthru vm new` to rename",
+                old_name.as_deref().unwrap_or_default()
+            )),
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        let Some(problem) = problem else {
+            let mode = std::fs::metadata(&path).map(|m| m.permissions())?;
+            std::fs::set_permissions(draft.path(), mode)?;
+            draft
+                .persist(&path)
+                .with_context(|| format!("cannot replace {}", path.display()))?;
+            println!("Saved {}.", path.display());
+            return Ok(0);
+        };
+        eprintln!("passthru: the edited spec is not valid: {problem}");
+        if !std::io::stdin().is_terminal() || !super::binding::confirm("Edit it again?")? {
+            anyhow::bail!("{} is unchanged", path.display());
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CheckReportJson<'a> {
+    schema_version: u32,
+    vm: &'a str,
+    ok: bool,
+    findings: &'a [crate::vm::check::VmFinding],
 }
 
 /// `passthru vm check`.
-pub(super) fn check(
-    _json: bool,
-    _root: &HostRoot,
-    _spec: &Path,
-    _accel: Accel,
-) -> anyhow::Result<u8> {
-    anyhow::bail!("vm check is not available yet")
+pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> anyhow::Result<u8> {
+    use crate::check::Status;
+    use crate::vm::check::{self as vmcheck, CheckInputs, QemuCaps};
+    let (_, spec) = store::load(arg)?;
+    let gathered = super::binding::Gathered::read(root)?;
+    let inputs = gathered.inputs();
+    // What `passthru bind` would say about the devices that can be found.
+    let found: Vec<PciAddress> = spec
+        .devices
+        .iter()
+        .filter_map(|d| crate::vm::identity::find(inputs.devices, d).ok())
+        .map(|f| f.address)
+        .collect();
+    let bind_refusals = if found.is_empty() {
+        Vec::new()
+    } else {
+        match crate::bind::plan_bind(&inputs, &found, crate::bind::Overrides::default()) {
+            Ok(_) => Vec::new(),
+            Err(refusals) => refusals
+                .into_iter()
+                .map(|r| (r.address, r.reason, r.override_flag))
+                .collect(),
+        }
+    };
+    let qemu = if root.is_system() {
+        match vmcheck::find_qemu(root) {
+            Some(q) => QemuCaps::probe(Path::new(&q)),
+            None => Err("QEMU is not installed (Debian: qemu-system-x86, Fedora: qemu-kvm, Arch: qemu-full)".into()),
+        }
+    } else {
+        Err("QEMU was not run: --root is another host's tree".into())
+    };
+    let findings = vmcheck::check(
+        root,
+        &spec,
+        &CheckInputs {
+            devices: inputs.devices,
+            bind_refusals,
+            qemu,
+            accel,
+        },
+    );
+    let failed = findings.iter().any(|f| f.status == Status::Fail);
+    if json {
+        print_json(&CheckReportJson {
+            schema_version: 1,
+            vm: &spec.name,
+            ok: !failed,
+            findings: &findings,
+        })?;
+    } else {
+        for f in &findings {
+            println!("{:<5} {:<10} {}", f.status.label(), f.check, f.summary);
+            if let Some(r) = &f.remedy {
+                println!("{:16} → {r}", "");
+            }
+        }
+        if failed {
+            println!(
+                "VM {} cannot start yet: fix the FAIL lines above.",
+                spec.name
+            );
+        } else {
+            println!("VM {} is ready to start.", spec.name);
+        }
+    }
+    Ok(if failed { super::EXIT_PROBLEMS } else { 0 })
 }

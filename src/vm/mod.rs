@@ -1,6 +1,7 @@
 //! Virtual machines: the spec, where it is stored, how it is resolved on a host
 //! (devices, vCPU pinning, hugepages, firmware), and the renderers of the plan.
 
+pub mod check;
 pub mod disk;
 pub mod hugepages;
 pub mod identity;
