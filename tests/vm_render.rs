@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use passthru::cpu::{CpuTopology, LogicalCpu};
@@ -282,4 +284,178 @@ fn a_tcg_guest_with_direct_kernel_boot_rom_usb_and_evdev() {
     ));
     golden("lab.xml", &xml);
     golden("lab.argv", &(argv.join("\n") + "\n"));
+}
+
+/// One logical CPU of a host layout written as sysfs: (cpu, package, core id,
+/// thread siblings, L3 sharers, NUMA node).
+type CpuRow = (u32, u32, u32, String, String, u32);
+
+/// Writes a CPU topology into a fixture host the way the kernel lays it out.
+fn write_cpus(f: &support::Fixture, rows: &[CpuRow]) {
+    let mut nodes: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+    for (cpu, package, core, siblings, l3, node) in rows {
+        let dir = format!("sys/devices/system/cpu/cpu{cpu}");
+        f.write(&format!("{dir}/online"), "1\n");
+        f.write(
+            &format!("{dir}/topology/physical_package_id"),
+            &format!("{package}\n"),
+        );
+        f.write(&format!("{dir}/topology/die_id"), "0\n");
+        f.write(&format!("{dir}/topology/core_id"), &format!("{core}\n"));
+        f.write(
+            &format!("{dir}/topology/thread_siblings_list"),
+            &format!("{siblings}\n"),
+        );
+        f.write(&format!("{dir}/cache/index3/level"), "3\n");
+        f.write(
+            &format!("{dir}/cache/index3/shared_cpu_list"),
+            &format!("{l3}\n"),
+        );
+        nodes.entry(*node).or_default().push(*cpu);
+    }
+    for (node, cpus) in nodes {
+        f.write(
+            &format!("sys/devices/system/node/node{node}/cpulist"),
+            &format!("{}\n", passthru::cpu::format_cpu_list(&cpus)),
+        );
+    }
+    f.write("usr/share/OVMF/OVMF_CODE_4M.fd", "");
+    f.write("usr/share/OVMF/OVMF_VARS_4M.fd", "");
+}
+
+/// `cores` SMT cores (siblings n and n+cores) in L3 domains of `per_l3` cores, on
+/// `nodes` NUMA nodes (one package each).
+fn smt_cpus(cores: u32, per_l3: u32, nodes: u32) -> Vec<CpuRow> {
+    let per_node = cores / nodes;
+    (0..cores * 2)
+        .map(|cpu| {
+            let core = cpu % cores;
+            let l3 = core / per_l3;
+            let l3_list = format!(
+                "{}-{},{}-{}",
+                l3 * per_l3,
+                l3 * per_l3 + per_l3 - 1,
+                l3 * per_l3 + cores,
+                l3 * per_l3 + per_l3 - 1 + cores
+            );
+            (
+                cpu,
+                core / per_node,
+                core % per_node,
+                format!("{core},{}", core + cores),
+                l3_list,
+                core / per_node,
+            )
+        })
+        .collect()
+}
+
+fn resolve_on(f: &support::Fixture, spec: &str) -> (String, Vec<String>) {
+    use passthru::vm::resolve::{resolve, ResolveOptions};
+    let spec = VmSpec::parse(spec).unwrap();
+    let options = ResolveOptions {
+        accel: Accel::Kvm,
+        state_dir: PathBuf::from("/var/lib/passthru/vms").join(&spec.name),
+    };
+    let r = resolve(
+        &passthru::host_root::HostRoot::new(f.root()),
+        spec,
+        &options,
+    )
+    .unwrap();
+    assert!(r.blockers().is_empty(), "{:?}", r.blockers());
+    (libvirt_xml(&r.plan), qemu_argv(&r.plan))
+}
+
+const GPU_VM: &str = "name = \"desk\"\nmemory = \"16G\"\ncpus = 8\ndevices = [\"DEV\"]\n\n[[disks]]\npath = \"/var/lib/passthru/vms/desk.qcow2\"\nsize = \"128G\"\n";
+
+/// The XML and argv for the same spec on four real host shapes, resolved from
+/// fixture roots: where the vCPUs land is the point of each.
+#[test]
+fn host_layouts() {
+    // Intel, 8 cores with SMT, one L3.
+    let f = support::Fixture::new("intel-desktop");
+    write_cpus(&f, &smt_cpus(8, 8, 1));
+    let (xml, argv) = resolve_on(&f, &GPU_VM.replace("DEV", "01:00.0"));
+    validate(&xml);
+    // Whole cores 1-4 with their siblings 9-12; core 0 (CPUs 0 and 8) runs QEMU.
+    assert!(xml.contains("<vcpupin vcpu=\"0\" cpuset=\"1\"/>"), "{xml}");
+    assert!(xml.contains("<vcpupin vcpu=\"1\" cpuset=\"9\"/>"), "{xml}");
+    assert!(xml.contains("<emulatorpin cpuset=\"0,8\"/>"), "{xml}");
+    // The GPU and its audio function come along (one IOMMU group).
+    assert!(
+        argv.iter()
+            .any(|a| a.starts_with("vfio-pci,host=0000:01:00.1")),
+        "{argv:?}"
+    );
+    golden("layout-intel-smt.xml", &xml);
+    golden("layout-intel-smt.argv", &(argv.join("\n") + "\n"));
+
+    // AMD, 16 cores in two CCDs of 8 (a Ryzen 9 5950X): one CCD, topoext.
+    let f = support::Fixture::new("amd-desktop-shared-group");
+    write_cpus(&f, &smt_cpus(16, 8, 1));
+    let (xml, _) = resolve_on(&f, &GPU_VM.replace("DEV", "06:00.0"));
+    validate(&xml);
+    assert!(xml.contains("name=\"topoext\""));
+    assert!(
+        xml.contains("<vcpupin vcpu=\"0\" cpuset=\"8\"/>"),
+        "the second CCD: {xml}"
+    );
+    golden("layout-amd-2ccd.xml", &xml);
+
+    // A hybrid Core i9-12900K: 8 P-cores with SMT (CPUs 0-15), 8 E-cores (16-23).
+    let f = support::Fixture::new("intel-desktop");
+    let mut rows: Vec<CpuRow> = (0..16)
+        .map(|cpu| {
+            let core = cpu / 2;
+            (
+                cpu,
+                0,
+                core * 4,
+                format!("{}-{}", core * 2, core * 2 + 1),
+                "0-23".into(),
+                0,
+            )
+        })
+        .collect();
+    rows.extend((16..24).map(|cpu| (cpu, 0, 32 + cpu, cpu.to_string(), "0-23".into(), 0)));
+    write_cpus(&f, &rows);
+    f.write("sys/devices/cpu_core/cpus", "0-15\n");
+    f.write("sys/devices/cpu_atom/cpus", "16-23\n");
+    let (xml, _) = resolve_on(&f, &GPU_VM.replace("DEV", "01:00.0"));
+    validate(&xml);
+    let pinned: Vec<&str> = xml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("<vcpupin vcpu=\""))
+        .map(|l| {
+            l.split("cpuset=\"")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches("\"/>")
+        })
+        .collect();
+    assert_eq!(
+        pinned,
+        ["2", "3", "4", "5", "6", "7", "8", "9"],
+        "P-cores only"
+    );
+    golden("layout-hybrid.xml", &xml);
+
+    // Two NUMA nodes (two 8-core packages), the GPU on node 1: vCPUs and memory there.
+    let f = support::Fixture::new("intel-desktop");
+    write_cpus(&f, &smt_cpus(16, 8, 2));
+    f.write("sys/bus/pci/devices/0000:01:00.0/numa_node", "1\n");
+    let (xml, _) = resolve_on(&f, &GPU_VM.replace("DEV", "01:00.0"));
+    validate(&xml);
+    assert!(
+        xml.contains("<memory mode=\"strict\" nodeset=\"1\"/>"),
+        "{xml}"
+    );
+    golden("layout-two-numa.xml", &xml);
+    // With the GPU on node 0 the vCPUs stay on node 0, though node 1 has more free
+    // cores (core 0 is the host's).
+    f.write("sys/bus/pci/devices/0000:01:00.0/numa_node", "0\n");
+    let (xml, _) = resolve_on(&f, &GPU_VM.replace("DEV", "01:00.0"));
+    assert!(xml.contains("<memory mode=\"strict\" nodeset=\"0\"/>"), "{xml}");
+    assert!(xml.contains("<vcpupin vcpu=\"0\" cpuset=\"1\"/>"), "{xml}");
 }
