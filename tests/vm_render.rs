@@ -456,6 +456,9 @@ fn host_layouts() {
     // cores (core 0 is the host's).
     f.write("sys/bus/pci/devices/0000:01:00.0/numa_node", "0\n");
     let (xml, _) = resolve_on(&f, &GPU_VM.replace("DEV", "01:00.0"));
-    assert!(xml.contains("<memory mode=\"strict\" nodeset=\"0\"/>"), "{xml}");
+    assert!(
+        xml.contains("<memory mode=\"strict\" nodeset=\"0\"/>"),
+        "{xml}"
+    );
     assert!(xml.contains("<vcpupin vcpu=\"0\" cpuset=\"1\"/>"), "{xml}");
 }

@@ -495,6 +495,60 @@ tpm = true
     }
 
     #[test]
+    fn devices_by_identity() {
+        let text = r#"
+name = "desk"
+memory = "16G"
+cpus = 8
+devices = ["0000:02:00.0", { id = "1b21:1242" }]
+
+[[disks]]
+path = "/vm/desk.qcow2"
+"#;
+        let spec = VmSpec::parse(text).unwrap();
+        assert_eq!(spec.devices[0].address.unwrap().to_string(), "0000:02:00.0");
+        assert_eq!(spec.devices[1].id.unwrap().to_string(), "1b21:1242");
+        let tables = r#"
+name = "desk"
+memory = "16G"
+cpus = 8
+
+[[devices]]
+address = "0000:01:00.0"
+id = "10de:2684"
+subsystem = "1043:889d"
+rom = "/var/lib/passthru/roms/4090.rom"
+"#;
+        let spec = VmSpec::parse(tables).unwrap();
+        let d = &spec.devices[0];
+        assert_eq!(d.subsystem.unwrap().to_string(), "1043:889d");
+        assert!(d.rom.is_some());
+        assert_eq!(VmSpec::parse(&spec.to_toml()).unwrap(), spec);
+        // errors keep their line numbers inside a device table
+        let err = VmSpec::parse(&tables.replace("rom =", "romfile ="))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 10") && err.contains("unknown field `romfile`"),
+            "{err}"
+        );
+        let err = VmSpec::parse(&tables.replace("10de:2684", "10de-2684"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'10de-2684' is not a vendor:device pair"),
+            "{err}"
+        );
+        let err = VmSpec::parse(&tables.replace(
+            "address = \"0000:01:00.0\"\nid = \"10de:2684\"\nsubsystem = \"1043:889d\"\n",
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("needs an address, an id"), "{err}");
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_mib("16G"), Some(16384));
         assert_eq!(parse_mib("8192M"), Some(8192));
