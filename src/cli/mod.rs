@@ -19,7 +19,6 @@ use crate::host_root::HostRoot;
 use crate::list::{self, Filter, HostUse};
 use crate::pci::device::DeviceKind;
 use crate::pci::names::PciNames;
-use crate::pci::PciAddress;
 use crate::report;
 
 mod binding;
@@ -230,7 +229,8 @@ enum Command {
     /// on, kernel arguments present, each device on vfio-pci), saying what did not
     /// take effect and the likely cause. Exit code 1 when something did not.
     Verify,
-    /// Plan a VM from its spec (a TOML file) and render it for libvirt or QEMU.
+    /// Virtual machines from a small spec (a TOML file): create, check, plan and render
+    /// them, define and start them in libvirt, or run them with QEMU directly.
     Vm {
         #[command(subcommand)]
         action: VmAction,
@@ -280,31 +280,7 @@ impl From<RiskArgs> for Overrides {
 enum VmAction {
     /// Write a new VM spec with good defaults and print it (as root in
     /// /etc/passthru/vms/, else in ~/.config/passthru/vms/; PASSTHRU_VM_DIR overrides).
-    New {
-        /// The VM's name.
-        name: String,
-        /// A device to pass through (repeatable; its IOMMU group comes along).
-        #[arg(long = "device", value_name = "ADDRESS")]
-        devices: Vec<PciAddress>,
-        /// vCPUs.
-        #[arg(long, default_value_t = 4)]
-        cpus: u32,
-        /// Memory, e.g. 16G.
-        #[arg(long, default_value = "8G")]
-        memory: String,
-        /// An installer (or driver) ISO (repeatable).
-        #[arg(long = "iso", value_name = "FILE")]
-        isos: Vec<PathBuf>,
-        /// Size of a new disk image, e.g. 128G.
-        #[arg(long, value_name = "SIZE")]
-        disk: Option<String>,
-        /// The guest OS (windows turns on Secure Boot and a TPM, as Windows 11 needs).
-        #[arg(long, value_enum, default_value_t = OsArg::Other)]
-        os: OsArg,
-        /// Replace an existing spec of that name.
-        #[arg(long)]
-        force: bool,
-    },
+    New(vm::NewArgs),
     /// List the VM specs.
     List,
     /// Remove a VM spec (not its disks).
@@ -357,17 +333,6 @@ enum VmAction {
     /// Run the VM with QEMU directly, without libvirt: bind its devices to vfio-pci,
     /// start QEMU, pin the vCPU threads, and give the devices back when it exits.
     Run(vm_run::RunArgs),
-}
-
-/// `vm new --os`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum OsArg {
-    /// Windows 10/11.
-    Windows,
-    /// Linux.
-    Linux,
-    /// Anything else.
-    Other,
 }
 
 /// `list --class`.
@@ -627,33 +592,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         ),
         Command::Verify => persistent::verify(cli.json, &root),
         Command::Vm { action } => match action {
-            VmAction::New {
-                name,
-                devices,
-                cpus,
-                memory,
-                isos,
-                disk,
-                os,
-                force,
-            } => {
-                let os = match os {
-                    OsArg::Windows => crate::vm::spec::OsType::Windows,
-                    OsArg::Linux => crate::vm::spec::OsType::Linux,
-                    OsArg::Other => crate::vm::spec::OsType::Other,
-                };
-                vm::new(
-                    &root,
-                    name,
-                    devices,
-                    *cpus,
-                    memory,
-                    isos,
-                    disk.as_deref(),
-                    os,
-                    *force,
-                )
-            }
+            VmAction::New(args) => vm::new(&root, args),
             VmAction::List => vm::list(cli.json),
             VmAction::Rm { name } => vm::rm(name),
             VmAction::Plan { spec } => vm::plan(cli.json, &root, spec),

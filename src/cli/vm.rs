@@ -11,7 +11,7 @@ use crate::host_root::HostRoot;
 use crate::pci::PciAddress;
 use crate::vm::render::{self, Accel};
 use crate::vm::resolve::{self, Resolution, ResolveOptions};
-use crate::vm::spec::{Cpus, VmSpec};
+use crate::vm::spec::{Cpus, IdPair, OsType, VmSpec};
 use crate::vm::store;
 
 #[derive(Debug, Serialize)]
@@ -116,27 +116,60 @@ pub(super) fn render(root: &HostRoot, path: &Path, qemu: bool, accel: Accel) -> 
     Ok(0)
 }
 
-/// `passthru vm new`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn new(
-    root: &HostRoot,
-    name: &str,
-    devices: &[PciAddress],
+/// `vm new`.
+#[derive(Debug, clap::Args)]
+pub struct NewArgs {
+    /// The VM's name.
+    name: String,
+    /// A device to pass through (repeatable; its IOMMU group comes along). It is written
+    /// with its IDs, so the VM finds it again if the bus numbers change.
+    #[arg(long = "device", value_name = "ADDRESS")]
+    devices: Vec<PciAddress>,
+    /// vCPUs.
+    #[arg(long, default_value_t = 4)]
     cpus: u32,
-    memory: &str,
-    isos: &[PathBuf],
-    disk: Option<&str>,
-    os: crate::vm::spec::OsType,
+    /// Memory, e.g. 16G.
+    #[arg(long, default_value = "8G")]
+    memory: String,
+    /// An installer (or driver) ISO (repeatable).
+    #[arg(long = "iso", value_name = "FILE")]
+    isos: Vec<PathBuf>,
+    /// Size of the new disk image, e.g. 128G.
+    #[arg(long, value_name = "SIZE", default_value = "64G")]
+    disk: String,
+    /// The guest OS (windows turns on Secure Boot and a TPM, as Windows 11 needs).
+    #[arg(long, value_enum, default_value_t = OsType::Other)]
+    os: OsType,
+    /// Back the memory with hugepages.
+    #[arg(long)]
+    hugepages: bool,
+    /// A USB device to give the guest, as vendor:product (repeatable; see `lsusb`).
+    #[arg(long = "usb", value_name = "ID")]
+    usb: Vec<IdPair>,
+    /// A keyboard or mouse to give the guest through evdev (repeatable), e.g.
+    /// /dev/input/by-id/usb-…-event-kbd.
+    #[arg(long = "evdev", value_name = "DEVICE")]
+    evdev: Vec<PathBuf>,
+    /// Put the guest on this host bridge instead of user-mode networking.
+    #[arg(long, value_name = "BRIDGE")]
+    bridge: Option<String>,
+    /// Replace an existing spec of that name.
+    #[arg(long)]
     force: bool,
-) -> anyhow::Result<u8> {
-    use crate::vm::spec::{Disk, Display, Firmware, Network, OsType};
+}
+
+/// `passthru vm new`.
+pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
+    use crate::vm::spec::{Disk, Display, Firmware, Network, UsbDevice};
+    let name = args.name.as_str();
     let dir = store::spec_dir();
     let data = store::data_dir();
-    let windows = os == OsType::Windows;
+    let windows = args.os == OsType::Windows;
     // Each device is written with its identity (IDs and subsystem), so the spec
     // still finds it after the buses are renumbered.
     let host = crate::pci::device::read_all(root)?;
-    let devices = devices
+    let devices = args
+        .devices
         .iter()
         .map(|a| {
             host.iter()
@@ -148,36 +181,36 @@ pub(super) fn new(
     let no_device = devices.is_empty();
     let spec = VmSpec {
         name: name.to_string(),
-        memory: memory.to_string(),
-        cpus: Cpus::Count(cpus),
+        memory: args.memory.clone(),
+        cpus: Cpus::Count(args.cpus),
         devices,
-        usb: Vec::new(),
-        evdev: Vec::new(),
+        usb: args.usb.iter().map(|id| UsbDevice { id: *id }).collect(),
+        evdev: args.evdev.clone(),
         kernel: None,
         disks: vec![Disk {
-            path: data.join(format!("{name}.qcow2")),
-            size: Some(disk.unwrap_or("64G").to_string()),
+            path: data.join(name).join(format!("{name}.qcow2")),
+            size: Some(args.disk.clone()),
             format: "qcow2".into(),
         }],
-        isos: isos.to_vec(),
+        isos: args.isos.clone(),
         firmware: Firmware {
             uefi: true,
             secure_boot: windows,
             tpm: windows,
         },
-        os,
+        os: args.os,
         // Without a passed device the guest needs an emulated display.
         display: if no_device {
             Display::Spice
         } else {
             Display::None
         },
-        network: Network::User,
-        hugepages: false,
+        network: args.bridge.clone().map_or(Network::User, Network::Bridge),
+        hugepages: args.hugepages,
     };
     spec.validate()?;
     let path = dir.join(format!("{name}.toml"));
-    if path.exists() && !force {
+    if path.exists() && !args.force {
         anyhow::bail!("{} exists already (--force replaces it)", path.display());
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

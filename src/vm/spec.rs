@@ -13,7 +13,7 @@ use crate::pci::PciAddress;
 
 /// The guest operating system, for defaults (TPM and Secure Boot for Windows 11,
 /// Hyper-V enlightenments).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OsType {
     /// Windows 10/11.
