@@ -449,6 +449,13 @@ fn a_kill_at_any_step_leaves_undo_able_to_restore() {
             a.write_config(&c.path, c.after.as_deref().unwrap().as_bytes())
                 .unwrap();
         }
+        // A kill inside a write, between the temporary file and the rename.
+        if let Some(c) = plan.files.get(stage.saturating_sub(paths.len())) {
+            if stage >= paths.len() && f.root().join(&c.path).parent().unwrap().is_dir() {
+                let tmp = passthru::apply::journal::temp_path(&c.path);
+                std::fs::write(f.root().join(tmp), "half written").unwrap();
+            }
+        }
         a.roll_back().unwrap();
         assert_same(
             &snapshot(f.root()),

@@ -1249,7 +1249,7 @@ fn debian_regenerated_initramfs_and_grub_cfg_boot() {
 
 /// The configuration `enable` may touch, as `sha256sum` lines (and directories), to
 /// compare a root before `enable` and after `undo`.
-const CONFIG_FINGERPRINT: &str = "for d in /etc/modprobe.d /etc/initramfs-tools /etc/default /usr/local /var/lib/passthru; do \
+const CONFIG_FINGERPRINT: &str = "for d in /etc/modprobe.d /etc/initramfs-tools /etc/default /etc/grub.d /usr/local /var/lib/passthru; do \
      [ -e $d ] && find $d -type d -printf 'dir %p\\n' && find $d -type f -exec sha256sum {} +; done | sort";
 
 /// The real proof of `passthru enable`: a Debian system configures itself with the real
@@ -1271,6 +1271,7 @@ fn debian_enable_verify_undo() {
     let logs = testbed::LogsOnFailure(&vm);
     let bin = vm.install_passthru().expect("copy passthru in");
     let original = vm.sh(CONFIG_FINGERPRINT);
+    let original_boot = vm.sh("ls -A /boot");
     assert_eq!(
         bound_driver(&vm, layouts::GPU).as_deref(),
         Some("bochs-drm")
@@ -1375,15 +1376,72 @@ fn debian_enable_verify_undo() {
     let verify = vm.run(&format!("{bin} verify")).expect("run verify");
     assert_eq!(verify.code, 1, "verify must see the binding off:\n{verify}");
 
+    // A real `kill -9` in the middle of `enable`: enabling one more device (the USB
+    // controller) in the background, killed while its `update-initramfs` runs. That
+    // regenerator lives on, orphaned; `undo` must stop it, then restore every file.
+    let killed = vm
+        .run_with_timeout(
+            &format!(
+                "{bin} enable --yes {xhci} >/tmp/killed-enable.log 2>&1 </dev/null &
+                 pid=$!
+                 i=0
+                 until grep -q update-initramfs /var/lib/passthru/logs/running.json 2>/dev/null; do
+                     i=$((i + 1)); [ $i -lt 1200 ] || {{ echo 'update-initramfs never started'; cat /tmp/killed-enable.log; exit 1; }}
+                     sleep 0.1
+                 done
+                 sleep 3
+                 kill -9 $pid
+                 sleep 1
+                 kill -0 $pid 2>/dev/null && {{ echo 'passthru survived kill -9'; exit 1; }}
+                 for p in /proc/[0-9]*; do grep -q 'update-initramf[s]' $p/cmdline 2>/dev/null && echo \"orphan ${{p#/proc/}}\"; done
+                 cat /tmp/killed-enable.log",
+                xhci = layouts::XHCI
+            ),
+            Duration::from_secs(300),
+        )
+        .expect("run the killed enable");
+    assert!(killed.success(), "{killed}");
+    assert!(
+        killed.stdout.contains("orphan ") && killed.stdout.contains("running `update-initramfs"),
+        "the kill should leave update-initramfs running:\n{killed}"
+    );
+    assert_ne!(
+        vm.sh(CONFIG_FINGERPRINT),
+        original,
+        "the killed enable had changed nothing"
+    );
+
     // undo (from the way back): every file back, and the regenerators run again.
     let out = vm
         .run_with_timeout(&format!("{bin} undo --yes"), Duration::from_secs(1200))
         .expect("run undo");
     assert!(out.success(), "undo failed:\n{out}");
+    note(&format!(
+        "`passthru undo` in the guest took {:.1?}",
+        out.elapsed
+    ));
+    assert!(
+        out.stdout
+            .contains("from an interrupted run is still running: stopping it")
+            || out
+                .stderr
+                .contains("from an interrupted run is still running: stopping it"),
+        "undo should have stopped the orphaned update-initramfs:\n{out}"
+    );
+    assert_eq!(
+        vm.sh("for p in /proc/[0-9]*; do grep -qE '(update-initramf[s]|mkinitramf[s])' $p/cmdline 2>/dev/null && echo $p; done; true"),
+        "",
+        "a regenerator is still running after undo"
+    );
     assert_eq!(
         vm.sh(CONFIG_FINGERPRINT),
         original,
         "undo left the configuration different"
+    );
+    assert_eq!(
+        vm.sh("ls -A /boot"),
+        original_boot,
+        "undo left /boot different"
     );
     vm.power_off(Duration::from_secs(60)).expect("power off");
     drop(logs);
