@@ -229,7 +229,19 @@ fn fedora_grubby_and_dracut() {
         "{snaps:?}"
     );
     assert!(snaps.contains(&"etc/default/grub"));
+    assert_eq!(
+        plan["inspections"][0]["argv"],
+        serde_json::json!(["lsinitrd", "/boot/initramfs-6.6.9-200.fc39.x86_64.img"])
+    );
     golden("fedora-grubby-dracut", &plan);
+    // Debian's dracut names the image like initramfs-tools did, beside the kernel
+    let debian = Fixture::new("fedora-grubby-dracut");
+    debian.write("boot/initrd.img-6.6.9-200.fc39.x86_64", "");
+    let plan = plan_of(&debian, &["01:00.0"]);
+    assert_eq!(
+        plan["inspections"][0]["argv"],
+        serde_json::json!(["lsinitrd", "/boot/initrd.img-6.6.9-200.fc39.x86_64"])
+    );
 }
 
 #[test]

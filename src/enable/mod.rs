@@ -698,7 +698,7 @@ pub fn plan(
             regenerate.push(cmd);
             if !release.is_empty() {
                 inspections.push(Inspection {
-                    argv: vec!["lsinitrd".into(), format!("/boot/initramfs-{release}.img")],
+                    argv: vec!["lsinitrd".into(), dracut_image(f, &release)],
                     must_contain: image_must(true),
                 });
             }
@@ -943,6 +943,19 @@ fn slot_devices(
         Ok(take.into_iter().collect())
     } else {
         Err(EnableError::Refused(refusals))
+    }
+}
+
+/// The image `dracut --regenerate-all` writes for `release`: Fedora's dracut writes
+/// `/boot/initramfs-<release>.img`, Debian's (patched) `/boot/initrd.img-<release>`
+/// beside the kernel. The one that exists wins; Fedora's name otherwise.
+fn dracut_image(f: &EnableFacts, release: &str) -> String {
+    let debian = format!("boot/initrd.img-{release}");
+    let fedora = format!("boot/initramfs-{release}.img");
+    if !f.root.exists(&fedora) && f.root.exists(&debian) {
+        format!("/{debian}")
+    } else {
+        format!("/{fedora}")
     }
 }
 
