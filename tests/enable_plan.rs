@@ -284,6 +284,39 @@ fn arch_systemd_boot_and_mkinitcpio() {
 }
 
 #[test]
+fn arch_booster_and_systemd_boot() {
+    let f = Fixture::new("arch-booster");
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(plan["boot"]["initramfs"], "booster");
+    // the user's force-loaded keyboard modules stay, after vfio; every other line too
+    let yaml = after(&plan, "etc/booster.yaml");
+    let before = file(&plan, "etc/booster.yaml")["before"].as_str().unwrap();
+    assert_eq!(
+        yaml,
+        before.replace(
+            "\nmodules_force_load: usbhid,hid_generic\n",
+            "\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1,usbhid,hid_generic\n"
+        )
+    );
+    // booster bakes the modprobe.d options into the image
+    assert!(after(&plan, "etc/modprobe.d/passthru-vfio.conf")
+        .contains("options vfio-pci ids=10de:228b,10de:2484\n"));
+    assert_eq!(argvs(&plan), ["/usr/lib/booster/regenerate_images"]);
+    assert_eq!(
+        plan["inspections"][0]["argv"],
+        serde_json::json!(["booster", "ls", "/boot/booster-linux.img"])
+    );
+    assert_eq!(
+        plan["inspections"][1]["must_contain"],
+        serde_json::json!(["ids=10de:228b,10de:2484"])
+    );
+    assert_eq!(plan["manual"], serde_json::json!([]));
+    assert!(after(&plan, "boot/loader/entries/arch.conf")
+        .ends_with(" rw quiet intel_iommu=on iommu=pt\n"));
+    golden("arch-booster", &plan);
+}
+
+#[test]
 fn popos_kernelstub() {
     let f = Fixture::new("popos-kernelstub");
     let plan = plan_of(&f, &["02:00.0"]);
@@ -403,6 +436,7 @@ fn enable_then_undo_restores_every_file_byte_for_byte() {
         ("proxmox-kernel-cmdline", "02:00.0"),
         ("arch-grub", "01:00.0"),
         ("identical-gpus", "01:00.0"),
+        ("arch-booster", "01:00.0"),
     ] {
         let f = Fixture::new(fixture);
         // An odd mode on a file passthru edits must survive too.

@@ -732,7 +732,61 @@ pub fn plan(
                 must_contain: image_must(true),
             });
         }
-        Initramfs::Booster | Initramfs::Unknown => manual.push(format!(
+        Initramfs::Booster => {
+            // booster force-loads `modules_force_load` at the start of its init, before
+            // it walks the devices' modaliases, and bakes the `options` lines of
+            // /etc/modprobe.d into the image when it is built (it reads no `softdep` or
+            // `install` lines there).
+            let path = "etc/booster.yaml";
+            let before = f.read(path);
+            files.push(FileChange {
+                path: path.into(),
+                after: Some(edit_booster_yaml(before.as_deref().unwrap_or(""), BOOSTER_FORCE_LOAD)),
+                before,
+                mode: None,
+            });
+            if script.is_some() {
+                manual.push(
+                    "booster ignores `install` lines in /etc/modprobe.d, so it cannot bind a device by address:                      after each boot, bind the devices that share their ids with one the host keeps                      with `passthru bind`"
+                        .into(),
+                );
+            }
+            let argv = match boot::program(&f.root, &["usr/lib/booster/regenerate_images"]) {
+                Some(p) => vec![p],
+                None => vec![
+                    "booster".into(),
+                    "build".into(),
+                    "--force".into(),
+                    format!("--kernel-version={release}"),
+                    booster_image(f, &release),
+                ],
+            };
+            let cmd = PlannedCommand {
+                argv,
+                why: "rebuild the booster images so vfio-pci loads first and takes the devices".into(),
+            };
+            commands.push(cmd.clone());
+            regenerate.push(cmd);
+            if !release.is_empty() {
+                // booster stores modules under their normalised names (`vfio_pci.ko`).
+                inspections.push(Inspection {
+                    argv: vec!["booster".into(), "ls".into(), booster_image(f, &release)],
+                    must_contain: vec!["vfio_pci.ko".into()],
+                });
+                if !ids.is_empty() {
+                    inspections.push(Inspection {
+                        argv: vec![
+                            "booster".into(),
+                            "cat".into(),
+                            booster_image(f, &release),
+                            "/etc/booster.init.yaml".into(),
+                        ],
+                        must_contain: vec![format!("ids={}", ids.join(","))],
+                    });
+                }
+            }
+        }
+        Initramfs::Unknown => manual.push(format!(
             "passthru does not know how to configure this initramfs generator: make it load {} early and include /{MODPROBE_FILE}, then rebuild the initramfs",
             vfio_modules.join(", ")
         )),
@@ -946,6 +1000,71 @@ fn slot_devices(
     }
 }
 
+/// The modules booster must load first, as its own integration test of VFIO lists them.
+pub const BOOSTER_FORCE_LOAD: &[&str] = &["vfio_pci", "vfio", "vfio_iommu_type1"];
+
+/// The image Arch's booster package builds for `release`: `/boot/booster-<pkgbase>.img`,
+/// the package base read from `/usr/lib/modules/<release>/pkgbase` (`linux`,
+/// `linux-lts`, …), as its `regenerate_images` script names them.
+fn booster_image(f: &EnableFacts, release: &str) -> String {
+    let pkgbase = f
+        .read(&format!("usr/lib/modules/{release}/pkgbase"))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && !s.contains('/'))
+        .unwrap_or_else(|| "linux".into());
+    format!("/boot/booster-{pkgbase}.img")
+}
+
+/// Adds `modules` to booster's `modules_force_load` (a comma-separated string) in
+/// `/etc/booster.yaml`, in front of the modules listed there and skipping those
+/// present; every other line — keys, comments — stays as it is. The last top-level
+/// assignment is edited (YAML keeps the last), or one is appended.
+pub fn edit_booster_yaml(text: &str, modules: &[&str]) -> String {
+    const KEY: &str = "modules_force_load:";
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let Some(i) = lines.iter().rposition(|l| l.starts_with(KEY)) else {
+        let mut out = text.to_string();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("{KEY} {}\n", modules.join(",")));
+        return out;
+    };
+    let line = lines[i].trim_end_matches('\n');
+    let rest = &line[KEY.len()..];
+    // A trailing comment stays; the value is the part before it.
+    let (value, comment) = match rest.find(" #") {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, ""),
+    };
+    let value = value.trim();
+    let quote = value
+        .chars()
+        .next()
+        .filter(|c| matches!(c, '"' | '\'') && value.len() > 1 && value.ends_with(*c));
+    let inner = quote.map_or(value, |_| &value[1..value.len() - 1]);
+    let present: Vec<&str> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    let normal = |m: &str| m.replace('-', "_");
+    let missing: Vec<&str> = modules
+        .iter()
+        .copied()
+        .filter(|m| !present.iter().any(|p| normal(p) == normal(m)))
+        .collect();
+    if missing.is_empty() {
+        return text.to_string();
+    }
+    let merged: Vec<&str> = missing.iter().copied().chain(present).collect();
+    let q = quote.map(String::from).unwrap_or_default();
+    let mut out: String = lines[..i].concat();
+    out.push_str(&format!("{KEY} {q}{}{q}{comment}\n", merged.join(",")));
+    out.push_str(&lines[i + 1..].concat());
+    out
+}
+
 /// The image `dracut --regenerate-all` writes for `release`: Fedora's dracut writes
 /// `/boot/initramfs-<release>.img`, Debian's (patched) `/boot/initrd.img-<release>`
 /// beside the kernel. The one that exists wins; Fedora's name otherwise.
@@ -1093,6 +1212,40 @@ mod tests {
         assert!(
             out.ends_with("FILES=(/etc/modprobe.d/passthru-vfio.conf)\n"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn booster_yaml_keeps_the_rest() {
+        // booster's manpage sample, abridged, with a force-loaded module of the user's.
+        let yaml = "network:\n  dhcp: on\nuniversal: false\nmodules: -*,hid_apple,kernel/fs/btrfs/btrfs.ko\ncompression: zstd\nmodules_force_load: usbhid # keyboard for the LUKS prompt\n";
+        let out = edit_booster_yaml(yaml, BOOSTER_FORCE_LOAD);
+        assert_eq!(
+            out,
+            yaml.replace(
+                "modules_force_load: usbhid",
+                "modules_force_load: vfio_pci,vfio,vfio_iommu_type1,usbhid"
+            )
+        );
+        assert_eq!(edit_booster_yaml(&out, BOOSTER_FORCE_LOAD), out);
+        // quoted, with one of them written with a dash
+        assert_eq!(
+            edit_booster_yaml(
+                "modules_force_load: \"vfio-pci, nvme\"\n",
+                BOOSTER_FORCE_LOAD
+            ),
+            "modules_force_load: \"vfio,vfio_iommu_type1,vfio-pci,nvme\"\n"
+        );
+        // absent (or no file): appended
+        assert_eq!(
+            edit_booster_yaml("compression: lz4", BOOSTER_FORCE_LOAD),
+            "compression: lz4\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1\n"
+        );
+        // an indented key belongs to another mapping: not booster's
+        assert!(
+            edit_booster_yaml("network:\n  modules_force_load: x\n", BOOSTER_FORCE_LOAD).ends_with(
+                "  modules_force_load: x\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1\n"
+            )
         );
     }
 
