@@ -208,6 +208,7 @@ fn fedora_grubby_and_dracut() {
         dracut.contains("install_items+=\" /etc/modprobe.d/passthru-vfio.conf \"\n"),
         "{dracut}"
     );
+    // the older kernel's entry has iommu=pt already, the current one not: grubby adds it
     assert_eq!(
         argvs(&plan),
         [
@@ -241,6 +242,33 @@ fn fedora_grubby_and_dracut() {
     assert_eq!(
         plan["inspections"][0]["argv"],
         serde_json::json!(["lsinitrd", "/boot/initrd.img-6.6.9-200.fc39.x86_64"])
+    );
+
+    // every entry has it: grubby has nothing to add, and no command runs for it
+    let entry = "boot/loader/entries/8f2b6c1d4e3a4b5c9d7e0f1a2b3c4d5e-6.6.9-200.fc39.x86_64.conf";
+    let text = std::fs::read_to_string(f.root().join(entry)).unwrap();
+    f.write(
+        entry,
+        &text.replace("ro rhgb quiet\n", "ro rhgb quiet iommu=pt\n"),
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(argvs(&plan), ["dracut -f --regenerate-all"]);
+    assert_eq!(
+        plan["enabled"]["kernel_args"],
+        serde_json::json!(["iommu=pt"])
+    );
+    // a contradicting argument in an entry is removed, nothing is added
+    f.write(
+        entry,
+        &text.replace("ro rhgb quiet\n", "ro rhgb quiet iommu=pt amd_iommu=off\n"),
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(
+        argvs(&plan),
+        [
+            "dracut -f --regenerate-all",
+            "grubby --update-kernel=ALL --remove-args=amd_iommu=off"
+        ]
     );
 }
 
@@ -324,8 +352,13 @@ fn popos_kernelstub() {
         argvs(&plan),
         [
             "update-initramfs -u -k all",
-            "kernelstub --add-options intel_iommu=on iommu=pt"
+            // iommu=pt is among the user's kernel_options already
+            "kernelstub --add-options intel_iommu=on"
         ]
+    );
+    assert_eq!(
+        plan["enabled"]["kernel_args"],
+        serde_json::json!(["intel_iommu=on", "iommu=pt"])
     );
     golden("popos-kernelstub", &plan);
 }

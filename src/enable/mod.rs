@@ -835,16 +835,31 @@ pub fn plan(
         }
         Bootloader::Grubby => {
             snapshots.extend(grubby_files(f));
-            let mut argv = vec!["grubby".into(), "--update-kernel=ALL".into(), format!("--args={args_text}")];
-            let current = f.facts.cmdline.as_ref().map(|c| c.raw.clone()).unwrap_or_default();
-            let drop: Vec<&String> = remove.iter().filter(|r| cmdline_edit::has_arg(&current, r)).collect();
-            if !drop.is_empty() {
-                argv.push(format!("--remove-args={}", drop.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")));
+            // Only what the entries lack: an argument the user configured stays theirs
+            // (`undo` restores the snapshots byte for byte either way).
+            let configured = grubby_configured(f);
+            let missing: Vec<&String> = add
+                .iter()
+                .filter(|a| !configured.iter().all(|line| cmdline_edit::has_arg(line, a)))
+                .collect();
+            let drop: Vec<&String> = remove
+                .iter()
+                .filter(|r| configured.iter().any(|line| cmdline_edit::has_arg(line, r)))
+                .collect();
+            let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+            if !missing.is_empty() || !drop.is_empty() {
+                let mut argv = vec!["grubby".into(), "--update-kernel=ALL".into()];
+                if !missing.is_empty() {
+                    argv.push(format!("--args={}", join(&missing)));
+                }
+                if !drop.is_empty() {
+                    argv.push(format!("--remove-args={}", join(&drop)));
+                }
+                commands.push(PlannedCommand {
+                    argv,
+                    why: "add the kernel arguments to every boot entry".into(),
+                });
             }
-            commands.push(PlannedCommand {
-                argv,
-                why: "add the kernel arguments to every boot entry".into(),
-            });
         }
         Bootloader::Kernelstub => {
             snapshots.push("etc/kernelstub/configuration".into());
@@ -855,10 +870,29 @@ pub fn plan(
                     .into_iter()
                     .map(|n| PathBuf::from(format!("boot/efi/loader/entries/{n}"))),
             );
-            commands.push(PlannedCommand {
-                argv: vec!["kernelstub".into(), "--add-options".into(), args_text.clone()],
-                why: "add the kernel arguments to the boot entry".into(),
-            });
+            let configured = kernelstub_options(f.read("etc/kernelstub/configuration").as_deref().unwrap_or(""));
+            let missing: Vec<String> = add
+                .iter()
+                .filter(|a| !configured.as_deref().is_some_and(|c| cmdline_edit::has_arg(c, a)))
+                .cloned()
+                .collect();
+            let drop: Vec<String> = remove
+                .iter()
+                .filter(|r| configured.as_deref().is_some_and(|c| cmdline_edit::has_arg(c, r)))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                commands.push(PlannedCommand {
+                    argv: vec!["kernelstub".into(), "--add-options".into(), missing.join(" ")],
+                    why: "add the kernel arguments to the boot entry".into(),
+                });
+            }
+            if !drop.is_empty() {
+                commands.push(PlannedCommand {
+                    argv: vec!["kernelstub".into(), "--delete-options".into(), drop.join(" ")],
+                    why: "drop the kernel arguments that contradict them".into(),
+                });
+            }
         }
         Bootloader::KernelCmdline { refresh, entries } => {
             let before = f.read("etc/kernel/cmdline");
@@ -1075,6 +1109,66 @@ fn dracut_image(f: &EnableFacts, release: &str) -> String {
         format!("/{debian}")
     } else {
         format!("/{fedora}")
+    }
+}
+
+/// The kernel command lines grubby manages, as configured: the `options` line of every
+/// BLS entry in `/boot/loader/entries` (passthru's own "(without VFIO)" copies aside);
+/// without entries `/etc/kernel/cmdline`, then `GRUB_CMDLINE_LINUX` of
+/// `/etc/default/grub`, then the running kernel's command line.
+fn grubby_configured(f: &EnableFacts) -> Vec<String> {
+    let entries: Vec<String> = f
+        .root
+        .list_dir_optional("boot/loader/entries")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.ends_with(".conf") && !n.ends_with("-without-vfio.conf"))
+        .filter_map(|n| f.read(&format!("boot/loader/entries/{n}")))
+        .map(|text| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix("options")
+                        .filter(|r| r.starts_with([' ', '\t']))
+                        .map(|r| r.trim().to_string())
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    if !entries.is_empty() {
+        return entries;
+    }
+    if let Some(line) = f.read("etc/kernel/cmdline") {
+        return vec![line.trim().to_string()];
+    }
+    if let Some(v) = f
+        .read("etc/default/grub")
+        .and_then(|t| boot::shell_var(&t, "GRUB_CMDLINE_LINUX"))
+    {
+        return vec![v];
+    }
+    vec![f
+        .facts
+        .cmdline
+        .as_ref()
+        .map(|c| c.raw.clone())
+        .unwrap_or_default()]
+}
+
+/// The kernel options kernelstub writes, from its `/etc/kernelstub/configuration`
+/// (JSON): the `user` section's `kernel_options` (a list; older releases kept one
+/// string), as one command line. `None` when the file cannot be read as such.
+pub fn kernelstub_options(text: &str) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_str(text).ok()?;
+    match &doc.get("user")?.get("kernel_options")? {
+        serde_json::Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        serde_json::Value::String(s) => Some(s.clone()),
+        _ => None,
     }
 }
 
