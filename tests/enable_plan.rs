@@ -234,6 +234,27 @@ fn fedora_grubby_and_dracut() {
         plan["inspections"][0]["argv"],
         serde_json::json!(["lsinitrd", "/boot/initramfs-6.6.9-200.fc39.x86_64.img"])
     );
+    // the way back: a BLS copy of each entry, written once grubby is done with them
+    let copy = file(
+        &plan,
+        "boot/loader/entries/8f2b6c1d4e3a4b5c9d7e0f1a2b3c4d5e-6.5.12-300.fc39.x86_64-without-vfio.conf",
+    );
+    assert_eq!(copy["after_commands"], true);
+    let text = copy["after"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "title Fedora Linux (6.5.12-300.fc39.x86_64) 39 (Workstation Edition) (without VFIO)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\noptions root=UUID=8a0e4f51-7c2d-4b8e-a3f6-2d9c1b7e5f10 ro rhgb quiet module_blacklist=vfio_pci\n"),
+        "{text}"
+    );
+    assert!(plan["way_back"]
+        .as_str()
+        .unwrap()
+        .contains("(without VFIO)"));
     golden("fedora-grubby-dracut", &plan);
     // Debian's dracut names the image like initramfs-tools did, beside the kernel
     let debian = Fixture::new("fedora-grubby-dracut");

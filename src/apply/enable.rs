@@ -59,10 +59,26 @@ const LONG_COMMAND_LIMIT: Duration = Duration::from_secs(3600);
 impl Applier {
     /// Journals, then writes, every file of the plan (no commands).
     pub fn apply_files(&self, plan: &EnablePlan) -> Result<(), ApplyError> {
+        self.journal_plan(plan)?;
+        self.write_files(plan, false)?;
+        self.write_files(plan, true)
+    }
+
+    /// Journals every file the plan writes and every file its commands may change.
+    fn journal_plan(&self, plan: &EnablePlan) -> Result<(), ApplyError> {
         let mut paths: Vec<PathBuf> = plan.files.iter().map(|f| f.path.clone()).collect();
         paths.extend(plan.snapshots.iter().cloned());
         self.journal_files(&paths, &plan.enabled.regenerate)?;
-        for f in &plan.files {
+        Ok(())
+    }
+
+    /// Writes the plan's files that go before the commands, or those that go after.
+    fn write_files(&self, plan: &EnablePlan, after_commands: bool) -> Result<(), ApplyError> {
+        for f in plan
+            .files
+            .iter()
+            .filter(|f| f.after_commands == after_commands)
+        {
             match &f.after {
                 Some(text) => {
                     self.write_config(&f.path, text.as_bytes())?;
@@ -87,10 +103,12 @@ impl Applier {
         progress: &mut dyn FnMut(&str),
     ) -> Result<(), ApplyError> {
         self.stop_interrupted(progress)?;
-        self.apply_files(plan)?;
+        self.journal_plan(plan)?;
+        self.write_files(plan, false)?;
         for c in &plan.commands {
             self.run_logged(c, progress)?;
         }
+        self.write_files(plan, true)?;
         for i in &plan.inspections {
             self.inspect(i, progress)?;
         }

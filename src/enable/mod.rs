@@ -107,6 +107,10 @@ pub struct FileChange {
     /// The mode of a file passthru creates, when not 0644 (scripts: 0755).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
+    /// Written after the plan's commands ran: a command such as `grubby
+    /// --update-kernel=ALL` would otherwise edit this file too.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub after_commands: bool,
 }
 
 impl FileChange {
@@ -375,6 +379,7 @@ fn change(f: &EnableFacts, path: &str, after: Option<String>) -> FileChange {
         before: f.read(path),
         after,
         mode: None,
+        after_commands: false,
     }
 }
 
@@ -491,6 +496,7 @@ fn entry_changes(
                 before,
                 after,
                 mode: None,
+                after_commands: false,
             }
         })
         .collect()
@@ -663,6 +669,7 @@ pub fn plan(
                 after: Some(append_modules(before.as_deref(), &vfio_modules)),
                 before,
                 mode: None,
+                after_commands: false,
             });
             if script.is_some() {
                 files.push(FileChange {
@@ -744,6 +751,7 @@ pub fn plan(
                 after: Some(edit_booster_yaml(before.as_deref().unwrap_or(""), BOOSTER_FORCE_LOAD)),
                 before,
                 mode: None,
+                after_commands: false,
             });
             if script.is_some() {
                 manual.push(
@@ -860,6 +868,25 @@ pub fn plan(
                     why: "add the kernel arguments to every boot entry".into(),
                 });
             }
+            // The way back: Fedora's GRUB (blscfg) lists every BLS entry, so a copy of
+            // each, written after grubby ran (`--update-kernel=ALL` would give the
+            // copies the VFIO arguments too).
+            let entries: Vec<String> = f
+                .root
+                .list_dir_optional("boot/loader/entries")
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.ends_with(".conf"))
+                .map(|n| format!("boot/loader/entries/{n}"))
+                .collect();
+            let copies = way_back_entries(f, &entries, &add);
+            if !copies.is_empty() {
+                way_back = WAY_BACK_ENTRIES.into();
+            }
+            files.extend(copies.into_iter().map(|c| FileChange {
+                after_commands: true,
+                ..c
+            }));
         }
         Bootloader::Kernelstub => {
             snapshots.push("etc/kernelstub/configuration".into());
@@ -902,6 +929,7 @@ pub fn plan(
                 before,
                 after: Some(after),
                 mode: None,
+                after_commands: false,
             });
             files.extend(entry_changes(f, entries, &add, &remove));
             let copies = way_back_entries(f, entries, &add);
