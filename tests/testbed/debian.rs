@@ -31,6 +31,12 @@
 //!    for systemd, serves the testbed's command protocol and powers off cleanly;
 //! 8. `mkfs.ext4 -q -d ROOT root.ext4 2G` (no loop device, no mount).
 //!
+//! The [`Flavour::Dracut`] root ([`flavour_or_skip`]) follows the same recipe, except
+//! that steps 3 to 5 install bookworm's `dracut` (which removes initramfs-tools), write
+//! [`DRACUT_CONF`] (host-only, lz4) and build a first image `--no-hostonly`. Debian's
+//! dracut names its images `/boot/initrd.img-<release>` as initramfs-tools did, so the
+//! disks of both flavours boot the same way.
+//!
 //! Per test, [`DebianRoot::disk`] makes a sparse writable copy of the image (a
 //! [`DebianDisk`]); [`DebianDisk::builder`] describes a VM of a [`Layout`] that boots it
 //! with the kernel and initramfs read out of the image's `/boot` with `debugfs` — so
