@@ -787,7 +787,10 @@ pub fn plan(
                             "booster".into(),
                             "cat".into(),
                             booster_image(f, &release),
-                            "/etc/booster.init.yaml".into(),
+                            // booster's cpio names have no leading slash, and `booster
+                            // cat` matches the name exactly; the generator writes the
+                            // options of the image's modules into this init config.
+                            "etc/booster.init.yaml".into(),
                         ],
                         must_contain: vec![format!("ids={}", ids.join(","))],
                     });
