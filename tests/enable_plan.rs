@@ -208,6 +208,7 @@ fn fedora_grubby_and_dracut() {
         dracut.contains("install_items+=\" /etc/modprobe.d/passthru-vfio.conf \"\n"),
         "{dracut}"
     );
+    // the older kernel's entry has iommu=pt already, the current one not: grubby adds it
     assert_eq!(
         argvs(&plan),
         [
@@ -229,7 +230,67 @@ fn fedora_grubby_and_dracut() {
         "{snaps:?}"
     );
     assert!(snaps.contains(&"etc/default/grub"));
+    assert_eq!(
+        plan["inspections"][0]["argv"],
+        serde_json::json!(["lsinitrd", "/boot/initramfs-6.6.9-200.fc39.x86_64.img"])
+    );
+    // the way back: a BLS copy of each entry, written once grubby is done with them
+    let copy = file(
+        &plan,
+        "boot/loader/entries/8f2b6c1d4e3a4b5c9d7e0f1a2b3c4d5e-6.5.12-300.fc39.x86_64-without-vfio.conf",
+    );
+    assert_eq!(copy["after_commands"], true);
+    let text = copy["after"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "title Fedora Linux (6.5.12-300.fc39.x86_64) 39 (Workstation Edition) (without VFIO)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\noptions root=UUID=8a0e4f51-7c2d-4b8e-a3f6-2d9c1b7e5f10 ro rhgb quiet module_blacklist=vfio_pci\n"),
+        "{text}"
+    );
+    assert!(plan["way_back"]
+        .as_str()
+        .unwrap()
+        .contains("(without VFIO)"));
     golden("fedora-grubby-dracut", &plan);
+    // Debian's dracut names the image like initramfs-tools did, beside the kernel
+    let debian = Fixture::new("fedora-grubby-dracut");
+    debian.write("boot/initrd.img-6.6.9-200.fc39.x86_64", "");
+    let plan = plan_of(&debian, &["01:00.0"]);
+    assert_eq!(
+        plan["inspections"][0]["argv"],
+        serde_json::json!(["lsinitrd", "/boot/initrd.img-6.6.9-200.fc39.x86_64"])
+    );
+
+    // every entry has it: grubby has nothing to add, and no command runs for it
+    let entry = "boot/loader/entries/8f2b6c1d4e3a4b5c9d7e0f1a2b3c4d5e-6.6.9-200.fc39.x86_64.conf";
+    let text = std::fs::read_to_string(f.root().join(entry)).unwrap();
+    f.write(
+        entry,
+        &text.replace("ro rhgb quiet\n", "ro rhgb quiet iommu=pt\n"),
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(argvs(&plan), ["dracut -f --regenerate-all"]);
+    assert_eq!(
+        plan["enabled"]["kernel_args"],
+        serde_json::json!(["iommu=pt"])
+    );
+    // a contradicting argument in an entry is removed, nothing is added
+    f.write(
+        entry,
+        &text.replace("ro rhgb quiet\n", "ro rhgb quiet iommu=pt amd_iommu=off\n"),
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(
+        argvs(&plan),
+        [
+            "dracut -f --regenerate-all",
+            "grubby --update-kernel=ALL --remove-args=amd_iommu=off"
+        ]
+    );
 }
 
 #[test]
@@ -272,6 +333,39 @@ fn arch_systemd_boot_and_mkinitcpio() {
 }
 
 #[test]
+fn arch_booster_and_systemd_boot() {
+    let f = Fixture::new("arch-booster");
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(plan["boot"]["initramfs"], "booster");
+    // the user's force-loaded keyboard modules stay, after vfio; every other line too
+    let yaml = after(&plan, "etc/booster.yaml");
+    let before = file(&plan, "etc/booster.yaml")["before"].as_str().unwrap();
+    assert_eq!(
+        yaml,
+        before.replace(
+            "\nmodules_force_load: usbhid,hid_generic\n",
+            "\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1,usbhid,hid_generic\n"
+        )
+    );
+    // booster bakes the modprobe.d options into the image
+    assert!(after(&plan, "etc/modprobe.d/passthru-vfio.conf")
+        .contains("options vfio-pci ids=10de:228b,10de:2484\n"));
+    assert_eq!(argvs(&plan), ["/usr/lib/booster/regenerate_images"]);
+    assert_eq!(
+        plan["inspections"][0]["argv"],
+        serde_json::json!(["booster", "ls", "/boot/booster-linux.img"])
+    );
+    assert_eq!(
+        plan["inspections"][1]["must_contain"],
+        serde_json::json!(["ids=10de:228b,10de:2484"])
+    );
+    assert_eq!(plan["manual"], serde_json::json!([]));
+    assert!(after(&plan, "boot/loader/entries/arch.conf")
+        .ends_with(" rw quiet intel_iommu=on iommu=pt\n"));
+    golden("arch-booster", &plan);
+}
+
+#[test]
 fn popos_kernelstub() {
     let f = Fixture::new("popos-kernelstub");
     let plan = plan_of(&f, &["02:00.0"]);
@@ -279,8 +373,13 @@ fn popos_kernelstub() {
         argvs(&plan),
         [
             "update-initramfs -u -k all",
-            "kernelstub --add-options intel_iommu=on iommu=pt"
+            // iommu=pt is among the user's kernel_options already
+            "kernelstub --add-options intel_iommu=on"
         ]
+    );
+    assert_eq!(
+        plan["enabled"]["kernel_args"],
+        serde_json::json!(["intel_iommu=on", "iommu=pt"])
     );
     golden("popos-kernelstub", &plan);
 }
@@ -391,6 +490,7 @@ fn enable_then_undo_restores_every_file_byte_for_byte() {
         ("proxmox-kernel-cmdline", "02:00.0"),
         ("arch-grub", "01:00.0"),
         ("identical-gpus", "01:00.0"),
+        ("arch-booster", "01:00.0"),
     ] {
         let f = Fixture::new(fixture);
         // An odd mode on a file passthru edits must survive too.
@@ -448,6 +548,13 @@ fn a_kill_at_any_step_leaves_undo_able_to_restore() {
         for c in plan.files.iter().take(stage.saturating_sub(paths.len())) {
             a.write_config(&c.path, c.after.as_deref().unwrap().as_bytes())
                 .unwrap();
+        }
+        // A kill inside a write, between the temporary file and the rename.
+        if let Some(c) = plan.files.get(stage.saturating_sub(paths.len())) {
+            if stage >= paths.len() && f.root().join(&c.path).parent().unwrap().is_dir() {
+                let tmp = passthru::apply::journal::temp_path(&c.path);
+                std::fs::write(f.root().join(tmp), "half written").unwrap();
+            }
         }
         a.roll_back().unwrap();
         assert_same(

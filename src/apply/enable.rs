@@ -1,8 +1,18 @@
 //! Carrying out `enable` plans, and `undo`.
+//!
+//! A regenerator (`update-initramfs`, `dracut`, `update-grub`, …) runs in a process
+//! group of its own, recorded in [`RUNNING`] while it runs. When passthru is killed
+//! (`kill -9`, a lost SSH session) the regenerator lives on, orphaned, still writing
+//! the boot files of the interrupted setup; the next `enable` or `undo` finds the
+//! record, stops that process group, and only then restores or rewrites anything, so
+//! two generators never race on the same image.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use super::{Applier, ApplyError};
 use crate::enable::{EnablePlan, Inspection, PlannedCommand};
@@ -10,16 +20,65 @@ use crate::enable::{EnablePlan, Inspection, PlannedCommand};
 /// Where the output of long commands is kept.
 pub const LOG_DIR: &str = "var/lib/passthru/logs";
 
+/// The record of the regenerator running now (see the module's documentation).
+pub const RUNNING: &str = "var/lib/passthru/logs/running.json";
+
+/// How long a stopped regenerator may take to exit after SIGTERM, before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// A regenerator that was started, as [`RUNNING`] records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Running {
+    /// Its command line.
+    pub argv: Vec<String>,
+    /// Its pid, which is also its process group's id.
+    pub pid: i32,
+    /// The kernel's boot id when it started (a pid means nothing after a reboot).
+    pub boot_id: Option<String>,
+    /// Its start time (field 22 of `/proc/PID/stat`), against reuse of the pid.
+    pub start: Option<u64>,
+}
+
+/// The process group, state and start time of a process, from the text of its
+/// `/proc/PID/stat`. The command name (field 2) is in parentheses and may hold
+/// spaces and parentheses itself: the fields after it are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<(i32, char, u64)> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state (3), ppid (4), pgrp (5), …, starttime (22).
+    let state = fields.first()?.chars().next()?;
+    let pgrp = fields.get(2)?.parse().ok()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((pgrp, state, start))
+}
+
 /// How long a regenerator may run (an initramfs rebuild of every kernel can be slow).
 const LONG_COMMAND_LIMIT: Duration = Duration::from_secs(3600);
 
 impl Applier {
     /// Journals, then writes, every file of the plan (no commands).
     pub fn apply_files(&self, plan: &EnablePlan) -> Result<(), ApplyError> {
+        self.journal_plan(plan)?;
+        self.write_files(plan, false)?;
+        self.write_files(plan, true)
+    }
+
+    /// Journals every file the plan writes and every file its commands may change.
+    fn journal_plan(&self, plan: &EnablePlan) -> Result<(), ApplyError> {
         let mut paths: Vec<PathBuf> = plan.files.iter().map(|f| f.path.clone()).collect();
         paths.extend(plan.snapshots.iter().cloned());
         self.journal_files(&paths, &plan.enabled.regenerate)?;
-        for f in &plan.files {
+        Ok(())
+    }
+
+    /// Writes the plan's files that go before the commands, or those that go after.
+    fn write_files(&self, plan: &EnablePlan, after_commands: bool) -> Result<(), ApplyError> {
+        for f in plan
+            .files
+            .iter()
+            .filter(|f| f.after_commands == after_commands)
+        {
             match &f.after {
                 Some(text) => {
                     self.write_config(&f.path, text.as_bytes())?;
@@ -43,10 +102,13 @@ impl Applier {
         plan: &EnablePlan,
         progress: &mut dyn FnMut(&str),
     ) -> Result<(), ApplyError> {
-        self.apply_files(plan)?;
+        self.stop_interrupted(progress)?;
+        self.journal_plan(plan)?;
+        self.write_files(plan, false)?;
         for c in &plan.commands {
             self.run_logged(c, progress)?;
         }
+        self.write_files(plan, true)?;
         for i in &plan.inspections {
             self.inspect(i, progress)?;
         }
@@ -58,6 +120,7 @@ impl Applier {
         if self.journal()?.is_none() {
             return Ok(false);
         }
+        self.stop_interrupted(progress)?;
         progress("restoring the files enable changed");
         let Some(journal) = self.roll_back_journal()? else {
             return Ok(false);
@@ -99,8 +162,14 @@ impl Applier {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
+            .process_group(0)
             .spawn()
             .map_err(|e| fail(format!("cannot start it: {e}")))?;
+        let record = self.running_record(c, &child);
+        if let Ok(json) = serde_json::to_vec_pretty(&record) {
+            // Best effort: without the record an interrupted run is only not stopped.
+            let _ = self.write_atomic(Path::new(RUNNING), &json);
+        }
         let mut next_note = Duration::from_secs(15);
         let status = loop {
             match child.try_wait() {
@@ -122,6 +191,7 @@ impl Applier {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
+        let _ = self.remove(Path::new(RUNNING));
         if status.success() {
             progress(&format!(
                 "`{name}` done in {} s",
@@ -137,6 +207,105 @@ impl Applier {
             log_path.display(),
             tail.join("\n")
         )))
+    }
+
+    /// What [`RUNNING`] records for a child just started.
+    fn running_record(&self, c: &PlannedCommand, child: &std::process::Child) -> Running {
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        Running {
+            argv: c.argv.clone(),
+            pid,
+            boot_id: self.boot_id(),
+            start: self.stat(pid).map(|(_, _, start)| start),
+        }
+    }
+
+    fn boot_id(&self) -> Option<String> {
+        self.root()
+            .read_optional("proc/sys/kernel/random/boot_id")
+            .ok()
+            .flatten()
+            .map(|s| s.trim().to_string())
+    }
+
+    fn stat(&self, pid: i32) -> Option<(i32, char, u64)> {
+        let text = self
+            .root()
+            .read_optional(format!("proc/{pid}/stat"))
+            .ok()??;
+        parse_stat(&text)
+    }
+
+    /// Whether a live (not zombie) process of the process group `pgid` exists.
+    fn group_alive(&self, pgid: i32) -> bool {
+        self.root()
+            .list_dir_optional("proc")
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.parse::<i32>().ok())
+            .filter_map(|pid| self.stat(pid))
+            .any(|(pgrp, state, _)| pgrp == pgid && !matches!(state, 'Z' | 'X'))
+    }
+
+    /// Whether the recorded regenerator's process group still runs: same boot, and
+    /// its leader (if still there) is the process that was started, not a new one
+    /// with a reused pid.
+    fn still_running(&self, r: &Running) -> bool {
+        if r.pid <= 1 || r.boot_id.is_none() || r.boot_id != self.boot_id() {
+            return false;
+        }
+        if let Some((_, _, start)) = self.stat(r.pid) {
+            if r.start.is_some_and(|s| s != start) {
+                return false;
+            }
+        }
+        self.group_alive(r.pid)
+    }
+
+    /// Stops a regenerator that an interrupted passthru left running (see the
+    /// module's documentation): SIGTERM to its process group, SIGKILL after
+    /// [`STOP_GRACE`]. Its output is replaced anyway by the regeneration that follows.
+    pub fn stop_interrupted(&self, progress: &mut dyn FnMut(&str)) -> Result<(), ApplyError> {
+        let Ok(Some(text)) = self.root().read_optional(RUNNING) else {
+            return Ok(());
+        };
+        let Ok(r) = serde_json::from_str::<Running>(&text) else {
+            return self.remove(Path::new(RUNNING));
+        };
+        if self.root().is_system() && self.still_running(&r) {
+            progress(&format!(
+                "`{}` (process {}) from an interrupted run is still running: stopping it",
+                r.argv.join(" "),
+                r.pid
+            ));
+            let mut deadline = Instant::now() + STOP_GRACE;
+            let mut signal = libc::SIGTERM;
+            loop {
+                // SAFETY: kill has no memory preconditions; a negative pid names the
+                // process group the regenerator was started in.
+                unsafe {
+                    libc::kill(-r.pid, signal);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                if !self.group_alive(r.pid) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    if signal == libc::SIGKILL {
+                        return Err(ApplyError::Command {
+                            command: r.argv.join(" "),
+                            message: format!(
+                                "process group {} of an interrupted run does not exit",
+                                r.pid
+                            ),
+                        });
+                    }
+                    signal = libc::SIGKILL;
+                    deadline = Instant::now() + Duration::from_secs(5);
+                }
+            }
+        }
+        self.remove(Path::new(RUNNING))
     }
 
     /// Lists an initramfs and fails loudly when something passthru needs is missing.
@@ -176,5 +345,22 @@ impl Applier {
                 missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_after_the_name() {
+        // /proc/PID/stat of a `sh` on a 6.x kernel (this build machine).
+        let sh = "27320 (sh) S 27317 27317 24829 0 -1 4194304 90 0 1 0 0 0 0 0 20 0 1 0 999916 2654208 409 18446744073709551615 94832641703936 94832641780665 140724846051152 0 0 0 0 0 65538 1 0 0 17 1 0 0 0 0 0 94832641809968 94832641815104 94832668438528 140724846058012 140724846058036 140724846058036 140724846059500 0\n";
+        assert_eq!(parse_stat(sh), Some((27317, 'S', 999_916)));
+        // A command name with a space and a parenthesis of its own.
+        let odd = sh.replace("(sh)", "(a b) c)").replace(" S ", " Z ");
+        assert_eq!(parse_stat(&odd), Some((27317, 'Z', 999_916)));
+        assert_eq!(parse_stat("27320 (sh) S 1"), None);
+        assert_eq!(parse_stat(""), None);
     }
 }

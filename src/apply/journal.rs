@@ -257,6 +257,9 @@ impl Applier {
             } else {
                 self.remove(&e.path)?;
             }
+            // A write killed between its temporary file and the rename leaves the
+            // temporary file behind (see `write_atomic`).
+            self.remove(&temp_path(&e.path))?;
         }
         let dir = self.root().path(JOURNAL_DIR);
         std::fs::remove_dir_all(&dir)
@@ -272,6 +275,14 @@ impl Applier {
             let _ = std::fs::remove_dir(self.root().path(d));
         }
     }
+}
+
+/// The temporary file [`Applier::write_atomic`] writes beside `path` first.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or("record".into(), |n| n.to_string_lossy());
+    path.with_file_name(format!(".{name}.tmp"))
 }
 
 fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {

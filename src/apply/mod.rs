@@ -180,11 +180,7 @@ impl Applier {
         };
         let dir = path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(dir).map_err(err)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            path.file_name()
-                .map_or("record".into(), |n| n.to_string_lossy())
-        ));
+        let tmp = journal::temp_path(&path);
         let mut f = std::fs::File::create(&tmp).map_err(err)?;
         f.write_all(content).map_err(err)?;
         f.sync_all().map_err(err)?;

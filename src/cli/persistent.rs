@@ -49,6 +49,9 @@ fn print_plan(plan: &EnablePlan) {
     println!("Kernel arguments: {}", plan.enabled.kernel_args.join(" "));
     println!();
     for f in &plan.files {
+        if f.after_commands {
+            println!("(written after the commands below run)");
+        }
         print!("{}", f.diff());
     }
     for s in &plan.snapshots {

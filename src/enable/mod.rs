@@ -107,6 +107,10 @@ pub struct FileChange {
     /// The mode of a file passthru creates, when not 0644 (scripts: 0755).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
+    /// Written after the plan's commands ran: a command such as `grubby
+    /// --update-kernel=ALL` would otherwise edit this file too.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub after_commands: bool,
 }
 
 impl FileChange {
@@ -375,6 +379,7 @@ fn change(f: &EnableFacts, path: &str, after: Option<String>) -> FileChange {
         before: f.read(path),
         after,
         mode: None,
+        after_commands: false,
     }
 }
 
@@ -491,6 +496,7 @@ fn entry_changes(
                 before,
                 after,
                 mode: None,
+                after_commands: false,
             }
         })
         .collect()
@@ -663,6 +669,7 @@ pub fn plan(
                 after: Some(append_modules(before.as_deref(), &vfio_modules)),
                 before,
                 mode: None,
+                after_commands: false,
             });
             if script.is_some() {
                 files.push(FileChange {
@@ -698,7 +705,7 @@ pub fn plan(
             regenerate.push(cmd);
             if !release.is_empty() {
                 inspections.push(Inspection {
-                    argv: vec!["lsinitrd".into(), format!("/boot/initramfs-{release}.img")],
+                    argv: vec!["lsinitrd".into(), dracut_image(f, &release)],
                     must_contain: image_must(true),
                 });
             }
@@ -732,7 +739,65 @@ pub fn plan(
                 must_contain: image_must(true),
             });
         }
-        Initramfs::Booster | Initramfs::Unknown => manual.push(format!(
+        Initramfs::Booster => {
+            // booster force-loads `modules_force_load` at the start of its init, before
+            // it walks the devices' modaliases, and bakes the `options` lines of
+            // /etc/modprobe.d into the image when it is built (it reads no `softdep` or
+            // `install` lines there).
+            let path = "etc/booster.yaml";
+            let before = f.read(path);
+            files.push(FileChange {
+                path: path.into(),
+                after: Some(edit_booster_yaml(before.as_deref().unwrap_or(""), BOOSTER_FORCE_LOAD)),
+                before,
+                mode: None,
+                after_commands: false,
+            });
+            if script.is_some() {
+                manual.push(
+                    "booster ignores `install` lines in /etc/modprobe.d, so it cannot bind a device by address:                      after each boot, bind the devices that share their ids with one the host keeps                      with `passthru bind`"
+                        .into(),
+                );
+            }
+            let argv = match boot::program(&f.root, &["usr/lib/booster/regenerate_images"]) {
+                Some(p) => vec![p],
+                None => vec![
+                    "booster".into(),
+                    "build".into(),
+                    "--force".into(),
+                    format!("--kernel-version={release}"),
+                    booster_image(f, &release),
+                ],
+            };
+            let cmd = PlannedCommand {
+                argv,
+                why: "rebuild the booster images so vfio-pci loads first and takes the devices".into(),
+            };
+            commands.push(cmd.clone());
+            regenerate.push(cmd);
+            if !release.is_empty() {
+                // booster stores modules under their normalised names (`vfio_pci.ko`).
+                inspections.push(Inspection {
+                    argv: vec!["booster".into(), "ls".into(), booster_image(f, &release)],
+                    must_contain: vec!["vfio_pci.ko".into()],
+                });
+                if !ids.is_empty() {
+                    inspections.push(Inspection {
+                        argv: vec![
+                            "booster".into(),
+                            "cat".into(),
+                            booster_image(f, &release),
+                            // booster's cpio names have no leading slash, and `booster
+                            // cat` matches the name exactly; the generator writes the
+                            // options of the image's modules into this init config.
+                            "etc/booster.init.yaml".into(),
+                        ],
+                        must_contain: vec![format!("ids={}", ids.join(","))],
+                    });
+                }
+            }
+        }
+        Initramfs::Unknown => manual.push(format!(
             "passthru does not know how to configure this initramfs generator: make it load {} early and include /{MODPROBE_FILE}, then rebuild the initramfs",
             vfio_modules.join(", ")
         )),
@@ -781,16 +846,50 @@ pub fn plan(
         }
         Bootloader::Grubby => {
             snapshots.extend(grubby_files(f));
-            let mut argv = vec!["grubby".into(), "--update-kernel=ALL".into(), format!("--args={args_text}")];
-            let current = f.facts.cmdline.as_ref().map(|c| c.raw.clone()).unwrap_or_default();
-            let drop: Vec<&String> = remove.iter().filter(|r| cmdline_edit::has_arg(&current, r)).collect();
-            if !drop.is_empty() {
-                argv.push(format!("--remove-args={}", drop.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")));
+            // Only what the entries lack: an argument the user configured stays theirs
+            // (`undo` restores the snapshots byte for byte either way).
+            let configured = grubby_configured(f);
+            let missing: Vec<&String> = add
+                .iter()
+                .filter(|a| !configured.iter().all(|line| cmdline_edit::has_arg(line, a)))
+                .collect();
+            let drop: Vec<&String> = remove
+                .iter()
+                .filter(|r| configured.iter().any(|line| cmdline_edit::has_arg(line, r)))
+                .collect();
+            let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+            if !missing.is_empty() || !drop.is_empty() {
+                let mut argv = vec!["grubby".into(), "--update-kernel=ALL".into()];
+                if !missing.is_empty() {
+                    argv.push(format!("--args={}", join(&missing)));
+                }
+                if !drop.is_empty() {
+                    argv.push(format!("--remove-args={}", join(&drop)));
+                }
+                commands.push(PlannedCommand {
+                    argv,
+                    why: "add the kernel arguments to every boot entry".into(),
+                });
             }
-            commands.push(PlannedCommand {
-                argv,
-                why: "add the kernel arguments to every boot entry".into(),
-            });
+            // The way back: Fedora's GRUB (blscfg) lists every BLS entry, so a copy of
+            // each, written after grubby ran (`--update-kernel=ALL` would give the
+            // copies the VFIO arguments too).
+            let entries: Vec<String> = f
+                .root
+                .list_dir_optional("boot/loader/entries")
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.ends_with(".conf"))
+                .map(|n| format!("boot/loader/entries/{n}"))
+                .collect();
+            let copies = way_back_entries(f, &entries, &add);
+            if !copies.is_empty() {
+                way_back = WAY_BACK_ENTRIES.into();
+            }
+            files.extend(copies.into_iter().map(|c| FileChange {
+                after_commands: true,
+                ..c
+            }));
         }
         Bootloader::Kernelstub => {
             snapshots.push("etc/kernelstub/configuration".into());
@@ -801,10 +900,29 @@ pub fn plan(
                     .into_iter()
                     .map(|n| PathBuf::from(format!("boot/efi/loader/entries/{n}"))),
             );
-            commands.push(PlannedCommand {
-                argv: vec!["kernelstub".into(), "--add-options".into(), args_text.clone()],
-                why: "add the kernel arguments to the boot entry".into(),
-            });
+            let configured = kernelstub_options(f.read("etc/kernelstub/configuration").as_deref().unwrap_or(""));
+            let missing: Vec<String> = add
+                .iter()
+                .filter(|a| !configured.as_deref().is_some_and(|c| cmdline_edit::has_arg(c, a)))
+                .cloned()
+                .collect();
+            let drop: Vec<String> = remove
+                .iter()
+                .filter(|r| configured.as_deref().is_some_and(|c| cmdline_edit::has_arg(c, r)))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                commands.push(PlannedCommand {
+                    argv: vec!["kernelstub".into(), "--add-options".into(), missing.join(" ")],
+                    why: "add the kernel arguments to the boot entry".into(),
+                });
+            }
+            if !drop.is_empty() {
+                commands.push(PlannedCommand {
+                    argv: vec!["kernelstub".into(), "--delete-options".into(), drop.join(" ")],
+                    why: "drop the kernel arguments that contradict them".into(),
+                });
+            }
         }
         Bootloader::KernelCmdline { refresh, entries } => {
             let before = f.read("etc/kernel/cmdline");
@@ -814,6 +932,7 @@ pub fn plan(
                 before,
                 after: Some(after),
                 mode: None,
+                after_commands: false,
             });
             files.extend(entry_changes(f, entries, &add, &remove));
             let copies = way_back_entries(f, entries, &add);
@@ -943,6 +1062,144 @@ fn slot_devices(
         Ok(take.into_iter().collect())
     } else {
         Err(EnableError::Refused(refusals))
+    }
+}
+
+/// The modules booster must load first, as its own integration test of VFIO lists them.
+pub const BOOSTER_FORCE_LOAD: &[&str] = &["vfio_pci", "vfio", "vfio_iommu_type1"];
+
+/// The image Arch's booster package builds for `release`: `/boot/booster-<pkgbase>.img`,
+/// the package base read from `/usr/lib/modules/<release>/pkgbase` (`linux`,
+/// `linux-lts`, …), as its `regenerate_images` script names them.
+fn booster_image(f: &EnableFacts, release: &str) -> String {
+    let pkgbase = f
+        .read(&format!("usr/lib/modules/{release}/pkgbase"))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && !s.contains('/'))
+        .unwrap_or_else(|| "linux".into());
+    format!("/boot/booster-{pkgbase}.img")
+}
+
+/// Adds `modules` to booster's `modules_force_load` (a comma-separated string) in
+/// `/etc/booster.yaml`, in front of the modules listed there and skipping those
+/// present; every other line — keys, comments — stays as it is. The last top-level
+/// assignment is edited (YAML keeps the last), or one is appended.
+pub fn edit_booster_yaml(text: &str, modules: &[&str]) -> String {
+    const KEY: &str = "modules_force_load:";
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let Some(i) = lines.iter().rposition(|l| l.starts_with(KEY)) else {
+        let mut out = text.to_string();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("{KEY} {}\n", modules.join(",")));
+        return out;
+    };
+    let line = lines[i].trim_end_matches('\n');
+    let rest = &line[KEY.len()..];
+    // A trailing comment stays; the value is the part before it.
+    let (value, comment) = match rest.find(" #") {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, ""),
+    };
+    let value = value.trim();
+    let quote = value
+        .chars()
+        .next()
+        .filter(|c| matches!(c, '"' | '\'') && value.len() > 1 && value.ends_with(*c));
+    let inner = quote.map_or(value, |_| &value[1..value.len() - 1]);
+    let present: Vec<&str> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    let normal = |m: &str| m.replace('-', "_");
+    let missing: Vec<&str> = modules
+        .iter()
+        .copied()
+        .filter(|m| !present.iter().any(|p| normal(p) == normal(m)))
+        .collect();
+    if missing.is_empty() {
+        return text.to_string();
+    }
+    let merged: Vec<&str> = missing.iter().copied().chain(present).collect();
+    let q = quote.map(String::from).unwrap_or_default();
+    let mut out: String = lines[..i].concat();
+    out.push_str(&format!("{KEY} {q}{}{q}{comment}\n", merged.join(",")));
+    out.push_str(&lines[i + 1..].concat());
+    out
+}
+
+/// The image `dracut --regenerate-all` writes for `release`: Fedora's dracut writes
+/// `/boot/initramfs-<release>.img`, Debian's (patched) `/boot/initrd.img-<release>`
+/// beside the kernel. The one that exists wins; Fedora's name otherwise.
+fn dracut_image(f: &EnableFacts, release: &str) -> String {
+    let debian = format!("boot/initrd.img-{release}");
+    let fedora = format!("boot/initramfs-{release}.img");
+    if !f.root.exists(&fedora) && f.root.exists(&debian) {
+        format!("/{debian}")
+    } else {
+        format!("/{fedora}")
+    }
+}
+
+/// The kernel command lines grubby manages, as configured: the `options` line of every
+/// BLS entry in `/boot/loader/entries` (passthru's own "(without VFIO)" copies aside);
+/// without entries `/etc/kernel/cmdline`, then `GRUB_CMDLINE_LINUX` of
+/// `/etc/default/grub`, then the running kernel's command line.
+fn grubby_configured(f: &EnableFacts) -> Vec<String> {
+    let entries: Vec<String> = f
+        .root
+        .list_dir_optional("boot/loader/entries")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.ends_with(".conf") && !n.ends_with("-without-vfio.conf"))
+        .filter_map(|n| f.read(&format!("boot/loader/entries/{n}")))
+        .map(|text| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix("options")
+                        .filter(|r| r.starts_with([' ', '\t']))
+                        .map(|r| r.trim().to_string())
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    if !entries.is_empty() {
+        return entries;
+    }
+    if let Some(line) = f.read("etc/kernel/cmdline") {
+        return vec![line.trim().to_string()];
+    }
+    if let Some(v) = f
+        .read("etc/default/grub")
+        .and_then(|t| boot::shell_var(&t, "GRUB_CMDLINE_LINUX"))
+    {
+        return vec![v];
+    }
+    vec![f
+        .facts
+        .cmdline
+        .as_ref()
+        .map(|c| c.raw.clone())
+        .unwrap_or_default()]
+}
+
+/// The kernel options kernelstub writes, from its `/etc/kernelstub/configuration`
+/// (JSON): the `user` section's `kernel_options` (a list; older releases kept one
+/// string), as one command line. `None` when the file cannot be read as such.
+pub fn kernelstub_options(text: &str) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_str(text).ok()?;
+    match &doc.get("user")?.get("kernel_options")? {
+        serde_json::Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        serde_json::Value::String(s) => Some(s.clone()),
+        _ => None,
     }
 }
 
@@ -1080,6 +1337,40 @@ mod tests {
         assert!(
             out.ends_with("FILES=(/etc/modprobe.d/passthru-vfio.conf)\n"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn booster_yaml_keeps_the_rest() {
+        // booster's manpage sample, abridged, with a force-loaded module of the user's.
+        let yaml = "network:\n  dhcp: on\nuniversal: false\nmodules: -*,hid_apple,kernel/fs/btrfs/btrfs.ko\ncompression: zstd\nmodules_force_load: usbhid # keyboard for the LUKS prompt\n";
+        let out = edit_booster_yaml(yaml, BOOSTER_FORCE_LOAD);
+        assert_eq!(
+            out,
+            yaml.replace(
+                "modules_force_load: usbhid",
+                "modules_force_load: vfio_pci,vfio,vfio_iommu_type1,usbhid"
+            )
+        );
+        assert_eq!(edit_booster_yaml(&out, BOOSTER_FORCE_LOAD), out);
+        // quoted, with one of them written with a dash
+        assert_eq!(
+            edit_booster_yaml(
+                "modules_force_load: \"vfio-pci, nvme\"\n",
+                BOOSTER_FORCE_LOAD
+            ),
+            "modules_force_load: \"vfio,vfio_iommu_type1,vfio-pci,nvme\"\n"
+        );
+        // absent (or no file): appended
+        assert_eq!(
+            edit_booster_yaml("compression: lz4", BOOSTER_FORCE_LOAD),
+            "compression: lz4\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1\n"
+        );
+        // an indented key belongs to another mapping: not booster's
+        assert!(
+            edit_booster_yaml("network:\n  modules_force_load: x\n", BOOSTER_FORCE_LOAD).ends_with(
+                "  modules_force_load: x\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1\n"
+            )
         );
     }
 

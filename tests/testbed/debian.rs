@@ -31,6 +31,12 @@
 //!    for systemd, serves the testbed's command protocol and powers off cleanly;
 //! 8. `mkfs.ext4 -q -d ROOT root.ext4 2G` (no loop device, no mount).
 //!
+//! The [`Flavour::Dracut`] root ([`flavour_or_skip`]) follows the same recipe, except
+//! that steps 3 to 5 install bookworm's `dracut` (which removes initramfs-tools), write
+//! [`DRACUT_CONF`] (host-only, lz4) and build a first image `--no-hostonly`. Debian's
+//! dracut names its images `/boot/initrd.img-<release>` as initramfs-tools did, so the
+//! disks of both flavours boot the same way.
+//!
 //! Per test, [`DebianRoot::disk`] makes a sparse writable copy of the image (a
 //! [`DebianDisk`]); [`DebianDisk::builder`] describes a VM of a [`Layout`] that boots it
 //! with the kernel and initramfs read out of the image's `/boot` with `debugfs` — so
@@ -81,6 +87,38 @@ pub const PACKAGES: &[&str] = &[
 
 /// Installed after the preseed, from inside the chroot.
 pub const GRUB_PACKAGE: &str = "grub-pc";
+
+/// Which initramfs generator the root has: the same bookworm root otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// Debian's default, initramfs-tools (`update-initramfs`).
+    InitramfsTools,
+    /// dracut: bookworm's `dracut` package, installed in the chroot after debootstrap
+    /// (it replaces initramfs-tools), configured by [`DRACUT_CONF`].
+    Dracut,
+}
+
+/// The dracut root's `/etc/dracut.conf.d/` file: host-only images (only the drivers
+/// this machine needs, which keeps a rebuild under TCG short), lz4, no root= baked in
+/// (the testbed passes its own), and the drivers that mount `/dev/vda` whatever the
+/// host-only detection finds.
+pub const DRACUT_CONF: &str = "# passthru testbed: small, fast images for a TCG guest.\n\
+hostonly=\"yes\"\n\
+hostonly_cmdline=\"no\"\n\
+compress=\"lz4\"\n\
+add_drivers+=\" virtio_pci virtio_blk ext4 \"\n";
+
+/// Where the dracut root has [`DRACUT_CONF`].
+pub const DRACUT_CONF_PATH: &str = "etc/dracut.conf.d/10-testbed.conf";
+
+impl Flavour {
+    fn name(self) -> &'static str {
+        match self {
+            Flavour::InitramfsTools => "initramfs-tools",
+            Flavour::Dracut => "dracut",
+        }
+    }
+}
 
 /// The guest's init, installed in the root at [`GUEST_INIT`].
 const INIT_SCRIPT: &str = include_str!("debian-init.sh");
@@ -155,16 +193,28 @@ pub struct DebianDisk {
     boots: std::sync::atomic::AtomicU32,
 }
 
-/// The prepared root, once per process; `None` after printing `SKIPPED` when a
-/// prerequisite is missing outside CI. Panics in CI, and on any other failure.
+/// The prepared root (initramfs-tools), once per process; `None` after printing
+/// `SKIPPED` when a prerequisite is missing outside CI. Panics in CI, and on any other
+/// failure.
 pub fn root_or_skip(test: &str) -> Option<&'static DebianRoot> {
-    static ROOT: OnceLock<Result<DebianRoot, PrepareError>> = OnceLock::new();
-    let root = ROOT.get_or_init(|| {
+    flavour_or_skip(Flavour::InitramfsTools, test)
+}
+
+/// The prepared root of `flavour`, as [`root_or_skip`].
+pub fn flavour_or_skip(flavour: Flavour, test: &str) -> Option<&'static DebianRoot> {
+    static ROOTS: [OnceLock<Result<DebianRoot, PrepareError>>; 2] =
+        [OnceLock::new(), OnceLock::new()];
+    let slot = match flavour {
+        Flavour::InitramfsTools => &ROOTS[0],
+        Flavour::Dracut => &ROOTS[1],
+    };
+    let root = slot.get_or_init(|| {
         let started = Instant::now();
-        let root = DebianRoot::prepare();
+        let root = DebianRoot::prepare(flavour);
         if let Ok(root) = &root {
             eprintln!(
-                "testbed: Debian root ({}) ready in {:.1?}: {}",
+                "testbed: Debian root ({}, {}) ready in {:.1?}: {}",
+                flavour.name(),
                 root.release,
                 started.elapsed(),
                 root.image.display()
@@ -187,7 +237,7 @@ pub fn root_or_skip(test: &str) -> Option<&'static DebianRoot> {
 
 impl DebianRoot {
     /// Checks the prerequisites and builds (or finds cached) the image.
-    pub fn prepare() -> Result<DebianRoot, PrepareError> {
+    pub fn prepare(flavour: Flavour) -> Result<DebianRoot, PrepareError> {
         let qemu = require_program("qemu-system-x86_64", "qemu-system-x86")?;
         for (program, package) in [
             ("mkfs.ext4", "e2fsprogs"),
@@ -197,7 +247,7 @@ impl DebianRoot {
             require_program(program, package)?;
         }
         let base = testbed_dir().join("debian");
-        let dir = base.join(format!("{:016x}", recipe_hash()));
+        let dir = base.join(format!("{:016x}", recipe_hash(flavour)));
         let image = dir.join("root.ext4");
         let release_file = dir.join("release");
         let cached = || {
@@ -228,7 +278,7 @@ impl DebianRoot {
                 qemu,
             });
         }
-        let release = build(&debootstrap, &dir, &image)?;
+        let release = build(&debootstrap, &dir, &image, flavour)?;
         fs::write(&release_file, format!("{release}\n"))
             .map_err(|err| io_failed(&release_file, &err))?;
         Ok(DebianRoot {
@@ -433,11 +483,12 @@ pub fn linux_args_from_grub_cfg(cfg: &str) -> Option<Vec<String>> {
     )
 }
 
-/// What names the cached image: every input of the recipe.
-fn recipe_hash() -> u64 {
+/// What names the cached image: every input of the recipe (the initramfs-tools
+/// flavour's hash is the one of the recipe before flavours existed).
+fn recipe_hash(flavour: Flavour) -> u64 {
     let packages = PACKAGES.join(",");
     let modules = BOOT_MODULES.join(",");
-    fnv1a(&[
+    let mut parts: Vec<&[u8]> = vec![
         RECIPE_VERSION.as_bytes(),
         SUITE.as_bytes(),
         packages.as_bytes(),
@@ -445,7 +496,11 @@ fn recipe_hash() -> u64 {
         modules.as_bytes(),
         INIT_SCRIPT.as_bytes(),
         IMAGE_SIZE.as_bytes(),
-    ])
+    ];
+    if flavour == Flavour::Dracut {
+        parts.extend([flavour.name().as_bytes(), DRACUT_CONF.as_bytes()]);
+    }
+    fnv1a(&parts)
 }
 
 fn mirror() -> String {
@@ -604,7 +659,12 @@ fn write(path: &Path, text: &str) -> Result<(), PrepareError> {
 }
 
 /// Builds the root and the image; returns the kernel release.
-fn build(debootstrap: &Path, dir: &Path, image: &Path) -> Result<String, PrepareError> {
+fn build(
+    debootstrap: &Path,
+    dir: &Path,
+    image: &Path,
+    flavour: Flavour,
+) -> Result<String, PrepareError> {
     let root = dir.join("root.tmp");
     let log = dir.join("build.log");
     remove_root(&root)?;
@@ -673,31 +733,10 @@ fn build(debootstrap: &Path, dir: &Path, image: &Path) -> Result<String, Prepare
         )?;
         step("grub-pc", started);
 
-        // 3., 4. initramfs-tools' configuration.
-        let conf = root.join("etc/initramfs-tools/initramfs.conf");
-        let text = fs::read_to_string(&conf).map_err(|err| io_failed(&conf, &err))?;
-        let text = set_config_var(&text, "MODULES", "dep");
-        write(&conf, &set_config_var(&text, "COMPRESS", "lz4"))?;
-        let modules = root.join("etc/initramfs-tools/modules");
-        let mut text = fs::read_to_string(&modules).unwrap_or_default();
-        text.push_str(
-            "# passthru testbed: the root is /dev/vda (virtio-blk, ext4) whatever\n\
-             # MODULES=dep detects.\n",
-        );
-        for module in BOOT_MODULES {
-            text.push_str(module);
-            text.push('\n');
+        match flavour {
+            Flavour::InitramfsTools => initramfs_tools_first_image(&root, &log)?,
+            Flavour::Dracut => dracut_first_image(&root, &log, &release)?,
         }
-        write(&modules, &text)?;
-
-        // 5. The first initramfs: MODULES=list for this run only.
-        let started = Instant::now();
-        let build_conf = root.join("etc/initramfs-tools/conf.d/zz-testbed-build");
-        write(&build_conf, "MODULES=list\n")?;
-        let result = chroot(&root, &log, "update-initramfs -u -k all", "");
-        let _ = fs::remove_file(&build_conf);
-        result?;
-        step("update-initramfs", started);
 
         // 6. A first grub.cfg, if grub-probe can make sense of the chroot.
         let started = Instant::now();
@@ -734,6 +773,75 @@ fn build(debootstrap: &Path, dir: &Path, image: &Path) -> Result<String, Prepare
     step("mkfs.ext4", started);
     remove_root(&root)?;
     Ok(release)
+}
+
+/// Steps 3 to 5 for initramfs-tools: `MODULES=dep`, `COMPRESS=lz4`, the boot modules,
+/// and the first image.
+fn initramfs_tools_first_image(root: &Path, log: &Path) -> Result<(), PrepareError> {
+    // 3., 4. initramfs-tools' configuration.
+    let conf = root.join("etc/initramfs-tools/initramfs.conf");
+    let text = fs::read_to_string(&conf).map_err(|err| io_failed(&conf, &err))?;
+    let text = set_config_var(&text, "MODULES", "dep");
+    write(&conf, &set_config_var(&text, "COMPRESS", "lz4"))?;
+    let modules = root.join("etc/initramfs-tools/modules");
+    let mut text = fs::read_to_string(&modules).unwrap_or_default();
+    text.push_str(
+        "# passthru testbed: the root is /dev/vda (virtio-blk, ext4) whatever\n\
+         # MODULES=dep detects.\n",
+    );
+    for module in BOOT_MODULES {
+        text.push_str(module);
+        text.push('\n');
+    }
+    write(&modules, &text)?;
+
+    // 5. The first initramfs: MODULES=list for this run only.
+    let started = Instant::now();
+    let build_conf = root.join("etc/initramfs-tools/conf.d/zz-testbed-build");
+    write(&build_conf, "MODULES=list\n")?;
+    let result = chroot(root, log, "update-initramfs -u -k all", "");
+    let _ = fs::remove_file(&build_conf);
+    result?;
+    eprintln!(
+        "testbed: Debian root: update-initramfs in {:.1?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// The dracut flavour's steps 3 to 5: `apt-get install dracut` (which removes
+/// initramfs-tools), [`DRACUT_CONF`], and a first image built `--no-hostonly` — in the
+/// chroot, host-only detection would see the host's root device, not `/dev/vda`.
+/// Inside the guest the configured host-only mode applies.
+fn dracut_first_image(root: &Path, log: &Path, release: &str) -> Result<(), PrepareError> {
+    let started = Instant::now();
+    chroot(
+        root,
+        log,
+        "apt-get install -y -q --no-install-recommends dracut",
+        "",
+    )?;
+    eprintln!(
+        "testbed: Debian root: dracut installed in {:.1?}",
+        started.elapsed()
+    );
+    let conf = root.join(DRACUT_CONF_PATH);
+    if let Some(parent) = conf.parent() {
+        fs::create_dir_all(parent).map_err(|err| io_failed(parent, &err))?;
+    }
+    write(&conf, DRACUT_CONF)?;
+    let started = Instant::now();
+    chroot(
+        root,
+        log,
+        &format!("dracut -f --no-hostonly --kver {release}; ls -l /boot"),
+        "",
+    )?;
+    eprintln!(
+        "testbed: Debian root: first dracut image in {:.1?}",
+        started.elapsed()
+    );
+    Ok(())
 }
 
 #[cfg(test)]
