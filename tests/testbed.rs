@@ -1480,8 +1480,6 @@ const DRACUT_FINGERPRINT: &str = "for d in /etc/modprobe.d /etc/dracut.conf.d /e
 /// the test itself 400 s — `enable` 160 s (host-only lz4 `dracut` plus `update-grub`
 /// and `lsinitrd`), `undo` 120 s, three boots of about 25 s.
 #[test]
-#[ignore = "about 7 minutes of TCG (plus 3 to build the dracut root once): run it with \
-            `cargo test --test testbed -- --ignored debian_dracut`"]
 fn debian_dracut_enable_verify_undo() {
     let Some(root) = testbed::debian::flavour_or_skip(
         testbed::debian::Flavour::Dracut,
