@@ -163,7 +163,11 @@ impl Qmp {
         };
         match parse_message(&q.read_line()?)? {
             Message::Greeting(v) => q.version = v,
-            other => return Err(QmpError::Protocol(format!("expected a greeting: {other:?}"))),
+            other => {
+                return Err(QmpError::Protocol(format!(
+                    "expected a greeting: {other:?}"
+                )))
+            }
         }
         q.timeout = timeout;
         q.execute("qmp_capabilities", None)?;
@@ -270,8 +274,7 @@ mod tests {
     const CPUS: &str = r#"{"return": [{"thread-id": 25800, "props": {"core-id": 0, "thread-id": 0, "socket-id": 0}, "qom-path": "/machine/unattached/device[0]", "cpu-index": 0, "target": "x86_64"}, {"thread-id": 25801, "props": {"core-id": 1, "thread-id": 0, "socket-id": 0}, "qom-path": "/machine/unattached/device[2]", "cpu-index": 1, "target": "x86_64"}]}"#;
     const POWERDOWN_EVENT: &str =
         r#"{"timestamp": {"seconds": 1795570872, "microseconds": 872194}, "event": "POWERDOWN"}"#;
-    const NOT_FOUND: &str =
-        r#"{"error": {"class": "CommandNotFound", "desc": "The command nosuch has not been found"}}"#;
+    const NOT_FOUND: &str = r#"{"error": {"class": "CommandNotFound", "desc": "The command nosuch has not been found"}}"#;
     const SHUTDOWN_EVENT: &str = r#"{"timestamp": {"seconds": 1795570872, "microseconds": 874226}, "event": "SHUTDOWN", "data": {"guest": false, "reason": "host-qmp-quit"}}"#;
 
     #[test]
@@ -299,7 +302,10 @@ mod tests {
             parse_message("{\"hello\": 1}"),
             Err(QmpError::Protocol(_))
         ));
-        assert!(matches!(parse_message("garbage"), Err(QmpError::Protocol(_))));
+        assert!(matches!(
+            parse_message("garbage"),
+            Err(QmpError::Protocol(_))
+        ));
     }
 
     #[test]

@@ -312,7 +312,11 @@ pub fn pin_plan(
         .filter(|c| allowed.contains(c))
         .copied()
         .collect();
-    let wanted: BTreeSet<u32> = vcpus.iter().map(|(_, h)| *h).chain(emulator.iter().copied()).collect();
+    let wanted: BTreeSet<u32> = vcpus
+        .iter()
+        .map(|(_, h)| *h)
+        .chain(emulator.iter().copied())
+        .collect();
     let missing: Vec<u32> = wanted.difference(&usable).copied().collect();
     if !missing.is_empty() {
         return Err(format!(
@@ -333,12 +337,22 @@ pub fn pin_plan(
     }
     for t in threads {
         let Some(host) = by_vcpu.get(&t.index) else {
-            return Err(format!("QEMU has a vCPU {} the plan does not know", t.index));
+            return Err(format!(
+                "QEMU has a vCPU {} the plan does not know",
+                t.index
+            ));
         };
         out.insert(t.thread_id, vec![*host]);
-        words.push(format!("vCPU {} (thread {}) → CPU {host}", t.index, t.thread_id));
+        words.push(format!(
+            "vCPU {} (thread {}) → CPU {host}",
+            t.index, t.thread_id
+        ));
     }
-    let others: Vec<i32> = tasks.iter().filter(|t| !vcpu_tids.contains(t)).copied().collect();
+    let others: Vec<i32> = tasks
+        .iter()
+        .filter(|t| !vcpu_tids.contains(t))
+        .copied()
+        .collect();
     if !emulator.is_empty() && !others.is_empty() {
         for t in &others {
             out.insert(*t, emulator.to_vec());
@@ -403,7 +417,14 @@ fn pin(root: &HostRoot, plan: &VmPlan, pid: u32, threads: &[VcpuThread]) -> Stri
         .filter_map(|t| t.parse().ok())
         .collect();
     let p = &plan.pinning;
-    match pin_plan(&p.vcpus, &p.emulator, threads, &tasks, &online, &own_affinity()) {
+    match pin_plan(
+        &p.vcpus,
+        &p.emulator,
+        threads,
+        &tasks,
+        &online,
+        &own_affinity(),
+    ) {
         Err(why) => format!("not pinning: {why}"),
         Ok(pins) => {
             let failed: Vec<String> = pins
@@ -525,7 +546,11 @@ impl Session<'_> {
             )));
         }
         if free < h.pages {
-            let size = if h.size_kib >= 1024 * 1024 { "1G" } else { "2M" };
+            let size = if h.size_kib >= 1024 * 1024 {
+                "1G"
+            } else {
+                "2M"
+            };
             return Err(RunError::Hugepages(format!(
                 "the kernel reserved only {} of the {} hugepages of {} KiB asked for ({free} free, {} needed): \
                  memory is too fragmented; reserve them at boot with `hugepagesz={size} hugepages={}` \
@@ -572,8 +597,8 @@ impl Session<'_> {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() >= deadline {
-                let log = std::fs::read_to_string(plan.state_dir.join("swtpm.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(plan.state_dir.join("swtpm.log")).unwrap_or_default();
                 return Err(RunError::Swtpm(format!(
                     "swtpm did not open {}{}",
                     sock.display(),
@@ -736,7 +761,10 @@ pub fn run(
         None
     } else {
         let g = Gathered::read(root)?;
-        Some(bind::plan_bind(&g.inputs(), &plan.devices, options.overrides).map_err(RunError::Refused)?)
+        Some(
+            bind::plan_bind(&g.inputs(), &plan.devices, options.overrides)
+                .map_err(RunError::Refused)?,
+        )
     };
     let signals = SignalGuard::install();
     let mut session = Session {
@@ -770,17 +798,17 @@ pub fn run(
     if let Some(bp) = &bind_plan {
         for s in &bp.steps {
             if s.noop {
-                progress(&format!("{} is already on {VFIO_PCI}: left as it is", s.address));
+                progress(&format!(
+                    "{} is already on {VFIO_PCI}: left as it is",
+                    s.address
+                ));
             } else {
                 progress(&format!("binding {} to {VFIO_PCI}", s.address));
                 // Recorded before the change: a failure half-way gives back what moved.
                 session.bound.push(s.address);
             }
         }
-        session
-            .applier
-            .bind(bp, progress)
-            .map_err(RunError::Bind)?;
+        session.applier.bind(bp, progress).map_err(RunError::Bind)?;
     }
     if interrupted() {
         return Err(RunError::Interrupted);
@@ -1066,7 +1094,10 @@ mod tests {
         assert_eq!(out.exit, QemuExit::Code(0), "{text}");
         assert_eq!(out.stopped_by, Some(libc::SIGTERM));
         assert!(out.cleanup_failures.is_empty(), "{text}");
-        assert!(text.contains(&format!("QEMU started (pid {})", out.pid)), "{text}");
+        assert!(
+            text.contains(&format!("QEMU started (pid {})", out.pid)),
+            "{text}"
+        );
         assert!(text.contains("asking the guest to power down"), "{text}");
         assert!(text.contains("telling QEMU to quit"), "{text}");
         assert!(
