@@ -1087,9 +1087,9 @@ fn edu_spec(name: &str, vmlinuz: &str, initrd: &str) -> String {
 
 /// `passthru vm run` in the guest with the state under [`RUN_DIR`]; stderr goes to
 /// `{RUN_DIR}/{log}`.
-fn vm_run_command(spec: &str, log: &str) -> String {
+fn vm_run_command(spec: &str, extra: &str, log: &str) -> String {
     format!(
-        "PASSTHRU_VM_STATE_DIR={RUN_DIR}/state {bin} vm run {RUN_DIR}/{spec} --accel tcg 2>{RUN_DIR}/{log}",
+        "PASSTHRU_VM_STATE_DIR={RUN_DIR}/state {bin} vm run {RUN_DIR}/{spec} --accel tcg {extra} 2>{RUN_DIR}/{log}",
         bin = passthru_bin()
     )
 }
@@ -1131,7 +1131,7 @@ fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
         .run_with_timeout(
             &format!(
                 "{}; rc=$?; cat {RUN_DIR}/broken.err; exit $rc",
-                vm_run_command("broken.toml", "broken.err")
+                vm_run_command("broken.toml", "", "broken.err")
             ),
             Duration::from_secs(180),
         )
@@ -1177,7 +1177,7 @@ fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
                  for t in /proc/$q/task/*; do [ \"${{t##*/}}\" = \"$vcpu\" ] || \
                    echo \"other: $(grep Cpus_allowed_list: $t/status | cut -f2)\"; done; \
                  kill -9 $q; wait $p; rc=$?; cat {RUN_DIR}/crash.err; exit $rc",
-                run = vm_run_command("edu.toml", "crash.err")
+                run = vm_run_command("edu.toml", "", "crash.err")
             ),
             Duration::from_secs(300),
         )
@@ -1210,14 +1210,40 @@ fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
     );
     assert_edu_as_at_boot(vm, "vm run gives the device back after QEMU was killed");
 
-    // 3. The whole run: the nested guest boots, reads edu's identification and liveness
+    // 3. SIGTERM to passthru (as Ctrl-C): the guest is asked to power down through
+    //    QMP; this init ignores the power button, so QEMU is told to quit after the
+    //    shutdown timeout; QEMU exits 0 and the device comes back.
+    let out = vm
+        .run_with_timeout(
+            &format!(
+                "{run} & p=$!; \
+                 while ! grep -q 'pinned\\|not pinning' {RUN_DIR}/term.err 2>/dev/null; do \
+                   kill -0 $p 2>/dev/null || break; sleep 0.2; done; \
+                 kill -TERM $p; wait $p; rc=$?; cat {RUN_DIR}/term.err; exit $rc",
+                run = vm_run_command("edu.toml", "--shutdown-timeout 2", "term.err")
+            ),
+            Duration::from_secs(300),
+        )
+        .expect("run vm run");
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout
+            .contains("SIGTERM: asking the guest to power down")
+            && out.stdout.contains("telling QEMU to quit")
+            && out.stdout.contains("QEMU exited with code 0")
+            && out.stdout.contains("giving devices back"),
+        "{out}"
+    );
+    assert_edu_as_at_boot(vm, "vm run gives the device back when stopped by SIGTERM");
+
+    // 4. The whole run: the nested guest boots, reads edu's identification and liveness
     //    registers through VFIO, powers off; vm run exits 0 and gives the device back.
     let started = std::time::Instant::now();
     let out = vm
         .run_with_timeout(
             &format!(
                 "{}; rc=$?; cat {RUN_DIR}/run.err; exit $rc",
-                vm_run_command("edu.toml", "run.err")
+                vm_run_command("edu.toml", "", "run.err")
             ),
             Duration::from_secs(600),
         )
