@@ -1076,10 +1076,10 @@ const RUN_DIR: &str = "/run/vmrun";
 
 /// A `vm run` spec for a nested guest that gets the edu device and boots the
 /// testbed's kernel straight into `initrd`.
-fn edu_spec(name: &str, vmlinuz: &str, initrd: &str) -> String {
+fn edu_spec(name: &str, vmlinuz: &str, initrd: &str, extra: &str) -> String {
     format!(
         "name = \"{name}\"\nmemory = \"256M\"\ncpus = 1\ndevices = [\"{edu}\"]\n\
-         network = \"none\"\ndisplay = \"none\"\n\n[firmware]\nuefi = false\n\n\
+         network = \"none\"\ndisplay = \"none\"\n{extra}\n[firmware]\nuefi = false\n\n\
          [kernel]\npath = \"{vmlinuz}\"\ninitrd = \"{initrd}\"\ncmdline = \"console=ttyS0 quiet\"\n",
         edu = layouts::EDU
     )
@@ -1116,9 +1116,11 @@ fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
     let initrd = "/tmp/testbed/vm-run-probe.cpio";
     vm.sh(&format!("mkdir -p {RUN_DIR}"));
     vm.sh(&format!(
-        "cat > {RUN_DIR}/edu.toml <<'EOF'\n{}EOF\ncat > {RUN_DIR}/broken.toml <<'EOF'\n{}EOF",
-        edu_spec("edu", &vmlinuz, initrd),
-        edu_spec("broken", &vmlinuz, "/nonexistent/initrd.cpio"),
+        "cat > {RUN_DIR}/edu.toml <<'EOF'\n{}EOF\ncat > {RUN_DIR}/broken.toml <<'EOF'\n{}EOF\n\
+         cat > {RUN_DIR}/huge.toml <<'EOF'\n{}EOF",
+        edu_spec("edu", &vmlinuz, initrd, ""),
+        edu_spec("broken", &vmlinuz, "/nonexistent/initrd.cpio", ""),
+        edu_spec("huge", &vmlinuz, initrd, "hugepages = true\n"),
     ));
     assert_edu_as_at_boot(vm, "edu has no driver at boot");
 
@@ -1161,7 +1163,12 @@ fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
     // 2. QEMU killed (-9) while the VM runs: the device comes back all the same, and
     //    vm run says what happened and fails. Before the kill, the device is on
     //    vfio-pci and QEMU's threads are pinned (the guest has CPUs 0 and 1: the vCPU
-    //    goes to CPU 1, QEMU's other threads stay on CPU 0 with the host).
+    //    goes to CPU 1, QEMU's other threads stay on CPU 0 with the host). This VM's
+    //    memory is backed by hugepages: vm run reserves the 128 pages of 2 MiB the
+    //    empty pool lacks, and releases them afterwards.
+    let pool = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+    assert_eq!(vm.sh(&format!("cat {pool}")).trim(), "0");
+    vm.sh("mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages");
     let started = std::time::Instant::now();
     let out = vm
         .run_with_timeout(
@@ -1172,20 +1179,33 @@ fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
                  q=$(sed -n 's/.*QEMU started (pid \\([0-9]*\\)).*/\\1/p' {RUN_DIR}/crash.err); \
                  echo \"driver: $(basename $(readlink /sys/bus/pci/devices/{EDU}/driver))\"; \
                  test -e /run/passthru/bound/{EDU}.json && echo recorded; \
+                 echo \"hugepages: $(cat {pool})\"; \
                  vcpu=$(sed -n 's/.*vCPU 0 (thread \\([0-9]*\\)).*/\\1/p' {RUN_DIR}/crash.err); \
                  echo \"vcpu: $(grep Cpus_allowed_list: /proc/$q/task/$vcpu/status | cut -f2)\"; \
                  for t in /proc/$q/task/*; do [ \"${{t##*/}}\" = \"$vcpu\" ] || \
                    echo \"other: $(grep Cpus_allowed_list: $t/status | cut -f2)\"; done; \
                  kill -9 $q; wait $p; rc=$?; cat {RUN_DIR}/crash.err; exit $rc",
-                run = vm_run_command("edu.toml", "", "crash.err")
+                run = vm_run_command("huge.toml", "", "crash.err")
             ),
             Duration::from_secs(300),
         )
         .expect("run vm run");
     note(&format!("vm run, QEMU killed: {:.1?}", started.elapsed()));
-    assert!(out.stdout.contains("driver: vfio-pci\nrecorded\n"), "{out}");
     assert!(
-        out.stdout.contains(&format!("binding {EDU} to vfio-pci")),
+        out.stdout
+            .contains("driver: vfio-pci\nrecorded\nhugepages: 128\n"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("reserving 128 more hugepages of 2048 KiB (nr_hugepages 0 → 128)")
+            && out.stdout.contains("releasing reserved hugepages"),
+        "{out}"
+    );
+    assert_eq!(vm.sh(&format!("cat {pool}")).trim(), "0", "released");
+    assert!(
+        out.stdout
+            .contains(&format!("binding {EDU} to vfio-pci (from no driver)")),
         "{out}"
     );
     assert!(

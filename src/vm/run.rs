@@ -803,12 +803,26 @@ pub fn run(
                     s.address
                 ));
             } else {
-                progress(&format!("binding {} to {VFIO_PCI}", s.address));
+                progress(&format!(
+                    "binding {} to {VFIO_PCI} (from {})",
+                    s.address,
+                    s.from.as_deref().unwrap_or("no driver")
+                ));
                 // Recorded before the change: a failure half-way gives back what moved.
                 session.bound.push(s.address);
             }
         }
-        session.applier.bind(bp, progress).map_err(RunError::Bind)?;
+        // The applier's own per-device lines repeat the ones above.
+        let said: Vec<String> = bp.steps.iter().map(|s| format!("{}:", s.address)).collect();
+        let mut rest = |l: &str| {
+            if !said.iter().any(|p| l.starts_with(p.as_str())) {
+                progress(l);
+            }
+        };
+        session
+            .applier
+            .bind(bp, &mut rest)
+            .map_err(RunError::Bind)?;
     }
     if interrupted() {
         return Err(RunError::Interrupted);

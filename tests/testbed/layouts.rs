@@ -215,6 +215,11 @@ impl Layout {
         for arg in self.kernel_args() {
             vm = vm.kernel_arg(arg);
         }
+        if self == Layout::IntelRun {
+            // `vm run` reserves hugepages only from memory beyond the 1 GiB it leaves
+            // to the host.
+            vm = vm.memory_mib(2048);
+        }
         vm
     }
 }
