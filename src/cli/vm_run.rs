@@ -49,14 +49,15 @@ struct RunReport<'a> {
 
 /// `passthru vm run`.
 pub(super) fn run(json: bool, root: &HostRoot, args: &RunArgs) -> anyhow::Result<u8> {
+    if !root.is_system() {
+        anyhow::bail!("vm run starts a VM on this host: it cannot work with --root");
+    }
     let resolution = super::vm::load(root, &args.spec, args.accel)?;
     let plan = &resolution.plan;
     let changes_host = !plan.devices.is_empty()
         || matches!(&resolution.hugepages, Some(Ok(h)) if h.to_reserve > 0);
     if changes_host {
         require_live(root, "vm run")?;
-    } else if !root.is_system() {
-        anyhow::bail!("vm run starts a VM on this host: it cannot work with --root");
     }
     let mut progress = |line: &str| eprintln!("passthru: {line}");
     for n in &resolution.notes {

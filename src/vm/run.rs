@@ -1062,6 +1062,87 @@ mod tests {
         }
     }
 
+    fn options() -> RunOptions {
+        RunOptions {
+            overrides: Overrides::default(),
+            sysfs_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(1),
+            exe: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    #[test]
+    fn a_blocked_plan_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // UEFI asked for, no OVMF found on the host.
+        let spec =
+            crate::vm::spec::VmSpec::parse("name = \"u\"\nmemory = \"1G\"\ncpus = 1\n").unwrap();
+        let state = dir.path().join("u");
+        let resolution = Resolution {
+            plan: test_plan(spec, &state),
+            hugepages: None,
+            notes: Vec::new(),
+        };
+        let err = run(
+            &HostRoot::new(dir.path()),
+            &resolution,
+            &options(),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, RunError::Blocked(b) if b[0].contains("no UEFI firmware")),
+            "{err}"
+        );
+        assert!(!state.exists(), "nothing was created");
+    }
+
+    /// QEMU's edu device (1234:11e8, class 00ff00) on a host whose IOMMU is off: no
+    /// `iommu_group` link, so `bind` refuses it, and so does `vm run`, before any change.
+    #[test]
+    fn bind_refusals_stop_the_run_before_any_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let real = r.join("sys/devices/pci0000:00/0000:00:05.0");
+        std::fs::create_dir_all(&real).unwrap();
+        for (f, v) in [
+            ("vendor", "0x1234\n"),
+            ("device", "0x11e8\n"),
+            ("class", "0x00ff00\n"),
+            ("revision", "0x10\n"),
+        ] {
+            std::fs::write(real.join(f), v).unwrap();
+        }
+        std::fs::create_dir_all(r.join("sys/bus/pci/devices")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../devices/pci0000:00/0000:00:05.0",
+            r.join("sys/bus/pci/devices/0000:00:05.0"),
+        )
+        .unwrap();
+        let spec = crate::vm::spec::VmSpec::parse(
+            "name = \"e\"\nmemory = \"1G\"\ncpus = 1\ndevices = [\"00:05.0\"]\n[firmware]\nuefi = false\n",
+        )
+        .unwrap();
+        let state = r.join("state/e");
+        let mut plan = test_plan(spec, &state);
+        plan.devices = vec!["0000:00:05.0".parse().unwrap()];
+        let resolution = Resolution {
+            plan,
+            hugepages: None,
+            notes: Vec::new(),
+        };
+        let err = run(&HostRoot::new(r), &resolution, &options(), &mut |_| {}).unwrap_err();
+        let RunError::Refused(refusals) = err else {
+            panic!("not refused: {err}")
+        };
+        assert!(
+            refusals[0].reason.contains("has no IOMMU group"),
+            "{refusals:?}"
+        );
+        assert!(!state.exists(), "nothing was created");
+        assert!(!r.join("run/passthru").exists(), "no bind record");
+    }
+
     /// The real QEMU (when installed) run by [`run`] without devices, as any user: it
     /// starts, is found on QMP, a stop request presses the power button, SeaBIOS with
     /// nothing to boot ignores it, and QEMU is told to quit after the timeout.
@@ -1085,12 +1166,7 @@ mod tests {
             hugepages: None,
             notes: Vec::new(),
         };
-        let options = RunOptions {
-            overrides: Overrides::default(),
-            sysfs_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(1),
-            exe: PathBuf::from("/nonexistent"),
-        };
+        let options = options();
         let stopper = std::thread::spawn(|| {
             std::thread::sleep(Duration::from_secs(3));
             request_stop();
