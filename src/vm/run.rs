@@ -1144,8 +1144,9 @@ mod tests {
     }
 
     /// The real QEMU (when installed) run by [`run`] without devices, as any user: it
-    /// starts, is found on QMP, a stop request presses the power button, SeaBIOS with
-    /// nothing to boot ignores it, and QEMU is told to quit after the timeout.
+    /// starts, is found on QMP, a stop request presses the power button, the firmware
+    /// ignores it, and QEMU is told to quit after the timeout. Where OVMF and swtpm are
+    /// installed, the VM boots UEFI (its NVRAM copied from the template) with a TPM.
     #[test]
     fn runs_the_real_qemu_and_stops_it_on_request() {
         if Command::new("qemu-system-x86_64")
@@ -1156,13 +1157,19 @@ mod tests {
             eprintln!("SKIPPED runs_the_real_qemu_and_stops_it_on_request: no qemu-system-x86_64");
             return;
         }
+        let ovmf = crate::vm::resolve::find_ovmf(&HostRoot::system(), false);
+        let tpm = Command::new("swtpm").arg("--version").output().is_ok();
         let dir = tempfile::tempdir().unwrap();
-        let spec = crate::vm::spec::VmSpec::parse(
-            "name = \"t\"\nmemory = \"64M\"\ncpus = 1\nnetwork = \"none\"\n[firmware]\nuefi = false\n",
-        )
+        let spec = crate::vm::spec::VmSpec::parse(&format!(
+            "name = \"t\"\nmemory = \"256M\"\ncpus = 1\nnetwork = \"none\"\n\
+             [firmware]\nuefi = {}\ntpm = {tpm}\n",
+            ovmf.is_some()
+        ))
         .unwrap();
+        let mut plan = test_plan(spec, &dir.path().join("t"));
+        plan.ovmf = ovmf.clone();
         let resolution = Resolution {
-            plan: test_plan(spec, &dir.path().join("t")),
+            plan,
             hugepages: None,
             notes: Vec::new(),
         };
@@ -1173,7 +1180,7 @@ mod tests {
         });
         let mut lines = Vec::new();
         let out = run(
-            &HostRoot::new("/"),
+            &HostRoot::system(),
             &resolution,
             &options,
             &mut |l: &str| lines.push(l.to_string()),
@@ -1194,7 +1201,34 @@ mod tests {
             text.contains("pinned vCPU 0") || text.contains("not pinning"),
             "{text}"
         );
-        // The console log exists (SeaBIOS printed nothing on serial: it may be empty).
         assert!(dir.path().join("t/console.log").exists(), "{text}");
+        if let Some(o) = &ovmf {
+            let nvram = resolution.plan.nvram_path();
+            assert_eq!(
+                std::fs::metadata(&nvram).unwrap().len(),
+                std::fs::metadata(&o.vars_template).unwrap().len(),
+                "{text}"
+            );
+            assert!(text.contains("creating the UEFI variable store"), "{text}");
+        } else {
+            eprintln!(
+                "no OVMF: the UEFI part of runs_the_real_qemu_and_stops_it_on_request was skipped"
+            );
+        }
+        if tpm {
+            assert!(
+                text.contains("starting swtpm") && text.contains("stopping swtpm"),
+                "{text}"
+            );
+            // QEMU talked to the TPM: swtpm keeps its state in the VM's directory.
+            let state = std::fs::read_dir(resolution.plan.tpm_state_dir())
+                .unwrap()
+                .count();
+            assert!(state > 0, "{text}");
+        } else {
+            eprintln!(
+                "no swtpm: the TPM part of runs_the_real_qemu_and_stops_it_on_request was skipped"
+            );
+        }
     }
 }
