@@ -1143,6 +1143,62 @@ mod tests {
         assert!(!r.join("run/passthru").exists(), "no bind record");
     }
 
+    /// Growing a hugepage pool gets what the kernel finds contiguous, often less than
+    /// asked ("due to fragmentation, it normally allocates much less memory", as the
+    /// kernel's vm-scalability `case-hugetlb` notes). Simulated here by a stand-in for
+    /// the `__sysfs-write` child that caps the pool at 100 pages: vm run refuses with
+    /// the boot-time remedy and gives the pages back.
+    #[test]
+    fn a_short_hugepage_reservation_is_refused_and_released() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = dir.path().join(pool_dir(2048));
+        std::fs::create_dir_all(&pool).unwrap();
+        std::fs::write(pool.join("nr_hugepages"), "0\n").unwrap();
+        std::fs::write(pool.join("free_hugepages"), "0\n").unwrap();
+        let writer = dir.path().join("sysfs-write");
+        std::fs::write(
+            &writer,
+            "#!/bin/sh\n# __sysfs-write FILE VALUE, as a kernel that finds only 100 pages\n\
+             v=$3; [ \"$v\" -gt 100 ] && v=100\n\
+             echo $v > \"$2\"; echo $v > \"$(dirname \"$2\")/free_hugepages\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&writer, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = HostRoot::new(dir.path());
+        let mut session = Session {
+            root: &root,
+            applier: Applier::new(root.clone(), Duration::from_secs(5), writer),
+            bound: Vec::new(),
+            hugepages: None,
+            swtpm: None,
+            done: false,
+        };
+        let plan = HugepagePlan {
+            size_kib: 2048,
+            pages: 128,
+            to_reserve: 128,
+            reason: String::new(),
+        };
+        let mut lines = Vec::new();
+        let err = session
+            .reserve_hugepages(&plan, &mut |l: &str| lines.push(l.to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("reserved only 100 of the 128 hugepages of 2048 KiB")
+                && err.contains("hugepagesz=2M hugepages=128"),
+            "{err}"
+        );
+        assert_eq!(
+            lines,
+            ["reserving 128 more hugepages of 2048 KiB (nr_hugepages 0 → 128)"]
+        );
+        assert!(session.cleanup(&mut |_| {}).is_empty());
+        let left = std::fs::read_to_string(pool.join("nr_hugepages")).unwrap();
+        assert_eq!(left.trim(), "0", "the pages reserved are given back");
+    }
+
     /// The real QEMU (when installed) run by [`run`] without devices, as any user: it
     /// starts, is found on QMP, a stop request presses the power button, the firmware
     /// ignores it, and QEMU is told to quit after the timeout. Where OVMF and swtpm are
