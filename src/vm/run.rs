@@ -466,6 +466,15 @@ pub fn swtpm_argv(plan: &VmPlan) -> Vec<String> {
     ]
 }
 
+/// A child's stdout that goes to passthru's stderr.
+fn to_stderr() -> Stdio {
+    use std::os::fd::AsFd;
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::inherit(), Stdio::from)
+}
+
 /// Ends a helper process: SIGTERM, then SIGKILL after `grace`.
 fn stop_child(child: &mut Child, grace: Duration) {
     if matches!(child.try_wait(), Ok(Some(_))) {
@@ -582,6 +591,7 @@ impl Session<'_> {
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
+            .stdout(to_stderr())
             .process_group(0)
             .spawn()
             .map_err(|e| {
@@ -835,6 +845,8 @@ pub fn run(
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
+        // passthru's stdout carries `--json`; whatever QEMU prints goes to stderr.
+        .stdout(to_stderr())
         // Its own process group: Ctrl-C in the terminal goes to passthru, which stops
         // the guest properly, instead of killing QEMU under the devices.
         .process_group(0)
