@@ -48,6 +48,7 @@ testbed_tests! {
     passthru_list: [intel, amd, iommu_off, no_iommu],
     passthru_report_roundtrip: [intel, amd, iommu_off, no_iommu],
     passthru_bind_unbind: [intel_bind],
+    passthru_vm_run: [intel_run],
 }
 
 // ---------------------------------------------------------------------------------------
@@ -255,7 +256,9 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
     let tables = vm.sh("ls /sys/firmware/acpi/tables");
     let tables: BTreeSet<&str> = tables.split_whitespace().collect();
     let (dmar, ivrs) = match layout {
-        Layout::IntelDesktop | Layout::IntelBind | Layout::IommuOff => (true, false),
+        Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun | Layout::IommuOff => {
+            (true, false)
+        }
         Layout::AmdDesktop => (false, true),
         Layout::NoIommu => (false, false),
     };
@@ -273,7 +276,7 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
     let log = dmesg(vm);
     let has = |needle: &str| log.contains(needle);
     match layout {
-        Layout::IntelDesktop | Layout::IntelBind => {
+        Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun => {
             assert!(has("DMAR: IOMMU enabled"), "VT-d not enabled");
             assert!(
                 has("DMAR-IR: Enabled IRQ remapping"),
@@ -527,7 +530,7 @@ fn passthru_check(vm: &TestVm, layout: Layout) {
     let log = dmesg(vm);
     let remap = host["interrupt_remapping"].clone();
     match layout {
-        Layout::IntelDesktop | Layout::IntelBind | Layout::AmdDesktop => {
+        Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun | Layout::AmdDesktop => {
             let kind = if layout != Layout::AmdDesktop {
                 "intel"
             } else {
@@ -1061,6 +1064,232 @@ fn nested_guest_reads_edu(vm: &TestVm) {
     assert!(
         out.stdout.contains("edu-liveness: 0xEDCBA987"),
         "the edu liveness register did not invert 0x12345678:\n{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// vm run: passthru binds the edu device, runs a nested QEMU with it, and gives it back.
+
+/// Where `vm run`'s spec and the VM's state live in the guest (a tmpfs: QEMU's unix
+/// sockets cannot live on the 9p shared directory).
+const RUN_DIR: &str = "/run/vmrun";
+
+/// A `vm run` spec for a nested guest that gets the edu device and boots the
+/// testbed's kernel straight into `initrd`.
+fn edu_spec(name: &str, vmlinuz: &str, initrd: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\nmemory = \"256M\"\ncpus = 1\ndevices = [\"{edu}\"]\n\
+         network = \"none\"\ndisplay = \"none\"\n{extra}\n[firmware]\nuefi = false\n\n\
+         [kernel]\npath = \"{vmlinuz}\"\ninitrd = \"{initrd}\"\ncmdline = \"console=ttyS0 quiet\"\n",
+        edu = layouts::EDU
+    )
+}
+
+/// `passthru vm run` in the guest with the state under [`RUN_DIR`]; stderr goes to
+/// `{RUN_DIR}/{log}`.
+fn vm_run_command(spec: &str, extra: &str, log: &str) -> String {
+    format!(
+        "PASSTHRU_VM_STATE_DIR={RUN_DIR}/state {bin} vm run {RUN_DIR}/{spec} --accel tcg {extra} 2>{RUN_DIR}/{log}",
+        bin = passthru_bin()
+    )
+}
+
+/// The edu device is unbound (no driver, no record, no override) as at boot.
+fn assert_edu_as_at_boot(vm: &TestVm, why: &str) {
+    use layouts::EDU;
+    assert_eq!(driver_of(vm, EDU), "none", "{why}");
+    vm.sh(&format!(
+        "test ! -e /run/passthru/bound/{EDU}.json && \
+         test \"$(cat /sys/bus/pci/devices/{EDU}/driver_override)\" = '(null)'"
+    ));
+}
+
+fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
+    use layouts::EDU;
+    let kernel = testbed::kernel().expect("the kernel is prepared");
+    let vmlinuz = kernel.vmlinuz.display().to_string();
+    testbed::kernel::build_probe_initramfs(
+        EDU_PROBE_INIT,
+        &vm.shared_dir().join("vm-run-probe.cpio"),
+    )
+    .expect("probe initramfs");
+    let initrd = "/tmp/testbed/vm-run-probe.cpio";
+    vm.sh(&format!("mkdir -p {RUN_DIR}"));
+    vm.sh(&format!(
+        "cat > {RUN_DIR}/edu.toml <<'EOF'\n{}EOF\ncat > {RUN_DIR}/broken.toml <<'EOF'\n{}EOF\n\
+         cat > {RUN_DIR}/huge.toml <<'EOF'\n{}EOF",
+        edu_spec("edu", &vmlinuz, initrd, ""),
+        edu_spec("broken", &vmlinuz, "/nonexistent/initrd.cpio", ""),
+        edu_spec("huge", &vmlinuz, initrd, "hugepages = true\n"),
+    ));
+    assert_edu_as_at_boot(vm, "edu has no driver at boot");
+
+    // 1. A device already on vfio-pci (`passthru bind`) is used and left as it was, and
+    //    QEMU failing to start is reported with QEMU's own exit code.
+    let (code, doc) = change(vm, &format!("bind {EDU}"));
+    assert_eq!(code, 0, "{doc:#}");
+    let record = vm.sh(&format!("cat /run/passthru/bound/{EDU}.json"));
+    let out = vm
+        .run_with_timeout(
+            &format!(
+                "{}; rc=$?; cat {RUN_DIR}/broken.err; exit $rc",
+                vm_run_command("broken.toml", "", "broken.err")
+            ),
+            Duration::from_secs(180),
+        )
+        .expect("run vm run");
+    assert_eq!(out.code, 1, "QEMU's exit code:\n{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("{EDU} is already on vfio-pci: left as it is"))
+            && out.stdout.contains("QEMU exited with code 1")
+            && out.stdout.contains("initrd"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("giving devices back"), "{out}");
+    assert_eq!(
+        driver_of(vm, EDU),
+        "vfio-pci",
+        "a device bound before stays bound"
+    );
+    assert_eq!(
+        vm.sh(&format!("cat /run/passthru/bound/{EDU}.json")),
+        record
+    );
+    let (code, doc) = change(vm, &format!("unbind {EDU}"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_edu_as_at_boot(vm, "unbind after the failed run");
+
+    // 2. QEMU killed (-9) while the VM runs: the device comes back all the same, and
+    //    vm run says what happened and fails. Before the kill, the device is on
+    //    vfio-pci and QEMU's threads are pinned (the guest has CPUs 0 and 1: the vCPU
+    //    goes to CPU 1, QEMU's other threads stay on CPU 0 with the host). This VM's
+    //    memory is backed by hugepages: vm run reserves the 128 pages of 2 MiB the
+    //    empty pool lacks, and releases them afterwards.
+    let pool = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+    assert_eq!(vm.sh(&format!("cat {pool}")).trim(), "0");
+    vm.sh("mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages");
+    let started = std::time::Instant::now();
+    let out = vm
+        .run_with_timeout(
+            &format!(
+                "{run} & p=$!; \
+                 while ! grep -q 'pinned\\|not pinning' {RUN_DIR}/crash.err 2>/dev/null; do \
+                   kill -0 $p 2>/dev/null || break; sleep 0.2; done; \
+                 q=$(sed -n 's/.*QEMU started (pid \\([0-9]*\\)).*/\\1/p' {RUN_DIR}/crash.err); \
+                 echo \"driver: $(basename $(readlink /sys/bus/pci/devices/{EDU}/driver))\"; \
+                 test -e /run/passthru/bound/{EDU}.json && echo recorded; \
+                 echo \"hugepages: $(cat {pool})\"; \
+                 vcpu=$(sed -n 's/.*vCPU 0 (thread \\([0-9]*\\)).*/\\1/p' {RUN_DIR}/crash.err); \
+                 echo \"vcpu: $(grep Cpus_allowed_list: /proc/$q/task/$vcpu/status | cut -f2)\"; \
+                 for t in /proc/$q/task/*; do [ \"${{t##*/}}\" = \"$vcpu\" ] || \
+                   echo \"other: $(grep Cpus_allowed_list: $t/status | cut -f2)\"; done; \
+                 kill -9 $q; wait $p; rc=$?; cat {RUN_DIR}/crash.err; exit $rc",
+                run = vm_run_command("huge.toml", "", "crash.err")
+            ),
+            Duration::from_secs(300),
+        )
+        .expect("run vm run");
+    note(&format!("vm run, QEMU killed: {:.1?}", started.elapsed()));
+    assert!(
+        out.stdout
+            .contains("driver: vfio-pci\nrecorded\nhugepages: 128\n"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("reserving 128 more hugepages of 2048 KiB (nr_hugepages 0 → 128)")
+            && out.stdout.contains("releasing reserved hugepages"),
+        "{out}"
+    );
+    assert_eq!(vm.sh(&format!("cat {pool}")).trim(), "0", "released");
+    assert!(
+        out.stdout
+            .contains(&format!("binding {EDU} to vfio-pci (from no driver)")),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("vcpu: 1\n"),
+        "the vCPU thread is on CPU 1:\n{out}"
+    );
+    let others: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("other: "))
+        .collect();
+    assert!(
+        !others.is_empty() && others.iter().all(|c| *c == "0"),
+        "QEMU's other threads are on CPU 0:\n{out}"
+    );
+    assert_eq!(out.code, 137, "128 + SIGKILL:\n{out}");
+    assert!(
+        out.stdout.contains(
+            "QEMU was killed by signal 9 (SIGKILL) while the VM ran; its devices were given back"
+        ) && out.stdout.contains("giving devices back"),
+        "{out}"
+    );
+    assert_edu_as_at_boot(vm, "vm run gives the device back after QEMU was killed");
+
+    // 3. SIGTERM to passthru (as Ctrl-C): the guest is asked to power down through
+    //    QMP; this init ignores the power button, so QEMU is told to quit after the
+    //    shutdown timeout; QEMU exits 0 and the device comes back.
+    let out = vm
+        .run_with_timeout(
+            &format!(
+                "{run} & p=$!; \
+                 while ! grep -q 'pinned\\|not pinning' {RUN_DIR}/term.err 2>/dev/null; do \
+                   kill -0 $p 2>/dev/null || break; sleep 0.2; done; \
+                 kill -TERM $p; wait $p; rc=$?; cat {RUN_DIR}/term.err; exit $rc",
+                run = vm_run_command("edu.toml", "--shutdown-timeout 2", "term.err")
+            ),
+            Duration::from_secs(300),
+        )
+        .expect("run vm run");
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout
+            .contains("SIGTERM: asking the guest to power down")
+            && out.stdout.contains("telling QEMU to quit")
+            && out.stdout.contains("QEMU exited with code 0")
+            && out.stdout.contains("giving devices back"),
+        "{out}"
+    );
+    assert_edu_as_at_boot(vm, "vm run gives the device back when stopped by SIGTERM");
+
+    // 4. The whole run: the nested guest boots, reads edu's identification and liveness
+    //    registers through VFIO, powers off; vm run exits 0 and gives the device back.
+    let started = std::time::Instant::now();
+    let out = vm
+        .run_with_timeout(
+            &format!(
+                "{}; rc=$?; cat {RUN_DIR}/run.err; exit $rc",
+                vm_run_command("edu.toml", "", "run.err")
+            ),
+            Duration::from_secs(600),
+        )
+        .expect("run vm run");
+    note(&format!(
+        "vm run, nested guest booted and powered off: {:.1?}",
+        started.elapsed()
+    ));
+    let console = vm.sh(&format!("cat {RUN_DIR}/state/edu/console.log"));
+    assert_eq!(out.code, 0, "{out}\n--- nested console ---\n{console}");
+    assert!(
+        console.contains("edu-id: 0x010000ED") && console.contains("edu-liveness: 0xEDCBA987"),
+        "the nested guest did not read the edu device:\n{console}\n{out}"
+    );
+    assert!(
+        out.stdout.contains("QEMU started (pid ")
+            && out
+                .stdout
+                .contains("console log: /run/vmrun/state/edu/console.log")
+            && out.stdout.contains("QEMU exited with code 0")
+            && out.stdout.contains("giving devices back"),
+        "{out}"
+    );
+    assert_edu_as_at_boot(
+        vm,
+        "vm run gives the device back after the guest powered off",
     );
 }
 

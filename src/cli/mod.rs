@@ -248,7 +248,7 @@ enum Command {
 
 /// The flags that accept a risk `bind` and `enable` refuse by default.
 #[derive(Debug, Clone, Copy, clap::Args)]
-struct RiskArgs {
+pub(super) struct RiskArgs {
     /// Take the whole IOMMU group even when it holds other devices the host uses.
     #[arg(long)]
     whole_group: bool,

@@ -109,6 +109,9 @@ pub enum Layout {
     /// The Intel desktop again, in a VM of its own: `bind`/`unbind` change drivers,
     /// which must not race with the read-only tests of `intel`.
     IntelBind,
+    /// The Intel desktop once more, for `vm run`: it binds the edu device and boots a
+    /// nested guest with it, which must not race with `intel_bind`'s driver changes.
+    IntelRun,
     /// q35 + `amd-iommu,intremap=on`, `iommu=pt`.
     AmdDesktop,
     /// The Intel machine booted with `intel_iommu=off`: the DMAR table is there, the
@@ -119,9 +122,10 @@ pub enum Layout {
 }
 
 impl Layout {
-    pub const ALL: [Layout; 5] = [
+    pub const ALL: [Layout; 6] = [
         Layout::IntelDesktop,
         Layout::IntelBind,
+        Layout::IntelRun,
         Layout::AmdDesktop,
         Layout::IommuOff,
         Layout::NoIommu,
@@ -132,6 +136,7 @@ impl Layout {
         match self {
             Layout::IntelDesktop => "intel",
             Layout::IntelBind => "intel_bind",
+            Layout::IntelRun => "intel_run",
             Layout::AmdDesktop => "amd",
             Layout::IommuOff => "iommu_off",
             Layout::NoIommu => "no_iommu",
@@ -150,7 +155,9 @@ impl Layout {
     /// The layout's kernel arguments (beyond the fixture's `console=ttyS0 panic=-1`).
     pub fn kernel_args(self) -> &'static [&'static str] {
         match self {
-            Layout::IntelDesktop | Layout::IntelBind => &["intel_iommu=on", "iommu=pt"],
+            Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun => {
+                &["intel_iommu=on", "iommu=pt"]
+            }
             // `amd_iommu=on` is not an option of the 6.1 kernel (it logs "AMD-Vi: Unknown
             // option"): AMD-Vi is on by default when the firmware has an IVRS table.
             Layout::AmdDesktop => &["iommu=pt"],
@@ -163,16 +170,18 @@ impl Layout {
     pub fn iommu_on(self) -> bool {
         matches!(
             self,
-            Layout::IntelDesktop | Layout::IntelBind | Layout::AmdDesktop
+            Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun | Layout::AmdDesktop
         )
     }
 
     pub fn iommu(self) -> Iommu {
         match self {
-            Layout::IntelDesktop | Layout::IntelBind | Layout::IommuOff => Iommu::Intel {
-                intremap: true,
-                caching_mode: true,
-            },
+            Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun | Layout::IommuOff => {
+                Iommu::Intel {
+                    intremap: true,
+                    caching_mode: true,
+                }
+            }
             Layout::AmdDesktop => Iommu::Amd { intremap: true },
             Layout::NoIommu => Iommu::None,
         }
@@ -205,6 +214,11 @@ impl Layout {
             .device("pci-ohci,bus=pb1,addr=0x2");
         for arg in self.kernel_args() {
             vm = vm.kernel_arg(arg);
+        }
+        if self == Layout::IntelRun {
+            // `vm run` reserves hugepages only from memory beyond the 1 GiB it leaves
+            // to the host.
+            vm = vm.memory_mib(2048);
         }
         vm
     }
