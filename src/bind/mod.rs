@@ -13,6 +13,7 @@
 //! carries them out.
 
 pub mod holders;
+pub mod host_state;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;

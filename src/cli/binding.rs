@@ -10,13 +10,10 @@ use serde::Serialize;
 use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
 use crate::apply::bind::GroupNode;
 use crate::apply::Applier;
-use crate::bind::{self, holders, Inputs, Overrides, Plan, Refusal, Target};
-use crate::host_devices;
+use crate::bind::host_state::HostState;
+use crate::bind::{self, Overrides, Plan, Refusal, Target};
 use crate::host_root::HostRoot;
-use crate::list::HostUse;
-use crate::pci::names::PciNames;
-use crate::pci::{PciAddress, PciDevice};
-use crate::state::{self, BindRecord};
+use crate::pci::PciAddress;
 
 /// The `--json` document of `bind` and `unbind`.
 #[derive(Debug, Serialize)]
@@ -37,64 +34,13 @@ struct Failure {
     error: String,
 }
 
-/// Everything the planner reads, owned.
-pub(super) struct Gathered {
-    devices: Vec<PciDevice>,
-    names: PciNames,
-    host: HostUse,
-    holders: holders::Holders,
-    console_on_framebuffer: bool,
-    records: Vec<BindRecord>,
-}
-
-impl Gathered {
-    pub(super) fn read(root: &HostRoot) -> anyhow::Result<Self> {
-        let devices = crate::pci::device::read_all(root)?;
-        let (records, errors) = state::read_all(root);
-        for e in errors {
-            eprintln!("passthru: warning: {}", crate::facts::error_chain(&e));
-        }
-        Ok(Self {
-            holders: holders::find(root, &devices),
-            host: HostUse {
-                root_disks: host_devices::root_disk_controllers(root).unwrap_or_default(),
-                route_nics: host_devices::default_route_nics(root).unwrap_or_default(),
-                held_by_passthru: records.iter().map(|r| (r.address, r.since)).collect(),
-            },
-            names: PciNames::load(),
-            console_on_framebuffer: console_on_framebuffer(root),
-            records,
-            devices,
-        })
+/// Reads the host for the bind planner, warning about damaged bind records.
+pub(super) fn read_host(root: &HostRoot) -> anyhow::Result<HostState> {
+    let (state, errors) = HostState::read(root)?;
+    for e in errors {
+        eprintln!("passthru: warning: {}", crate::facts::error_chain(&e));
     }
-
-    pub(super) fn inputs(&self) -> Inputs<'_> {
-        Inputs {
-            devices: &self.devices,
-            names: &self.names,
-            host: &self.host,
-            holders: &self.holders,
-            console_on_framebuffer: self.console_on_framebuffer,
-            records: &self.records,
-        }
-    }
-}
-
-/// Whether a virtual console runs on a framebuffer (`sys/class/vtconsole/vtcon*`
-/// with name "frame buffer device" and `bind` = 1): then the boot display drives it.
-fn console_on_framebuffer(root: &HostRoot) -> bool {
-    root.list_dir_optional("sys/class/vtconsole")
-        .unwrap_or_default()
-        .iter()
-        .any(|vt| {
-            let read = |f: &str| {
-                root.read_optional(format!("sys/class/vtconsole/{vt}/{f}"))
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-            };
-            read("name").contains("frame buffer") && read("bind").trim() == "1"
-        })
+    Ok(state)
 }
 
 pub(super) fn parse_targets(devices: &[String]) -> anyhow::Result<Vec<Target>> {
@@ -210,7 +156,7 @@ pub(super) fn bind(
     if !opts.dry_run {
         require_live(root, "bind")?;
     }
-    let g = Gathered::read(root)?;
+    let g = read_host(root)?;
     let inputs = g.inputs();
     let named = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
     let by_name = targets.iter().any(|t| matches!(t, Target::Name(_)));
@@ -302,7 +248,7 @@ pub(super) fn unbind(
     if !opts.dry_run {
         require_live(root, "unbind")?;
     }
-    let g = Gathered::read(root)?;
+    let g = read_host(root)?;
     let inputs = g.inputs();
     let named = if all {
         Vec::new()

@@ -382,7 +382,7 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
     use crate::check::Status;
     use crate::vm::check::{self as vmcheck, CheckInputs, QemuCaps};
     let (_, spec) = store::load(arg)?;
-    let gathered = super::binding::Gathered::read(root)?;
+    let gathered = super::binding::read_host(root)?;
     let inputs = gathered.inputs();
     // What `passthru bind` would say about the devices that can be found.
     let found: Vec<PciAddress> = spec

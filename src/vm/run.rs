@@ -35,13 +35,11 @@ use super::qmp::{Qmp, QmpError, VcpuThread};
 use super::render::{qemu_argv, VmPlan};
 use super::resolve::Resolution;
 use crate::apply::{Applier, ApplyError};
-use crate::bind::{self, holders, Inputs, Overrides, Refusal, VFIO_PCI};
+use crate::bind::host_state::HostState;
+use crate::bind::{self, Overrides, Refusal, VFIO_PCI};
 use crate::cpu::{format_cpu_list, parse_cpu_list};
 use crate::host_root::HostRoot;
-use crate::list::HostUse;
-use crate::pci::names::PciNames;
-use crate::pci::{PciAddress, PciDevice};
-use crate::state::{self, BindRecord};
+use crate::pci::PciAddress;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -222,66 +220,6 @@ impl Drop for SignalGuard {
 
 // ---------------------------------------------------------------------------------------
 // Binding, with the inputs `passthru bind` reads.
-
-/// Everything the bind planner reads, owned.
-struct Gathered {
-    devices: Vec<PciDevice>,
-    names: PciNames,
-    host: HostUse,
-    holders: holders::Holders,
-    console_on_framebuffer: bool,
-    records: Vec<BindRecord>,
-}
-
-impl Gathered {
-    fn read(root: &HostRoot) -> Result<Self, RunError> {
-        let devices = crate::pci::device::read_all(root)?;
-        // Damaged records are reported by `passthru list` / `unbind`; here they only
-        // cannot mark a device as held.
-        let (records, _errors) = state::read_all(root);
-        Ok(Self {
-            holders: holders::find(root, &devices),
-            host: HostUse {
-                root_disks: crate::host_devices::root_disk_controllers(root).unwrap_or_default(),
-                route_nics: crate::host_devices::default_route_nics(root).unwrap_or_default(),
-                held_by_passthru: records.iter().map(|r| (r.address, r.since)).collect(),
-            },
-            names: PciNames::load(),
-            console_on_framebuffer: console_on_framebuffer(root),
-            records,
-            devices,
-        })
-    }
-
-    fn inputs(&self) -> Inputs<'_> {
-        Inputs {
-            devices: &self.devices,
-            names: &self.names,
-            host: &self.host,
-            holders: &self.holders,
-            console_on_framebuffer: self.console_on_framebuffer,
-            records: &self.records,
-        }
-    }
-}
-
-/// Whether a virtual console runs on a framebuffer (`sys/class/vtconsole/vtcon*` named
-/// "frame buffer device" with `bind` = 1): then the boot display drives it. The same
-/// reading as `passthru bind`'s.
-fn console_on_framebuffer(root: &HostRoot) -> bool {
-    root.list_dir_optional("sys/class/vtconsole")
-        .unwrap_or_default()
-        .iter()
-        .any(|vt| {
-            let read = |f: &str| {
-                root.read_optional(format!("sys/class/vtconsole/{vt}/{f}"))
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-            };
-            read("name").contains("frame buffer") && read("bind").trim() == "1"
-        })
-}
 
 // ---------------------------------------------------------------------------------------
 // Pinning.
@@ -659,7 +597,7 @@ impl Session<'_> {
     fn give_back(&mut self, progress: &mut dyn FnMut(&str)) -> Vec<String> {
         let addrs: Vec<String> = self.bound.iter().map(ToString::to_string).collect();
         let remedy = format!("run `passthru unbind {}`", addrs.join(" "));
-        let g = match Gathered::read(self.root) {
+        let g = match HostState::read(self.root).map(|(g, _)| g) {
             Ok(g) => g,
             Err(e) => return vec![format!("devices not given back: {e}; {remedy}")],
         };
@@ -770,7 +708,7 @@ pub fn run(
     let bind_plan = if plan.devices.is_empty() {
         None
     } else {
-        let g = Gathered::read(root)?;
+        let (g, _) = HostState::read(root)?;
         Some(
             bind::plan_bind(&g.inputs(), &plan.devices, options.overrides)
                 .map_err(RunError::Refused)?,
