@@ -4,6 +4,7 @@
 pub mod disk;
 pub mod hugepages;
 pub mod identity;
+pub mod libvirt;
 pub mod pinning;
 pub mod render;
 pub mod resolve;

@@ -206,13 +206,18 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
                     )
                 })?;
             }
+            // With the OVMF images found on the host, the firmware is given by path;
+            // libvirt (9.0) refuses a `<loader>` with `readonly` when `<os
+            // firmware='efi'>` asks it to pick the firmware itself, so autoselection
+            // is only the fallback.
+            let autoselect = spec.firmware.uefi && plan.ovmf.is_none();
             let mut os = w.create_element("os");
-            if spec.firmware.uefi {
+            if autoselect {
                 os = os.with_attribute(("firmware", "efi"));
             }
             os.write_inner_content(|w| {
                 text(w, "type", &[("arch", "x86_64"), ("machine", "q35")], "hvm")?;
-                if spec.firmware.uefi {
+                if autoselect {
                     w.create_element("firmware").write_inner_content(|w| {
                         let sb = if spec.firmware.secure_boot {
                             "yes"
@@ -222,6 +227,8 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
                         empty(w, "feature", &[("enabled", sb), ("name", "secure-boot")])?;
                         empty(w, "feature", &[("enabled", sb), ("name", "enrolled-keys")])
                     })?;
+                }
+                if spec.firmware.uefi {
                     if let Some(o) = &plan.ovmf {
                         let secure = if spec.firmware.secure_boot {
                             "yes"
