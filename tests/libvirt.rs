@@ -48,13 +48,19 @@ const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 
 /// Skips (or, under CI, fails) the test.
 fn skip(why: &str) {
-    assert!(std::env::var_os("CI").is_none(), "libvirt test cannot run: {why}");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "libvirt test cannot run: {why}"
+    );
     eprintln!("SKIPPED libvirt test: {why}");
 }
 
 fn run(cmd: &mut Command) -> String {
     let shown = format!("{cmd:?}");
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{shown}: {e}"));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{shown}: {e}"));
     assert!(
         out.status.success(),
         "{shown} failed: {}{}",
@@ -93,9 +99,9 @@ impl Drop for Daemons {
 
 fn process_running(comm: &str) -> bool {
     fs::read_dir("/proc").is_ok_and(|entries| {
-        entries.filter_map(Result::ok).any(|e| {
-            fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm)
-        })
+        entries
+            .filter_map(Result::ok)
+            .any(|e| fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
     })
 }
 
@@ -187,12 +193,16 @@ fn libvirtd_command(libvirtd: &Path) -> Command {
     let node = dir.join("kvm-node");
     let _ = fs::remove_file(&node);
     let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
-    run(Command::new("mknod")
-        .args(["-m", "0660"])
-        .arg(&node)
-        .args(["c", &major.to_string(), &minor.to_string()]));
+    run(Command::new("mknod").args(["-m", "0660"]).arg(&node).args([
+        "c",
+        &major.to_string(),
+        &minor.to_string(),
+    ]));
     run(Command::new("chgrp").arg("kvm").arg(&node));
-    eprintln!("libvirt test: libvirtd sees /dev/kvm as {} (mode 0660, group kvm)", node.display());
+    eprintln!(
+        "libvirt test: libvirtd sees /dev/kvm as {} (mode 0660, group kvm)",
+        node.display()
+    );
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg("mount --bind \"$0\" /dev/kvm && exec \"$1\"")
@@ -213,7 +223,10 @@ fn installer_iso() -> PathBuf {
         .find(|p| p.is_dir())
         .expect("module tree");
     let busybox = fs::read("/bin/busybox").unwrap();
-    assert!(kernel::is_static_elf(&busybox), "/bin/busybox must be static (busybox-static)");
+    assert!(
+        kernel::is_static_elf(&busybox),
+        "/bin/busybox must be static (busybox-static)"
+    );
     let grub = run(Command::new("grub-mkstandalone").arg("--version"));
     let hash = fnv1a(&[
         INIT.as_bytes(),
@@ -258,7 +271,11 @@ fn installer_iso() -> PathBuf {
         fs::create_dir_all(to.parent().unwrap()).unwrap();
         fs::copy(tree.join(&module), &to).unwrap();
     }
-    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
         if tree.join(f).is_file() {
             fs::copy(tree.join(f), staged_tree.join(f)).unwrap();
         }
@@ -418,11 +435,7 @@ impl Env {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        eprintln!(
-            "libvirt test: passthru {} → {}",
-            args.join(" "),
-            out.status
-        );
+        eprintln!("libvirt test: passthru {} → {}", args.join(" "), out.status);
         out
     }
 
@@ -440,7 +453,10 @@ impl Env {
     fn cleanup(&self) {
         for name in [INSTALL_DOMAIN, STOP_DOMAIN] {
             let _ = virsh(&["destroy", name]);
-            if !virsh(&["undefine", "--nvram", "--tpm", name]).status.success() {
+            if !virsh(&["undefine", "--nvram", "--tpm", name])
+                .status
+                .success()
+            {
                 let _ = virsh(&["undefine", "--nvram", name]);
             }
         }
@@ -523,7 +539,7 @@ fn wait_shut_off(name: &str, timeout: Duration, console: &Arc<Mutex<String>>) ->
 fn read_disk(image: &Path, mib: u64, out: &Path) -> Vec<u8> {
     let _ = fs::remove_file(out);
     run(Command::new("qemu-img")
-        .args(["dd", "-f", "qcow2", "-O", "raw", "bs=1M", ])
+        .args(["dd", "-f", "qcow2", "-O", "raw", "bs=1M"])
         .arg(format!("skip={mib}"))
         .arg(format!("count={}", mib + 1))
         .arg(format!("if={}", image.display()))
@@ -571,29 +587,33 @@ fn installs_from_the_iso_then_boots_from_the_disk_under_libvirt() {
 
     // Define: the disk is created, blank, so the ISO boots first.
     let t = Instant::now();
-    let defined = json(&env.passthru_ok(&[
-        "vm", "define", INSTALL_DOMAIN, "--accel", "tcg", "--json",
-    ]));
+    let defined =
+        json(&env.passthru_ok(&["vm", "define", INSTALL_DOMAIN, "--accel", "tcg", "--json"]));
     assert_eq!(defined["first_boot"], "cdrom", "{defined}");
     assert_eq!(defined["updated"], false, "{defined}");
     assert_eq!(defined["disks_created"][0], disk.display().to_string());
     let xml = String::from_utf8_lossy(&virsh(&["dumpxml", "--inactive", INSTALL_DOMAIN]).stdout)
         .into_owned();
     assert!(xml.contains("<domain type='qemu'>"), "{xml}");
-    assert!(xml.contains("<backend type='emulator' version='2.0'"), "{xml}");
+    assert!(
+        xml.contains("<backend type='emulator' version='2.0'"),
+        "{xml}"
+    );
     let uuid = String::from_utf8_lossy(&virsh(&["domuuid", INSTALL_DOMAIN]).stdout)
         .trim()
         .to_string();
     // Defining again updates the domain, keeping its UUID.
-    let again = json(&env.passthru_ok(&[
-        "vm", "define", INSTALL_DOMAIN, "--accel", "tcg", "--json",
-    ]));
+    let again =
+        json(&env.passthru_ok(&["vm", "define", INSTALL_DOMAIN, "--accel", "tcg", "--json"]));
     assert_eq!(again["updated"], true, "{again}");
     assert_eq!(
         String::from_utf8_lossy(&virsh(&["domuuid", INSTALL_DOMAIN]).stdout).trim(),
         uuid
     );
-    eprintln!("libvirt test: defined twice in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "libvirt test: defined twice in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // Install: start (re-defines from the spec, TCG kept), wait for the power-off.
     let t = Instant::now();
@@ -639,18 +659,42 @@ fn installs_from_the_iso_then_boots_from_the_disk_under_libvirt() {
         console.lock().unwrap()
     );
 
-    // Stopping: a VM with nothing to boot stays in the firmware, which ignores the
-    // ACPI request; --force ends it.
+    // A Windows-style VM (Secure Boot with Microsoft's keys enrolled, a TPM, an
+    // installer and a driver ISO — here two data-only ISOs): libvirt and QEMU accept
+    // it, and with nothing bootable it stays in the firmware, which ignores the ACPI
+    // shutdown request; --force ends it.
     let t = Instant::now();
+    let data = env.path("isodata");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("README.TXT"), "not bootable\n").unwrap();
+    for iso in ["win-installer.iso", "virtio-win.iso"] {
+        run(Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-o"])
+            .arg(env.path(iso))
+            .arg(&data));
+    }
     fs::write(
         env.path(&format!("specs/{STOP_DOMAIN}.toml")),
         format!(
-            "name = \"{STOP_DOMAIN}\"\nmemory = \"256M\"\ncpus = 1\ndisplay = \"none\"\nnetwork = \"none\"\n\n[[disks]]\npath = \"{}\"\nsize = \"16M\"\n",
+            "name = \"{STOP_DOMAIN}\"\nmemory = \"256M\"\ncpus = 1\nos = \"windows\"\ndisplay = \"none\"\nnetwork = \"none\"\nisos = [\"{}\", \"{}\"]\n\n[[disks]]\npath = \"{}\"\nsize = \"16M\"\n\n[firmware]\nsecure_boot = true\ntpm = true\n",
+            env.path("win-installer.iso").display(),
+            env.path("virtio-win.iso").display(),
             env.path("state/stop.qcow2").display()
         ),
     )
     .unwrap();
     env.passthru_ok(&["vm", "define", STOP_DOMAIN, "--accel", "tcg"]);
+    let xml = String::from_utf8_lossy(&virsh(&["dumpxml", "--inactive", STOP_DOMAIN]).stdout)
+        .into_owned();
+    assert!(
+        xml.contains("secure='yes'") && xml.contains("<smm state='on'/>"),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("device='cdrom'").count(), 2, "{xml}");
+    assert!(
+        xml.contains("virtio-win.iso") && xml.contains("<tpm model='tpm-crb'>"),
+        "{xml}"
+    );
     env.passthru_ok(&["vm", "start", STOP_DOMAIN]);
     assert_eq!(state(STOP_DOMAIN), "running");
     let out = env.passthru_ok(&["vm", "start", STOP_DOMAIN]);
@@ -663,7 +707,10 @@ fn installs_from_the_iso_then_boots_from_the_disk_under_libvirt() {
     assert_eq!(stopped["action"], "destroy", "{stopped}");
     assert_eq!(stopped["state"], "shut off", "{stopped}");
     assert_eq!(state(STOP_DOMAIN), "shut off");
-    eprintln!("libvirt test: stop checks took {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "libvirt test: stop checks took {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     drop(env);
     for name in [INSTALL_DOMAIN, STOP_DOMAIN] {
@@ -673,8 +720,5 @@ fn installs_from_the_iso_then_boots_from_the_disk_under_libvirt() {
         );
     }
     drop(daemons);
-    eprintln!(
-        "libvirt test: total {:.1} s",
-        total.elapsed().as_secs_f64()
-    );
+    eprintln!("libvirt test: total {:.1} s", total.elapsed().as_secs_f64());
 }

@@ -221,11 +221,13 @@ fn an_installed_vm_boots_from_its_disk_with_the_isos_still_attached() {
     assert_eq!(order_of("Win11_23H2").as_deref(), Some("2"), "{xml}");
     assert_eq!(order_of("virtio-win.iso"), None, "{xml}");
     assert!(
-        argv.iter().any(|a| a.starts_with("virtio-blk-pci,drive=disk0,bootindex=1")),
+        argv.iter()
+            .any(|a| a.starts_with("virtio-blk-pci,drive=disk0,bootindex=1")),
         "{argv:?}"
     );
     assert!(
-        argv.iter().any(|a| a == "ide-cd,drive=cd0,bus=ide.0,bootindex=2"),
+        argv.iter()
+            .any(|a| a == "ide-cd,drive=cd0,bus=ide.0,bootindex=2"),
         "{argv:?}"
     );
     // The installing VM is the golden one: the ISO first.

@@ -14,10 +14,12 @@ use crate::vm::store;
 
 /// `vm define`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Refuses while something on this host blocks the VM (each reason comes with \
+#[command(
+    after_help = "Refuses while something on this host blocks the VM (each reason comes with \
 its remedy). Creates missing disk images, writes the domain XML to the VM's state directory and \
 runs `virsh define`; defining again updates the domain (same UUID, UEFI variables and TPM kept). \
-The spec's ISOs are CD-ROMs: the first one boots first while every disk is blank, afterwards the disk.")]
+The spec's ISOs are CD-ROMs: the first one boots first while every disk is blank, afterwards the disk."
+)]
 pub struct DefineArgs {
     /// The VM's name, or the path of a spec file.
     pub spec: PathBuf,
@@ -31,10 +33,12 @@ pub struct DefineArgs {
 
 /// `vm start`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "When the VM's spec exists, `vm start` first re-defines the domain from it \
+#[command(
+    after_help = "When the VM's spec exists, `vm start` first re-defines the domain from it \
 (the spec is the source of truth; missing disks are created): while every disk is still blank \
 the installer ISO boots first, afterwards the disk (the ISOs stay attached). \
-Without a spec, the domain starts as libvirt has it.")]
+Without a spec, the domain starts as libvirt has it."
+)]
 pub struct StartArgs {
     /// The VM's name.
     pub name: String,
@@ -262,7 +266,10 @@ pub(super) fn console(args: &ConsoleArgs) -> anyhow::Result<u8> {
         }
         .into());
     }
-    eprintln!("passthru: attaching to the serial console of {} (Ctrl+] leaves it)", args.name);
+    eprintln!(
+        "passthru: attaching to the serial console of {} (Ctrl+] leaves it)",
+        args.name
+    );
     let err = virsh.command(&["console", args.name.as_str()]).exec();
     Err(LibvirtError::Spawn(err).into())
 }

@@ -63,7 +63,9 @@ pub enum LibvirtError {
         detail: String,
     },
     /// libvirt has no domain of that name.
-    #[error("libvirt has no VM named {name}: define it from its spec with `passthru vm define {name}`")]
+    #[error(
+        "libvirt has no VM named {name}: define it from its spec with `passthru vm define {name}`"
+    )]
     UnknownDomain {
         /// The domain's name.
         name: String,
@@ -241,7 +243,11 @@ pub fn with_uuid(xml: &str, uuid: &str) -> String {
                 .map(|nl| &xml[nl + 1..])
                 .map(|line| &line[..line.len() - line.trim_start().len()])
                 .unwrap_or("  ");
-            format!("{}\n{indent}<uuid>{uuid}</uuid>{}", &xml[..end], &xml[end..])
+            format!(
+                "{}\n{indent}<uuid>{uuid}</uuid>{}",
+                &xml[..end],
+                &xml[end..]
+            )
         }
         None => xml.to_string(),
     }
@@ -314,9 +320,10 @@ impl Virsh {
 
     /// The domain's state; an unknown domain is an error naming the remedy.
     pub fn require_state(&self, name: &str) -> Result<DomainState, LibvirtError> {
-        self.state(name)?.ok_or_else(|| LibvirtError::UnknownDomain {
-            name: name.to_string(),
-        })
+        self.state(name)?
+            .ok_or_else(|| LibvirtError::UnknownDomain {
+                name: name.to_string(),
+            })
     }
 
     /// The domain's UUID, or `None` when it is not defined.
