@@ -212,9 +212,10 @@ fn libvirtd_command(libvirtd: &Path) -> Command {
 }
 
 /// The installer ISO, built once per set of inputs.
-fn installer_iso() -> PathBuf {
+fn installer_iso() -> Result<PathBuf, String> {
     let k = match kernel::prepare() {
         Ok(k) => k,
+        Err(kernel::PrepareError::Missing(why)) => return Err(why),
         Err(e) => panic!("the testbed kernel cannot be prepared: {e}"),
     };
     let tree = ["usr/lib/modules", "lib/modules"]
@@ -241,7 +242,7 @@ fn installer_iso() -> PathBuf {
     let iso = dir.join(format!("installer-{hash:016x}.iso"));
     let _lock = kernel::lock(&dir.join("build.lock")).ok();
     if iso.is_file() {
-        return iso;
+        return Ok(iso);
     }
     let t = Instant::now();
     let work = dir.join(format!("build-{hash:016x}"));
@@ -383,7 +384,7 @@ fn installer_iso() -> PathBuf {
         fs::metadata(&iso).unwrap().len() >> 20,
         t.elapsed().as_secs_f64()
     );
-    iso
+    Ok(iso)
 }
 
 fn cpio(staging: &Path, out: &Path) {
@@ -560,7 +561,10 @@ fn installs_from_the_iso_then_boots_from_the_disk_under_libvirt() {
         Err(why) => return skip(&why),
     };
     let total = Instant::now();
-    let iso_cached = installer_iso();
+    let iso_cached = match installer_iso() {
+        Ok(iso) => iso,
+        Err(why) => return skip(&why),
+    };
     let env = Env::new();
     let iso = env.path("installer.iso");
     fs::copy(&iso_cached, &iso).unwrap();
