@@ -155,6 +155,7 @@ fn render_with(
             code: "/usr/share/OVMF/OVMF_CODE_4M.ms.fd".into(),
             vars_template: "/usr/share/OVMF/OVMF_VARS_4M.ms.fd".into(),
         }),
+        boot_iso_first: true,
     };
     adjust(&mut vm);
     (libvirt_xml(&vm), qemu_argv(&vm))
@@ -202,6 +203,42 @@ fn a_windows_gaming_vm() {
     );
     golden("win11.xml", &xml);
     golden("win11.argv", &(argv.join("\n") + "\n"));
+}
+
+/// Once the OS is installed (`boot_iso_first` false), the disk boots first and the
+/// ISOs stay attached: the installer after the disk, the driver ISO not bootable.
+#[test]
+fn an_installed_vm_boots_from_its_disk_with_the_isos_still_attached() {
+    let (xml, argv) = render_with(WIN11, true, |p| p.boot_iso_first = false);
+    validate(&xml);
+    let order_of = |needle: &str| {
+        let at = xml.find(needle).unwrap();
+        let disk = &xml[at..at + xml[at..].find("</disk>").unwrap()];
+        disk.split("<boot order=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(order_of("win11.qcow2").as_deref(), Some("1"), "{xml}");
+    assert_eq!(order_of("Win11_23H2").as_deref(), Some("2"), "{xml}");
+    assert_eq!(order_of("virtio-win.iso"), None, "{xml}");
+    assert!(
+        argv.iter()
+            .any(|a| a.starts_with("virtio-blk-pci,drive=disk0,bootindex=1")),
+        "{argv:?}"
+    );
+    assert!(
+        argv.iter()
+            .any(|a| a == "ide-cd,drive=cd0,bus=ide.0,bootindex=2"),
+        "{argv:?}"
+    );
+    // The installing VM is the golden one: the ISO first.
+    let (xml, _) = render(WIN11, true);
+    assert_eq!(
+        xml.matches("<boot order=").count(),
+        2,
+        "one ISO and one disk are bootable: {xml}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod check;
 pub mod disk;
 pub mod hugepages;
 pub mod identity;
+pub mod libvirt;
 pub mod pinning;
 pub mod qmp;
 pub mod render;

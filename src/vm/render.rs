@@ -61,6 +61,11 @@ pub struct VmPlan {
     pub hugepage_kib: Option<u64>,
     /// Where the VM's own files live (NVRAM, QMP socket, TPM state, console log).
     pub state_dir: PathBuf,
+    /// The first installer ISO boots before the disks (true until the OS is
+    /// installed: `vm define` and `vm start` set it from the disks' contents, see
+    /// [`super::libvirt::boot_iso_first`]); false puts the disks first while the
+    /// ISOs stay attached (e.g. a driver ISO).
+    pub boot_iso_first: bool,
 }
 
 impl VmPlan {
@@ -105,6 +110,17 @@ impl VmPlan {
 
     fn windows(&self) -> bool {
         self.spec.os == OsType::Windows
+    }
+
+    /// Boot orders (1 = first): of the first ISO, and of the first disk (the other
+    /// disks follow it). Only the first ISO is bootable (the others hold drivers).
+    fn boot_orders(&self) -> (usize, usize) {
+        let isos = usize::from(!self.spec.isos.is_empty());
+        if self.boot_iso_first {
+            (1, 1 + isos)
+        } else {
+            (1 + self.spec.disks.len(), 1)
+        }
     }
 }
 
@@ -190,13 +206,18 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
                     )
                 })?;
             }
+            // With the OVMF images found on the host, the firmware is given by path;
+            // libvirt (9.0) refuses a `<loader>` with `readonly` when `<os
+            // firmware='efi'>` asks it to pick the firmware itself, so autoselection
+            // is only the fallback.
+            let autoselect = spec.firmware.uefi && plan.ovmf.is_none();
             let mut os = w.create_element("os");
-            if spec.firmware.uefi {
+            if autoselect {
                 os = os.with_attribute(("firmware", "efi"));
             }
             os.write_inner_content(|w| {
                 text(w, "type", &[("arch", "x86_64"), ("machine", "q35")], "hvm")?;
-                if spec.firmware.uefi {
+                if autoselect {
                     w.create_element("firmware").write_inner_content(|w| {
                         let sb = if spec.firmware.secure_boot {
                             "yes"
@@ -206,6 +227,8 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
                         empty(w, "feature", &[("enabled", sb), ("name", "secure-boot")])?;
                         empty(w, "feature", &[("enabled", sb), ("name", "enrolled-keys")])
                     })?;
+                }
+                if spec.firmware.uefi {
                     if let Some(o) = &plan.ovmf {
                         let secure = if spec.firmware.secure_boot {
                             "yes"
@@ -327,8 +350,9 @@ fn write_domain(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
 
 fn write_devices(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
     let spec = &plan.spec;
-    // Installer ISOs boot first, then the disks.
-    let mut boot = 1;
+    // The installer ISO boots first, then the disks (or the other way round once
+    // the OS is installed).
+    let (iso_boot, disk_boot) = plan.boot_orders();
     for (i, iso) in spec.isos.iter().enumerate() {
         w.create_element("disk")
             .with_attributes([("type", "file"), ("device", "cdrom")])
@@ -345,8 +369,7 @@ fn write_devices(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
                 )?;
                 empty(w, "readonly", &[])?;
                 if i == 0 {
-                    empty(w, "boot", &[("order", &boot.to_string())])?;
-                    boot += 1;
+                    empty(w, "boot", &[("order", &iso_boot.to_string())])?;
                 }
                 Ok(())
             })?;
@@ -375,7 +398,7 @@ fn write_devices(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
                         ("bus", "virtio"),
                     ],
                 )?;
-                empty(w, "boot", &[("order", &(boot + i).to_string())])
+                empty(w, "boot", &[("order", &(disk_boot + i).to_string())])
             })?;
     }
     // One root port per passed slot, its functions at the same function numbers.
@@ -580,7 +603,7 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
             &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
         ]);
     }
-    let mut boot = 1;
+    let (iso_boot, disk_boot) = plan.boot_orders();
     for (i, iso) in spec.isos.iter().enumerate() {
         push(&[
             "-drive",
@@ -591,8 +614,7 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
         ]);
         let mut dev = format!("ide-cd,drive=cd{i},bus=ide.{i}");
         if i == 0 {
-            dev.push_str(&format!(",bootindex={boot}"));
-            boot += 1;
+            dev.push_str(&format!(",bootindex={iso_boot}"));
         }
         push(&["-device", &dev]);
     }
@@ -607,7 +629,7 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
         ]);
         push(&[
             "-device",
-            &format!("virtio-blk-pci,drive=disk{i},bootindex={}", boot + i),
+            &format!("virtio-blk-pci,drive=disk{i},bootindex={}", disk_boot + i),
         ]);
     }
     for (n, functions) in plan.slots().iter().enumerate() {

@@ -249,6 +249,7 @@ pub fn resolve(
             ovmf,
             hugepage_kib,
             state_dir: options.state_dir.clone(),
+            boot_iso_first: true,
         },
         hugepages,
         notes,

@@ -1,0 +1,664 @@
+//! VMs run by libvirt: `vm define`, `vm start`, `vm stop`, `vm console`.
+//!
+//! libvirt keeps *domains* (its name for a VM): an XML definition it stores, and a
+//! QEMU process it starts from it. passthru renders that XML from the spec
+//! ([`super::render::libvirt_xml`]) and hands it to the distribution's own `virsh`
+//! (`virsh -c URI define FILE`), so there is no libvirt library to link and the user
+//! can inspect everything with the same tool. The connection is `qemu:///system` (the
+//! system daemon, which can give PCI devices to a VM) unless `LIBVIRT_DEFAULT_URI`
+//! says otherwise, as for `virsh` itself.
+//!
+//! Re-defining a domain replaces its definition; its UUID is kept (read back with
+//! `virsh domuuid`), because libvirt refuses a second UUID for one name and keys the
+//! TPM's state (`/var/lib/libvirt/swtpm/UUID`) by it — a Windows guest's BitLocker
+//! keys live there. The UEFI variable store (`NAME_VARS.fd` in the VM's state
+//! directory) is created by libvirt from its template on first start and kept after.
+//!
+//! **Installing.** The spec's ISOs are attached as CD-ROMs. While every disk of the VM
+//! is still blank (see [`disk_is_blank`]), the first ISO boots first, so the installer
+//! runs; once an OS wrote to a disk, the disk boots first and the ISOs stay attached
+//! (a driver ISO such as virtio-win is still needed then). `vm start` re-defines the
+//! domain from its spec before it starts it, so the switch needs nothing from the
+//! user: install, power off, `vm start` again, and the installed system boots. OVMF
+//! takes the boot order from QEMU on every boot, so the stored NVRAM does not pin the
+//! old order.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::disk::{self, DiskError};
+use super::render::{self, Accel};
+use super::resolve::Resolution;
+use super::spec::{Disk, VmSpec};
+
+/// The connection used when neither `--connect` nor `LIBVIRT_DEFAULT_URI` says.
+pub const DEFAULT_URI: &str = "qemu:///system";
+
+/// The connection URI: `LIBVIRT_DEFAULT_URI`, else [`DEFAULT_URI`].
+pub fn default_uri() -> String {
+    std::env::var("LIBVIRT_DEFAULT_URI")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_URI.to_string())
+}
+
+/// What went wrong talking to libvirt.
+#[derive(Debug, thiserror::Error)]
+pub enum LibvirtError {
+    /// `virsh` is not installed.
+    #[error("cannot run virsh (install libvirt-clients on Debian/Ubuntu, libvirt-client on Fedora, libvirt on Arch): {0}")]
+    Spawn(std::io::Error),
+    /// No libvirt daemon answers at the URI.
+    #[error("libvirt is not running at {uri}: start it with `systemctl start libvirtd` (or `systemctl start virtqemud.socket` where libvirt runs as modular daemons) ({detail})")]
+    NotRunning {
+        /// The connection URI.
+        uri: String,
+        /// What virsh said.
+        detail: String,
+    },
+    /// libvirt has no domain of that name.
+    #[error(
+        "libvirt has no VM named {name}: define it from its spec with `passthru vm define {name}`"
+    )]
+    UnknownDomain {
+        /// The domain's name.
+        name: String,
+    },
+    /// A virsh command failed for another reason.
+    #[error("virsh {command} failed: {stderr}")]
+    Failed {
+        /// The virsh arguments.
+        command: String,
+        /// What virsh said.
+        stderr: String,
+    },
+    /// The guest did not power off in time after an ACPI shutdown request.
+    #[error("VM {name} is still {state} {secs} s after the ACPI shutdown request (the guest ignored it or is slow): `passthru vm stop --force {name}` pulls the plug")]
+    Timeout {
+        /// The domain's name.
+        name: String,
+        /// Its state at the end.
+        state: String,
+        /// How long we waited.
+        secs: u64,
+    },
+    /// The VM is not running (e.g. `vm console`).
+    #[error("VM {name} is not running (it is {state}): start it with `passthru vm start {name}`")]
+    NotRunningVm {
+        /// The domain's name.
+        name: String,
+        /// Its state.
+        state: String,
+    },
+    /// Something on this host stops the VM from starting.
+    #[error("VM {name} cannot run on this host yet:\n  - {}", .blockers.join("\n  - "))]
+    Blocked {
+        /// The VM.
+        name: String,
+        /// Each blocker with its remedy.
+        blockers: Vec<String>,
+    },
+    /// A disk could not be created.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// A file or directory could not be written or read.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `qemu-img map` could not tell whether a disk is blank.
+    #[error("cannot tell whether {} is blank: {detail}", .path.display())]
+    Map {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A domain's state, as `virsh domstate` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DomainState {
+    /// `running`.
+    Running,
+    /// `idle` (blocked on a resource).
+    Idle,
+    /// `paused`.
+    Paused,
+    /// `in shutdown`: the guest is shutting down.
+    InShutdown,
+    /// `shut off`.
+    ShutOff,
+    /// `crashed`.
+    Crashed,
+    /// `pmsuspended`: suspended by the guest's power management.
+    PmSuspended,
+    /// Anything else virsh may print (`no state`, newer states).
+    Other(String),
+}
+
+impl DomainState {
+    /// Parses the first line of `virsh domstate NAME`.
+    pub fn parse(text: &str) -> Self {
+        match text.lines().next().unwrap_or("").trim() {
+            "running" => Self::Running,
+            "idle" => Self::Idle,
+            "paused" => Self::Paused,
+            "in shutdown" => Self::InShutdown,
+            "shut off" => Self::ShutOff,
+            "crashed" => Self::Crashed,
+            "pmsuspended" => Self::PmSuspended,
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    /// A QEMU process exists for the domain (it can be stopped, not started).
+    pub fn is_active(&self) -> bool {
+        !matches!(self, Self::ShutOff | Self::Crashed)
+    }
+}
+
+impl std::fmt::Display for DomainState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Running => "running",
+            Self::Idle => "idle",
+            Self::Paused => "paused",
+            Self::InShutdown => "in shutdown",
+            Self::ShutOff => "shut off",
+            Self::Crashed => "crashed",
+            Self::PmSuspended => "pmsuspended",
+            Self::Other(s) => s,
+        })
+    }
+}
+
+/// What a failed virsh call means, from its standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirshFailure {
+    /// No daemon at the URI.
+    NoDaemon,
+    /// No such domain.
+    NoDomain,
+    /// Something else.
+    Other,
+}
+
+/// Classifies virsh's error output. The wordings are virsh's own (libvirt 9.0):
+/// `error: failed to connect to the hypervisor` followed by `error: Failed to connect
+/// socket to '/var/run/libvirt/libvirt-sock': No such file or directory` when no
+/// daemon runs; `error: failed to get domain 'NAME'` for an unknown name (older and
+/// newer versions add `Domain not found: no domain with matching name 'NAME'`).
+pub fn classify(stderr: &str) -> VirshFailure {
+    if stderr.contains("failed to connect to the hypervisor")
+        || stderr.contains("Failed to connect socket")
+    {
+        VirshFailure::NoDaemon
+    } else if stderr.contains("failed to get domain") || stderr.contains("Domain not found") {
+        VirshFailure::NoDomain
+    } else {
+        VirshFailure::Other
+    }
+}
+
+/// The `<domain type='…'>` of a domain XML: `kvm` or `qemu` (TCG).
+pub fn accel_of_xml(xml: &str) -> Option<Accel> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e))
+                if e.name().into_inner() == "domain" =>
+            {
+                let t = e.try_get_attribute("type").ok().flatten()?;
+                return match &*t.value {
+                    "kvm" => Some(Accel::Kvm),
+                    "qemu" => Some(Accel::Tcg),
+                    _ => None,
+                };
+            }
+            Ok(quick_xml::events::Event::Eof) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The domain XML with `<uuid>` right after `<name>` (libvirt keeps the domain's
+/// identity, and its TPM state, when the definition is replaced).
+pub fn with_uuid(xml: &str, uuid: &str) -> String {
+    match xml.find("</name>") {
+        Some(at) => {
+            let end = at + "</name>".len();
+            let indent = xml[..at]
+                .rfind('\n')
+                .map(|nl| &xml[nl + 1..])
+                .map(|line| &line[..line.len() - line.trim_start().len()])
+                .unwrap_or("  ");
+            format!(
+                "{}\n{indent}<uuid>{uuid}</uuid>{}",
+                &xml[..end],
+                &xml[end..]
+            )
+        }
+        None => xml.to_string(),
+    }
+}
+
+/// The distribution's `virsh`, on one connection.
+#[derive(Debug, Clone)]
+pub struct Virsh {
+    /// The program (`virsh`).
+    pub program: PathBuf,
+    /// The connection URI.
+    pub uri: String,
+}
+
+impl Virsh {
+    /// `virsh` on `uri`.
+    pub fn new(uri: impl Into<String>) -> Self {
+        Self {
+            program: PathBuf::from("virsh"),
+            uri: uri.into(),
+        }
+    }
+
+    /// The command `virsh -c URI ARGS…` (for callers that run it themselves).
+    pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.arg("-c").arg(&self.uri).args(args);
+        cmd
+    }
+
+    /// Runs virsh; its stdout, or the error it means. `name` is the domain the
+    /// command is about (for "no such domain").
+    fn run<S: AsRef<OsStr>>(&self, args: &[S], name: Option<&str>) -> Result<String, LibvirtError> {
+        let out = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(LibvirtError::Spawn)?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(match (classify(&stderr), name) {
+            (VirshFailure::NoDaemon, _) => LibvirtError::NotRunning {
+                uri: self.uri.clone(),
+                detail: stderr.lines().last().unwrap_or("").to_string(),
+            },
+            (VirshFailure::NoDomain, Some(name)) => LibvirtError::UnknownDomain {
+                name: name.to_string(),
+            },
+            _ => LibvirtError::Failed {
+                command: args
+                    .iter()
+                    .map(|a| a.as_ref().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                stderr,
+            },
+        })
+    }
+
+    /// The domain's state, or `None` when libvirt has no domain of that name.
+    pub fn state(&self, name: &str) -> Result<Option<DomainState>, LibvirtError> {
+        match self.run(&["domstate", name], Some(name)) {
+            Ok(out) => Ok(Some(DomainState::parse(&out))),
+            Err(LibvirtError::UnknownDomain { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The domain's state; an unknown domain is an error naming the remedy.
+    pub fn require_state(&self, name: &str) -> Result<DomainState, LibvirtError> {
+        self.state(name)?
+            .ok_or_else(|| LibvirtError::UnknownDomain {
+                name: name.to_string(),
+            })
+    }
+
+    /// The domain's UUID, or `None` when it is not defined.
+    pub fn uuid(&self, name: &str) -> Result<Option<String>, LibvirtError> {
+        match self.run(&["domuuid", name], Some(name)) {
+            Ok(out) => Ok(Some(out.trim().to_string()).filter(|u| !u.is_empty())),
+            Err(LibvirtError::UnknownDomain { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How the defined domain runs its CPU (its stored XML's `<domain type>`).
+    pub fn defined_accel(&self, name: &str) -> Result<Option<Accel>, LibvirtError> {
+        match self.run(&["dumpxml", "--inactive", name], Some(name)) {
+            Ok(xml) => Ok(accel_of_xml(&xml)),
+            Err(LibvirtError::UnknownDomain { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `virsh define FILE`: creates the domain, or replaces its definition.
+    pub fn define(&self, xml_file: &Path) -> Result<(), LibvirtError> {
+        self.run(&[OsStr::new("define"), xml_file.as_os_str()], None)
+            .map(drop)
+    }
+
+    /// `virsh start NAME`.
+    pub fn start(&self, name: &str) -> Result<(), LibvirtError> {
+        self.run(&["start", name], Some(name)).map(drop)
+    }
+
+    /// `virsh shutdown NAME`: asks the guest to power off (ACPI power button).
+    pub fn shutdown(&self, name: &str) -> Result<(), LibvirtError> {
+        self.run(&["shutdown", name], Some(name)).map(drop)
+    }
+
+    /// `virsh destroy NAME`: ends the QEMU process at once (the guest's power cord).
+    pub fn destroy(&self, name: &str) -> Result<(), LibvirtError> {
+        self.run(&["destroy", name], Some(name)).map(drop)
+    }
+
+    /// Waits until the domain is no longer active; the last state seen on timeout.
+    pub fn wait_inactive(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Result<(), DomainState>, LibvirtError> {
+        let start = Instant::now();
+        loop {
+            let state = self.require_state(name)?;
+            if !state.is_active() {
+                return Ok(Ok(()));
+            }
+            if start.elapsed() >= timeout {
+                return Ok(Err(state));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Whether a disk holds nothing yet: an OS installer has not written to it.
+///
+/// A missing image is blank (it is about to be created). A qcow2 (or other format)
+/// image is blank when `qemu-img map` lists no extent with data (`-U` so an image a
+/// running VM holds can be read). A raw image or block device is blank when its first
+/// MiB — where every partition table and boot sector lives — is all zeros (a raw
+/// file's map is no help: `qemu-img create` itself allocates its first block).
+pub fn disk_is_blank(disk: &Disk) -> Result<bool, LibvirtError> {
+    let path = &disk.path;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(source) => {
+            return Err(LibvirtError::Io {
+                path: path.clone(),
+                source,
+            })
+        }
+    };
+    if disk.format == "raw" || meta.file_type().is_block_device() {
+        return first_mib_is_zero(path);
+    }
+    let out = Command::new("qemu-img")
+        .args(["map", "-U", "--output=json", "-f", &disk.format])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LibvirtError::Map {
+            path: path.clone(),
+            detail: format!("cannot run qemu-img: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(LibvirtError::Map {
+            path: path.clone(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    map_has_data(&String::from_utf8_lossy(&out.stdout))
+        .map(|has| !has)
+        .map_err(|detail| LibvirtError::Map {
+            path: path.clone(),
+            detail,
+        })
+}
+
+fn first_mib_is_zero(path: &Path) -> Result<bool, LibvirtError> {
+    let io = |source| LibvirtError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut buf = Vec::with_capacity(1 << 20);
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(1 << 20)
+        .read_to_end(&mut buf)
+        .map_err(io)?;
+    Ok(buf.iter().all(|b| *b == 0))
+}
+
+/// Whether `qemu-img map --output=json` lists an extent holding data.
+pub fn map_has_data(json: &str) -> Result<bool, String> {
+    let extents: Vec<serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| format!("unexpected qemu-img map output: {e}"))?;
+    Ok(extents
+        .iter()
+        .any(|e| e.get("data").and_then(serde_json::Value::as_bool) == Some(true)))
+}
+
+/// Whether the installer ISO should boot before the disks: while every disk is blank.
+pub fn boot_iso_first(spec: &VmSpec) -> Result<bool, LibvirtError> {
+    for d in &spec.disks {
+        if !disk_is_blank(d)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// What boots first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstBoot {
+    /// The installer ISO (the disks are blank).
+    Cdrom,
+    /// The first disk.
+    Disk,
+}
+
+/// What `vm define` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Defined {
+    /// The domain's name.
+    pub name: String,
+    /// The connection.
+    pub uri: String,
+    /// kvm or tcg.
+    pub accel: Accel,
+    /// The domain existed and its definition was replaced.
+    pub updated: bool,
+    /// The XML given to libvirt (kept in the VM's state directory).
+    pub xml: PathBuf,
+    /// Disk images created for it.
+    pub disks_created: Vec<PathBuf>,
+    /// What boots first.
+    pub first_boot: FirstBoot,
+    /// Remarks from resolving the spec (moved devices, hugepages).
+    pub notes: Vec<String>,
+}
+
+/// Defines (or re-defines) the VM of a resolved spec in libvirt: refuses while
+/// something blocks it, creates its missing disks and its state directory, chooses
+/// the boot order from the disks' contents, writes the XML next to the VM's other
+/// files and runs `virsh define`.
+pub fn define(res: &mut Resolution, virsh: &Virsh) -> Result<Defined, LibvirtError> {
+    let name = res.plan.spec.name.clone();
+    let blockers = res.blockers();
+    if !blockers.is_empty() {
+        return Err(LibvirtError::Blocked { name, blockers });
+    }
+    let state_dir = res.plan.state_dir.clone();
+    make_reachable_dir(&state_dir)?;
+    let disks_created = disk::create_missing(&res.plan.spec)?;
+    res.plan.boot_iso_first = boot_iso_first(&res.plan.spec)?;
+    let mut xml = render::libvirt_xml(&res.plan);
+    let uuid = virsh.uuid(&name)?;
+    if let Some(u) = &uuid {
+        xml = with_uuid(&xml, u);
+    }
+    let file = state_dir.join(format!("{name}.xml"));
+    std::fs::write(&file, &xml).map_err(|source| LibvirtError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    virsh.define(&file)?;
+    Ok(Defined {
+        name,
+        uri: virsh.uri.clone(),
+        accel: res.plan.accel,
+        updated: uuid.is_some(),
+        xml: file,
+        disks_created,
+        first_boot: if res.plan.boot_iso_first && !res.plan.spec.isos.is_empty() {
+            FirstBoot::Cdrom
+        } else {
+            FirstBoot::Disk
+        },
+        notes: res.notes.clone(),
+    })
+}
+
+/// Creates `dir` (and its parents) so that QEMU, which libvirt runs as its own user
+/// (`libvirt-qemu` on Debian), can reach the files in it: directories passthru
+/// creates get mode 0755.
+fn make_reachable_dir(dir: &Path) -> Result<(), LibvirtError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|source| LibvirtError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // What virsh 9.0.0 (Debian 12) printed on this machine, before `libvirtd` ran.
+    const NO_DAEMON: &str = "error: failed to connect to the hypervisor\n\
+        error: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory";
+    // `virsh domstate nosuch` with libvirtd running.
+    const NO_DOMAIN: &str = "error: failed to get domain 'nosuch'";
+
+    #[test]
+    fn virsh_errors_are_told_apart() {
+        assert_eq!(classify(NO_DAEMON), VirshFailure::NoDaemon);
+        assert_eq!(classify(NO_DOMAIN), VirshFailure::NoDomain);
+        assert_eq!(
+            classify("error: Domain not found: no domain with matching name 'x'"),
+            VirshFailure::NoDomain
+        );
+        assert_eq!(
+            classify("error: Failed to start domain 'x'\nerror: internal error: process exited while connecting to monitor"),
+            VirshFailure::Other
+        );
+    }
+
+    #[test]
+    fn errors_name_their_remedy() {
+        let e = LibvirtError::UnknownDomain { name: "win".into() }.to_string();
+        assert!(e.contains("passthru vm define win"), "{e}");
+        let e = LibvirtError::NotRunning {
+            uri: DEFAULT_URI.into(),
+            detail: "x".into(),
+        }
+        .to_string();
+        assert!(e.contains("systemctl start libvirtd"), "{e}");
+    }
+
+    #[test]
+    fn domain_states_as_virsh_prints_them() {
+        // `virsh domstate` prints the state and an empty line.
+        assert_eq!(DomainState::parse("running\n\n"), DomainState::Running);
+        assert_eq!(DomainState::parse("shut off\n\n"), DomainState::ShutOff);
+        assert_eq!(DomainState::parse("in shutdown\n"), DomainState::InShutdown);
+        assert!(DomainState::parse("paused\n").is_active());
+        assert!(!DomainState::parse("crashed\n").is_active());
+        assert_eq!(
+            DomainState::parse("no state\n"),
+            DomainState::Other("no state".into())
+        );
+        assert_eq!(DomainState::ShutOff.to_string(), "shut off");
+    }
+
+    #[test]
+    fn qemu_img_map_tells_blank_from_written() {
+        // `qemu-img map --output=json` (QEMU 7.2) on a new 64 MiB qcow2 image, and
+        // after `qemu-io -c "write -P 0x55 1M 64k"`.
+        let blank = r#"[{ "start": 0, "length": 67108864, "depth": 0, "present": false, "zero": true, "data": false}]"#;
+        let written = r#"[{ "start": 0, "length": 1048576, "depth": 0, "present": false, "zero": true, "data": false},
+{ "start": 1048576, "length": 65536, "depth": 0, "present": true, "zero": false, "data": true, "offset": 327680},
+{ "start": 1114112, "length": 65994752, "depth": 0, "present": false, "zero": true, "data": false}]"#;
+        assert_eq!(map_has_data(blank), Ok(false));
+        assert_eq!(map_has_data(written), Ok(true));
+        assert!(map_has_data("qemu-img: Could not open").is_err());
+    }
+
+    /// Runs the real qemu-img and qemu-io on real images.
+    #[test]
+    fn new_images_are_blank_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in ["qcow2", "raw"] {
+            let d = Disk {
+                path: dir.path().join(format!("d.{format}")),
+                size: Some("16M".into()),
+                format: format.into(),
+            };
+            assert!(disk_is_blank(&d).unwrap(), "a missing image is blank");
+            let mut spec = VmSpec::parse("name = \"t\"\nmemory = \"1G\"\ncpus = 1\n").unwrap();
+            spec.disks.push(d.clone());
+            disk::create_missing(&spec).unwrap();
+            assert!(disk_is_blank(&d).unwrap(), "{format}");
+            assert!(boot_iso_first(&spec).unwrap());
+            let out = Command::new("qemu-io")
+                .args(["-f", format, "-c", "write -P 0x55 4k 4k"])
+                .arg(&d.path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            assert!(!disk_is_blank(&d).unwrap(), "{format}");
+            assert!(!boot_iso_first(&spec).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_domain_type_tells_the_accelerator() {
+        // The head of `virsh dumpxml` of a running TCG domain.
+        let xml = "<domain type='qemu' id='3'>\n  <name>t</name>\n</domain>\n";
+        assert_eq!(accel_of_xml(xml), Some(Accel::Tcg));
+        assert_eq!(
+            accel_of_xml("<domain type=\"kvm\"><name>w</name></domain>"),
+            Some(Accel::Kvm)
+        );
+        assert_eq!(accel_of_xml("not xml"), None);
+    }
+
+    #[test]
+    fn the_uuid_goes_after_the_name() {
+        let xml = "<domain type=\"qemu\">\n  <name>t</name>\n  <memory unit=\"MiB\">1</memory>\n</domain>\n";
+        assert_eq!(
+            with_uuid(xml, "2d4f7a52-0d0e-4a1d-9c55-3c1f0a6b7e11"),
+            "<domain type=\"qemu\">\n  <name>t</name>\n  <uuid>2d4f7a52-0d0e-4a1d-9c55-3c1f0a6b7e11</uuid>\n  <memory unit=\"MiB\">1</memory>\n</domain>\n"
+        );
+    }
+}
