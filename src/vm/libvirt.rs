@@ -15,7 +15,7 @@
 //! directory) is created by libvirt from its template on first start and kept after.
 //!
 //! **Installing.** The spec's ISOs are attached as CD-ROMs. While every disk of the VM
-//! is still blank (see [`disk_is_blank`]), the first ISO boots first, so the installer
+//! is still blank (see [`disk::disk_is_blank`]), the first ISO boots first, so the installer
 //! runs; once an OS wrote to a disk, the disk boots first and the ISOs stay attached
 //! (a driver ISO such as virtio-win is still needed then). `vm start` re-defines the
 //! domain from its spec before it starts it, so the switch needs nothing from the
@@ -24,8 +24,6 @@
 //! old order.
 
 use std::ffi::OsStr;
-use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +33,6 @@ use serde::Serialize;
 use super::disk::{self, DiskError};
 use super::render::{self, Accel};
 use super::resolve::Resolution;
-use super::spec::{Disk, VmSpec};
 
 /// The connection used when neither `--connect` nor `LIBVIRT_DEFAULT_URI` says.
 pub const DEFAULT_URI: &str = "qemu:///system";
@@ -114,14 +111,6 @@ pub enum LibvirtError {
         path: PathBuf,
         /// The error.
         source: std::io::Error,
-    },
-    /// `qemu-img map` could not tell whether a disk is blank.
-    #[error("cannot tell whether {} is blank: {detail}", .path.display())]
-    Map {
-        /// The image.
-        path: PathBuf,
-        /// Why.
-        detail: String,
     },
 }
 
@@ -385,84 +374,6 @@ impl Virsh {
     }
 }
 
-/// Whether a disk holds nothing yet: an OS installer has not written to it.
-///
-/// A missing image is blank (it is about to be created). A qcow2 (or other format)
-/// image is blank when `qemu-img map` lists no extent with data (`-U` so an image a
-/// running VM holds can be read). A raw image or block device is blank when its first
-/// MiB — where every partition table and boot sector lives — is all zeros (a raw
-/// file's map is no help: `qemu-img create` itself allocates its first block).
-pub fn disk_is_blank(disk: &Disk) -> Result<bool, LibvirtError> {
-    let path = &disk.path;
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(source) => {
-            return Err(LibvirtError::Io {
-                path: path.clone(),
-                source,
-            })
-        }
-    };
-    if disk.format == "raw" || meta.file_type().is_block_device() {
-        return first_mib_is_zero(path);
-    }
-    let out = Command::new("qemu-img")
-        .args(["map", "-U", "--output=json", "-f", &disk.format])
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LibvirtError::Map {
-            path: path.clone(),
-            detail: format!("cannot run qemu-img: {e}"),
-        })?;
-    if !out.status.success() {
-        return Err(LibvirtError::Map {
-            path: path.clone(),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    map_has_data(&String::from_utf8_lossy(&out.stdout))
-        .map(|has| !has)
-        .map_err(|detail| LibvirtError::Map {
-            path: path.clone(),
-            detail,
-        })
-}
-
-fn first_mib_is_zero(path: &Path) -> Result<bool, LibvirtError> {
-    let io = |source| LibvirtError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut buf = Vec::with_capacity(1 << 20);
-    std::fs::File::open(path)
-        .map_err(io)?
-        .take(1 << 20)
-        .read_to_end(&mut buf)
-        .map_err(io)?;
-    Ok(buf.iter().all(|b| *b == 0))
-}
-
-/// Whether `qemu-img map --output=json` lists an extent holding data.
-pub fn map_has_data(json: &str) -> Result<bool, String> {
-    let extents: Vec<serde_json::Value> =
-        serde_json::from_str(json).map_err(|e| format!("unexpected qemu-img map output: {e}"))?;
-    Ok(extents
-        .iter()
-        .any(|e| e.get("data").and_then(serde_json::Value::as_bool) == Some(true)))
-}
-
-/// Whether the installer ISO should boot before the disks: while every disk is blank.
-pub fn boot_iso_first(spec: &VmSpec) -> Result<bool, LibvirtError> {
-    for d in &spec.disks {
-        if !disk_is_blank(d)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 /// What boots first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -507,7 +418,7 @@ pub fn define(res: &mut Resolution, virsh: &Virsh) -> Result<Defined, LibvirtErr
     let state_dir = res.plan.state_dir.clone();
     make_reachable_dir(&state_dir)?;
     let disks_created = disk::create_missing(&res.plan.spec)?;
-    res.plan.boot_iso_first = boot_iso_first(&res.plan.spec)?;
+    res.plan.boot_iso_first = disk::boot_iso_first(&res.plan.spec)?;
     let mut xml = render::libvirt_xml(&res.plan);
     let uuid = virsh.uuid(&name)?;
     if let Some(u) = &uuid {
@@ -599,46 +510,6 @@ mod tests {
             DomainState::Other("no state".into())
         );
         assert_eq!(DomainState::ShutOff.to_string(), "shut off");
-    }
-
-    #[test]
-    fn qemu_img_map_tells_blank_from_written() {
-        // `qemu-img map --output=json` (QEMU 7.2) on a new 64 MiB qcow2 image, and
-        // after `qemu-io -c "write -P 0x55 1M 64k"`.
-        let blank = r#"[{ "start": 0, "length": 67108864, "depth": 0, "present": false, "zero": true, "data": false}]"#;
-        let written = r#"[{ "start": 0, "length": 1048576, "depth": 0, "present": false, "zero": true, "data": false},
-{ "start": 1048576, "length": 65536, "depth": 0, "present": true, "zero": false, "data": true, "offset": 327680},
-{ "start": 1114112, "length": 65994752, "depth": 0, "present": false, "zero": true, "data": false}]"#;
-        assert_eq!(map_has_data(blank), Ok(false));
-        assert_eq!(map_has_data(written), Ok(true));
-        assert!(map_has_data("qemu-img: Could not open").is_err());
-    }
-
-    /// Runs the real qemu-img and qemu-io on real images.
-    #[test]
-    fn new_images_are_blank_until_written() {
-        let dir = tempfile::tempdir().unwrap();
-        for format in ["qcow2", "raw"] {
-            let d = Disk {
-                path: dir.path().join(format!("d.{format}")),
-                size: Some("16M".into()),
-                format: format.into(),
-            };
-            assert!(disk_is_blank(&d).unwrap(), "a missing image is blank");
-            let mut spec = VmSpec::parse("name = \"t\"\nmemory = \"1G\"\ncpus = 1\n").unwrap();
-            spec.disks.push(d.clone());
-            disk::create_missing(&spec).unwrap();
-            assert!(disk_is_blank(&d).unwrap(), "{format}");
-            assert!(boot_iso_first(&spec).unwrap());
-            let out = Command::new("qemu-io")
-                .args(["-f", format, "-c", "write -P 0x55 4k 4k"])
-                .arg(&d.path)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            assert!(!disk_is_blank(&d).unwrap(), "{format}");
-            assert!(!boot_iso_first(&spec).unwrap());
-        }
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub struct VmPlan {
     pub state_dir: PathBuf,
     /// The first installer ISO boots before the disks (true until the OS is
     /// installed: `vm define` and `vm start` set it from the disks' contents, see
-    /// [`super::libvirt::boot_iso_first`]); false puts the disks first while the
+    /// [`super::disk::boot_iso_first`]); false puts the disks first while the
     /// ISOs stay attached (e.g. a driver ISO).
     pub boot_iso_first: bool,
 }

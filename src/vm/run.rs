@@ -732,6 +732,8 @@ pub fn run(
     for d in disk::missing(&plan.spec) {
         progress(&format!("creating disk {}", d.path.display()));
     }
+    // Checked before the disks are created: a new image is blank too.
+    let iso_first = !plan.spec.isos.is_empty() && disk::boot_iso_first(&plan.spec)?;
     disk::create_missing(&plan.spec)?;
     prepare_nvram(plan, progress)?;
     if let Some(Ok(h)) = &resolution.hugepages {
@@ -776,6 +778,13 @@ pub fn run(
         return Err(RunError::Interrupted);
     }
 
+    // The installer boots first only while no OS is on the disks, as `vm define` does.
+    let mut plan = plan.clone();
+    plan.boot_iso_first = iso_first;
+    if iso_first {
+        progress("the disks are blank: booting the installer ISO first");
+    }
+    let plan = &plan;
     let argv = qemu_argv(plan);
     for stale in [plan.qmp_path(), plan.console_path()] {
         let _ = std::fs::remove_file(stale);
@@ -991,6 +1000,7 @@ mod tests {
 
     fn test_plan(spec: crate::vm::spec::VmSpec, state: &Path) -> VmPlan {
         VmPlan {
+            boot_iso_first: true,
             spec,
             pinning: crate::vm::pinning::PinningPlan {
                 vcpus: vec![(0, 1)],
