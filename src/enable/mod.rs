@@ -923,6 +923,27 @@ pub fn plan(
                     why: "drop the kernel arguments that contradict them".into(),
                 });
             }
+            // The way back: kernelstub writes systemd-boot entries on the ESP
+            // (`Pop_OS-current.conf`, `Pop_OS-oldkern.conf`) that point at kernels it
+            // copies to stable paths there, so a copy of each without the VFIO
+            // arguments stays bootable across kernel updates. Written after kernelstub
+            // ran, which rewrites only its own entries.
+            let entries: Vec<String> = f
+                .root
+                .list_dir_optional("boot/efi/loader/entries")
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.ends_with(".conf"))
+                .map(|n| format!("boot/efi/loader/entries/{n}"))
+                .collect();
+            let copies = way_back_entries(f, &entries, &add);
+            if !copies.is_empty() {
+                way_back = WAY_BACK_ENTRIES.into();
+            }
+            files.extend(copies.into_iter().map(|c| FileChange {
+                after_commands: true,
+                ..c
+            }));
         }
         Bootloader::KernelCmdline { refresh, entries } => {
             let before = f.read("etc/kernel/cmdline");
