@@ -811,3 +811,49 @@ fn vm_edit_saves_only_valid_specs() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+#[test]
+fn vm_new_for_a_directly_booted_guest_without_disk_or_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+            .args(args)
+            .env("PASSTHRU_VM_DIR", dir.path())
+            .env_remove("PASSTHRU_ROOT")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "vm",
+        "new",
+        "tiny",
+        "--bios",
+        "--no-network",
+        "--display",
+        "none",
+        "--disk",
+        "none",
+        "--kernel",
+        "/boot/vmlinuz",
+        "--initrd",
+        "/boot/initrd.img",
+        "--cmdline",
+        "console=ttyS0",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("tiny.toml")).unwrap();
+    let spec = passthru::vm::spec::VmSpec::parse(&text).unwrap();
+    assert!(spec.disks.is_empty() && !spec.firmware.uefi, "{text}");
+    assert_eq!(spec.network, passthru::vm::spec::Network::None);
+    assert_eq!(spec.display, passthru::vm::spec::Display::None);
+    assert_eq!(spec.kernel.unwrap().cmdline, "console=ttyS0");
+    // --initrd without --kernel is refused by the parser.
+    let out = run(&["vm", "new", "odd", "--initrd", "/boot/initrd.img"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!dir.path().join("odd.toml").exists());
+}

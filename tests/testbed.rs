@@ -1256,14 +1256,37 @@ fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
     );
     assert_edu_as_at_boot(vm, "vm run gives the device back when stopped by SIGTERM");
 
-    // 4. The whole run: the nested guest boots, reads edu's identification and liveness
-    //    registers through VFIO, powers off; vm run exits 0 and gives the device back.
+    // 4. The user's whole path: `vm new` writes the spec (edu by its identity),
+    //    `vm check` finds nothing in the way (the real IOMMU group, bind planner and
+    //    QEMU's device list), and `vm run` starts the nested guest, which reads edu's
+    //    identification and liveness registers through VFIO and powers off; vm run
+    //    exits 0 and gives the device back.
+    let bin = passthru_bin();
+    let env = format!("PASSTHRU_VM_DIR={RUN_DIR}/specs PASSTHRU_VM_STATE_DIR={RUN_DIR}/state");
+    let out = vm
+        .run_with_timeout(
+            &format!(
+                "{env} {bin} vm new nested --device {EDU} --cpus 1 --memory 256M --bios \
+                 --no-network --display none --disk none --kernel {vmlinuz} --initrd {initrd} \
+                 --cmdline 'console=ttyS0 quiet' && {env} {bin} vm check nested --accel tcg"
+            ),
+            Duration::from_secs(120),
+        )
+        .expect("run vm new and vm check");
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("id = \"1234:11e8\"")
+            && out.stdout.contains("ok    binding")
+            && out.stdout.contains("ok    qemu")
+            && out.stdout.contains("VM nested is ready to start."),
+        "{out}"
+    );
     let started = std::time::Instant::now();
     let out = vm
         .run_with_timeout(
             &format!(
-                "{}; rc=$?; cat {RUN_DIR}/run.err; exit $rc",
-                vm_run_command("edu.toml", "", "run.err")
+                "{env} {bin} vm run nested --accel tcg 2>{RUN_DIR}/run.err; rc=$?; \
+                 cat {RUN_DIR}/run.err; exit $rc"
             ),
             Duration::from_secs(600),
         )
@@ -1272,7 +1295,7 @@ fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
         "vm run, nested guest booted and powered off: {:.1?}",
         started.elapsed()
     ));
-    let console = vm.sh(&format!("cat {RUN_DIR}/state/edu/console.log"));
+    let console = vm.sh(&format!("cat {RUN_DIR}/state/nested/console.log"));
     assert_eq!(out.code, 0, "{out}\n--- nested console ---\n{console}");
     assert!(
         console.contains("edu-id: 0x010000ED") && console.contains("edu-liveness: 0xEDCBA987"),
@@ -1282,7 +1305,7 @@ fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
         out.stdout.contains("QEMU started (pid ")
             && out
                 .stdout
-                .contains("console log: /run/vmrun/state/edu/console.log")
+                .contains("console log: /run/vmrun/state/nested/console.log")
             && out.stdout.contains("QEMU exited with code 0")
             && out.stdout.contains("giving devices back"),
         "{out}"

@@ -280,7 +280,7 @@ impl From<RiskArgs> for Overrides {
 enum VmAction {
     /// Write a new VM spec with good defaults and print it (as root in
     /// /etc/passthru/vms/, else in ~/.config/passthru/vms/; PASSTHRU_VM_DIR overrides).
-    New(vm::NewArgs),
+    New(Box<vm::NewArgs>),
     /// List the VM specs.
     List,
     /// Remove a VM spec (not its disks).

@@ -11,7 +11,7 @@ use crate::host_root::HostRoot;
 use crate::pci::PciAddress;
 use crate::vm::render::{self, Accel};
 use crate::vm::resolve::{self, Resolution, ResolveOptions};
-use crate::vm::spec::{Cpus, IdPair, OsType, VmSpec};
+use crate::vm::spec::{Cpus, Display, IdPair, OsType, VmSpec};
 use crate::vm::store;
 
 #[derive(Debug, Serialize)]
@@ -134,9 +134,28 @@ pub struct NewArgs {
     /// An installer (or driver) ISO (repeatable).
     #[arg(long = "iso", value_name = "FILE")]
     isos: Vec<PathBuf>,
-    /// Size of the new disk image, e.g. 128G.
+    /// Size of the new disk image, e.g. 128G; `none` for a VM without a disk.
     #[arg(long, value_name = "SIZE", default_value = "64G")]
     disk: String,
+    /// Legacy BIOS (SeaBIOS) instead of UEFI (OVMF).
+    #[arg(long)]
+    bios: bool,
+    /// The guest's display: none (the passed GPU is the display), or spice (an emulated
+    /// display, for installing). Default: spice without a passed device, else none.
+    #[arg(long, value_enum)]
+    display: Option<Display>,
+    /// No network for the guest (default: user-mode NAT; --bridge for a host bridge).
+    #[arg(long, conflicts_with = "bridge")]
+    no_network: bool,
+    /// Boot this Linux kernel directly (no boot loader in the guest).
+    #[arg(long, value_name = "VMLINUZ")]
+    kernel: Option<PathBuf>,
+    /// The initramfs for --kernel.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The kernel command line for --kernel.
+    #[arg(long, value_name = "ARGS", requires = "kernel")]
+    cmdline: Option<String>,
     /// The guest OS (windows turns on Secure Boot and a TPM, as Windows 11 needs).
     #[arg(long, value_enum, default_value_t = OsType::Other)]
     os: OsType,
@@ -160,7 +179,7 @@ pub struct NewArgs {
 
 /// `passthru vm new`.
 pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
-    use crate::vm::spec::{Disk, Display, Firmware, Network, UsbDevice};
+    use crate::vm::spec::{DirectKernel, Disk, Firmware, Network, UsbDevice};
     let name = args.name.as_str();
     let dir = store::spec_dir();
     let data = store::data_dir();
@@ -186,26 +205,38 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
         devices,
         usb: args.usb.iter().map(|id| UsbDevice { id: *id }).collect(),
         evdev: args.evdev.clone(),
-        kernel: None,
-        disks: vec![Disk {
-            path: data.join(name).join(format!("{name}.qcow2")),
-            size: Some(args.disk.clone()),
-            format: "qcow2".into(),
-        }],
+        kernel: args.kernel.clone().map(|path| DirectKernel {
+            path,
+            initrd: args.initrd.clone(),
+            cmdline: args.cmdline.clone().unwrap_or_default(),
+        }),
+        disks: if args.disk.eq_ignore_ascii_case("none") {
+            Vec::new()
+        } else {
+            vec![Disk {
+                path: data.join(name).join(format!("{name}.qcow2")),
+                size: Some(args.disk.clone()),
+                format: "qcow2".into(),
+            }]
+        },
         isos: args.isos.clone(),
         firmware: Firmware {
-            uefi: true,
-            secure_boot: windows,
+            uefi: !args.bios,
+            secure_boot: windows && !args.bios,
             tpm: windows,
         },
         os: args.os,
         // Without a passed device the guest needs an emulated display.
-        display: if no_device {
+        display: args.display.unwrap_or(if no_device {
             Display::Spice
         } else {
             Display::None
+        }),
+        network: match (&args.bridge, args.no_network) {
+            (Some(br), _) => Network::Bridge(br.clone()),
+            (None, true) => Network::None,
+            (None, false) => Network::User,
         },
-        network: args.bridge.clone().map_or(Network::User, Network::Bridge),
         hugepages: args.hugepages,
     };
     spec.validate()?;

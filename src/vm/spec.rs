@@ -84,7 +84,7 @@ impl Default for Firmware {
 }
 
 /// The guest's display.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Display {
     /// None: the passed-through GPU is the display.
