@@ -591,14 +591,7 @@ fn vm_new_list_plan_by_name_and_rm() {
     let f = Fixture::new("intel-desktop");
     four_cores(&f);
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
-            .args(args)
-            .env("PASSTHRU_VM_DIR", dir.path())
-            .env_remove("PASSTHRU_ROOT")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| with_vm_dir(dir.path(), args);
     let out = run(&[
         "vm",
         "new",
@@ -815,14 +808,7 @@ fn vm_edit_saves_only_valid_specs() {
 #[test]
 fn vm_new_for_a_directly_booted_guest_without_disk_or_network() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
-            .args(args)
-            .env("PASSTHRU_VM_DIR", dir.path())
-            .env_remove("PASSTHRU_ROOT")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| with_vm_dir(dir.path(), args);
     let out = run(&[
         "vm",
         "new",
@@ -856,4 +842,14 @@ fn vm_new_for_a_directly_booted_guest_without_disk_or_network() {
     let out = run(&["vm", "new", "odd", "--initrd", "/boot/initrd.img"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!dir.path().join("odd.toml").exists());
+}
+
+/// Runs passthru with its VM specs in `dir` and the host's own root.
+fn with_vm_dir(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+        .args(args)
+        .env("PASSTHRU_VM_DIR", dir)
+        .env_remove("PASSTHRU_ROOT")
+        .output()
+        .unwrap()
 }

@@ -478,6 +478,26 @@ fn way_back_entries(f: &EnableFacts, entries: &[String], add: &[String]) -> Vec<
         .collect()
 }
 
+/// [`way_back_entries`] for every entry in `dir`, written after the plan's commands
+/// ran: for tools (grubby, kernelstub) that rewrite the entries themselves.
+fn way_back_after_commands(f: &EnableFacts, dir: &str, add: &[String]) -> Vec<FileChange> {
+    let entries: Vec<String> = f
+        .root
+        .list_dir_optional(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.ends_with(".conf"))
+        .map(|n| format!("{dir}/{n}"))
+        .collect();
+    way_back_entries(f, &entries, add)
+        .into_iter()
+        .map(|c| FileChange {
+            after_commands: true,
+            ..c
+        })
+        .collect()
+}
+
 /// Every systemd-boot entry with its `options` line edited.
 fn entry_changes(
     f: &EnableFacts,
@@ -874,22 +894,11 @@ pub fn plan(
             // The way back: Fedora's GRUB (blscfg) lists every BLS entry, so a copy of
             // each, written after grubby ran (`--update-kernel=ALL` would give the
             // copies the VFIO arguments too).
-            let entries: Vec<String> = f
-                .root
-                .list_dir_optional("boot/loader/entries")
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|n| n.ends_with(".conf"))
-                .map(|n| format!("boot/loader/entries/{n}"))
-                .collect();
-            let copies = way_back_entries(f, &entries, &add);
+            let copies = way_back_after_commands(f, "boot/loader/entries", &add);
             if !copies.is_empty() {
                 way_back = WAY_BACK_ENTRIES.into();
             }
-            files.extend(copies.into_iter().map(|c| FileChange {
-                after_commands: true,
-                ..c
-            }));
+            files.extend(copies);
         }
         Bootloader::Kernelstub => {
             snapshots.push("etc/kernelstub/configuration".into());
@@ -928,22 +937,11 @@ pub fn plan(
             // copies to stable paths there, so a copy of each without the VFIO
             // arguments stays bootable across kernel updates. Written after kernelstub
             // ran, which rewrites only its own entries.
-            let entries: Vec<String> = f
-                .root
-                .list_dir_optional("boot/efi/loader/entries")
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|n| n.ends_with(".conf"))
-                .map(|n| format!("boot/efi/loader/entries/{n}"))
-                .collect();
-            let copies = way_back_entries(f, &entries, &add);
+            let copies = way_back_after_commands(f, "boot/efi/loader/entries", &add);
             if !copies.is_empty() {
                 way_back = WAY_BACK_ENTRIES.into();
             }
-            files.extend(copies.into_iter().map(|c| FileChange {
-                after_commands: true,
-                ..c
-            }));
+            files.extend(copies);
         }
         Bootloader::KernelCmdline { refresh, entries } => {
             let before = f.read("etc/kernel/cmdline");
