@@ -415,12 +415,13 @@ pub fn define(res: &mut Resolution, virsh: &Virsh) -> Result<Defined, LibvirtErr
     if !blockers.is_empty() {
         return Err(LibvirtError::Blocked { name, blockers });
     }
+    // libvirt is asked first: when it is not there, nothing is created.
+    let uuid = virsh.uuid(&name)?;
     let state_dir = res.plan.state_dir.clone();
     make_reachable_dir(&state_dir)?;
     let disks_created = disk::create_missing(&res.plan.spec)?;
     res.plan.boot_iso_first = disk::boot_iso_first(&res.plan.spec)?;
     let mut xml = render::libvirt_xml(&res.plan);
-    let uuid = virsh.uuid(&name)?;
     if let Some(u) = &uuid {
         xml = with_uuid(&xml, u);
     }

@@ -449,7 +449,7 @@ fn finish(
         _ => None,
     };
     reasons.push(format!(
-        "the guest sees 1 socket, {cores_n} cores, {threads} thread(s) per core{}",
+        "the guest sees 1 socket, {cores_n} core(s), {threads} thread(s) per core{}",
         if threads > 1 {
             format!(
                 ": each {threads} vCPUs in a row share one host core, as they share a guest core"
