@@ -250,17 +250,18 @@ impl DebianRoot {
         let dir = base.join(format!("{:016x}", recipe_hash(flavour)));
         let image = dir.join("root.ext4");
         let release_file = dir.join("release");
+        // The root as cached, if it is complete (its release file is written last).
         let cached = || {
             let release = fs::read_to_string(&release_file).ok()?;
-            image.is_file().then(|| release.trim().to_owned())
+            image.is_file().then(|| DebianRoot {
+                dir: dir.clone(),
+                image: image.clone(),
+                release: release.trim().to_owned(),
+                qemu: qemu.clone(),
+            })
         };
-        if let Some(release) = cached() {
-            return Ok(DebianRoot {
-                dir,
-                image,
-                release,
-                qemu,
-            });
+        if let Some(root) = cached() {
+            return Ok(root);
         }
         let debootstrap = require_program("debootstrap", "debootstrap")?;
         if !nix_is_root() {
@@ -270,13 +271,9 @@ impl DebianRoot {
         }
         fs::create_dir_all(&dir).map_err(|err| io_failed(&dir, &err))?;
         let _lock = lock(&base.join("prepare.lock"))?;
-        if let Some(release) = cached() {
-            return Ok(DebianRoot {
-                dir,
-                image,
-                release,
-                qemu,
-            });
+        // Another test may have built it while this one waited for the lock.
+        if let Some(root) = cached() {
+            return Ok(root);
         }
         let release = build(&debootstrap, &dir, &image, flavour)?;
         fs::write(&release_file, format!("{release}\n"))
