@@ -533,6 +533,30 @@ fn enable_then_undo_restores_every_file_byte_for_byte() {
     }
 }
 
+/// After the reboot vfio-pci holds the devices from boot, so their host drivers are
+/// no longer visible: running `enable` again must still plan the same files (the
+/// softdeps and, for devices bound by address, the hooks on those drivers).
+#[test]
+fn enable_again_after_the_reboot_changes_nothing() {
+    for (fixture, device) in [("debian-grub", "01:00.0"), ("identical-gpus", "01:00.0")] {
+        let f = Fixture::new(fixture);
+        let plan = files_plan(f.root(), device);
+        applier(f.root()).apply_files(&plan).unwrap();
+        for a in &plan.enabled.devices {
+            let link = f.root().join(format!("sys/bus/pci/devices/{a}/driver"));
+            let target = std::fs::read_link(&link).unwrap();
+            std::fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(target.with_file_name("vfio-pci"), &link).unwrap();
+        }
+        let again = files_plan(f.root(), device);
+        assert!(
+            again.files.is_empty(),
+            "{fixture}: after the reboot the plan changes {:#?}",
+            again.files
+        );
+    }
+}
+
 #[test]
 fn a_kill_at_any_step_leaves_undo_able_to_restore() {
     let f = Fixture::new("debian-grub");
@@ -569,19 +593,22 @@ fn a_kill_at_any_step_leaves_undo_able_to_restore() {
 fn identical_devices_are_bound_by_address() {
     let f = Fixture::new("identical-gpus");
     let plan = plan_of(&f, &["01:00.0"]);
-    // ids= would take the second card too: no ids, an install hook that binds by address
+    // ids= would take the second card too: no ids, but the host drivers of both
+    // functions are hooked, so loading them claims the passed card by address first
     assert_eq!(plan["enabled"]["ids"], serde_json::json!([]));
     let modprobe = after(&plan, "etc/modprobe.d/passthru-vfio.conf");
     assert!(!modprobe.contains("options vfio-pci ids="), "{modprobe}");
-    assert!(
-        modprobe
-            .contains("install vfio-pci /usr/local/sbin/passthru-vfio-override $CMDLINE_OPTS\n"),
-        "{modprobe}"
-    );
-    assert!(
-        modprobe.contains("softdep nvidia pre: vfio-pci\n"),
-        "{modprobe}"
-    );
+    assert!(!modprobe.contains("install vfio-pci"), "{modprobe}");
+    for m in ["nvidia", "snd_hda_intel"] {
+        assert!(
+            modprobe.contains(&format!(
+                "install {m} /usr/local/sbin/passthru-vfio-override {m} $CMDLINE_OPTS\n"
+            )),
+            "{modprobe}"
+        );
+        // kmod ignores the install command of a module with a softdep
+        assert!(!modprobe.contains(&format!("softdep {m} ")), "{modprobe}");
+    }
     let script = file(&plan, "usr/local/sbin/passthru-vfio-override");
     assert_eq!(script["mode"], 0o755);
     let text = script["after"].as_str().unwrap();
@@ -592,7 +619,7 @@ fn identical_devices_are_bound_by_address() {
     );
     assert!(!text.contains("0000:03:00.0"));
     assert!(
-        text.ends_with("exec /sbin/modprobe --ignore-install vfio-pci \"$@\"\n"),
+        text.ends_with("exec /sbin/modprobe --ignore-install \"$module\" \"$@\"\n"),
         "{text}"
     );
     let hook = file(&plan, "etc/initramfs-tools/hooks/passthru-vfio");
@@ -604,20 +631,106 @@ fn identical_devices_are_bound_by_address() {
     assert!(plan["inspections"][0]["must_contain"]
         .to_string()
         .contains("usr/local/sbin/passthru-vfio-override"));
+    // the modules are recorded: after the reboot vfio-pci holds both functions
+    assert_eq!(
+        plan["enabled"]["host_modules"],
+        serde_json::json!({"0000:01:00.0": "nvidia", "0000:01:00.1": "snd_hda_intel"})
+    );
     golden("identical-gpus", &plan);
-    // with vfio-pci built in, binding by address at boot is refused with the reason
+}
+
+/// Ubuntu's kernels have vfio-pci built in, where kmod runs no `install` command for
+/// it: the hooks on the host drivers work the same, with no vfio modules to load.
+#[test]
+fn identical_devices_with_vfio_pci_built_in() {
     let g = Fixture::new("identical-gpus");
     g.write(
         "lib/modules/6.1.0-13-amd64/modules.builtin",
-        "kernel/drivers/vfio/pci/vfio-pci.ko\n",
+        "kernel/drivers/vfio/vfio.ko\nkernel/drivers/vfio/vfio_iommu_type1.ko\n\
+         kernel/drivers/vfio/pci/vfio-pci-core.ko\nkernel/drivers/vfio/pci/vfio-pci.ko\n",
+    );
+    let plan = plan_of(&g, &["01:00.0"]);
+    let modprobe = after(&plan, "etc/modprobe.d/passthru-vfio.conf");
+    assert!(
+        modprobe.contains(
+            "install nvidia /usr/local/sbin/passthru-vfio-override nvidia $CMDLINE_OPTS\n"
+        ),
+        "{modprobe}"
+    );
+    // a built-in vfio-pci reads neither options nor softdeps
+    assert!(!modprobe.contains("softdep"), "{modprobe}");
+    assert!(!modprobe.contains("options"), "{modprobe}");
+    assert!(
+        !plan["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == "etc/initramfs-tools/modules"),
+        "no vfio modules to add: {plan:#}"
+    );
+    file(&plan, "usr/local/sbin/passthru-vfio-override");
+    file(&plan, "etc/initramfs-tools/hooks/passthru-vfio");
+    assert_eq!(
+        argvs(&plan)[0],
+        "update-initramfs -u -k all",
+        "the hook must reach the initramfs"
+    );
+    let must = plan["inspections"][0]["must_contain"].to_string();
+    assert!(
+        must.contains("passthru-vfio-override") && !must.contains("vfio-pci.ko"),
+        "{must}"
+    );
+    let args = plan["enabled"]["kernel_args"].to_string();
+    assert!(!args.contains("vfio-pci.ids"), "{args}");
+    golden("identical-gpus-builtin", &plan);
+}
+
+/// What cannot be hooked is refused, saying why: a built-in host driver, and a
+/// module with an `install` command of someone else.
+#[test]
+fn identical_devices_that_cannot_be_hooked() {
+    let g = Fixture::new("identical-gpus");
+    g.write(
+        "lib/modprobe.d/nvidia-graphics-drivers.conf",
+        "alias nvidia nvidia-current\ninstall nvidia modprobe -i nvidia-current $CMDLINE_OPTS\n",
     );
     let (code, doc) = json(&g, &["enable", "01:00.0", "--dry-run"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 1, "{doc:#}");
+    let reasons = doc["refusals"].to_string();
+    assert!(
+        reasons.contains("/lib/modprobe.d/nvidia-graphics-drivers.conf already has an `install` command for nvidia"),
+        "{doc:#}"
+    );
+    // snd_hda_intel could be hooked, but the card is refused as a whole
+    assert_eq!(doc["refusals"].as_array().unwrap().len(), 1, "{doc:#}");
+
+    // a softdep from a wiki guide would make kmod skip the hook: refused, with the fix
+    let s = Fixture::new("identical-gpus");
+    s.write(
+        "etc/modprobe.d/vfio.conf",
+        "options vfio-pci ids=10de:2484,10de:228b\nsoftdep nvidia pre: vfio-pci\n",
+    );
+    let (code, doc) = json(&s, &["enable", "01:00.0", "--dry-run"]);
+    assert_eq!(code, 1, "{doc:#}");
+    let reason = doc["refusals"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("/etc/modprobe.d/vfio.conf gives nvidia a `softdep`")
+            && reason.contains("remove that line"),
+        "{doc:#}"
+    );
+
+    let h = Fixture::new("identical-gpus");
+    h.write(
+        "lib/modules/6.1.0-13-amd64/modules.builtin",
+        "kernel/sound/pci/hda/snd-hda-intel.ko\n",
+    );
+    let (code, doc) = json(&h, &["enable", "01:00.0", "--dry-run"]);
+    assert_eq!(code, 1, "{doc:#}");
     assert!(
         doc["refusals"][0]["reason"]
             .as_str()
             .unwrap()
-            .contains("vfio-pci built in"),
+            .contains("its driver snd_hda_intel is built into the kernel"),
         "{doc:#}"
     );
 }

@@ -1545,12 +1545,18 @@ fn debian_enable_verify_undo() {
         modprobe.contains("options vfio-pci ids=1234:11e8,8086:293e"),
         "{modprobe}"
     );
+    // The display function is claimed by address from a hook on its host driver's
+    // module (bochs), which modprobe runs whenever bochs loads.
     assert!(
-        modprobe.contains("install vfio-pci /usr/local/sbin/passthru-vfio-override"),
+        modprobe
+            .contains("install bochs /usr/local/sbin/passthru-vfio-override bochs $CMDLINE_OPTS"),
         "{modprobe}"
     );
+    assert!(!modprobe.contains("install vfio-pci"), "{modprobe}");
+    // kmod would ignore the hook of a module with a softdep: the hook loads vfio-pci.
+    assert!(!modprobe.contains("softdep bochs"), "{modprobe}");
     assert!(
-        modprobe.contains("softdep bochs pre: vfio-pci"),
+        modprobe.contains("softdep snd_hda_intel pre: vfio-pci"),
         "{modprobe}"
     );
     // Running it again changes nothing.
@@ -1592,6 +1598,27 @@ fn debian_enable_verify_undo() {
             .stdout
             .contains("Everything enable set up is in effect."),
         "{verify}"
+    );
+    // The hook claimed the display function by address.
+    assert_eq!(
+        vm.sh(&format!(
+            "cat /sys/bus/pci/devices/{}/driver_override",
+            layouts::GPU
+        ))
+        .trim(),
+        "vfio-pci"
+    );
+    // vfio-pci now holds the devices from boot, hiding their host drivers: enabling
+    // the same devices again still changes nothing.
+    let again = vm
+        .run_with_timeout(
+            &format!("{bin} enable --yes {} {}", layouts::EDU, layouts::GPU),
+            Duration::from_secs(300),
+        )
+        .expect("run enable after the reboot");
+    assert!(
+        again.success() && again.stdout.contains("Nothing to change"),
+        "{again}"
     );
 
     vm.power_off(Duration::from_secs(60)).expect("power off");
@@ -1723,9 +1750,10 @@ const DRACUT_FINGERPRINT: &str = "for d in /etc/modprobe.d /etc/dracut.conf.d /e
 
 /// `passthru enable` on a host whose initramfs is dracut's: a bookworm root with the
 /// `dracut` package instead of initramfs-tools (host-only, lz4) enables the edu device
-/// with the real `dracut`, boots with the grub.cfg's arguments and the edu device on
-/// vfio-pci from boot; `undo` restores the files and the next boot has it driverless
-/// again.
+/// (by id) and the GPU-like pair (its display function by address, the boot VGA being
+/// its twin) with the real `dracut`, boots with the grub.cfg's arguments and those
+/// devices on vfio-pci from boot; `undo` restores the files and the next boot has them
+/// back with their host drivers.
 ///
 /// Measured here (2 cores shared with other TCG guests): building the dracut root once
 /// 183 s (debootstrap 84 s, the first `dracut --no-hostonly` in the chroot 11 s);
@@ -1760,9 +1788,11 @@ fn debian_dracut_enable_verify_undo() {
     let bin = vm.install_passthru().expect("copy passthru in");
     let original = vm.sh(DRACUT_FINGERPRINT);
     assert_eq!(bound_driver(&vm, layouts::EDU), None);
+    // The edu device by id, and the display function of the GPU-like pair by address
+    // (it has the ids of the boot VGA, which stays with the host).
     let out = vm
         .run_with_timeout(
-            &format!("{bin} enable --yes {}", layouts::EDU),
+            &format!("{bin} enable --yes {} {}", layouts::EDU, layouts::GPU),
             Duration::from_secs(1800),
         )
         .expect("run enable");
@@ -1777,11 +1807,19 @@ fn debian_dracut_enable_verify_undo() {
     let listing = vm.sh(&format!("lsinitrd {image}"));
     assert!(listing.contains("vfio-pci.ko"), "{listing}");
     assert!(listing.contains("vfio_iommu_type1.ko"), "{listing}");
+    assert!(
+        listing.contains("usr/local/sbin/passthru-vfio-override"),
+        "{listing}"
+    );
     let options = vm.sh(&format!(
         "lsinitrd -f etc/modprobe.d/passthru-vfio.conf {image}"
     ));
     assert!(
-        options.contains("options vfio-pci ids=1234:11e8"),
+        options.contains("options vfio-pci ids=1234:11e8,8086:293e"),
+        "{options}"
+    );
+    assert!(
+        options.contains("install bochs /usr/local/sbin/passthru-vfio-override bochs"),
         "{options}"
     );
     vm.power_off(Duration::from_secs(60)).expect("power off");
@@ -1796,6 +1834,14 @@ fn debian_dracut_enable_verify_undo() {
     let logs = testbed::LogsOnFailure(&vm);
     let bin = vm.install_passthru().expect("copy passthru in");
     assert_eq!(bound_driver(&vm, layouts::EDU).as_deref(), Some("vfio-pci"));
+    for a in [layouts::GPU, layouts::GPU_AUDIO] {
+        assert_eq!(bound_driver(&vm, a).as_deref(), Some("vfio-pci"), "{a}");
+    }
+    assert_eq!(
+        bound_driver(&vm, layouts::BOOT_VGA).as_deref(),
+        Some("bochs-drm"),
+        "the twin stays"
+    );
     assert_eq!(bound_driver(&vm, layouts::NIC).as_deref(), Some("e1000e"));
     let verify = vm.run(&format!("{bin} verify")).expect("run verify");
     assert!(verify.success(), "verify failed:\n{verify}");
@@ -1823,5 +1869,9 @@ fn debian_dracut_enable_verify_undo() {
     let vm = disk.boot_or_panic(disk.builder(layout, "debian-dracut-3", &args).unwrap());
     let _logs = testbed::LogsOnFailure(&vm);
     assert_eq!(bound_driver(&vm, layouts::EDU), None);
+    assert_eq!(
+        bound_driver(&vm, layouts::GPU).as_deref(),
+        Some("bochs-drm")
+    );
     vm.power_off(Duration::from_secs(60)).expect("power off");
 }

@@ -7,7 +7,9 @@
 //!    kernel (a built-in driver never reads `/etc/modprobe.d`);
 //! 2. early binding: with vfio-pci as a module, `/etc/modprobe.d/passthru-vfio.conf`
 //!    says which ids it takes (`options vfio-pci ids=…`) and makes every host driver
-//!    that would otherwise win wait for it (`softdep <driver> pre: vfio-pci`);
+//!    that would otherwise win wait for it (`softdep <driver> pre: vfio-pci`); a
+//!    device whose ids a device the host keeps shares is claimed by address instead,
+//!    by an `install` hook on its host driver's module (see [`by_address`]);
 //! 3. the initramfs loads vfio-pci and carries that file, because GPU, storage and
 //!    USB drivers load from the initramfs, before the root filesystem.
 //!
@@ -17,6 +19,7 @@
 //! regenerated image. Files passthru owns are generated whole, so planning again
 //! with the same devices gives the same bytes: re-running `enable` changes nothing.
 
+pub mod by_address;
 pub mod cmdline_edit;
 pub mod verify;
 
@@ -31,10 +34,13 @@ use crate::check::{IommuKind, Provision};
 use crate::facts::HostFacts;
 use crate::host_root::HostRoot;
 use crate::kernel::config::ConfigValue;
+use crate::kernel::modules::normalize;
 use crate::list::HostUse;
 use crate::pci::names::PciNames;
 use crate::pci::{PciAddress, PciDevice};
 use crate::state::BindRecord;
+
+use by_address::HostDriver;
 
 /// passthru's modprobe.d file.
 pub const MODPROBE_FILE: &str = "etc/modprobe.d/passthru-vfio.conf";
@@ -45,7 +51,7 @@ pub const DRACUT_DROPIN: &str = "etc/dracut.conf.d/passthru-vfio.conf";
 /// passthru's mkinitcpio drop-in.
 pub const MKINITCPIO_DROPIN: &str = "etc/mkinitcpio.conf.d/passthru-vfio.conf";
 /// The script that binds devices by address, for devices that share their ids with
-/// one the host keeps (run by modprobe in place of loading vfio-pci).
+/// one the host keeps (run by modprobe in place of loading their host driver).
 pub const OVERRIDE_SCRIPT: &str = "usr/local/sbin/passthru-vfio-override";
 /// The initramfs-tools hook that puts [`OVERRIDE_SCRIPT`] into the initramfs.
 pub const INITRAMFS_TOOLS_HOOK: &str = "etc/initramfs-tools/hooks/passthru-vfio";
@@ -174,6 +180,11 @@ pub struct Enabled {
     pub kernel_args: Vec<String>,
     /// The regenerators to run again on `undo`.
     pub regenerate: Vec<PlannedCommand>,
+    /// The module that would take each device without vfio-pci: after the reboot
+    /// vfio-pci holds the devices from boot, and running `enable` again must still
+    /// order (and for devices bound by address, hook) the same modules.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_modules: BTreeMap<PciAddress, String>,
 }
 
 /// Everything `enable` would do.
@@ -290,77 +301,145 @@ pub enum EnableError {
     Refused(Vec<Refusal>),
 }
 
-/// The drivers that must wait for vfio-pci: what the devices use now (or used
-/// before passthru bound them at runtime).
-fn host_drivers(f: &EnableFacts, devices: &[PciAddress]) -> BTreeSet<String> {
-    let mut drivers = BTreeSet::new();
+/// The driver each device would have at boot without vfio-pci: the one it uses now,
+/// else the one it had before passthru bound it at runtime, else the one a previous
+/// `enable` recorded (after the reboot, vfio-pci holds it from boot), else the one
+/// a device with the same ids uses.
+fn host_drivers(f: &EnableFacts, devices: &[PciAddress]) -> BTreeMap<PciAddress, HostDriver> {
+    let usable = |d: Option<&str>| d.filter(|d| *d != bind::VFIO_PCI).map(str::to_string);
+    let mut drivers = BTreeMap::new();
     for a in devices {
         let Some(d) = f.devices.iter().find(|d| d.address == *a) else {
             continue;
         };
-        let driver = match d.driver.as_deref() {
-            Some(bind::VFIO_PCI) | None => f
-                .records
+        if let Some(drv) = usable(d.driver.as_deref()).or_else(|| {
+            f.records
                 .iter()
                 .find(|r| r.address == *a)
-                .and_then(|r| r.original_driver.clone()),
-            Some(other) => Some(other.to_string()),
-        };
-        // softdep names modules: the driver's `module` link says which (the driver
-        // bochs-drm is the module bochs); a driver without one is built in.
-        if let Some(drv) = driver {
-            let dir = format!("sys/bus/pci/drivers/{drv}");
-            match f.root.read_link(format!("{dir}/module")) {
-                Ok(target) => {
-                    if let Some(m) = target.file_name() {
-                        drivers.insert(m.to_string_lossy().replace('-', "_"));
-                    }
-                }
-                // A live driver without a module link is built in: nothing to order.
-                Err(_) if f.root.is_system() && f.root.exists(&dir) => {}
-                Err(_) => {
-                    drivers.insert(drv.replace('-', "_"));
-                }
-            }
+                .and_then(|r| r.original_driver.clone())
+        }) {
+            drivers.insert(*a, driver_module(f, &drv));
+        } else if let Some(m) = f.previous.as_ref().and_then(|p| p.host_modules.get(a)) {
+            drivers.insert(*a, HostDriver::Module(m.clone()));
+        } else if let Some(drv) = f
+            .devices
+            .iter()
+            .filter(|o| (o.vendor_id, o.device_id) == (d.vendor_id, d.device_id))
+            .find_map(|o| usable(o.driver.as_deref()))
+        {
+            drivers.insert(*a, driver_module(f, &drv));
         }
     }
     drivers
 }
 
-fn modprobe_file(ids: &[String], drivers: &BTreeSet<String>, by_address: bool) -> String {
+/// The module a driver is (modprobe names modules: the driver `bochs-drm` is the
+/// module `bochs`), from the driver's `module` link in sysfs; a live driver without
+/// one is built in. On a captured root without the links, the driver's name, built in
+/// when `modules.builtin` lists it.
+fn driver_module(f: &EnableFacts, drv: &str) -> HostDriver {
+    let dir = format!("sys/bus/pci/drivers/{drv}");
+    match f.root.read_link(format!("{dir}/module")) {
+        Ok(target) => match target.file_name() {
+            Some(m) => HostDriver::Module(normalize(&m.to_string_lossy())),
+            None => HostDriver::Builtin(drv.to_string()),
+        },
+        Err(_) if f.root.is_system() && f.root.exists(&dir) => HostDriver::Builtin(drv.to_string()),
+        Err(_) => {
+            let builtin = matches!(&f.facts.modules, Ok(Some(index)) if index.builtin.contains(&normalize(drv)));
+            if builtin {
+                HostDriver::Builtin(drv.to_string())
+            } else {
+                HostDriver::Module(normalize(drv))
+            }
+        }
+    }
+}
+
+/// passthru's modprobe.d file: the ids for a vfio-pci module, the `install` hooks of
+/// the host drivers of devices bound by address, and the order of the host drivers
+/// after a vfio-pci module.
+fn modprobe_file(
+    ids: &[String],
+    softdeps: &BTreeSet<String>,
+    hooks: &BTreeSet<String>,
+    builtin: bool,
+) -> String {
     let mut s = String::from(HEADER);
-    if !ids.is_empty() {
+    if !builtin && !ids.is_empty() {
         s.push_str(&format!("options vfio-pci ids={}\n", ids.join(",")));
     }
-    if by_address {
-        s.push_str(&format!(
-            "# Devices that share their ids with one the host keeps are bound by address:\n\
-             install vfio-pci /{OVERRIDE_SCRIPT} $CMDLINE_OPTS\n"
-        ));
-    }
-    for d in drivers {
-        s.push_str(&format!("softdep {d} pre: vfio-pci\n"));
+    s.push_str(&by_address::install_lines(hooks));
+    if !builtin {
+        for d in softdeps {
+            s.push_str(&format!("softdep {d} pre: vfio-pci\n"));
+        }
     }
     s
 }
 
-/// The script modprobe runs instead of loading vfio-pci directly: it claims the
-/// devices by address (`driver_override`) before vfio-pci loads, and so before the
-/// host drivers that wait for it (`softdep … pre: vfio-pci`).
-fn override_script(addresses: &[PciAddress]) -> String {
-    let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+/// What booster users must know when devices are bound by address: booster's init
+/// loads modules itself and runs no `install` command.
+fn booster_by_address(hooks: &BTreeSet<String>) -> String {
+    let list = hooks.iter().cloned().collect::<Vec<_>>().join(", ");
     format!(
-        "#!/bin/sh\n{HEADER}# Binds these devices to vfio-pci by address: a device with the same ids stays\n\
-         # with the host, so `options vfio-pci ids=` would take both.\n\
-         # The way back (`{WAY_BACK_ARG}`) leaves them to their host drivers.\n\
-         case \" $(cat /proc/cmdline) \" in *\" {WAY_BACK_ARG} \"*) exit 1 ;; esac\n\
-         for dev in {}; do\n    \
-         f=/sys/bus/pci/devices/$dev/driver_override\n    \
-         [ -w \"$f\" ] && echo vfio-pci > \"$f\"\n\
-         done\n\
-         exec /sbin/modprobe --ignore-install vfio-pci \"$@\"\n",
-        list.join(" ")
+        "booster loads modules itself and ignores `install` lines in /etc/modprobe.d: if its image \
+         carries {list}, they take the devices that share their ids with one the host keeps \
+         before passthru's hook can run. After the reboot `passthru verify` tells; if so, \
+         bind those devices after each boot with `passthru bind`"
     )
+}
+
+/// The host modules to hook for the devices bound by address, or why they cannot be.
+fn by_address_hooks(
+    f: &EnableFacts,
+    inputs: &bind::Inputs<'_>,
+    by_address: &[PciAddress],
+    drivers: &BTreeMap<PciAddress, HostDriver>,
+) -> Result<BTreeSet<String>, EnableError> {
+    let conflicts = by_address::conflicts(&f.root, f.facts.release.as_deref());
+    let mut hooks = BTreeSet::new();
+    let mut refusals = Vec::new();
+    for a in by_address {
+        let desc = f
+            .devices
+            .iter()
+            .find(|d| d.address == *a)
+            .map_or_else(|| a.to_string(), |d| inputs.describe(d));
+        let shared = "shares its ids with a device the host keeps, so it must be bound by address";
+        let reason = match drivers.get(a) {
+            Some(HostDriver::Module(m)) => match conflicts.get(m) {
+                Some(c) => format!(
+                    "{desc} {shared}, which passthru does with an `install` hook on its driver's \
+                     module {m}, but {}; or use `passthru bind` after each boot instead",
+                    c.explain(m)
+                ),
+                None => {
+                    hooks.insert(m.clone());
+                    continue;
+                }
+            },
+            Some(HostDriver::Builtin(drv)) => format!(
+                "{desc} {shared}, but its driver {drv} is built into the kernel and takes every \
+                 such device before any program runs: use `passthru bind` after each boot instead"
+            ),
+            None => format!(
+                "{desc} {shared} before its host driver loads, and no driver takes devices with \
+                 these ids now, so passthru cannot tell which module to hook: load the driver \
+                 (or use `passthru bind` after each boot)"
+            ),
+        };
+        refusals.push(Refusal {
+            address: Some(*a),
+            reason,
+            override_flag: None,
+        });
+    }
+    if refusals.is_empty() {
+        Ok(hooks)
+    } else {
+        Err(EnableError::Refused(refusals))
+    }
 }
 
 /// The initramfs-tools hook that copies the override script into the image.
@@ -620,27 +699,15 @@ pub fn plan(
         .map(|(v, d)| format!("{v:04x}:{d:04x}"))
         .collect();
     let builtin = crate::check::run(&f.facts).host.vfio_pci == Provision::Builtin;
-    if builtin && !by_address.is_empty() {
-        return Err(EnableError::Refused(
-            by_address
-                .iter()
-                .map(|a| Refusal {
-                    address: Some(*a),
-                    reason: format!(
-                        "{} shares its ids with a device the host keeps, and this kernel has \
-                         vfio-pci built in, which binds only by id: use `passthru bind` after \
-                         each boot instead",
-                        f.devices
-                            .iter()
-                            .find(|d| d.address == *a)
-                            .map_or_else(|| a.to_string(), |d| inputs.describe(d))
-                    ),
-                    override_flag: None,
-                })
-                .collect(),
-        ));
-    }
     let drivers = host_drivers(f, &devices);
+    let hooks = by_address_hooks(f, &inputs, &by_address, &drivers)?;
+    // A hooked module loads vfio-pci from its hook: a softdep would make kmod skip it.
+    let softdeps: BTreeSet<String> = drivers
+        .values()
+        .filter_map(HostDriver::module)
+        .filter(|m| !hooks.contains(*m))
+        .map(str::to_string)
+        .collect();
     let (add, remove) = kernel_args(f, &ids);
 
     let mut files = Vec::new();
@@ -652,45 +719,67 @@ pub fn plan(
     let mut way_back = WAY_BACK_BY_HAND.to_string();
 
     // A built-in vfio-pci binds its `vfio-pci.ids=` from the command line before any
-    // module loads: neither modprobe.d nor the initramfs plays a part.
-    let initramfs = if builtin {
-        Initramfs::Unknown
-    } else {
+    // module loads: modprobe.d and the initramfs play a part only for the devices
+    // bound by address, whose host drivers' hooks must be there wherever they load.
+    let script = (!by_address.is_empty()).then(|| format!("/{OVERRIDE_SCRIPT}"));
+    if !builtin || script.is_some() {
         files.push(change(
             f,
             MODPROBE_FILE,
-            Some(modprobe_file(&ids, &drivers, !by_address.is_empty())),
+            Some(modprobe_file(&ids, &softdeps, &hooks, builtin)),
         ));
-        if !by_address.is_empty() {
-            files.push(FileChange {
-                mode: Some(0o755),
-                ..change(f, OVERRIDE_SCRIPT, Some(override_script(&by_address)))
-            });
-        }
-        f.boot.initramfs
-    };
-    let script = (!by_address.is_empty()).then(|| format!("/{OVERRIDE_SCRIPT}"));
+    }
+    if script.is_some() {
+        files.push(FileChange {
+            mode: Some(0o755),
+            ..change(
+                f,
+                OVERRIDE_SCRIPT,
+                Some(by_address::override_script(&by_address)),
+            )
+        });
+    }
+    let initramfs = f.boot.initramfs;
 
     // The initramfs.
     let release = f.facts.release.clone().unwrap_or_default();
-    let vfio_modules: Vec<&str> = VFIO_MODULES.to_vec();
-    let image_must = |_: bool| {
-        let mut v = vec!["vfio-pci.ko".to_string(), MODPROBE_FILE.to_string()];
+    // A built-in vfio-pci has no modules to load.
+    let vfio_modules: Vec<&str> = if builtin {
+        Vec::new()
+    } else {
+        VFIO_MODULES.to_vec()
+    };
+    let image_must = || {
+        let mut v = Vec::new();
+        v.extend((!builtin).then(|| "vfio-pci.ko".to_string()));
+        v.push(MODPROBE_FILE.to_string());
         v.extend(script.is_some().then(|| OVERRIDE_SCRIPT.to_string()));
         v
     };
+    let rebuild_why = |what: &str| {
+        if builtin {
+            format!(
+                "rebuild {what} so it carries the hook that claims the devices bound by \
+                 address before their host drivers load"
+            )
+        } else {
+            format!("rebuild {what} so vfio-pci loads first and takes the devices")
+        }
+    };
     match initramfs {
-        _ if builtin => {}
+        _ if builtin && script.is_none() => {}
         Initramfs::InitramfsTools => {
             let path = "etc/initramfs-tools/modules";
             let before = f.read(path);
-            files.push(FileChange {
-                path: path.into(),
-                after: Some(append_modules(before.as_deref(), &vfio_modules)),
-                before,
-                mode: None,
-                after_commands: false,
-            });
+            if !vfio_modules.is_empty() {
+                files.push(FileChange {
+                    path: path.into(),
+                    after: Some(append_modules(before.as_deref(), &vfio_modules)),
+                    before,
+                    mode: None,
+                    after_commands: false,
+                });
+            }
             if script.is_some() {
                 files.push(FileChange {
                     mode: Some(0o755),
@@ -698,35 +787,47 @@ pub fn plan(
                 });
             }
             let cmd = PlannedCommand {
-                argv: vec!["update-initramfs".into(), "-u".into(), "-k".into(), "all".into()],
-                why: "rebuild the initramfs so vfio-pci loads first and takes the devices".into(),
+                argv: vec![
+                    "update-initramfs".into(),
+                    "-u".into(),
+                    "-k".into(),
+                    "all".into(),
+                ],
+                why: rebuild_why("the initramfs"),
             };
             commands.push(cmd.clone());
             regenerate.push(cmd);
             if !release.is_empty() {
                 inspections.push(Inspection {
                     argv: vec!["lsinitramfs".into(), format!("/boot/initrd.img-{release}")],
-                    must_contain: image_must(true),
+                    must_contain: image_must(),
                 });
             }
         }
         Initramfs::Dracut => {
+            let force = if vfio_modules.is_empty() {
+                String::new()
+            } else {
+                format!("force_drivers+=\" {} \"\n", vfio_modules.join(" "))
+            };
             let text = format!(
-                "{HEADER}force_drivers+=\" {} \"\ninstall_items+=\" /{MODPROBE_FILE} {}\"\n",
-                vfio_modules.join(" "),
-                script.as_deref().map(|s| format!("{s} ")).unwrap_or_default()
+                "{HEADER}{force}install_items+=\" /{MODPROBE_FILE} {}\"\n",
+                script
+                    .as_deref()
+                    .map(|s| format!("{s} "))
+                    .unwrap_or_default()
             );
             files.push(change(f, DRACUT_DROPIN, Some(text)));
             let cmd = PlannedCommand {
                 argv: vec!["dracut".into(), "-f".into(), "--regenerate-all".into()],
-                why: "rebuild every initramfs so vfio-pci loads first and takes the devices".into(),
+                why: rebuild_why("every initramfs"),
             };
             commands.push(cmd.clone());
             regenerate.push(cmd);
             if !release.is_empty() {
                 inspections.push(Inspection {
                     argv: vec!["lsinitrd".into(), dracut_image(f, &release)],
-                    must_contain: image_must(true),
+                    must_contain: image_must(),
                 });
             }
         }
@@ -734,31 +835,38 @@ pub fn plan(
             let mut extra_files = vec![format!("/{MODPROBE_FILE}")];
             extra_files.extend(script.clone());
             if f.root.exists("etc/mkinitcpio.conf.d") {
-                let text = format!(
-                    "{HEADER}MODULES+=({})\nFILES+=({})\n",
-                    vfio_modules.join(" "),
-                    extra_files.join(" ")
-                );
+                let modules = if vfio_modules.is_empty() {
+                    String::new()
+                } else {
+                    format!("MODULES+=({})\n", vfio_modules.join(" "))
+                };
+                let text = format!("{HEADER}{modules}FILES+=({})\n", extra_files.join(" "));
                 files.push(change(f, MKINITCPIO_DROPIN, Some(text)));
             } else {
                 // mkinitcpio before v36 reads no drop-ins: edit the arrays in place,
                 // vfio first in MODULES so it loads before the GPU drivers listed there.
                 let path = "etc/mkinitcpio.conf";
                 let before = f.read(path).unwrap_or_default();
-                let edited = edit_bash_array(&edit_bash_array(&before, "MODULES", &vfio_modules, true), "FILES", &extra_files.iter().map(String::as_str).collect::<Vec<_>>(), false);
+                let edited = edit_bash_array(
+                    &edit_bash_array(&before, "MODULES", &vfio_modules, true),
+                    "FILES",
+                    &extra_files.iter().map(String::as_str).collect::<Vec<_>>(),
+                    false,
+                );
                 files.push(change(f, path, Some(edited)));
             }
             let cmd = PlannedCommand {
                 argv: vec!["mkinitcpio".into(), "-P".into()],
-                why: "rebuild every preset's initramfs so vfio-pci loads first".into(),
+                why: rebuild_why("every preset's initramfs"),
             };
             commands.push(cmd.clone());
             regenerate.push(cmd);
             inspections.push(Inspection {
                 argv: vec!["lsinitcpio".into(), "/boot/initramfs-linux.img".into()],
-                must_contain: image_must(true),
+                must_contain: image_must(),
             });
         }
+        Initramfs::Booster if builtin => manual.push(booster_by_address(&hooks)),
         Initramfs::Booster => {
             // booster force-loads `modules_force_load` at the start of its init, before
             // it walks the devices' modaliases, and bakes the `options` lines of
@@ -768,17 +876,14 @@ pub fn plan(
             let before = f.read(path);
             files.push(FileChange {
                 path: path.into(),
-                after: Some(edit_booster_yaml(before.as_deref().unwrap_or(""), BOOSTER_FORCE_LOAD)),
+                after: Some(edit_booster_yaml(
+                    before.as_deref().unwrap_or(""),
+                    BOOSTER_FORCE_LOAD,
+                )),
                 before,
                 mode: None,
                 after_commands: false,
             });
-            if script.is_some() {
-                manual.push(
-                    "booster ignores `install` lines in /etc/modprobe.d, so it cannot bind a device by address:                      after each boot, bind the devices that share their ids with one the host keeps                      with `passthru bind`"
-                        .into(),
-                );
-            }
             let argv = match boot::program(&f.root, &["usr/lib/booster/regenerate_images"]) {
                 Some(p) => vec![p],
                 None => vec![
@@ -791,7 +896,8 @@ pub fn plan(
             };
             let cmd = PlannedCommand {
                 argv,
-                why: "rebuild the booster images so vfio-pci loads first and takes the devices".into(),
+                why: "rebuild the booster images so vfio-pci loads first and takes the devices"
+                    .into(),
             };
             commands.push(cmd.clone());
             regenerate.push(cmd);
@@ -816,11 +922,23 @@ pub fn plan(
                     });
                 }
             }
+            if script.is_some() {
+                manual.push(booster_by_address(&hooks));
+            }
         }
-        Initramfs::Unknown => manual.push(format!(
-            "passthru does not know how to configure this initramfs generator: make it load {} early and include /{MODPROBE_FILE}, then rebuild the initramfs",
-            vfio_modules.join(", ")
-        )),
+        Initramfs::Unknown => {
+            let mut load = vfio_modules.join(", ");
+            if load.is_empty() {
+                load = "nothing more".into();
+            }
+            let script = script
+                .as_deref()
+                .map(|s| format!(" and {s}"))
+                .unwrap_or_default();
+            manual.push(format!(
+                "passthru does not know how to configure this initramfs generator: make it load {load} early and include /{MODPROBE_FILE}{script}, then rebuild the initramfs"
+            ));
+        }
     }
 
     // The bootloader.
@@ -987,6 +1105,10 @@ pub fn plan(
         ids,
         kernel_args: add,
         regenerate,
+        host_modules: drivers
+            .iter()
+            .filter_map(|(a, d)| Some((*a, d.module()?.to_string())))
+            .collect(),
     };
     let state = serde_json::to_string_pretty(&enabled).unwrap_or_default() + "\n";
     files.push(change(f, ENABLED_STATE, Some(state)));

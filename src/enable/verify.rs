@@ -60,9 +60,28 @@ pub fn verify(enabled: &Enabled, facts: &HostFacts, devices: &[PciDevice]) -> Ve
         let d = devices.iter().find(|d| d.address == *a);
         let driver = d.and_then(|d| d.driver.clone());
         let ok = driver.as_deref() == Some(crate::bind::VFIO_PCI);
+        // A device whose ids vfio-pci was not given is bound by address, by the
+        // hook on its host driver's module.
+        let by_address = d.is_some_and(|d| {
+            !enabled
+                .ids
+                .contains(&format!("{:04x}:{:04x}", d.vendor_id, d.device_id))
+        });
         let cause = match (d, driver.as_deref()) {
             (None, _) => Some("the device is gone: was it moved to another slot? run `passthru enable` again with its new address".to_string()),
             (Some(_), Some(crate::bind::VFIO_PCI)) => None,
+            (Some(_), Some(other)) if by_address => Some(format!(
+                "{other} took it before passthru's hook could claim it by address: the hook runs when \
+                 modprobe loads {other}'s module; an initramfs rebuilt without /{} and /{} (or one \
+                 whose generator loads modules itself, like booster's) loads {other} without it"
+                , super::MODPROBE_FILE, super::OVERRIDE_SCRIPT
+            )),
+            (Some(_), None) if by_address => Some(format!(
+                "no driver took it: passthru's hook claimed it, but vfio-pci did not bind it (is \
+                 /{} executable, and did vfio-pci load? `passthru check` shows whether the kernel \
+                 has it)",
+                super::OVERRIDE_SCRIPT
+            )),
             (Some(_), Some(other)) => Some(format!(
                 "{other} took it before vfio-pci: the initramfs was not rebuilt with the softdep, or {other} is built into the kernel (then vfio-pci must be built in too, or bind it with `passthru bind`)"
             )),
