@@ -765,6 +765,41 @@ fn arch_grub_and_mkinitcpio_without_drop_ins() {
     golden("arch-grub", &plan);
 }
 
+/// Disabling the device bound by address takes its hook away: the install lines,
+/// the script and the initramfs-tools hook that copies it.
+#[test]
+fn disable_the_device_bound_by_address() {
+    let f = Fixture::new("identical-gpus");
+    let host = passthru::host_root::HostRoot::new(f.root());
+    let facts = passthru::enable::EnableFacts::gather(&host).unwrap();
+    let both = passthru::enable::plan(
+        &facts,
+        &["01:00.0".parse().unwrap(), "02:00.0".parse().unwrap()],
+        passthru::bind::Overrides::default(),
+    )
+    .unwrap();
+    applier(f.root()).apply_files(&both).unwrap();
+    assert!(f
+        .root()
+        .join("usr/local/sbin/passthru-vfio-override")
+        .exists());
+
+    let (code, doc) = json(&f, &["disable", "01:00.0", "--dry-run"]);
+    assert_eq!(code, 0, "{doc:#}");
+    let plan = &doc["plan"];
+    let modprobe = after(plan, "etc/modprobe.d/passthru-vfio.conf");
+    assert!(
+        modprobe.contains("options vfio-pci ids=144d:a808") && !modprobe.contains("install "),
+        "{modprobe}"
+    );
+    for gone in [
+        "usr/local/sbin/passthru-vfio-override",
+        "etc/initramfs-tools/hooks/passthru-vfio",
+    ] {
+        assert_eq!(file(plan, gone)["after"], Value::Null, "{gone}: {plan:#}");
+    }
+}
+
 #[test]
 fn disable_removes_one_device_and_keeps_the_others() {
     let f = Fixture::new("debian-grub");

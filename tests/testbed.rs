@@ -1504,6 +1504,32 @@ fn debian_regenerated_initramfs_and_grub_cfg_boot() {
 const CONFIG_FINGERPRINT: &str = "for d in /etc/modprobe.d /etc/initramfs-tools /etc/default /etc/grub.d /usr/local /var/lib/passthru; do \
      [ -e $d ] && find $d -type d -printf 'dir %p\\n' && find $d -type f -exec sha256sum {} +; done | sort";
 
+/// Starts `passthru enable --yes DEVICES` in the background of `vm` and kills it with
+/// `kill -9` three seconds after its `update-initramfs` started. Returns what the guest
+/// printed: `orphan PID` for each `update-initramfs` left running, then the killed
+/// run's own output.
+fn kill_enable_during_update_initramfs(vm: &TestVm, bin: &str, devices: &str) -> Output {
+    vm.run_with_timeout(
+        &format!(
+            "{bin} enable --yes {devices} >/tmp/killed-enable.log 2>&1 </dev/null &
+             pid=$!
+             i=0
+             until grep -q update-initramfs /var/lib/passthru/logs/running.json 2>/dev/null; do
+                 i=$((i + 1)); [ $i -lt 1200 ] || {{ echo 'update-initramfs never started'; cat /tmp/killed-enable.log; exit 1; }}
+                 sleep 0.1
+             done
+             sleep 3
+             kill -9 $pid
+             sleep 1
+             kill -0 $pid 2>/dev/null && {{ echo 'passthru survived kill -9'; exit 1; }}
+             for p in /proc/[0-9]*; do grep -q 'update-initramf[s]' $p/cmdline 2>/dev/null && echo \"orphan ${{p#/proc/}}\"; done
+             cat /tmp/killed-enable.log"
+        ),
+        Duration::from_secs(300),
+    )
+    .expect("run the killed enable")
+}
+
 /// The real proof of `passthru enable`: a Debian system configures itself with the real
 /// `update-initramfs` and `update-grub`, boots with what they generated, and has the
 /// devices on vfio-pci from boot; `undo` brings back every file and the normal drivers.
@@ -1528,6 +1554,23 @@ fn debian_enable_verify_undo() {
         bound_driver(&vm, layouts::GPU).as_deref(),
         Some("bochs-drm")
     );
+    // The very first `enable`, killed with `kill -9` while its `update-initramfs`
+    // runs: `undo` stops the orphan and removes every file the killed run created.
+    let killed = kill_enable_during_update_initramfs(&vm, &bin, layouts::EDU);
+    assert!(
+        killed.success() && killed.stdout.contains("orphan "),
+        "the kill should leave update-initramfs running:\n{killed}"
+    );
+    let out = vm
+        .run_with_timeout(&format!("{bin} undo --yes"), Duration::from_secs(1200))
+        .expect("run undo after the killed first enable");
+    assert!(out.success(), "undo failed:\n{out}");
+    assert_eq!(
+        vm.sh(CONFIG_FINGERPRINT),
+        original,
+        "undo after the killed first enable left the configuration different"
+    );
+    assert_eq!(vm.sh("ls -A /boot"), original_boot);
     let out = vm
         .run_with_timeout(
             &format!("{bin} enable --yes {} {}", layouts::EDU, layouts::GPU),
@@ -1608,6 +1651,34 @@ fn debian_enable_verify_undo() {
         .trim(),
         "vfio-pci"
     );
+    // With vfio-pci already registered when the host driver loads — as on kernels that
+    // have it built in (Ubuntu), where modprobe.d cannot reach vfio-pci itself — the
+    // hook on bochs still claims the display function first: real kmod runs it, and it
+    // has the PCI core probe the device for vfio-pci.
+    let reload = vm
+        .run(&format!(
+            "set -e
+             echo {gpu} > /sys/bus/pci/drivers/vfio-pci/unbind
+             echo > /sys/bus/pci/devices/{gpu}/driver_override
+             echo {vga} > /sys/bus/pci/drivers/bochs-drm/unbind
+             modprobe -r bochs
+             test ! -e /sys/bus/pci/devices/{gpu}/driver
+             modprobe bochs",
+            gpu = layouts::GPU,
+            vga = layouts::BOOT_VGA
+        ))
+        .expect("reload bochs");
+    assert!(reload.success(), "{reload}");
+    assert_eq!(
+        bound_driver(&vm, layouts::GPU).as_deref(),
+        Some("vfio-pci"),
+        "the hook claims the display function"
+    );
+    assert_eq!(
+        bound_driver(&vm, layouts::BOOT_VGA).as_deref(),
+        Some("bochs-drm"),
+        "the twin stays"
+    );
     // vfio-pci now holds the devices from boot, hiding their host drivers: enabling
     // the same devices again still changes nothing.
     let again = vm
@@ -1658,27 +1729,7 @@ fn debian_enable_verify_undo() {
     // A real `kill -9` in the middle of `enable`: enabling one more device (the USB
     // controller) in the background, killed while its `update-initramfs` runs. That
     // regenerator lives on, orphaned; `undo` must stop it, then restore every file.
-    let killed = vm
-        .run_with_timeout(
-            &format!(
-                "{bin} enable --yes {xhci} >/tmp/killed-enable.log 2>&1 </dev/null &
-                 pid=$!
-                 i=0
-                 until grep -q update-initramfs /var/lib/passthru/logs/running.json 2>/dev/null; do
-                     i=$((i + 1)); [ $i -lt 1200 ] || {{ echo 'update-initramfs never started'; cat /tmp/killed-enable.log; exit 1; }}
-                     sleep 0.1
-                 done
-                 sleep 3
-                 kill -9 $pid
-                 sleep 1
-                 kill -0 $pid 2>/dev/null && {{ echo 'passthru survived kill -9'; exit 1; }}
-                 for p in /proc/[0-9]*; do grep -q 'update-initramf[s]' $p/cmdline 2>/dev/null && echo \"orphan ${{p#/proc/}}\"; done
-                 cat /tmp/killed-enable.log",
-                xhci = layouts::XHCI
-            ),
-            Duration::from_secs(300),
-        )
-        .expect("run the killed enable");
+    let killed = kill_enable_during_update_initramfs(&vm, &bin, layouts::XHCI);
     assert!(killed.success(), "{killed}");
     assert!(
         killed.stdout.contains("orphan ") && killed.stdout.contains("running `update-initramfs"),

@@ -46,6 +46,16 @@ fn print_plan(plan: &EnablePlan) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if !plan.by_address.is_empty() {
+        println!(
+            "Bound by address, as a device the host keeps has the same ids: {}",
+            plan.by_address
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!("Kernel arguments: {}", plan.enabled.kernel_args.join(" "));
     println!();
     for f in &plan.files {

@@ -194,6 +194,9 @@ pub struct EnablePlan {
     pub boot: BootSetup,
     /// The state after enabling.
     pub enabled: Enabled,
+    /// The devices bound by address (their ids are shared with a device the host
+    /// keeps), by the hook on their host driver's module.
+    pub by_address: Vec<PciAddress>,
     /// Files that change (unchanged files are left out).
     pub files: Vec<FileChange>,
     /// Files a command may change (grubby, kernelstub): saved before, restored by `undo`.
@@ -738,6 +741,20 @@ pub fn plan(
                 Some(by_address::override_script(&by_address)),
             )
         });
+    } else {
+        // No device is bound by address (any more, after `disable`): passthru's own
+        // files for that go, and so does its modprobe.d file when a built-in vfio-pci
+        // leaves nothing else for it to say.
+        let mut stale = vec![OVERRIDE_SCRIPT, INITRAMFS_TOOLS_HOOK];
+        if builtin {
+            stale.push(MODPROBE_FILE);
+        }
+        files.extend(
+            stale
+                .into_iter()
+                .filter(|p| f.root.exists(p))
+                .map(|p| change(f, p, None)),
+        );
     }
     let initramfs = f.boot.initramfs;
 
@@ -1123,6 +1140,7 @@ pub fn plan(
     Ok(EnablePlan {
         boot: f.boot.clone(),
         enabled,
+        by_address,
         files,
         snapshots,
         commands,
