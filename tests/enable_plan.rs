@@ -463,14 +463,21 @@ fn assert_same(
 }
 
 fn files_plan(root: &std::path::Path, named: &str) -> passthru::enable::EnablePlan {
+    files_plan_of(root, &[named])
+}
+
+fn files_plan_of(root: &std::path::Path, named: &[&str]) -> passthru::enable::EnablePlan {
     let host = passthru::host_root::HostRoot::new(root);
     let facts = passthru::enable::EnableFacts::gather(&host).unwrap();
-    passthru::enable::plan(
-        &facts,
-        &[named.parse().unwrap()],
-        passthru::bind::Overrides::default(),
-    )
-    .unwrap()
+    let named: Vec<passthru::pci::PciAddress> = named.iter().map(|n| n.parse().unwrap()).collect();
+    passthru::enable::plan(&facts, &named, passthru::bind::Overrides::default()).unwrap()
+}
+
+/// Plans `enable` for `named` and writes its files (the commands are not run).
+fn enable_files(f: &Fixture, named: &[&str]) -> passthru::enable::EnablePlan {
+    let plan = files_plan_of(f.root(), named);
+    applier(f.root()).apply_files(&plan).unwrap();
+    plan
 }
 
 fn applier(root: &std::path::Path) -> passthru::apply::Applier {
@@ -540,8 +547,7 @@ fn enable_then_undo_restores_every_file_byte_for_byte() {
 fn enable_again_after_the_reboot_changes_nothing() {
     for (fixture, device) in [("debian-grub", "01:00.0"), ("identical-gpus", "01:00.0")] {
         let f = Fixture::new(fixture);
-        let plan = files_plan(f.root(), device);
-        applier(f.root()).apply_files(&plan).unwrap();
+        let plan = enable_files(&f, &[device]);
         for a in &plan.enabled.devices {
             let link = f.root().join(format!("sys/bus/pci/devices/{a}/driver"));
             let target = std::fs::read_link(&link).unwrap();
@@ -770,15 +776,7 @@ fn arch_grub_and_mkinitcpio_without_drop_ins() {
 #[test]
 fn disable_the_device_bound_by_address() {
     let f = Fixture::new("identical-gpus");
-    let host = passthru::host_root::HostRoot::new(f.root());
-    let facts = passthru::enable::EnableFacts::gather(&host).unwrap();
-    let both = passthru::enable::plan(
-        &facts,
-        &["01:00.0".parse().unwrap(), "02:00.0".parse().unwrap()],
-        passthru::bind::Overrides::default(),
-    )
-    .unwrap();
-    applier(f.root()).apply_files(&both).unwrap();
+    enable_files(&f, &["01:00.0", "02:00.0"]);
     assert!(f
         .root()
         .join("usr/local/sbin/passthru-vfio-override")
@@ -803,15 +801,7 @@ fn disable_the_device_bound_by_address() {
 #[test]
 fn disable_removes_one_device_and_keeps_the_others() {
     let f = Fixture::new("debian-grub");
-    let host = passthru::host_root::HostRoot::new(f.root());
-    let facts = passthru::enable::EnableFacts::gather(&host).unwrap();
-    let both = passthru::enable::plan(
-        &facts,
-        &["01:00.0".parse().unwrap(), "02:00.0".parse().unwrap()],
-        passthru::bind::Overrides::default(),
-    )
-    .unwrap();
-    applier(f.root()).apply_files(&both).unwrap();
+    let both = enable_files(&f, &["01:00.0", "02:00.0"]);
     assert!(after(
         &serde_json::to_value(&both).unwrap(),
         "etc/modprobe.d/passthru-vfio.conf"

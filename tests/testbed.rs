@@ -1504,6 +1504,20 @@ fn debian_regenerated_initramfs_and_grub_cfg_boot() {
 const CONFIG_FINGERPRINT: &str = "for d in /etc/modprobe.d /etc/initramfs-tools /etc/default /etc/grub.d /usr/local /var/lib/passthru; do \
      [ -e $d ] && find $d -type d -printf 'dir %p\\n' && find $d -type f -exec sha256sum {} +; done | sort";
 
+/// Runs `passthru enable --yes DEVICES` in `vm` and asserts it had nothing to change.
+fn enable_changes_nothing(vm: &TestVm, bin: &str, devices: &[&str]) {
+    let again = vm
+        .run_with_timeout(
+            &format!("{bin} enable --yes {}", devices.join(" ")),
+            Duration::from_secs(300),
+        )
+        .expect("run enable again");
+    assert!(
+        again.success() && again.stdout.contains("Nothing to change"),
+        "{again}"
+    );
+}
+
 /// Starts `passthru enable --yes DEVICES` in the background of `vm` and kills it with
 /// `kill -9` three seconds after its `update-initramfs` started. Returns what the guest
 /// printed: `orphan PID` for each `update-initramfs` left running, then the killed
@@ -1603,16 +1617,7 @@ fn debian_enable_verify_undo() {
         "{modprobe}"
     );
     // Running it again changes nothing.
-    let again = vm
-        .run_with_timeout(
-            &format!("{bin} enable --yes {} {}", layouts::EDU, layouts::GPU),
-            Duration::from_secs(300),
-        )
-        .expect("run enable again");
-    assert!(
-        again.success() && again.stdout.contains("Nothing to change"),
-        "{again}"
-    );
+    enable_changes_nothing(&vm, &bin, &[layouts::EDU, layouts::GPU]);
     vm.power_off(Duration::from_secs(60)).expect("power off");
     drop(logs);
     drop(vm);
@@ -1681,16 +1686,7 @@ fn debian_enable_verify_undo() {
     );
     // vfio-pci now holds the devices from boot, hiding their host drivers: enabling
     // the same devices again still changes nothing.
-    let again = vm
-        .run_with_timeout(
-            &format!("{bin} enable --yes {} {}", layouts::EDU, layouts::GPU),
-            Duration::from_secs(300),
-        )
-        .expect("run enable after the reboot");
-    assert!(
-        again.success() && again.stdout.contains("Nothing to change"),
-        "{again}"
-    );
+    enable_changes_nothing(&vm, &bin, &[layouts::EDU, layouts::GPU]);
 
     vm.power_off(Duration::from_secs(60)).expect("power off");
     drop(logs);

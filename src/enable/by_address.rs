@@ -214,38 +214,28 @@ mod tests {
     fn conflicts_are_found_in_every_directory_and_in_modules_softdep() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
-        for d in [
-            "etc/modprobe.d",
-            "lib/modprobe.d",
-            "lib/modules/6.1.0-13-amd64",
-        ] {
-            std::fs::create_dir_all(p.join(d)).unwrap();
-        }
-        std::fs::write(
-            p.join("lib/modprobe.d/nvidia.conf"),
+        let write = |rel: &str, text: &str| {
+            let path = p.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "lib/modprobe.d/nvidia.conf",
             "alias nvidia nvidia-current\ninstall nvidia modprobe -i nvidia-current $CMDLINE_OPTS\n",
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("etc/modprobe.d/vfio.conf"),
+        );
+        write(
+            "etc/modprobe.d/vfio.conf",
             "# from a wiki guide\n# install snd-hda-intel /bin/false\nsoftdep amdgpu pre: vfio-pci\n",
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("etc/modprobe.d/notes.txt"),
-            "install e1000e /bin/true\n",
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("etc/modprobe.d/passthru-vfio.conf"),
+        );
+        write("etc/modprobe.d/notes.txt", "install e1000e /bin/true\n");
+        write(
+            "etc/modprobe.d/passthru-vfio.conf",
             "install bochs /usr/local/sbin/passthru-vfio-override bochs\n",
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("lib/modules/6.1.0-13-amd64/modules.softdep"),
+        );
+        write(
+            "lib/modules/6.1.0-13-amd64/modules.softdep",
             "# Soft dependencies extracted from modules themselves.\nsoftdep r8169 pre: realtek\n",
-        )
-        .unwrap();
+        );
         let root = HostRoot::new(p);
         let found = conflicts(&root, Some("6.1.0-13-amd64"));
         assert_eq!(
