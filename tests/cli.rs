@@ -146,6 +146,19 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
 
     let out = passthru(&["list", "--class", "toaster"]);
     assert_eq!(out.status.code(), Some(2));
+
+    // libvirt's domains are this machine's: --root is refused, not ignored
+    for action in ["start", "stop", "console"] {
+        let out = passthru(&["vm", action, "win11", "--root", f.root().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "vm {action}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(&format!(
+                "`passthru vm {action}` acts on this machine's libvirt"
+            )),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -460,6 +460,20 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses `--root` for a command that acts on this machine's libvirt domains, which
+/// another host tree cannot have.
+fn this_machine_only(root: &HostRoot, command: &str) -> anyhow::Result<()> {
+    if root.is_system() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "`passthru {command}` acts on this machine's libvirt, so --root (or PASSTHRU_ROOT) \
+             does not apply to it; `passthru vm define --root DIR` resolves a spec against \
+             another host tree"
+        )
+    }
+}
+
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     let root = host_root(cli)?;
     let style = Style::new(cli.color);
@@ -600,9 +614,18 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             VmAction::Edit { spec } => vm::edit(spec),
             VmAction::Check { spec, accel } => vm::check(cli.json, &root, spec, *accel),
             VmAction::Define(args) => vm_libvirt::define(cli.json, &root, args),
-            VmAction::Start(args) => vm_libvirt::start(cli.json, args),
-            VmAction::Stop(args) => vm_libvirt::stop(cli.json, args),
-            VmAction::Console(args) => vm_libvirt::console(args),
+            VmAction::Start(args) => {
+                this_machine_only(&root, "vm start")?;
+                vm_libvirt::start(cli.json, args)
+            }
+            VmAction::Stop(args) => {
+                this_machine_only(&root, "vm stop")?;
+                vm_libvirt::stop(cli.json, args)
+            }
+            VmAction::Console(args) => {
+                this_machine_only(&root, "vm console")?;
+                vm_libvirt::console(args)
+            }
             VmAction::Run(args) => vm_run::run(cli.json, &root, args),
         },
         Command::SysfsWrite { file, value } => {
