@@ -702,6 +702,7 @@ fn vm_new_list_plan_by_name_and_rm() {
     let rm = run(&["vm", "rm", "win11"]);
     assert_eq!(rm.status.code(), Some(0));
     assert!(!dir.path().join("win11.toml").exists());
+    assert!(String::from_utf8_lossy(&rm.stdout).contains("virsh undefine --nvram win11"));
     let rm = run(&["vm", "rm", "win11"]);
     assert_eq!(rm.status.code(), Some(2));
 }

@@ -322,10 +322,18 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
 /// `passthru vm rm`.
 pub(super) fn rm(name: &str) -> anyhow::Result<u8> {
     let path = store::spec_path(Path::new(name));
+    // The domain name, for the hint below (a spec that no longer parses is removed too).
+    let domain = store::load(&path)
+        .map(|(_, spec)| spec.name)
+        .unwrap_or_else(|_| name.to_string());
     std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
     println!(
         "Removed {} (its disks stay where they are).",
         path.display()
+    );
+    println!(
+        "If it was defined in libvirt (`passthru vm define`), the domain stays too: \
+         `virsh undefine --nvram {domain}` removes it with its UEFI variables."
     );
     Ok(0)
 }
