@@ -798,6 +798,24 @@ fn disable_the_device_bound_by_address() {
     }
 }
 
+/// A host driver built into the kernel binds its devices before a vfio-pci module can
+/// load: the plan says that those need a runtime bind after each boot.
+#[test]
+fn a_built_in_host_driver_is_a_step_by_hand() {
+    // the fixture's kernel has xhci-hcd built in
+    let f = Fixture::new("debian-grub");
+    let plan = plan_of(&f, &["00:14.0"]);
+    let manual = plan["manual"].to_string();
+    assert!(
+        manual.contains("xhci_hcd is built into this kernel")
+            && manual.contains("passthru bind 0000:00:14.0"),
+        "{plan:#}"
+    );
+    // the NVMe drive's driver is a module: nothing by hand
+    let plan = plan_of(&f, &["02:00.0"]);
+    assert_eq!(plan["manual"], serde_json::json!([]), "{plan:#}");
+}
+
 #[test]
 fn disable_removes_one_device_and_keeps_the_others() {
     let f = Fixture::new("debian-grub");

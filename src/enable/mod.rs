@@ -393,6 +393,36 @@ fn booster_by_address(hooks: &BTreeSet<String>) -> String {
     )
 }
 
+/// What a vfio-pci module cannot do at boot: a host driver built into the kernel binds
+/// its devices while the kernel starts, before any module loads, so those devices need
+/// a runtime bind after each boot.
+fn builtin_host_drivers(
+    drivers: &BTreeMap<PciAddress, HostDriver>,
+    vfio_builtin: bool,
+) -> Vec<String> {
+    if vfio_builtin {
+        return Vec::new();
+    }
+    let mut by_driver: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (a, d) in drivers {
+        if let HostDriver::Builtin(drv) = d {
+            by_driver.entry(drv).or_default().push(a.to_string());
+        }
+    }
+    by_driver
+        .into_iter()
+        .map(|(drv, addrs)| {
+            format!(
+                "{drv} is built into this kernel: it takes {} while the kernel starts, before \
+                 the vfio-pci module can load, so this binding cannot take effect from boot. \
+                 After each boot, run `passthru bind {}`",
+                addrs.join(", "),
+                addrs.join(" ")
+            )
+        })
+        .collect()
+}
+
 /// The host modules to hook for the devices bound by address, or why they cannot be.
 fn by_address_hooks(
     f: &EnableFacts,
@@ -712,13 +742,13 @@ pub fn plan(
         .map(str::to_string)
         .collect();
     let (add, remove) = kernel_args(f, &ids);
+    let mut manual = builtin_host_drivers(&drivers, builtin);
 
     let mut files = Vec::new();
     let mut snapshots = Vec::new();
     let mut commands = Vec::new();
     let mut regenerate = Vec::new();
     let mut inspections = Vec::new();
-    let mut manual = Vec::new();
     let mut way_back = WAY_BACK_BY_HAND.to_string();
 
     // A built-in vfio-pci binds its `vfio-pci.ids=` from the command line before any
