@@ -782,6 +782,23 @@ fn disable_the_device_bound_by_address() {
         .join("usr/local/sbin/passthru-vfio-override")
         .exists());
 
+    // before the reboot nvidia still holds the card: verify names the hook
+    let (code, doc) = json(&f, &["verify"]);
+    assert_eq!(code, 1, "{doc:#}");
+    let item = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["what"] == "0000:01:00.0 is bound to vfio-pci")
+        .unwrap_or_else(|| panic!("{doc:#}"));
+    assert!(
+        item["cause"]
+            .as_str()
+            .unwrap()
+            .contains("nvidia took it before passthru's hook could claim it by address"),
+        "{item:#}"
+    );
+
     let (code, doc) = json(&f, &["disable", "01:00.0", "--dry-run"]);
     assert_eq!(code, 0, "{doc:#}");
     let plan = &doc["plan"];

@@ -1504,6 +1504,33 @@ fn debian_regenerated_initramfs_and_grub_cfg_boot() {
 const CONFIG_FINGERPRINT: &str = "for d in /etc/modprobe.d /etc/initramfs-tools /etc/default /etc/grub.d /usr/local /var/lib/passthru; do \
      [ -e $d ] && find $d -type d -printf 'dir %p\\n' && find $d -type f -exec sha256sum {} +; done | sort";
 
+/// Boots `disk` with the kernel arguments of the `grub.cfg` its guest generated, after
+/// checking that they carry passthru's `iommu=pt` (`enabled`) or not.
+fn boot_from_grub_cfg(
+    disk: &testbed::debian::DebianDisk,
+    layout: Layout,
+    name: &str,
+    enabled: bool,
+) -> TestVm {
+    let args = disk.grub_linux_args().expect("the guest's grub.cfg");
+    assert_eq!(
+        args.iter().any(|a| a == "iommu=pt"),
+        enabled,
+        "{name}: {args:?}"
+    );
+    disk.boot_or_panic(disk.builder(layout, name, &args).unwrap())
+}
+
+/// The edu device driverless and the GPU-like pair on its host drivers: no VFIO binding.
+fn assert_host_drivers(vm: &TestVm) {
+    assert_eq!(bound_driver(vm, layouts::EDU), None);
+    assert_eq!(bound_driver(vm, layouts::GPU).as_deref(), Some("bochs-drm"));
+    assert_eq!(
+        bound_driver(vm, layouts::GPU_AUDIO).as_deref(),
+        Some("snd_hda_intel")
+    );
+}
+
 /// Runs `passthru enable --yes DEVICES` in `vm` and asserts it had nothing to change.
 fn enable_changes_nothing(vm: &TestVm, bin: &str, devices: &[&str]) {
     let again = vm
@@ -1624,9 +1651,7 @@ fn debian_enable_verify_undo() {
     disk.fsck().expect("a clean file system after power-off");
 
     // Boot 2: with the kernel arguments of the grub.cfg the guest generated.
-    let args = disk.grub_linux_args().expect("the guest's grub.cfg");
-    assert!(args.iter().any(|a| a == "iommu=pt"), "{args:?}");
-    let vm = disk.boot_or_panic(disk.builder(layout, "debian-enable-2", &args).unwrap());
+    let vm = boot_from_grub_cfg(&disk, layout, "debian-enable-2", true);
     let logs = testbed::LogsOnFailure(&vm);
     let bin = vm.install_passthru().expect("copy passthru in");
     assert_eq!(bound_driver(&vm, layouts::EDU).as_deref(), Some("vfio-pci"));
@@ -1710,15 +1735,7 @@ fn debian_enable_verify_undo() {
     );
     let logs = testbed::LogsOnFailure(&vm);
     let bin = vm.install_passthru().expect("copy passthru in");
-    assert_eq!(bound_driver(&vm, layouts::EDU), None);
-    assert_eq!(
-        bound_driver(&vm, layouts::GPU).as_deref(),
-        Some("bochs-drm")
-    );
-    assert_eq!(
-        bound_driver(&vm, layouts::GPU_AUDIO).as_deref(),
-        Some("snd_hda_intel")
-    );
+    assert_host_drivers(&vm);
     let verify = vm.run(&format!("{bin} verify")).expect("run verify");
     assert_eq!(verify.code, 1, "verify must see the binding off:\n{verify}");
 
@@ -1774,19 +1791,9 @@ fn debian_enable_verify_undo() {
     drop(vm);
 
     // Boot 3: the devices are back on their normal drivers.
-    let args = disk.grub_linux_args().expect("the guest's grub.cfg");
-    assert!(!args.iter().any(|a| a == "iommu=pt"), "{args:?}");
-    let vm = disk.boot_or_panic(disk.builder(layout, "debian-enable-3", &args).unwrap());
+    let vm = boot_from_grub_cfg(&disk, layout, "debian-enable-3", false);
     let _logs = testbed::LogsOnFailure(&vm);
-    assert_eq!(bound_driver(&vm, layouts::EDU), None);
-    assert_eq!(
-        bound_driver(&vm, layouts::GPU).as_deref(),
-        Some("bochs-drm")
-    );
-    assert_eq!(
-        bound_driver(&vm, layouts::GPU_AUDIO).as_deref(),
-        Some("snd_hda_intel")
-    );
+    assert_host_drivers(&vm);
     vm.power_off(Duration::from_secs(60)).expect("power off");
 }
 
@@ -1875,9 +1882,7 @@ fn debian_dracut_enable_verify_undo() {
     disk.fsck().expect("a clean file system after power-off");
 
     // Boot 2: the regenerated image and the grub.cfg's arguments.
-    let args = disk.grub_linux_args().expect("the guest's grub.cfg");
-    assert!(args.iter().any(|a| a == "iommu=pt"), "{args:?}");
-    let vm = disk.boot_or_panic(disk.builder(layout, "debian-dracut-2", &args).unwrap());
+    let vm = boot_from_grub_cfg(&disk, layout, "debian-dracut-2", true);
     let logs = testbed::LogsOnFailure(&vm);
     let bin = vm.install_passthru().expect("copy passthru in");
     assert_eq!(bound_driver(&vm, layouts::EDU).as_deref(), Some("vfio-pci"));
@@ -1911,14 +1916,8 @@ fn debian_dracut_enable_verify_undo() {
     drop(vm);
 
     // Boot 3: the edu device is driverless again.
-    let args = disk.grub_linux_args().expect("the guest's grub.cfg");
-    assert!(!args.iter().any(|a| a == "iommu=pt"), "{args:?}");
-    let vm = disk.boot_or_panic(disk.builder(layout, "debian-dracut-3", &args).unwrap());
+    let vm = boot_from_grub_cfg(&disk, layout, "debian-dracut-3", false);
     let _logs = testbed::LogsOnFailure(&vm);
-    assert_eq!(bound_driver(&vm, layouts::EDU), None);
-    assert_eq!(
-        bound_driver(&vm, layouts::GPU).as_deref(),
-        Some("bochs-drm")
-    );
+    assert_host_drivers(&vm);
     vm.power_off(Duration::from_secs(60)).expect("power off");
 }

@@ -37,23 +37,20 @@ fn print_plan(plan: &EnablePlan) {
         println!("Nothing to change: the setup is already in place.");
         return;
     }
-    println!(
-        "Devices bound to vfio-pci at boot: {}",
-        plan.enabled
-            .devices
-            .iter()
+    let list = |a: &[crate::pci::PciAddress]| {
+        a.iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    println!(
+        "Devices bound to vfio-pci at boot: {}",
+        list(&plan.enabled.devices)
     );
-    if !plan.by_address.is_empty() {
+    if !plan.enabled.by_address.is_empty() {
         println!(
             "Bound by address, as a device the host keeps has the same ids: {}",
-            plan.by_address
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            list(&plan.enabled.by_address)
         );
     }
     println!("Kernel arguments: {}", plan.enabled.kernel_args.join(" "));

@@ -185,6 +185,11 @@ pub struct Enabled {
     /// order (and for devices bound by address, hook) the same modules.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub host_modules: BTreeMap<PciAddress, String>,
+    /// The devices bound by address (their ids are shared with a device the host
+    /// keeps), by the hook on their host driver's module; `verify` names that hook
+    /// when one of them is not on vfio-pci.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_address: Vec<PciAddress>,
 }
 
 /// Everything `enable` would do.
@@ -194,9 +199,6 @@ pub struct EnablePlan {
     pub boot: BootSetup,
     /// The state after enabling.
     pub enabled: Enabled,
-    /// The devices bound by address (their ids are shared with a device the host
-    /// keeps), by the hook on their host driver's module.
-    pub by_address: Vec<PciAddress>,
     /// Files that change (unchanged files are left out).
     pub files: Vec<FileChange>,
     /// Files a command may change (grubby, kernelstub): saved before, restored by `undo`.
@@ -430,6 +432,9 @@ fn by_address_hooks(
     by_address: &[PciAddress],
     drivers: &BTreeMap<PciAddress, HostDriver>,
 ) -> Result<BTreeSet<String>, EnableError> {
+    if by_address.is_empty() {
+        return Ok(BTreeSet::new());
+    }
     let conflicts = by_address::conflicts(&f.root, f.facts.release.as_deref());
     let mut hooks = BTreeSet::new();
     let mut refusals = Vec::new();
@@ -1156,6 +1161,7 @@ pub fn plan(
             .iter()
             .filter_map(|(a, d)| Some((*a, d.module()?.to_string())))
             .collect(),
+        by_address,
     };
     let state = serde_json::to_string_pretty(&enabled).unwrap_or_default() + "\n";
     files.push(change(f, ENABLED_STATE, Some(state)));
@@ -1170,7 +1176,6 @@ pub fn plan(
     Ok(EnablePlan {
         boot: f.boot.clone(),
         enabled,
-        by_address,
         files,
         snapshots,
         commands,

@@ -60,13 +60,7 @@ pub fn verify(enabled: &Enabled, facts: &HostFacts, devices: &[PciDevice]) -> Ve
         let d = devices.iter().find(|d| d.address == *a);
         let driver = d.and_then(|d| d.driver.clone());
         let ok = driver.as_deref() == Some(crate::bind::VFIO_PCI);
-        // A device whose ids vfio-pci was not given is bound by address, by the
-        // hook on its host driver's module.
-        let by_address = d.is_some_and(|d| {
-            !enabled
-                .ids
-                .contains(&format!("{:04x}:{:04x}", d.vendor_id, d.device_id))
-        });
+        let by_address = enabled.by_address.contains(a);
         let cause = match (d, driver.as_deref()) {
             (None, _) => Some("the device is gone: was it moved to another slot? run `passthru enable` again with its new address".to_string()),
             (Some(_), Some(crate::bind::VFIO_PCI)) => None,
