@@ -316,6 +316,25 @@ fn unbind_gives_back_what_bind_took_and_list_shows_it() {
         .as_str()
         .unwrap()
         .contains("qemu-system-x86 (pid 5150) holds /dev/vfio/1"));
+    // … and so does one holding a function's own VFIO node (iommufd, kernel 6.6+)
+    std::fs::remove_file(f.root().join("proc/5150/fd/40")).unwrap();
+    // sys/class/vfio-dev/vfio0 is as deep as sys/bus/pci/devices: the same relative
+    // target reaches the function's directory.
+    let function = std::fs::read_link(f.root().join("sys/bus/pci/devices/0000:01:00.1")).unwrap();
+    f.link(
+        "sys/class/vfio-dev/vfio0/device",
+        function.to_str().unwrap(),
+    );
+    f.link("proc/5150/fd/41", "/dev/vfio/devices/vfio0");
+    let (code, plan) = json(&f, &["unbind", "--all", "--dry-run"]);
+    assert_eq!(code, 1);
+    let refusals = plan["refusals"].as_array().unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0]["address"], "0000:01:00.1", "{refusals:?}");
+    assert!(refusals[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("qemu-system-x86 (pid 5150) holds /dev/vfio/devices/vfio0"));
 }
 
 #[test]

@@ -211,9 +211,10 @@ fn libvirtd_command(libvirtd: &Path) -> Command {
     cmd
 }
 
-/// The installer ISO, built once per set of inputs.
+/// The installer ISO, built once per set of inputs, with the newer of the testbed's kernels
+/// (the one closest to what users of QEMU 10 and libvirt 11 run).
 fn installer_iso() -> Result<PathBuf, String> {
-    let k = match kernel::prepare() {
+    let k = match kernel::prepare(kernel::GuestKernel::Backports) {
         Ok(k) => k,
         Err(kernel::PrepareError::Missing(why)) => return Err(why),
         Err(e) => panic!("the testbed kernel cannot be prepared: {e}"),
@@ -260,17 +261,10 @@ fn installer_iso() -> Result<PathBuf, String> {
         fs::set_permissions(staging.join(f), fs::Permissions::from_mode(0o755)).unwrap();
     }
     let builtin = fs::read_to_string(tree.join("modules.builtin")).unwrap_or_default();
-    let wanted: Vec<&str> = MODULES
-        .iter()
-        .copied()
-        .filter(|m| !builtin.lines().any(|l| kernel::module_name(l) == *m))
-        .collect();
     let dep = fs::read_to_string(tree.join("modules.dep")).unwrap();
     let staged_tree = staging.join("lib/modules").join(&k.release);
-    for module in module_closure(&dep, &wanted).unwrap() {
-        let to = staged_tree.join(&module);
-        fs::create_dir_all(to.parent().unwrap()).unwrap();
-        fs::copy(tree.join(&module), &to).unwrap();
+    for module in module_closure(&dep, &builtin, MODULES).unwrap() {
+        kernel::copy_module(Path::new("/bin/busybox"), &tree, &staged_tree, &module).unwrap();
     }
     for f in [
         "modules.order",

@@ -37,18 +37,18 @@ use testbed::layouts::{self, Layout};
 use testbed::{passthru_bin, Output, TestVm};
 
 testbed_tests! {
-    fixture_boots: [intel, amd, iommu_off, no_iommu],
-    fixture_devices: [intel, amd, iommu_off, no_iommu],
-    fixture_firmware_and_kernel_log: [intel, amd, iommu_off, no_iommu],
-    fixture_iommu_groups: [intel, amd, iommu_off, no_iommu],
-    fixture_reset_methods: [intel, amd, iommu_off, no_iommu],
-    fixture_cpu_under_tcg: [intel, amd, iommu_off, no_iommu],
-    fixture_commands: [intel],
-    passthru_check: [intel, amd, iommu_off, no_iommu],
-    passthru_list: [intel, amd, iommu_off, no_iommu],
-    passthru_report_roundtrip: [intel, amd, iommu_off, no_iommu],
-    passthru_bind_unbind: [intel_bind],
-    passthru_vm_run: [intel_run],
+    fixture_boots: [intel, amd, iommu_off, no_iommu] on [stable, backports],
+    fixture_devices: [intel, amd, iommu_off, no_iommu] on [stable, backports],
+    fixture_firmware_and_kernel_log: [intel, amd, iommu_off, no_iommu] on [stable, backports],
+    fixture_iommu_groups: [intel, amd, iommu_off, no_iommu] on [stable, backports],
+    fixture_reset_methods: [intel, amd, iommu_off, no_iommu] on [stable, backports],
+    fixture_cpu_under_tcg: [intel, amd, iommu_off, no_iommu] on [stable, backports],
+    fixture_commands: [intel] on [stable, backports],
+    passthru_check: [intel, amd, iommu_off, no_iommu] on [stable, backports],
+    passthru_list: [intel, amd, iommu_off, no_iommu] on [stable, backports],
+    passthru_report_roundtrip: [intel, amd, iommu_off, no_iommu] on [stable, backports],
+    passthru_bind_unbind: [intel_bind] on [stable, backports],
+    passthru_vm_run: [intel_run] on [stable, backports],
 }
 
 // ---------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ fn kernel_says_interrupt_remapping(log: &str) -> bool {
 fn fixture_boots(vm: &TestVm, _layout: Layout) {
     let cmdline = vm.sh("cat /proc/cmdline");
     assert_eq!(cmdline.trim(), vm.kernel_cmdline());
-    let kernel = testbed::kernel().expect("the kernel was prepared to boot this VM");
+    let kernel = vm.kernel();
     assert_eq!(vm.sh("uname -r").trim(), kernel.release);
     // The kernel layer lies over the host's /: its modules and config are where a
     // distribution puts them.
@@ -853,6 +853,25 @@ fn passthru_bind_unbind(vm: &TestVm, _layout: Layout) {
     ));
     let record = vm.sh(&format!("cat /run/passthru/bound/{EDU}.json"));
     assert!(record.contains("\"original_driver\": null"), "{record}");
+    // The device's own VFIO node (`/dev/vfio/devices/vfioN`, opened through
+    // `/dev/iommu`) exists exactly where the kernel was built with it: Debian's 6.1 and
+    // 6.12 both leave CONFIG_IOMMUFD unset, other distributions' 6.x kernels set it.
+    let config = vm.sh("cat /boot/config-$(uname -r)");
+    let cdev = config.lines().any(|l| l == "CONFIG_VFIO_DEVICE_CDEV=y");
+    let iommufd = config
+        .lines()
+        .any(|l| l == "CONFIG_IOMMUFD=y" || l == "CONFIG_IOMMUFD=m");
+    let nodes = vm.sh(&format!(
+        "ls /sys/bus/pci/devices/{EDU}/vfio-dev 2>/dev/null; ls /dev/vfio/devices 2>/dev/null; true"
+    ));
+    assert_eq!(!nodes.trim().is_empty(), cdev, "cdev nodes: {nodes:?}");
+    if cdev {
+        let node = vm.sh(&format!("ls /sys/bus/pci/devices/{EDU}/vfio-dev"));
+        vm.sh(&format!("test -c /dev/vfio/devices/{}", node.trim()));
+    }
+    if !iommufd {
+        vm.sh("test ! -e /dev/iommu");
+    }
 
     // A second bind is a no-op that changes nothing.
     let (code, doc) = change(vm, &format!("bind {EDU}"));
@@ -1038,7 +1057,7 @@ poweroff -f
 /// Boots the testbed's kernel as a nested guest (TCG inside TCG, about two minutes)
 /// with the edu device passed through by VFIO, and reads the device from inside.
 fn nested_guest_reads_edu(vm: &TestVm) {
-    let kernel = testbed::kernel().expect("the kernel is prepared");
+    let kernel = vm.kernel();
     let initrd = vm.shared_dir().join("edu-probe.cpio");
     testbed::kernel::build_probe_initramfs(EDU_PROBE_INIT, &initrd).expect("probe initramfs");
     let out = vm
@@ -1106,7 +1125,7 @@ fn assert_edu_as_at_boot(vm: &TestVm, why: &str) {
 
 fn passthru_vm_run(vm: &TestVm, _layout: Layout) {
     use layouts::EDU;
-    let kernel = testbed::kernel().expect("the kernel is prepared");
+    let kernel = vm.kernel();
     let vmlinuz = kernel.vmlinuz.display().to_string();
     testbed::kernel::build_probe_initramfs(
         EDU_PROBE_INIT,

@@ -8,8 +8,11 @@
 //! Every open file of every process is a symlink in `/proc/<pid>/fd/`. Its target is
 //! mapped to a device: DRM and sound nodes through `sys/class/drm/<node>/device` and
 //! `sys/class/sound/card<N>/device`, NVIDIA's nodes to every device the `nvidia` driver
-//! holds, `/dev/vfio/<group>` to the group's devices, and sysfs files to the device
-//! whose directory they are in.
+//! holds, `/dev/vfio/<group>` to the group's devices, a VFIO device's own node
+//! `/dev/vfio/devices/vfio<N>` (kernels 6.6+ built with `CONFIG_VFIO_DEVICE_CDEV`, which a
+//! VMM opens through iommufd instead of the group node: QEMU's `-object iommufd`,
+//! libvirt's `<driver iommufd='yes'/>`) through `sys/class/vfio-dev/vfio<N>/device`, and
+//! sysfs files to the device whose directory they are in.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -62,6 +65,9 @@ fn devices_of(root: &HostRoot, target: &str, devices: &[PciDevice]) -> Vec<PciAd
             .filter(|d| d.driver.as_deref() == Some("nvidia"))
             .map(|d| d.address)
             .collect();
+    }
+    if let Some(node) = target.strip_prefix("/dev/vfio/devices/") {
+        return device_link(format!("sys/class/vfio-dev/{node}/device"));
     }
     if let Some(group) = target.strip_prefix("/dev/vfio/") {
         let Ok(group) = group.parse::<u32>() else {

@@ -56,7 +56,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::kernel::{
-    failed, find_program, fnv1a, io_failed, lock, require_program, run, testbed_dir, PrepareError,
+    failed, find_program, fnv1a, io_failed, lock, require_program, run, testbed_dir, GuestKernel,
+    PrepareError,
 };
 use super::layouts::Layout;
 use super::vm::{TestVm, VmBuilder, VmError};
@@ -370,8 +371,10 @@ impl DebianDisk {
         args: &[String],
     ) -> Result<VmBuilder, DiskError> {
         let (vmlinuz, initrd) = self.boot_files()?;
+        // The disk brings its own kernel: the layout's kernel only names logs, and
+        // `renamed` replaces that name.
         let mut builder = layout
-            .builder()
+            .builder(GuestKernel::Stable)
             .renamed(name)
             .clear_kernel_args()
             .disk(&self.image)

@@ -1,9 +1,12 @@
 //! The guest's kernel and initramfs: fetched, unpacked and built once, cached under
 //! `target/testbed/`.
 //!
-//! The kernel is Debian's `linux-image-amd64` (a metapackage: its `Depends` names the
-//! real `linux-image-<release>` package), fetched with `apt-get download` and unpacked
-//! with `dpkg -x` — never installed, never committed. From the unpacked package we keep
+//! The testbed boots two kernels (see [`GuestKernel`]): Debian 12's own (6.1) and the
+//! newer one of bookworm-backports (6.12), whose IOMMU and interrupt-remapping log
+//! wording, `reset_method` and VFIO device nodes differ. Each is Debian's
+//! `linux-image-amd64` of its suite (a metapackage: its `Depends` names the real
+//! `linux-image-<release>` package), fetched with `apt-get download` and unpacked with
+//! `dpkg -x` — never installed, never committed. From the unpacked package we keep
 //! a *layer*: `boot/` (vmlinuz, config, System.map) and the module tree with a fresh
 //! `depmod`. The guest mounts that layer over the host's `/` (see `init.sh`), so inside
 //! the guest `uname -r`, `/lib/modules/$(uname -r)` and `/boot/config-$(uname -r)` agree,
@@ -31,9 +34,57 @@ const INIT_SCRIPT: &str = include_str!("init.sh");
 /// come along (from the kernel's own `modules.dep`).
 const INITRAMFS_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
 
+/// The guest kernels the testbed boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GuestKernel {
+    /// Debian 12's own kernel (6.1), `linux-image-amd64` of bookworm.
+    Stable,
+    /// The newer kernel of bookworm-backports (6.12), `linux-image-amd64/bookworm-backports`.
+    Backports,
+}
+
+impl GuestKernel {
+    pub const ALL: [GuestKernel; 2] = [GuestKernel::Stable, GuestKernel::Backports];
+
+    /// Short name, used in test names, log files and the cache.
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestKernel::Stable => "stable",
+            GuestKernel::Backports => "backports",
+        }
+    }
+
+    /// The kernel of a [`GuestKernel::name`]; panics on an unknown name (a typo in a
+    /// test declaration).
+    pub fn by_name(name: &str) -> GuestKernel {
+        GuestKernel::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .unwrap_or_else(|| panic!("no testbed kernel named {name}"))
+    }
+
+    /// What `apt-get download` is asked for: the metapackage of the suite.
+    fn apt_name(self) -> &'static str {
+        match self {
+            GuestKernel::Stable => "linux-image-amd64",
+            GuestKernel::Backports => "linux-image-amd64/bookworm-backports",
+        }
+    }
+
+    /// The variable naming a `linux-image-*.deb` to use instead of apt.
+    fn deb_variable(self) -> &'static str {
+        match self {
+            GuestKernel::Stable => "PASSTHRU_TESTBED_KERNEL_DEB",
+            GuestKernel::Backports => "PASSTHRU_TESTBED_KERNEL_DEB_BACKPORTS",
+        }
+    }
+}
+
 /// A prepared guest kernel.
 #[derive(Debug, Clone)]
 pub struct Kernel {
+    /// Which of the testbed's kernels this is.
+    pub line: GuestKernel,
     /// The kernel release, e.g. `6.1.0-56-amd64` (what `uname -r` prints in the guest).
     pub release: String,
     /// The bootable image, inside `layer`.
@@ -131,7 +182,7 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
 
 /// A static busybox for the initramfs: `$PASSTHRU_TESTBED_BUSYBOX`, or the one of
 /// Debian's `busybox-static` package.
-fn static_busybox() -> Result<PathBuf, PrepareError> {
+pub fn static_busybox() -> Result<PathBuf, PrepareError> {
     let candidates: Vec<PathBuf> = match std::env::var_os("PASSTHRU_TESTBED_BUSYBOX") {
         Some(path) => vec![PathBuf::from(path)],
         None => [
@@ -220,15 +271,16 @@ fn find_deb(dir: &Path, prefix: &str) -> Option<PathBuf> {
     found.pop()
 }
 
-/// Downloads the kernel package (or takes `$PASSTHRU_TESTBED_KERNEL_DEB`).
-fn fetch_kernel_deb(download: &Path) -> Result<PathBuf, PrepareError> {
-    if let Some(deb) = std::env::var_os("PASSTHRU_TESTBED_KERNEL_DEB") {
+/// Downloads the kernel package of `line` (or takes the one its variable names).
+fn fetch_kernel_deb(line: GuestKernel, download: &Path) -> Result<PathBuf, PrepareError> {
+    if let Some(deb) = std::env::var_os(line.deb_variable()) {
         let deb = PathBuf::from(deb);
         return if deb.is_file() {
             Ok(deb)
         } else {
             Err(PrepareError::Missing(format!(
-                "PASSTHRU_TESTBED_KERNEL_DEB={} is not a file",
+                "{}={} is not a file",
+                line.deb_variable(),
                 deb.display()
             )))
         };
@@ -236,10 +288,20 @@ fn fetch_kernel_deb(download: &Path) -> Result<PathBuf, PrepareError> {
     let apt_get = require_program("apt-get", "apt")?;
     let dpkg_deb = require_program("dpkg-deb", "dpkg")?;
     fs::create_dir_all(download).map_err(|err| io_failed(download, &err))?;
-    let cannot =
-        |err: String| PrepareError::Missing(format!("the kernel package cannot be had: {err}"));
+    let cannot = |err: String| {
+        PrepareError::Missing(format!(
+            "the {} kernel package cannot be had: {err}",
+            line.name()
+        ))
+    };
+    // Old downloads go: the newest `linux-image-amd64_*.deb` is taken below.
+    if let Ok(entries) = fs::read_dir(download) {
+        for entry in entries.filter_map(Result::ok) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
     run(Command::new(&apt_get)
-        .args(["download", "linux-image-amd64"])
+        .args(["download", line.apt_name()])
         .current_dir(download))
     .map_err(cannot)?;
     let meta = find_deb(download, "linux-image-amd64_")
@@ -316,8 +378,15 @@ pub fn module_name(path: &str) -> String {
 }
 
 /// The module paths (relative to the module tree) needed to load `wanted`: the
-/// modules themselves and, transitively, what `modules.dep` says they depend on.
-pub fn module_closure(modules_dep: &str, wanted: &[&str]) -> Result<BTreeSet<String>, String> {
+/// modules themselves and, transitively, what `modules.dep` says they depend on. A
+/// wanted module that `modules.builtin` lists is part of the kernel and needs no file
+/// (Debian's 6.12 builds `virtio_pci` in; 6.1 has it as a module).
+pub fn module_closure(
+    modules_dep: &str,
+    modules_builtin: &str,
+    wanted: &[&str],
+) -> Result<BTreeSet<String>, String> {
+    let builtin: BTreeSet<String> = modules_builtin.lines().map(module_name).collect();
     let mut deps: HashMap<String, (String, Vec<String>)> = HashMap::new();
     for line in modules_dep.lines() {
         let Some((module, rest)) = line.split_once(':') else {
@@ -327,7 +396,11 @@ pub fn module_closure(modules_dep: &str, wanted: &[&str]) -> Result<BTreeSet<Str
         deps.insert(module_name(module), (module.to_owned(), needs));
     }
     let mut out = BTreeSet::new();
-    let mut todo: Vec<String> = wanted.iter().map(|m| m.replace('-', "_")).collect();
+    let mut todo: Vec<String> = wanted
+        .iter()
+        .map(|m| m.replace('-', "_"))
+        .filter(|m| !builtin.contains(m))
+        .collect();
     while let Some(name) = todo.pop() {
         let (path, needs) = deps
             .get(&name)
@@ -337,6 +410,57 @@ pub fn module_closure(modules_dep: &str, wanted: &[&str]) -> Result<BTreeSet<Str
         }
     }
     Ok(out)
+}
+
+/// Copies the module at `module` (a path relative to the module tree `from`, as
+/// `modules.dep` names it) into the tree `to`, uncompressed: busybox's `modprobe` hands
+/// the file's bytes to `init_module`, which takes no compressed module, and Debian's
+/// 6.12 ships `.ko.xz` (6.1 ships plain `.ko`). Returns the path written, relative to
+/// `to`; a `depmod -b` over the staged tree then names the `.ko` files.
+pub fn copy_module(
+    busybox: &Path,
+    from: &Path,
+    to: &Path,
+    module: &str,
+) -> Result<String, PrepareError> {
+    let source = from.join(module);
+    let (plain, decompress) = match module.rsplit_once(".ko.") {
+        Some((base, "xz")) => (format!("{base}.ko"), Some("xz")),
+        Some((base, "gz")) => (format!("{base}.ko"), Some("gzip")),
+        Some((_, other)) => {
+            return Err(failed(format!(
+                "{}: modules compressed with {other} are not supported",
+                source.display()
+            )))
+        }
+        None => (module.to_owned(), None),
+    };
+    let target = to.join(&plain);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(|err| io_failed(parent, &err))?;
+    }
+    match decompress {
+        None => fs::copy(&source, &target)
+            .map(drop)
+            .map_err(|err| io_failed(&source, &err))?,
+        Some(tool) => {
+            let out = File::create(&target).map_err(|err| io_failed(&target, &err))?;
+            let status = Command::new(busybox)
+                .args([tool, "-dc"])
+                .arg(&source)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .status()
+                .map_err(|err| failed(format!("cannot run {}: {err}", busybox.display())))?;
+            if !status.success() {
+                return Err(failed(format!(
+                    "busybox {tool} -dc {} failed: {status}",
+                    source.display()
+                )));
+            }
+        }
+    }
+    Ok(plain)
 }
 
 /// FNV-1a, to name the initramfs after its inputs.
@@ -368,7 +492,9 @@ fn build_initramfs(
         .ok_or_else(|| failed(format!("no module tree in {}", layer.display())))?;
     let dep_path = tree.join("modules.dep");
     let dep = fs::read_to_string(&dep_path).map_err(|err| io_failed(&dep_path, &err))?;
-    let wanted = module_closure(&dep, INITRAMFS_MODULES).map_err(failed)?;
+    // Older module trees may lack the file: then nothing is built in that matters.
+    let builtin = fs::read_to_string(tree.join("modules.builtin")).unwrap_or_default();
+    let wanted = module_closure(&dep, &builtin, INITRAMFS_MODULES).map_err(failed)?;
 
     let staging = out.with_extension("d");
     let _ = fs::remove_dir_all(&staging);
@@ -387,7 +513,7 @@ fn build_initramfs(
     };
     copy(busybox, &staging.join("bin/busybox"))?;
     for module in &wanted {
-        copy(&tree.join(module), &staged_tree.join(module))?;
+        copy_module(busybox, &tree, &staged_tree, module)?;
     }
     for file in [
         "modules.order",
@@ -466,8 +592,9 @@ pub fn kernel_release_in(boot: &Path) -> Result<String, PrepareError> {
         .ok_or_else(|| failed(format!("no vmlinuz-* in {}", boot.display())))
 }
 
-/// Checks the prerequisites and prepares (or finds cached) kernel and initramfs.
-pub fn prepare() -> Result<Kernel, PrepareError> {
+/// Checks the prerequisites and prepares (or finds cached) kernel and initramfs of
+/// the testbed's `line`.
+pub fn prepare(line: GuestKernel) -> Result<Kernel, PrepareError> {
     let qemu = require_program("qemu-system-x86_64", "qemu-system-x86")?;
     let busybox = static_busybox()?;
     require_program("cpio", "cpio")?;
@@ -478,8 +605,8 @@ pub fn prepare() -> Result<Kernel, PrepareError> {
     fs::create_dir_all(&kernel_dir).map_err(|err| io_failed(&kernel_dir, &err))?;
     let _lock = lock(&dir.join("prepare.lock"))?;
 
-    // `kernel/current` names the unpacked release; it is written last.
-    let current = kernel_dir.join("current");
+    // `kernel/current-<line>` names the unpacked release; it is written last.
+    let current = kernel_dir.join(format!("current-{}", line.name()));
     let cached = fs::read_to_string(&current)
         .ok()
         .map(|r| r.trim().to_owned())
@@ -493,7 +620,7 @@ pub fn prepare() -> Result<Kernel, PrepareError> {
     let release = match cached {
         Some(release) => release,
         None => {
-            let deb = fetch_kernel_deb(&dir.join("download"))?;
+            let deb = fetch_kernel_deb(line, &dir.join("download").join(line.name()))?;
             let release = unpack_kernel(&deb, &kernel_dir)?;
             fs::write(&current, format!("{release}\n")).map_err(|err| io_failed(&current, &err))?;
             release
@@ -505,6 +632,8 @@ pub fn prepare() -> Result<Kernel, PrepareError> {
         INIT_SCRIPT.as_bytes(),
         INITRAMFS_MODULES.join(",").as_bytes(),
         &busybox_bytes,
+        // The way modules are staged (uncompressed since `copy_module`).
+        b"plain-modules",
     ]);
     let initramfs = kernel_dir
         .join(&release)
@@ -523,6 +652,7 @@ pub fn prepare() -> Result<Kernel, PrepareError> {
         build_initramfs(&layer, &release, &busybox, &initramfs)?;
     }
     Ok(Kernel {
+        line,
         vmlinuz: layer.join("boot").join(format!("vmlinuz-{release}")),
         release,
         layer,
@@ -552,7 +682,7 @@ kernel/virt/lib/irqbypass.ko:
 
     #[test]
     fn module_closure_follows_dependencies() {
-        let got = module_closure(DEP, &["9p", "vfio_pci"]).expect("closure");
+        let got = module_closure(DEP, "", &["9p", "vfio_pci"]).expect("closure");
         let want: BTreeSet<String> = [
             "kernel/fs/9p/9p.ko",
             "kernel/net/9p/9pnet.ko",
@@ -567,7 +697,19 @@ kernel/virt/lib/irqbypass.ko:
         .map(str::to_owned)
         .into();
         assert_eq!(got, want);
-        assert!(module_closure(DEP, &["nonexistent"]).is_err());
+        assert!(module_closure(DEP, "", &["nonexistent"]).is_err());
+    }
+
+    #[test]
+    fn module_closure_skips_what_the_kernel_has_built_in() {
+        // 6.12's modules.builtin lists virtio_pci; its modules.dep has no line for it.
+        let builtin = "kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/virtio/virtio.ko\n";
+        let got = module_closure(DEP, builtin, &["virtio_pci", "overlay"]).expect("closure");
+        assert_eq!(
+            got,
+            BTreeSet::from(["kernel/fs/overlayfs/overlay.ko".to_owned()])
+        );
+        assert!(module_closure(DEP, "", &["virtio_pci"]).is_err());
     }
 
     #[test]

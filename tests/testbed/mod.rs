@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-pub use kernel::{Kernel, PrepareError};
+pub use kernel::{GuestKernel, Kernel, PrepareError};
 pub use layouts::Layout;
 pub use vm::{Output, TestVm};
 
@@ -41,13 +41,19 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
-/// The prepared kernel, once per process (and once across processes, by a lock file).
-pub fn kernel() -> Result<&'static Kernel, &'static PrepareError> {
-    static KERNEL: OnceLock<Result<Kernel, PrepareError>> = OnceLock::new();
-    KERNEL
+/// The prepared kernel of `line`, once per process (and once across processes, by a
+/// lock file).
+pub fn kernel(line: GuestKernel) -> Result<&'static Kernel, &'static PrepareError> {
+    static KERNELS: [OnceLock<Result<Kernel, PrepareError>>; 2] =
+        [OnceLock::new(), OnceLock::new()];
+    let index = GuestKernel::ALL
+        .iter()
+        .position(|k| *k == line)
+        .expect("every kernel is in ALL");
+    KERNELS[index]
         .get_or_init(|| {
             let started = std::time::Instant::now();
-            let kernel = kernel::prepare();
+            let kernel = kernel::prepare(line);
             if let Ok(k) = &kernel {
                 eprintln!(
                     "testbed: kernel {} ready in {:.1?} ({})",
@@ -61,10 +67,10 @@ pub fn kernel() -> Result<&'static Kernel, &'static PrepareError> {
         .as_ref()
 }
 
-/// The kernel, or `None` after printing `SKIPPED` when a prerequisite is missing
-/// outside CI. Panics in CI, and on any other preparation failure.
-pub fn kernel_or_skip(test: &str) -> Option<&'static Kernel> {
-    match kernel() {
+/// The kernel of `line`, or `None` after printing `SKIPPED` when a prerequisite is
+/// missing outside CI. Panics in CI, and on any other preparation failure.
+pub fn kernel_or_skip(line: GuestKernel, test: &str) -> Option<&'static Kernel> {
+    match kernel(line) {
         Ok(kernel) => Some(kernel),
         Err(PrepareError::Missing(why)) if !in_ci() => {
             // Straight to the process's stderr: the test harness captures `eprintln!`
@@ -86,17 +92,20 @@ struct Slot {
     finished: usize,
 }
 
-fn slot(layout: Layout) -> Arc<Mutex<Slot>> {
-    static SLOTS: OnceLock<Mutex<HashMap<Layout, Arc<Mutex<Slot>>>>> = OnceLock::new();
+/// One shared VM: a layout booted with one of the kernels.
+type SlotKey = (Layout, GuestKernel);
+
+fn slot(key: SlotKey) -> Arc<Mutex<Slot>> {
+    static SLOTS: OnceLock<Mutex<HashMap<SlotKey, Arc<Mutex<Slot>>>>> = OnceLock::new();
     let slots = SLOTS.get_or_init(Mutex::default);
     let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
-    Arc::clone(slots.entry(layout).or_default())
+    Arc::clone(slots.entry(key).or_default())
 }
 
 /// Ends a test's use of a shared VM: prints the logs if the test is failing, counts
 /// the test as finished, and drops the VM after the layout's last test.
 struct Lease {
-    layout: Layout,
+    key: SlotKey,
     uses: usize,
     test: String,
     vm: Option<Arc<TestVm>>,
@@ -109,7 +118,7 @@ impl Drop for Lease {
                 vm.print_logs(&format!("test {} failed", self.test));
             }
         }
-        let slot = slot(self.layout);
+        let slot = slot(self.key);
         let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
         slot.finished += 1;
         if slot.finished >= self.uses {
@@ -119,26 +128,38 @@ impl Drop for Lease {
     }
 }
 
-/// Runs `body` against the shared VM of `layout`, booting it if needed. `uses` is the
-/// number of tests of that layout (counted by [`testbed_tests!`]), so the VM is killed
-/// after the last one; if a filter runs fewer, the VM dies with the test process.
-pub fn with_vm(layout: Layout, uses: usize, test: &str, body: impl FnOnce(&TestVm, Layout)) {
-    let Some(kernel) = kernel_or_skip(test) else {
+/// Runs `body` against the shared VM of `layout` booted with the kernel `line`,
+/// booting it if needed. `uses` is the number of tests of that pair (counted by
+/// [`testbed_tests!`]), so the VM is killed after the last one; if a filter runs fewer,
+/// the VM dies with the test process. The VM knows its kernel ([`TestVm::kernel`]).
+pub fn with_vm(
+    layout: Layout,
+    line: GuestKernel,
+    uses: usize,
+    test: &str,
+    body: impl FnOnce(&TestVm, Layout),
+) {
+    let Some(kernel) = kernel_or_skip(line, test) else {
         return;
     };
-    let slot = slot(layout);
+    let slot = slot((layout, line));
     let vm = {
         let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(err) = &guard.boot_error {
-            panic!("VM {} failed to boot earlier: {err}", layout.name());
+            panic!(
+                "VM {} ({} kernel) failed to boot earlier: {err}",
+                layout.name(),
+                line.name()
+            );
         }
         match &guard.vm {
             Some(vm) => Arc::clone(vm),
             None => {
-                let builder = layout.builder();
+                let builder = layout.builder(line);
+                let builder_name = builder.name().to_owned();
                 let console = kernel::testbed_dir()
                     .join("logs")
-                    .join(format!("{}.console.log", builder.name()));
+                    .join(format!("{builder_name}.console.log"));
                 match builder.boot(kernel) {
                     Ok(vm) => {
                         eprintln!("testbed: VM {} booted in {:.1?}", vm.name(), vm.boot_time());
@@ -153,7 +174,7 @@ pub fn with_vm(layout: Layout, uses: usize, test: &str, body: impl FnOnce(&TestV
                         drop(guard);
                         panic!(
                             "VM {} failed to boot: {err}\n===== console log ({}) =====\n{log}",
-                            layout.name(),
+                            builder_name,
                             console.display()
                         );
                     }
@@ -162,7 +183,7 @@ pub fn with_vm(layout: Layout, uses: usize, test: &str, body: impl FnOnce(&TestV
         }
     };
     let lease = Lease {
-        layout,
+        key: (layout, line),
         uses,
         test: test.to_owned(),
         vm: Some(vm),
@@ -172,9 +193,10 @@ pub fn with_vm(layout: Layout, uses: usize, test: &str, body: impl FnOnce(&TestV
     }
 }
 
-/// Declares the testbed's tests: each `check: [layouts…]` line makes a module `check`
-/// with one `#[test]` per layout (`check::intel`, `check::amd`, …) that runs the function
-/// `check(&TestVm, Layout)` against that layout's shared VM.
+/// Declares the testbed's tests: each `check: [layouts…] on [kernels…]` line makes a
+/// module `check` with a module per kernel and in it one `#[test]` per layout
+/// (`check::backports::intel`, `check::stable::amd`, …) that runs the function
+/// `check(&TestVm, Layout)` against the shared VM of that layout and kernel.
 ///
 /// Tests are named check-first so that the harness, which runs them in name order on
 /// as many threads as there are cores, works on several layouts at once: their VMs
@@ -182,31 +204,54 @@ pub fn with_vm(layout: Layout, uses: usize, test: &str, body: impl FnOnce(&TestV
 ///
 /// ```ignore
 /// testbed_tests! {
-///     fixture_boots: [intel, amd, iommu_off, no_iommu],
-///     fixture_commands: [intel],
+///     fixture_boots: [intel, amd, iommu_off, no_iommu] on [stable, backports],
+///     fixture_commands: [intel] on [backports],
 /// }
 /// ```
 #[macro_export]
 macro_rules! testbed_tests {
-    ($($check:ident: [$($layout:ident),+ $(,)?]),+ $(,)?) => {
-        /// How many tests use each layout's VM, so the last one can stop it.
-        fn testbed_uses(layout: &str) -> usize {
-            [$($(stringify!($layout),)+)+].iter().filter(|l| **l == layout).count()
+    ($($check:ident: [$($layout:ident),+ $(,)?] on [$($kernel:ident),+ $(,)?]),+ $(,)?) => {
+        /// How many tests use the VM of each layout and kernel, so the last one can
+        /// stop it.
+        fn testbed_uses(layout: &str, kernel: &str) -> usize {
+            let mut pairs: Vec<(&str, &str)> = Vec::new();
+            $(
+                for kernel in [$(stringify!($kernel)),+] {
+                    for layout in [$(stringify!($layout)),+] {
+                        pairs.push((layout, kernel));
+                    }
+                }
+            )+
+            pairs.iter().filter(|p| **p == (layout, kernel)).count()
         }
         $(
             mod $check {
-                $(
-                    #[test]
-                    fn $layout() {
-                        let layout = $crate::testbed::Layout::by_name(stringify!($layout));
-                        $crate::testbed::with_vm(
-                            layout,
-                            super::testbed_uses(stringify!($layout)),
-                            concat!(stringify!($check), "::", stringify!($layout)),
-                            super::$check,
-                        );
-                    }
-                )+
+                $crate::testbed_tests!(@kernels $check [$($kernel),+] [$($layout),+]);
+            }
+        )+
+    };
+    (@kernels $check:ident [$($kernel:ident),+] $layouts:tt) => {
+        $(
+            mod $kernel {
+                $crate::testbed_tests!(@layouts $check $kernel $layouts);
+            }
+        )+
+    };
+    (@layouts $check:ident $kernel:ident [$($layout:ident),+]) => {
+        $(
+            #[test]
+            fn $layout() {
+                let layout = $crate::testbed::Layout::by_name(stringify!($layout));
+                let kernel = $crate::testbed::GuestKernel::by_name(stringify!($kernel));
+                $crate::testbed::with_vm(
+                    layout,
+                    kernel,
+                    super::super::testbed_uses(stringify!($layout), stringify!($kernel)),
+                    concat!(
+                        stringify!($check), "::", stringify!($kernel), "::", stringify!($layout)
+                    ),
+                    super::super::$check,
+                );
             }
         )+
     };

@@ -454,6 +454,7 @@ impl VmBuilder {
         let stdin = child.stdin.take();
         let mut vm = TestVm {
             name: self.name.clone(),
+            kernel: kernel.cloned(),
             cmdline: self.kernel_cmdline(),
             shared,
             console,
@@ -520,6 +521,8 @@ struct State {
 #[derive(Debug)]
 pub struct TestVm {
     name: String,
+    /// The testbed kernel it booted; `None` for a disk that brings its own.
+    kernel: Option<Kernel>,
     cmdline: String,
     shared: tempfile::TempDir,
     console: PathBuf,
@@ -531,6 +534,13 @@ pub struct TestVm {
 impl TestVm {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The testbed kernel the guest runs; panics for a guest booted from its own disk.
+    pub fn kernel(&self) -> &Kernel {
+        self.kernel
+            .as_ref()
+            .unwrap_or_else(|| panic!("VM {} booted its own disk's kernel", self.name))
     }
 
     /// The kernel command line the guest was booted with.
