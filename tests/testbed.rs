@@ -2,25 +2,29 @@
 //! IOMMU (Intel, AMD, off, none) and desktop-like PCI devices (see
 //! `tests/testbed/layouts.rs` for the exact machines).
 //!
-//! Run it alone with `cargo test --test testbed` (one layout: `… -- intel`, one check:
-//! `… -- passthru_list`); plain `cargo test` runs it too. One VM boots per layout
-//! (under TCG, ~10 s) and serves all of that layout's tests; tests are named
-//! `check::layout`. `fixture_*` checks look at the machine and the fixture with plain
-//! shell commands in the guest; `passthru_*` checks judge `passthru`'s verdicts against
-//! what the kernel itself shows. A failing test prints the guest's console log; the
-//! logs stay in `target/testbed/logs/`.
+//! Every layout boots with each of the testbed's two kernels (Debian 12's 6.1 and
+//! bookworm-backports' 6.12, see `tests/testbed/kernel.rs`). Run it alone with `cargo
+//! test --test testbed` (one kernel: `… -- backports::`, one layout: `… -- ::intel`, one
+//! check: `… -- passthru_list`); plain `cargo test` runs it too. One VM boots per layout
+//! and kernel (under TCG, ~10 s) and serves all of that pair's tests; tests are named
+//! `check::kernel::layout`. `fixture_*` checks look at the machine and the fixture with
+//! plain shell commands in the guest; `passthru_*` checks judge `passthru`'s verdicts
+//! against what the kernel itself shows. A failing test prints the guest's console log;
+//! the logs stay in `target/testbed/logs/`.
 //!
 //! Needs `qemu-system-x86`, `busybox-static`, `cpio`, `kmod` and, the first time, apt
-//! access for `linux-image-amd64` (cached in `target/testbed/kernel/`). Without them the
-//! tests print SKIPPED and pass — unless `CI=true`, where that is a failure.
-//! The `debian_*` tests boot a real Debian bookworm root from its own disk, with its own
-//! initramfs and GRUB configuration (`tests/testbed/debian.rs`): they need `debootstrap`,
-//! `e2fsprogs`, root, and the first time a Debian mirror (`PASSTHRU_TESTBED_MIRROR`,
-//! default `http://deb.debian.org/debian`); the image is cached in
-//! `target/testbed/debian/<hash>/root.ext4`.
-//! Environment: `PASSTHRU_TESTBED_KERNEL_DEB` (a `linux-image-*.deb` to use instead of
-//! apt), `PASSTHRU_TESTBED_BUSYBOX` (a static busybox), `PASSTHRU_TESTBED_BIN` (the
-//! binary to test instead of the fresh debug build, e.g. a release build).
+//! access for `linux-image-amd64` of bookworm and of bookworm-backports (cached in
+//! `target/testbed/kernel/`). Without them the tests print SKIPPED and pass — unless
+//! `CI=true`, where that is a failure. The `debian_*` tests boot a real Debian bookworm
+//! root from its own disk, with its own initramfs and GRUB configuration
+//! (`tests/testbed/debian.rs`): they need `debootstrap`, `e2fsprogs`, root, and the
+//! first time a Debian mirror (`PASSTHRU_TESTBED_MIRROR`, default
+//! `http://deb.debian.org/debian`); the image is cached in
+//! `target/testbed/debian/<hash>/root.ext4`. Environment: `PASSTHRU_TESTBED_KERNEL_DEB`
+//! and `PASSTHRU_TESTBED_KERNEL_DEB_BACKPORTS` (a `linux-image-*.deb` to use instead of
+//! apt for either kernel), `PASSTHRU_TESTBED_BUSYBOX` (a static busybox),
+//! `PASSTHRU_TESTBED_BIN` (the binary to test instead of the fresh debug build, e.g. a
+//! release build).
 
 #![allow(clippy::unwrap_used)]
 
@@ -853,22 +857,22 @@ fn passthru_bind_unbind(vm: &TestVm, _layout: Layout) {
     ));
     let record = vm.sh(&format!("cat /run/passthru/bound/{EDU}.json"));
     assert!(record.contains("\"original_driver\": null"), "{record}");
-    // The device's own VFIO node (`/dev/vfio/devices/vfioN`, opened through
-    // `/dev/iommu`) exists exactly where the kernel was built with it: Debian's 6.1 and
-    // 6.12 both leave CONFIG_IOMMUFD unset, other distributions' 6.x kernels set it.
+    // Since 6.1 every VFIO device is also a `vfio-dev` class device (`vfioN` in its
+    // sysfs directory); its character node `/dev/vfio/devices/vfioN`, opened through
+    // `/dev/iommu`, exists only where the kernel was built with it: Debian's 6.1 and
+    // 6.12 leave CONFIG_IOMMUFD unset, other distributions' 6.x kernels set it.
     let config = vm.sh("cat /boot/config-$(uname -r)");
     let cdev = config.lines().any(|l| l == "CONFIG_VFIO_DEVICE_CDEV=y");
     let iommufd = config
         .lines()
         .any(|l| l == "CONFIG_IOMMUFD=y" || l == "CONFIG_IOMMUFD=m");
-    let nodes = vm.sh(&format!(
-        "ls /sys/bus/pci/devices/{EDU}/vfio-dev 2>/dev/null; ls /dev/vfio/devices 2>/dev/null; true"
-    ));
-    assert_eq!(!nodes.trim().is_empty(), cdev, "cdev nodes: {nodes:?}");
-    if cdev {
-        let node = vm.sh(&format!("ls /sys/bus/pci/devices/{EDU}/vfio-dev"));
-        vm.sh(&format!("test -c /dev/vfio/devices/{}", node.trim()));
-    }
+    let vfio_dev = vm.sh(&format!("ls /sys/bus/pci/devices/{EDU}/vfio-dev"));
+    let vfio_dev = vfio_dev.trim();
+    assert!(vfio_dev.starts_with("vfio"), "vfio-dev: {vfio_dev:?}");
+    let node = vm
+        .run(&format!("test -c /dev/vfio/devices/{vfio_dev}"))
+        .expect("run");
+    assert_eq!(node.success(), cdev, "/dev/vfio/devices/{vfio_dev}: {node}");
     if !iommufd {
         vm.sh("test ! -e /dev/iommu");
     }
