@@ -444,7 +444,14 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
     let qemu = if root.is_system() {
         match vmcheck::find_qemu(root) {
             Some(q) => QemuCaps::probe(Path::new(&q)),
-            None => Err("QEMU is not installed (Debian: qemu-system-x86, Fedora: qemu-kvm, Arch: qemu-full)".into()),
+            None => Err(format!(
+                "QEMU is not installed: {}",
+                crate::check::platform::install_command(
+                    &crate::facts::Distro::read(root),
+                    &[crate::check::platform::Need::Qemu],
+                    None
+                )
+            )),
         }
     } else {
         Err("QEMU was not run: --root is another host's tree".into())
