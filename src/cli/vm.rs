@@ -35,6 +35,21 @@ pub(super) fn load(root: &HostRoot, arg: &Path, accel: Accel) -> anyhow::Result<
     Ok(resolve::resolve(root, spec, &options)?)
 }
 
+/// [`load`], for a command that starts the VM on this host (`vm run`, `vm define`,
+/// `vm start`): on the live system QEMU is asked what it offers, and what it lacks
+/// for the VM becomes a blocker with its remedy, as `vm check` reports it.
+pub(super) fn load_to_start(
+    root: &HostRoot,
+    arg: &Path,
+    accel: Accel,
+) -> anyhow::Result<Resolution> {
+    let mut r = load(root, arg, accel)?;
+    if root.is_system() {
+        r.qemu_blockers = crate::vm::check::qemu_blockers(root, &r.plan);
+    }
+    Ok(r)
+}
+
 /// `passthru vm plan SPEC`.
 pub(super) fn plan(json: bool, root: &HostRoot, path: &Path) -> anyhow::Result<u8> {
     let r = load(root, path, Accel::Kvm)?;
