@@ -47,6 +47,52 @@ pub struct Tools {
     pub libvirt: Option<PathBuf>,
     /// The software TPM (for Windows 11 guests).
     pub swtpm: Option<PathBuf>,
+    /// QEMU's loadable modules, when QEMU is a modular build.
+    pub qemu_modules: Option<QemuModuleDir>,
+}
+
+/// Where modular builds of QEMU keep their loadable modules (`ui-spice-core.so`,
+/// `hw-display-qxl.so`, …): Debian/Ubuntu (multiarch libdir, as `dpkg -L
+/// qemu-system-common` shows), Fedora/RHEL and openSUSE (`%{_libdir}/qemu` in their
+/// spec files), Arch (the file lists of its `qemu-hw-*` packages). A directory counts
+/// only with a module in it: Debian's `usr/lib/qemu` holds `qemu-bridge-helper`.
+pub const QEMU_MODULE_DIRS: &[&str] = &[
+    "usr/lib/x86_64-linux-gnu/qemu",
+    "usr/lib64/qemu",
+    "usr/lib/qemu",
+];
+
+/// QEMU's module directory and the modules it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QemuModuleDir {
+    /// The directory, as an absolute path of the root's host.
+    pub dir: PathBuf,
+    /// The modules, by name (`ui-spice-core` for `ui-spice-core.so`).
+    pub modules: BTreeSet<String>,
+}
+
+impl QemuModuleDir {
+    /// The first of [`QEMU_MODULE_DIRS`] on `root` that holds a module.
+    pub fn read(root: &HostRoot) -> Option<Self> {
+        QEMU_MODULE_DIRS.iter().find_map(|dir| {
+            let modules: BTreeSet<String> = root
+                .list_dir_optional(dir)
+                .ok()?
+                .iter()
+                .filter_map(|f| f.strip_suffix(".so"))
+                .map(str::to_string)
+                .collect();
+            (!modules.is_empty()).then(|| Self {
+                dir: PathBuf::from("/").join(dir),
+                modules,
+            })
+        })
+    }
+
+    /// Whether module `name` (without `.so`) is there.
+    pub fn has(&self, name: &str) -> bool {
+        self.modules.contains(name)
+    }
 }
 
 /// Where distributions install QEMU.
@@ -145,6 +191,24 @@ impl Distro {
             }
         }
         d
+    }
+
+    /// Reads `etc/os-release` (else `usr/lib/os-release`) on `root`; a host without
+    /// either is a distribution of no known family.
+    pub fn read(root: &HostRoot) -> Self {
+        root.read_optional("etc/os-release")
+            .ok()
+            .flatten()
+            .or_else(|| root.read_optional("usr/lib/os-release").ok().flatten())
+            .map(|t| Self::parse(&t))
+            .unwrap_or_default()
+    }
+
+    /// RHEL or one of its rebuilds (CentOS Stream, AlmaLinux, Rocky): the `fedora`
+    /// family, but packaged differently (no SPICE in QEMU since RHEL 9).
+    pub fn rhel_like(&self) -> bool {
+        self.ids.first().is_some_and(|id| id != "fedora")
+            && self.ids.iter().any(|id| id == "rhel" || id == "centos")
     }
 
     /// The family used to name packages: `debian`, `fedora`, `arch`, `suse`, or
@@ -296,15 +360,10 @@ impl HostFacts {
                     .collect(),
                 libvirt: first_existing(root, LIBVIRT_PATHS),
                 swtpm: first_existing(root, SWTPM_PATHS),
+                qemu_modules: QemuModuleDir::read(root),
             },
             hugepages: hugepages.map_err(|e| error_chain(&e)),
-            distro: root
-                .read_optional("etc/os-release")
-                .ok()
-                .flatten()
-                .or_else(|| root.read_optional("usr/lib/os-release").ok().flatten())
-                .map(|t| Distro::parse(&t))
-                .unwrap_or_default(),
+            distro: Distro::read(root),
             unsafe_interrupts_allowed: root
                 .read_optional("sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts")
                 .ok()
@@ -375,5 +434,30 @@ mod tests {
         assert_eq!(alma.family(), Some("fedora"));
         assert_eq!(Distro::parse("ID=arch\n").family(), Some("arch"));
         assert_eq!(Distro::parse("ID=nixos\n").family(), None);
+        assert!(alma.rhel_like());
+        assert!(!Distro::parse("ID=fedora\n").rhel_like());
+        let stream = Distro::parse("ID=\"centos\"\nID_LIKE=\"rhel fedora\"\n");
+        assert!(stream.rhel_like() && stream.family() == Some("fedora"));
+    }
+
+    #[test]
+    fn qemu_module_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path());
+        assert_eq!(QemuModuleDir::read(&root), None);
+        // Debian: usr/lib/qemu holds only the bridge helper; the modules are in the
+        // multiarch directory (names as qemu-system-common 1:10.0.2 installs them).
+        std::fs::create_dir_all(dir.path().join("usr/lib/qemu")).unwrap();
+        std::fs::write(dir.path().join("usr/lib/qemu/qemu-bridge-helper"), "").unwrap();
+        assert_eq!(QemuModuleDir::read(&root), None);
+        let multiarch = dir.path().join("usr/lib/x86_64-linux-gnu/qemu");
+        std::fs::create_dir_all(&multiarch).unwrap();
+        for m in ["audio-alsa.so", "hw-usb-host.so", "ui-curses.so"] {
+            std::fs::write(multiarch.join(m), "").unwrap();
+        }
+        let m = QemuModuleDir::read(&root).unwrap();
+        assert_eq!(m.dir, PathBuf::from("/usr/lib/x86_64-linux-gnu/qemu"));
+        assert!(m.has("hw-usb-host") && !m.has("ui-spice-core"));
+        assert_eq!(m.modules.len(), 3);
     }
 }

@@ -867,3 +867,122 @@ fn with_vm_dir(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// This very host, with its own QEMU asked: on Debian (or Ubuntu) whose QEMU is 8.1 or
+/// later and packaged without `qemu-system-modules-spice` — as this machine's
+/// bookworm-backports QEMU 10.0.2 is — a SPICE spec lacks SPICE, and `vm check`,
+/// `vm run` (before it changes anything) and `check` name that package. Elsewhere the
+/// test says why it does not apply (SKIPPED); with `CI=true` QEMU must be there.
+#[test]
+fn vm_check_names_the_package_of_the_missing_spice_module() {
+    let qemu = std::path::Path::new("/usr/bin/qemu-system-x86_64");
+    let modules = std::path::Path::new("/usr/lib/x86_64-linux-gnu/qemu");
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    if !qemu.exists() {
+        assert!(!ci, "CI=true: qemu-system-x86_64 must be installed");
+        eprintln!("SKIPPED vm_check_names_the_package…: no {}", qemu.display());
+        return;
+    }
+    // What the packaging says, read apart from passthru and QEMU.
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let debian_like = os_release.lines().any(|l| {
+        l == "ID=debian" || l == "ID=ubuntu" || l.starts_with("ID_LIKE=") && l.contains("debian")
+    });
+    let version = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "qemu-system-x86"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let upstream = version.split_once(':').map_or(version.as_str(), |(_, u)| u);
+    let mut numbers = upstream.split(|c: char| !c.is_ascii_digit());
+    let major_minor = (
+        numbers.next().and_then(|n| n.parse::<u32>().ok()),
+        numbers.next().and_then(|n| n.parse::<u32>().ok()),
+    );
+    let split = matches!(major_minor, (Some(a), Some(b)) if (a, b) >= (8, 1));
+    let spice_there = modules.join("ui-spice-core.so").exists();
+    if !debian_like || !split || spice_there || !modules.is_dir() {
+        eprintln!(
+            "SKIPPED vm_check_names_the_package…: not a Debian-like host with QEMU ≥ 8.1 \
+             lacking qemu-system-modules-spice (qemu-system-x86 {version:?}, SPICE module \
+             present: {spice_there})"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spicy.toml");
+    std::fs::write(
+        &spec,
+        "name = \"spicy\"\nmemory = \"256M\"\ncpus = 1\ndisplay = \"spice\"\nnetwork = \"none\"\n\n[firmware]\nuefi = false\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+            .args(args)
+            .env_remove("PASSTHRU_ROOT")
+            .env("PASSTHRU_VM_STATE_DIR", &state)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let spec_arg = spec.to_str().unwrap();
+    let out = run(&["vm", "check", spec_arg, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let qemu_finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "qemu")
+        .unwrap()
+        .clone();
+    assert_eq!(qemu_finding["status"], "fail", "{qemu_finding}");
+    let summary = qemu_finding["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("lacks SPICE (the -spice option) and the QXL display (device qxl-vga)")
+            && summary.contains("/usr/lib/x86_64-linux-gnu/qemu has no ui-spice-core.so"),
+        "{summary}"
+    );
+    let remedy = qemu_finding["remedy"].as_str().unwrap();
+    assert_eq!(remedy, "sudo apt install qemu-system-modules-spice");
+    // `vm run` refuses with the same finding, before it creates anything.
+    let out = run(&["vm", "run", spec_arg, "--accel", "tcg"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("VM spicy cannot start on this host:")
+            && stderr.contains(summary)
+            && stderr.contains(remedy),
+        "{stderr}"
+    );
+    assert!(!state.exists(), "vm run created {}", state.display());
+    // So does `vm define`, before it asks libvirt.
+    let out = run(&["vm", "define", spec_arg, "--accel", "tcg"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("VM spicy cannot run on this host yet:") && stderr.contains(remedy),
+        "{stderr}"
+    );
+    assert!(!state.exists(), "vm define created {}", state.display());
+    // `check` reads the same from the module directory, without running QEMU.
+    let out = run(&["check", "--json"]);
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tools = finding(&check, "tools.qemu");
+    assert!(
+        tools["summary"]
+            .as_str()
+            .unwrap()
+            .contains("without its SPICE modules"),
+        "{tools}"
+    );
+    assert!(
+        tools["remedy"]
+            .as_str()
+            .unwrap()
+            .ends_with("sudo apt install qemu-system-modules-spice"),
+        "{tools}"
+    );
+}

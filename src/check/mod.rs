@@ -7,7 +7,7 @@
 
 mod iommu;
 mod kernel;
-mod platform;
+pub mod platform;
 
 use serde::Serialize;
 

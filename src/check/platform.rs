@@ -2,7 +2,7 @@
 
 use super::{Finding, KvmState, Status};
 use crate::cpu::CpuVendor;
-use crate::facts::{HostFacts, KvmNode};
+use crate::facts::{Distro, HostFacts, KvmNode};
 use crate::kernel::modules::ModuleAvailability;
 
 const CPUINFO: &str = "/proc/cpuinfo";
@@ -246,15 +246,161 @@ fn loaded_kvm_evidence(f: Finding, facts: &HostFacts) -> Finding {
     f.evidence("/sys/module", text)
 }
 
-fn install_hint(facts: &HostFacts, debian: &str, fedora: &str, arch: &str, suse: &str) -> String {
-    match facts.distro.family() {
-        Some("debian") => format!("sudo apt install {debian}"),
-        Some("fedora") => format!("sudo dnf install {fedora}"),
-        Some("arch") => format!("sudo pacman -S {arch}"),
-        Some("suse") => format!("sudo zypper install {suse}"),
-        _ => format!(
-            "Install it with your package manager (Debian/Ubuntu: {debian}; Fedora: {fedora}; Arch: {arch})"
-        ),
+/// A part of QEMU that modular builds ship as a loadable file (`<module dir>/NAME.so`,
+/// see [`crate::facts::QEMU_MODULE_DIRS`]) and that distributions package apart from
+/// QEMU's binary. QEMU loads it on demand: without the file, `-device help` does not
+/// list its devices and its options do not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QemuModule {
+    /// `ui-spice-core`: the SPICE server, QEMU's `-spice` option group.
+    SpiceCore,
+    /// `hw-display-qxl`: the QXL display devices (`qxl-vga`, `qxl`); needs
+    /// `ui-spice-core`.
+    DisplayQxl,
+    /// `hw-usb-host`: the `usb-host` device (a host USB device given to the guest).
+    UsbHost,
+}
+
+impl QemuModule {
+    /// The module's name, as its file is called without `.so`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SpiceCore => "ui-spice-core",
+            Self::DisplayQxl => "hw-display-qxl",
+            Self::UsbHost => "hw-usb-host",
+        }
+    }
+}
+
+/// Something a remedy asks the user to install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// QEMU for x86-64 guests, with everything its binary has built in (vfio-pci,
+    /// virtio, q35's AHCI, `tpm-crb`, the TPM emulator backend, user networking).
+    Qemu,
+    /// One of QEMU's loadable modules.
+    QemuModule(QemuModule),
+    /// UEFI firmware for guests.
+    Ovmf,
+    /// libvirt's daemon.
+    Libvirt,
+    /// The software TPM (`swtpm`, and `swtpm_setup` to create its state).
+    Swtpm,
+}
+
+/// Where a need comes from on one distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packaged {
+    /// These packages (space-separated) bring it.
+    By(&'static str),
+    /// The distribution ships no package with it; the text says so and what to do.
+    Not(&'static str),
+}
+
+/// The one table of package names. `family` is [`Distro::family`]; `qemu` the version
+/// (major, minor) of the installed QEMU where the packaging changed with it.
+///
+/// Sources of the names:
+/// - Debian/Ubuntu: the SPICE and QXL modules moved from `qemu-system-common` into
+///   `qemu-system-modules-spice` with Debian's QEMU 1:8.1.0+ds-1~exp2 (its
+///   changelog: "optional spice and opengl modules from qemu-system-common"); Debian
+///   13 and bookworm-backports (10.0) ship it, and Ubuntu has the split from 24.04
+///   (8.2; quickemu-project/quickemu#1694, #1696). Debian 12's own QEMU 7.2 keeps them
+///   in `qemu-system-common`, which `qemu-system-x86` depends on. `hw-usb-host.so` is
+///   in `qemu-system-common` in both (`dpkg -S` on bookworm-backports' 10.0.2).
+/// - Fedora: `qemu-ui-spice-core`, `qemu-device-display-qxl`, `qemu-device-usb-host`
+///   (qemu.spec's `%package` names, packages.fedoraproject.org); `qemu-system-x86`
+///   requires every module, `qemu-system-x86-core` none. RHEL 9 and later build QEMU
+///   without SPICE (`have_spice 0` for `rhel >= 9` in the same spec).
+/// - Arch: `qemu-ui-spice-core`, `qemu-hw-display-qxl`, `qemu-hw-usb-host`
+///   (archlinux.org/packages, the `qemu` PKGBUILD's split packages).
+/// - openSUSE: `qemu-ui-spice-core`, `qemu-hw-display-qxl`, `qemu-hw-usb-host`
+///   (openSUSE's qemu.spec).
+pub fn packaged(family: &str, rhel_like: bool, need: Need, qemu: Option<(u32, u32)>) -> Packaged {
+    use Packaged::{By, Not};
+    use QemuModule::{DisplayQxl, SpiceCore, UsbHost};
+    const RHEL_NO_SPICE: &str =
+        "RHEL and its rebuilds build QEMU without SPICE since RHEL 9: use display = \"none\"";
+    match (family, need) {
+        ("debian", Need::Qemu) => By("qemu-system-x86"),
+        ("debian", Need::QemuModule(SpiceCore | DisplayQxl)) => match qemu {
+            Some(v) if v < (8, 1) => By("qemu-system-common"),
+            _ => By("qemu-system-modules-spice"),
+        },
+        ("debian", Need::QemuModule(UsbHost)) => By("qemu-system-common"),
+        ("debian", Need::Ovmf) => By("ovmf"),
+        ("debian", Need::Libvirt) => By("libvirt-daemon-system"),
+        ("debian", Need::Swtpm) | ("fedora", Need::Swtpm) => By("swtpm swtpm-tools"),
+        ("fedora", Need::Qemu) => By("qemu-kvm"),
+        ("fedora", Need::QemuModule(SpiceCore | DisplayQxl)) if rhel_like => Not(RHEL_NO_SPICE),
+        ("fedora", Need::QemuModule(SpiceCore)) => By("qemu-ui-spice-core"),
+        ("fedora", Need::QemuModule(DisplayQxl)) => By("qemu-device-display-qxl"),
+        ("fedora", Need::QemuModule(UsbHost)) => By("qemu-device-usb-host"),
+        ("fedora", Need::Ovmf) | ("arch", Need::Ovmf) => By("edk2-ovmf"),
+        ("arch", Need::Qemu) => By("qemu-full"),
+        ("suse", Need::Qemu) => By("qemu-x86"),
+        ("suse", Need::Ovmf) => By("qemu-ovmf-x86_64"),
+        ("arch" | "suse", Need::QemuModule(SpiceCore)) => By("qemu-ui-spice-core"),
+        ("arch" | "suse", Need::QemuModule(DisplayQxl)) => By("qemu-hw-display-qxl"),
+        ("arch" | "suse", Need::QemuModule(UsbHost)) => By("qemu-hw-usb-host"),
+        (_, Need::Libvirt) => By("libvirt"),
+        (_, Need::Swtpm) => By("swtpm"),
+        // Unknown families: what Debian calls it, the best-known name.
+        (_, need) => packaged("debian", false, need, qemu),
+    }
+}
+
+/// The install command for `needs` on `distro` (`sudo apt install …`), or, for a
+/// distribution of no known family, the packages of each family
+/// (`Debian/Ubuntu: …; Fedora: …; Arch: …; openSUSE: …`).
+pub fn install_command(distro: &Distro, needs: &[Need], qemu: Option<(u32, u32)>) -> String {
+    let for_family = |family: &str| {
+        let mut names: Vec<&str> = Vec::new();
+        let mut nots: Vec<&str> = Vec::new();
+        for need in needs {
+            match packaged(family, distro.rhel_like(), *need, qemu) {
+                Packaged::By(p) => names.extend(p.split(' ')),
+                Packaged::Not(why) => nots.push(why),
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        names.retain(|n| seen.insert(*n));
+        nots.dedup();
+        (names.join(" "), nots.join("; "))
+    };
+    let Some(family) = distro.family() else {
+        let list: Vec<String> = [
+            ("Debian/Ubuntu", "debian"),
+            ("Fedora", "fedora"),
+            ("Arch", "arch"),
+            ("openSUSE", "suse"),
+        ]
+        .iter()
+        .map(|(name, family)| format!("{name}: {}", for_family(family).0))
+        .collect();
+        return list.join("; ");
+    };
+    let (names, nots) = for_family(family);
+    let command = match family {
+        "debian" => "sudo apt install",
+        "fedora" => "sudo dnf install",
+        "arch" => "sudo pacman -S",
+        _ => "sudo zypper install",
+    };
+    match (names.is_empty(), nots.is_empty()) {
+        (false, true) => format!("{command} {names}"),
+        (true, _) => nots,
+        (false, false) => format!("{command} {names}; {nots}"),
+    }
+}
+
+/// [`install_command`] as a remedy of its own: for a distribution of no known family,
+/// `Install it with your package manager (Debian/Ubuntu: …; …)`.
+pub fn install_hint(distro: &Distro, needs: &[Need], qemu: Option<(u32, u32)>) -> String {
+    let command = install_command(distro, needs, qemu);
+    match distro.family() {
+        Some(_) => command,
+        None => format!("Install it with your package manager ({command})"),
     }
 }
 
@@ -267,20 +413,14 @@ pub fn tools(facts: &HostFacts) -> Vec<Finding> {
             .evidence(path.display().to_string(), "present")
     };
     out.push(match &t.qemu {
-        Some(p) => found("tools.qemu", "QEMU", p),
+        Some(p) => qemu_modules(found("tools.qemu", "QEMU", p), facts),
         None => Finding::new(
             "tools.qemu",
             Status::Warn,
             "QEMU is not installed: VMs cannot run",
         )
         .evidence("/usr/bin", "no qemu-system-x86_64 or qemu-kvm")
-        .remedy(install_hint(
-            facts,
-            "qemu-system-x86",
-            "qemu-kvm",
-            "qemu-full",
-            "qemu-x86",
-        )),
+        .remedy(install_hint(&facts.distro, &[Need::Qemu], None)),
     });
     out.push(match t.ovmf.first() {
         Some(p) => found("tools.ovmf", "UEFI firmware for VMs (OVMF)", p),
@@ -290,13 +430,7 @@ pub fn tools(facts: &HostFacts) -> Vec<Finding> {
             "No UEFI firmware for VMs (OVMF): modern GPUs and Windows 11 need a UEFI guest",
         )
         .evidence("/usr/share", "no OVMF_CODE image in the usual places")
-        .remedy(install_hint(
-            facts,
-            "ovmf",
-            "edk2-ovmf",
-            "edk2-ovmf",
-            "qemu-ovmf-x86_64",
-        )),
+        .remedy(install_hint(&facts.distro, &[Need::Ovmf], None)),
     });
     out.push(match &t.libvirt {
         Some(p) => found("tools.libvirt", "libvirt", p),
@@ -306,13 +440,7 @@ pub fn tools(facts: &HostFacts) -> Vec<Finding> {
             "libvirt is not installed (optional: passthru can also run QEMU directly)",
         )
         .evidence("/usr/sbin", "no libvirtd, virtqemud or virsh")
-        .remedy(install_hint(
-            facts,
-            "libvirt-daemon-system",
-            "libvirt",
-            "libvirt",
-            "libvirt",
-        )),
+        .remedy(install_hint(&facts.distro, &[Need::Libvirt], None)),
     });
     out.push(match &t.swtpm {
         Some(p) => found("tools.swtpm", "swtpm (software TPM)", p),
@@ -322,15 +450,50 @@ pub fn tools(facts: &HostFacts) -> Vec<Finding> {
             "swtpm is not installed: Windows 11 guests need a TPM",
         )
         .evidence("/usr/bin/swtpm", "missing")
-        .remedy(install_hint(
-            facts,
-            "swtpm swtpm-tools",
-            "swtpm swtpm-tools",
-            "swtpm",
-            "swtpm",
-        )),
+        .remedy(install_hint(&facts.distro, &[Need::Swtpm], None)),
     });
     out
+}
+
+/// The SPICE modules of a modular QEMU, from its module directory (read from the
+/// root, not from QEMU): a QEMU without `ui-spice-core.so` cannot start a VM with
+/// `display = "spice"`. Builds without modules (no module directory) are left to
+/// `vm check`, which asks QEMU itself. QEMU's version is not known here (QEMU is not
+/// run): on Debian/Ubuntu the package named is the split one, `qemu-system-modules-spice`,
+/// the only layout in which the modules can be missing (before QEMU 8.1 they are files
+/// of `qemu-system-common`, which `qemu-system-x86` depends on).
+fn qemu_modules(f: Finding, facts: &HostFacts) -> Finding {
+    let Some(dir) = &facts.tools.qemu_modules else {
+        return f;
+    };
+    let spice = [QemuModule::SpiceCore, QemuModule::DisplayQxl];
+    let absent: Vec<String> = spice
+        .iter()
+        .filter(|m| !dir.has(m.name()))
+        .map(|m| format!("{}.so", m.name()))
+        .collect();
+    if absent.is_empty() {
+        return f.evidence(
+            dir.dir.display().to_string(),
+            "ui-spice-core.so and hw-display-qxl.so present (SPICE display)",
+        );
+    }
+    let needs: Vec<Need> = spice.iter().map(|m| Need::QemuModule(*m)).collect();
+    Finding {
+        summary: format!(
+            "{}, without its SPICE modules: VMs with display = \"spice\" cannot start",
+            f.summary
+        ),
+        ..f
+    }
+    .evidence(
+        dir.dir.display().to_string(),
+        format!("no {}", absent.join(", ")),
+    )
+    .remedy(format!(
+        "Only for an emulated display (display = \"spice\"): {}",
+        install_command(&facts.distro, &needs, None)
+    ))
 }
 
 /// `memory.hugepages`: reserved hugepages (optional, recommended for VM memory).
@@ -409,4 +572,136 @@ pub fn topology(facts: &HostFacts) -> Option<Finding> {
         );
     }
     Some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host_root::HostRoot;
+
+    fn distro(os_release: &str) -> Distro {
+        Distro::parse(os_release)
+    }
+
+    #[test]
+    fn spice_packages_follow_the_distribution_and_qemu() {
+        let spice = [
+            Need::QemuModule(QemuModule::SpiceCore),
+            Need::QemuModule(QemuModule::DisplayQxl),
+        ];
+        let bookworm = distro("ID=debian\nVERSION_ID=\"12\"\n");
+        // bookworm-backports' QEMU 10.0 and Debian 13 split SPICE off ...
+        assert_eq!(
+            install_hint(&bookworm, &spice, Some((10, 0))),
+            "sudo apt install qemu-system-modules-spice"
+        );
+        // ... Debian 12's own QEMU 7.2 has it in qemu-system-common.
+        assert_eq!(
+            install_hint(&bookworm, &spice, Some((7, 2))),
+            "sudo apt install qemu-system-common"
+        );
+        let noble = distro("ID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"24.04\"\n");
+        assert_eq!(
+            install_hint(&noble, &spice, Some((8, 2))),
+            "sudo apt install qemu-system-modules-spice"
+        );
+        assert_eq!(
+            install_hint(&distro("ID=fedora\n"), &spice, Some((9, 1))),
+            "sudo dnf install qemu-ui-spice-core qemu-device-display-qxl"
+        );
+        assert_eq!(
+            install_hint(&distro("ID=arch\n"), &spice, None),
+            "sudo pacman -S qemu-ui-spice-core qemu-hw-display-qxl"
+        );
+        assert_eq!(
+            install_hint(
+                &distro("ID=\"opensuse-tumbleweed\"\nID_LIKE=\"opensuse suse\"\n"),
+                &spice,
+                None
+            ),
+            "sudo zypper install qemu-ui-spice-core qemu-hw-display-qxl"
+        );
+        let alma = distro("ID=\"almalinux\"\nID_LIKE=\"rhel centos fedora\"\n");
+        assert!(install_hint(&alma, &spice, None).contains("without SPICE since RHEL 9"));
+        // USB passthrough is a module too, in qemu-system-common on Debian.
+        assert_eq!(
+            install_hint(&bookworm, &[Need::QemuModule(QemuModule::UsbHost)], None),
+            "sudo apt install qemu-system-common"
+        );
+        assert_eq!(
+            install_hint(
+                &distro("ID=fedora\n"),
+                &[Need::QemuModule(QemuModule::UsbHost)],
+                None
+            ),
+            "sudo dnf install qemu-device-usb-host"
+        );
+    }
+
+    #[test]
+    fn unknown_distributions_get_every_family() {
+        let hint = install_hint(&distro("ID=nixos\n"), &[Need::Swtpm], None);
+        assert_eq!(
+            hint,
+            "Install it with your package manager (Debian/Ubuntu: swtpm swtpm-tools; Fedora: swtpm swtpm-tools; Arch: swtpm; openSUSE: swtpm)"
+        );
+        assert_eq!(
+            install_hint(&distro("ID=debian\n"), &[Need::Qemu, Need::Ovmf], None),
+            "sudo apt install qemu-system-x86 ovmf"
+        );
+    }
+
+    fn tools_qemu(modules: &[&str]) -> Finding {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |p: &str, text: &str| {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        w("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
+        w("usr/bin/qemu-system-x86_64", "");
+        for m in modules {
+            w(&format!("usr/lib/x86_64-linux-gnu/qemu/{m}.so"), "");
+        }
+        let facts = HostFacts::gather(&HostRoot::new(dir.path()));
+        tools(&facts).remove(0)
+    }
+
+    #[test]
+    fn tools_qemu_names_the_missing_spice_modules() {
+        // The modules of qemu-system-common 1:10.0.2 (bookworm-backports), without
+        // qemu-system-modules-spice.
+        let f = tools_qemu(&[
+            "audio-alsa",
+            "hw-usb-host",
+            "hw-display-virtio-vga",
+            "ui-curses",
+        ]);
+        assert_eq!(f.status, Status::Ok);
+        assert!(
+            f.summary.contains("without its SPICE modules"),
+            "{}",
+            f.summary
+        );
+        let ev = &f.evidence[1];
+        assert_eq!(ev.source, "/usr/lib/x86_64-linux-gnu/qemu");
+        assert_eq!(ev.text, "no ui-spice-core.so, hw-display-qxl.so");
+        assert!(f
+            .remedy
+            .as_deref()
+            .unwrap()
+            .ends_with("sudo apt install qemu-system-modules-spice"));
+        // With the package's files (dpkg -c qemu-system-modules-spice).
+        let f = tools_qemu(&[
+            "hw-usb-host",
+            "ui-spice-core",
+            "hw-display-qxl",
+            "audio-spice",
+        ]);
+        assert_eq!(f.summary, "QEMU found");
+        assert_eq!(f.remedy, None);
+        // A QEMU without modules: nothing to say from the files.
+        let f = tools_qemu(&[]);
+        assert_eq!((f.summary.as_str(), f.evidence.len()), ("QEMU found", 1));
+    }
 }

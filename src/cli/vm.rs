@@ -35,6 +35,21 @@ pub(super) fn load(root: &HostRoot, arg: &Path, accel: Accel) -> anyhow::Result<
     Ok(resolve::resolve(root, spec, &options)?)
 }
 
+/// [`load`], for a command that starts the VM on this host (`vm run`, `vm define`,
+/// `vm start`): on the live system QEMU is asked what it offers, and what it lacks
+/// for the VM becomes a blocker with its remedy, as `vm check` reports it.
+pub(super) fn load_to_start(
+    root: &HostRoot,
+    arg: &Path,
+    accel: Accel,
+) -> anyhow::Result<Resolution> {
+    let mut r = load(root, arg, accel)?;
+    if root.is_system() {
+        r.qemu_blockers = crate::vm::check::qemu_blockers(root, &r.plan);
+    }
+    Ok(r)
+}
+
 /// `passthru vm plan SPEC`.
 pub(super) fn plan(json: bool, root: &HostRoot, path: &Path) -> anyhow::Result<u8> {
     let r = load(root, path, Accel::Kvm)?;
@@ -444,7 +459,14 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
     let qemu = if root.is_system() {
         match vmcheck::find_qemu(root) {
             Some(q) => QemuCaps::probe(Path::new(&q)),
-            None => Err("QEMU is not installed (Debian: qemu-system-x86, Fedora: qemu-kvm, Arch: qemu-full)".into()),
+            None => Err(format!(
+                "QEMU is not installed: {}",
+                crate::check::platform::install_command(
+                    &crate::facts::Distro::read(root),
+                    &[crate::check::platform::Need::Qemu],
+                    None
+                )
+            )),
         }
     } else {
         Err("QEMU was not run: --root is another host's tree".into())

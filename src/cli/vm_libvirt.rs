@@ -113,7 +113,7 @@ fn print_defined(d: &Defined) {
 
 /// `passthru vm define`.
 pub(super) fn define(json: bool, root: &HostRoot, args: &DefineArgs) -> anyhow::Result<u8> {
-    let mut res = super::vm::load(root, &args.spec, args.accel)?;
+    let mut res = super::vm::load_to_start(root, &args.spec, args.accel)?;
     let defined = libvirt::define(&mut res, &virsh(args.connect.as_ref()))?;
     if json {
         print_json(&DefineReport {
@@ -169,7 +169,7 @@ pub(super) fn start(json: bool, args: &StartArgs) -> anyhow::Result<u8> {
                 None => virsh.defined_accel(&name)?.unwrap_or_default(),
             };
             // `vm start` acts on this host: the spec is resolved against `/`.
-            let mut res = super::vm::load(&HostRoot::system(), &spec_path, accel)?;
+            let mut res = super::vm::load_to_start(&HostRoot::system(), &spec_path, accel)?;
             report.defined = Some(libvirt::define(&mut res, &virsh)?);
         } else if state.is_none() {
             return Err(LibvirtError::UnknownDomain { name }.into());

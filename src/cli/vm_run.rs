@@ -52,7 +52,7 @@ pub(super) fn run(json: bool, root: &HostRoot, args: &RunArgs) -> anyhow::Result
     if !root.is_system() {
         anyhow::bail!("vm run starts a VM on this host: it cannot work with --root");
     }
-    let resolution = super::vm::load(root, &args.spec, args.accel)?;
+    let resolution = super::vm::load_to_start(root, &args.spec, args.accel)?;
     let plan = &resolution.plan;
     let changes_host = !plan.devices.is_empty()
         || matches!(&resolution.hugepages, Some(Ok(h)) if h.to_reserve > 0);

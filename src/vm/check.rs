@@ -1,14 +1,15 @@
 //! `passthru vm check`: can this VM start on this host? Every problem that would
 //! stop QEMU or libvirt — or leave the guest without its devices — found before the
 //! start, each with its remedy: devices present and bindable, the IOMMU groups, the
-//! vCPU placement, hugepages, firmware and TPM, disks and ISOs, QEMU itself and the
-//! devices it must offer (`qemu-system-x86_64 -device help`).
+//! vCPU placement, hugepages, firmware and TPM, disks and ISOs, QEMU itself and what
+//! the VM's command line asks of it ([`qemu_needs`]: device models, the `-spice`
+//! option, the TPM emulator backend, the network backend), each missing part named
+//! with the package that brings it on this distribution ([`qemu_finding`]).
 //!
 //! Host files are read through the [`HostRoot`]; QEMU's capabilities come from a
-//! [`QemuCaps`] the caller obtained (by running QEMU on a live host), so the checks
-//! run on captured roots and in tests too.
+//! [`QemuCaps`] the caller obtained (by running QEMU on a live host, see
+//! [`super::qemu`]), so the checks run on captured roots and in tests too.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde::Serialize;
@@ -16,11 +17,15 @@ use serde::Serialize;
 use super::hugepages::{self, HugepageFacts};
 use super::identity;
 use super::pinning::{self, CpuRequest};
-use super::render::Accel;
+pub use super::qemu::QemuCaps;
+use super::qemu::QemuVersion;
+use super::render::{Accel, VmPlan};
 use super::resolve::find_ovmf;
 use super::spec::{Cpus, Display, Network, VmSpec};
+use crate::check::platform::{self, Need, QemuModule};
 use crate::check::Status;
 use crate::cpu::CpuTopology;
+use crate::facts::{Distro, QemuModuleDir};
 use crate::host_root::HostRoot;
 use crate::pci::PciDevice;
 
@@ -54,45 +59,6 @@ impl VmFinding {
     }
 }
 
-/// What the QEMU binary offers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QemuCaps {
-    /// The device models (`-device help`).
-    pub devices: BTreeSet<String>,
-}
-
-impl QemuCaps {
-    /// Parses `qemu-system-x86_64 -device help`, whose lines read
-    /// `name "vfio-pci", bus PCI, desc "VFIO-based PCI device assignment"`.
-    pub fn parse_device_help(text: &str) -> Self {
-        let devices = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("name \""))
-            .filter_map(|rest| rest.split('"').next())
-            .map(str::to_string)
-            .collect();
-        Self { devices }
-    }
-
-    /// Runs `qemu-system-x86_64 -device help` on this machine.
-    pub fn probe(qemu: &Path) -> Result<Self, String> {
-        let out = std::process::Command::new(qemu)
-            .args(["-nodefaults", "-machine", "none", "-device", "help"])
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", qemu.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} -device help failed: {}",
-                qemu.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Self::parse_device_help(&String::from_utf8_lossy(
-            &out.stdout,
-        )))
-    }
-}
-
 /// Where distributions put QEMU for x86-64 guests.
 pub const QEMU_PATHS: &[&str] = &[
     "usr/bin/qemu-system-x86_64",
@@ -108,28 +74,222 @@ pub fn find_qemu(root: &HostRoot) -> Option<String> {
         .map(|p| format!("/{p}"))
 }
 
-/// The devices QEMU must offer for this spec.
-fn needed_devices(spec: &VmSpec, passes_devices: bool) -> Vec<&'static str> {
-    let mut need = vec!["pcie-root-port", "virtio-blk-pci"];
+/// Something the VM's QEMU command line (or libvirt's, from the same plan) asks of
+/// QEMU; each as [`super::render`] emits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QemuNeed {
+    /// A device model (`-device NAME`; `-vga qxl` is the `qxl-vga` device).
+    Device(&'static str),
+    /// The `-spice` option group (SPICE display).
+    Spice,
+    /// The TPM emulator backend (`-tpmdev emulator`, the socket swtpm serves).
+    TpmEmulator,
+    /// A network backend (`-nic user`, `-nic bridge`).
+    Netdev(&'static str),
+}
+
+impl QemuNeed {
+    /// In words, for the summary.
+    fn what(self) -> String {
+        match self {
+            Self::Device("qxl-vga") => "the QXL display (device qxl-vga)".into(),
+            Self::Device("usb-host") => "USB host passthrough (device usb-host)".into(),
+            Self::Device(d) => format!("the device model {d}"),
+            Self::Spice => "SPICE (the -spice option)".into(),
+            Self::TpmEmulator => "the TPM emulator backend (-tpmdev emulator)".into(),
+            Self::Netdev("user") => "user-mode networking (-nic user, libslirp)".into(),
+            Self::Netdev(n) => format!("the network backend {n}"),
+        }
+    }
+
+    /// Whether `caps` has it; `None` when QEMU's answer did not say.
+    fn offered(self, caps: &QemuCaps) -> Option<bool> {
+        match self {
+            Self::Device(d) => Some(caps.devices.contains(d)),
+            Self::Spice => caps.spice,
+            Self::TpmEmulator => caps.tpm_backends.as_ref().map(|b| b.contains("emulator")),
+            Self::Netdev(n) => caps.netdevs.as_ref().map(|b| b.contains(n)),
+        }
+    }
+
+    /// The module that brings it in modular builds; `None`: built into the binary.
+    fn module(self) -> Option<QemuModule> {
+        match self {
+            Self::Spice => Some(QemuModule::SpiceCore),
+            Self::Device("qxl-vga" | "qxl") => Some(QemuModule::DisplayQxl),
+            Self::Device("usb-host") => Some(QemuModule::UsbHost),
+            _ => None,
+        }
+    }
+}
+
+/// What QEMU must offer for this spec: the devices, options and backends of its
+/// command line.
+pub fn qemu_needs(spec: &VmSpec, passes_devices: bool) -> Vec<QemuNeed> {
+    use QemuNeed::{Device, Netdev};
+    let mut need = vec![Device("pcie-root-port")];
+    if !spec.disks.is_empty() {
+        need.push(Device("virtio-blk-pci"));
+    }
     if passes_devices {
-        need.push("vfio-pci");
+        need.push(Device("vfio-pci"));
     }
     if !spec.isos.is_empty() {
-        need.push("ide-cd");
+        need.push(Device("ide-cd"));
     }
-    if spec.network != Network::None {
-        need.push("virtio-net-pci");
+    match &spec.network {
+        Network::User => need.extend([Device("virtio-net-pci"), Netdev("user")]),
+        Network::Bridge(_) => need.extend([Device("virtio-net-pci"), Netdev("bridge")]),
+        Network::None => {}
     }
     if spec.firmware.tpm {
-        need.push("tpm-crb");
+        need.extend([Device("tpm-crb"), QemuNeed::TpmEmulator]);
     }
     if spec.display == Display::Spice {
-        need.push("qxl-vga");
+        need.extend([QemuNeed::Spice, Device("qxl-vga")]);
     }
     if !spec.usb.is_empty() {
-        need.extend(["qemu-xhci", "usb-host"]);
+        need.extend([Device("qemu-xhci"), Device("usb-host")]);
     }
     need
+}
+
+/// The host around QEMU, for the remedy: which distribution packages it, and how.
+#[derive(Debug, Clone, Default)]
+pub struct QemuHost {
+    /// The distribution (`etc/os-release`).
+    pub distro: Distro,
+    /// The QEMU binary asked, as a path of the host.
+    pub binary: Option<String>,
+    /// QEMU's module directory, when it is a modular build.
+    pub modules: Option<QemuModuleDir>,
+}
+
+impl QemuHost {
+    /// Reads the distribution and QEMU's module directory from `root`.
+    pub fn read(root: &HostRoot, binary: Option<String>) -> Self {
+        Self {
+            distro: Distro::read(root),
+            binary,
+            modules: QemuModuleDir::read(root),
+        }
+    }
+}
+
+/// The `qemu` finding: what the installed QEMU lacks for `spec`, and the package
+/// that brings it on this distribution — or that everything is there.
+pub fn qemu_finding(
+    spec: &VmSpec,
+    passes_devices: bool,
+    caps: &QemuCaps,
+    host: &QemuHost,
+) -> VmFinding {
+    let named = caps
+        .version
+        .as_ref()
+        .map_or_else(|| "QEMU".to_string(), |v| format!("QEMU {v}"));
+    let missing: Vec<QemuNeed> = qemu_needs(spec, passes_devices)
+        .into_iter()
+        .filter(|n| n.offered(caps) == Some(false))
+        .collect();
+    if missing.is_empty() {
+        return finding(
+            "qemu",
+            Status::Ok,
+            format!("{named} offers every device and option the VM needs"),
+        );
+    }
+    let what: Vec<String> = missing.iter().map(|n| n.what()).collect();
+    let mut summary = format!("{named} lacks {}", join_and(&what));
+    let modules: Vec<QemuModule> = {
+        let mut m: Vec<QemuModule> = missing.iter().filter_map(|n| n.module()).collect();
+        m.sort();
+        m.dedup();
+        m
+    };
+    if let Some(dir) = &host.modules {
+        let absent: Vec<String> = modules
+            .iter()
+            .filter(|m| !dir.has(m.name()))
+            .map(|m| format!("{}.so", m.name()))
+            .collect();
+        if !absent.is_empty() {
+            summary.push_str(&format!(
+                " ({} has no {})",
+                dir.dir.display(),
+                absent.join(", ")
+            ));
+        }
+    }
+    if !caps.module_errors.is_empty() {
+        summary.push_str(&format!("; QEMU said: {}", caps.module_errors.join("; ")));
+    }
+    let built_in = missing.iter().any(|n| n.module().is_none());
+    let version = caps.version.as_ref().map(QemuVersion::major_minor);
+    let remedy = match host
+        .binary
+        .as_deref()
+        .filter(|b| b.starts_with("/usr/local/"))
+    {
+        // Built by hand: no package adds to it.
+        Some(bin) => format!(
+            "{bin} was built without {}: rebuild it with them (SPICE needs --enable-spice, \
+             usb-host libusb), or install the distribution's QEMU: {}",
+            join_and(&what),
+            platform::install_command(&host.distro, &[Need::Qemu], version)
+        ),
+        None => {
+            let mut needs: Vec<Need> = modules.iter().map(|m| Need::QemuModule(*m)).collect();
+            if built_in {
+                needs.insert(0, Need::Qemu);
+            }
+            if built_in {
+                format!(
+                    "this QEMU was built without some of them; install the distribution's \
+                     full QEMU: {}",
+                    platform::install_command(&host.distro, &needs, version)
+                )
+            } else {
+                platform::install_hint(&host.distro, &needs, version)
+            }
+        }
+    };
+    finding("qemu", Status::Fail, summary).remedy(remedy)
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_and(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// What the QEMU of this live host lacks for `plan`, each as the `qemu` finding of
+/// `vm check` says it (summary, then remedy): `vm run` and `vm define` refuse with it
+/// instead of letting QEMU fail. Runs QEMU's help commands (a read, see
+/// [`QemuCaps::probe`]); nothing when QEMU cannot be asked (the start will say why).
+pub fn qemu_blockers(root: &HostRoot, plan: &VmPlan) -> Vec<String> {
+    let Some(binary) = find_qemu(root) else {
+        let distro = Distro::read(root);
+        return vec![format!(
+            "QEMU is not installed: {}",
+            platform::install_command(&distro, &[Need::Qemu], None)
+        )];
+    };
+    let Ok(caps) = QemuCaps::probe(Path::new(&binary)) else {
+        return Vec::new();
+    };
+    let host = QemuHost::read(root, Some(binary));
+    let f = qemu_finding(&plan.spec, !plan.devices.is_empty(), &caps, &host);
+    if f.status != Status::Fail {
+        return Vec::new();
+    }
+    vec![match &f.remedy {
+        Some(r) => format!("{}: {r}", f.summary),
+        None => f.summary,
+    }]
 }
 
 /// Whether a USB device with `id` is plugged in (`sys/bus/usb/devices/*/idVendor`).
@@ -292,7 +452,10 @@ pub fn check(root: &HostRoot, spec: &VmSpec, inputs: &CheckInputs<'_>) -> Vec<Vm
                         }
                     ),
                 )
-                .remedy("install OVMF (Debian/Ubuntu: ovmf, Fedora: edk2-ovmf, Arch: edk2-ovmf)"),
+                .remedy(format!(
+                    "install OVMF ({})",
+                    platform::install_command(&Distro::read(root), &[Need::Ovmf], None)
+                )),
             ),
         }
     }
@@ -309,7 +472,10 @@ pub fn check(root: &HostRoot, spec: &VmSpec, inputs: &CheckInputs<'_>) -> Vec<Vm
                     Status::Fail,
                     "the VM has a TPM but swtpm is not installed",
                 )
-                .remedy("install swtpm (Debian/Ubuntu: swtpm swtpm-tools)"),
+                .remedy(format!(
+                    "install swtpm ({})",
+                    platform::install_command(&Distro::read(root), &[Need::Swtpm], None)
+                )),
             );
         }
     }
@@ -400,26 +566,8 @@ pub fn check(root: &HostRoot, spec: &VmSpec, inputs: &CheckInputs<'_>) -> Vec<Vm
     // QEMU.
     match &inputs.qemu {
         Ok(caps) => {
-            let missing: Vec<&str> = needed_devices(spec, !found.is_empty())
-                .into_iter()
-                .filter(|d| !caps.devices.contains(*d))
-                .collect();
-            if missing.is_empty() {
-                out.push(finding(
-                    "qemu",
-                    Status::Ok,
-                    "QEMU offers every device the VM needs",
-                ));
-            } else {
-                out.push(
-                    finding(
-                        "qemu",
-                        Status::Fail,
-                        format!("QEMU lacks the device model(s) {}", missing.join(", ")),
-                    )
-                    .remedy("install the full QEMU for x86-64 (Debian: qemu-system-x86)"),
-                );
-            }
+            let host = QemuHost::read(root, find_qemu(root));
+            out.push(qemu_finding(spec, !found.is_empty(), caps, &host));
         }
         Err(why) => out.push(finding("qemu", Status::Unknown, why.clone())),
     }
@@ -459,6 +607,284 @@ name "vfio-pci", bus PCI, desc "VFIO-based PCI device assignment"
 
     fn spec(text: &str) -> VmSpec {
         VmSpec::parse(text).unwrap()
+    }
+
+    // Lines of `-device help` from bookworm-backports' QEMU 10.0.2 on this machine
+    // (its display section is in `super::super::qemu`'s tests).
+    const DEVICES_10: &str = r#"Controller/Bridge/Hub devices:
+name "pcie-root-port", bus PCI, desc "PCI Express Root Port"
+name "usb-host", bus usb-bus
+USB devices:
+name "qemu-xhci", bus PCI
+Storage devices:
+name "ide-cd", bus IDE, desc "virtual IDE CD-ROM"
+name "nvme", bus PCI, desc "Non-Volatile Memory Express"
+name "virtio-blk-pci", bus PCI, alias "virtio-blk"
+Network devices:
+name "virtio-net-pci", bus PCI, alias "virtio-net"
+Misc devices:
+name "tpm-crb"
+name "tpm-tis", bus ISA
+name "vfio-pci", bus PCI, desc "VFIO-based PCI device assignment"
+"#;
+
+    /// QEMU 10.0.2 as bookworm-backports installs it, with or without
+    /// qemu-system-modules-spice (real outputs, see `super::super::qemu`).
+    fn qemu_10(with_spice: bool) -> QemuCaps {
+        use super::super::qemu::{self, tests as real};
+        let display = if with_spice {
+            real::DISPLAY_10_SPICE
+        } else {
+            real::DISPLAY_10
+        };
+        let (out, err) = if with_spice {
+            (real::SPICE_HELP_10, "")
+        } else {
+            ("", real::SPICE_HELP_10_MISSING)
+        };
+        QemuCaps {
+            version: QemuVersion::parse(
+                "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)",
+            ),
+            spice: qemu::parse_spice_help(out, err),
+            tpm_backends: qemu::parse_tpmdev_help(real::TPMDEV_HELP_10),
+            netdevs: qemu::parse_netdev_help(real::NETDEV_HELP_10),
+            ..QemuCaps::parse_device_help(&format!("{DEVICES_10}{display}"))
+        }
+    }
+
+    /// Debian 12 with QEMU from bookworm-backports: the modules of
+    /// qemu-system-common, and those of qemu-system-modules-spice when installed.
+    fn bookworm_backports(with_spice: bool) -> QemuHost {
+        let mut modules: Vec<&str> = vec!["audio-alsa", "hw-usb-host", "ui-curses"];
+        if with_spice {
+            modules.extend(["ui-spice-core", "hw-display-qxl", "audio-spice"]);
+        }
+        QemuHost {
+            distro: Distro::parse(
+                "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nID=debian\n",
+            ),
+            binary: Some("/usr/bin/qemu-system-x86_64".into()),
+            modules: Some(QemuModuleDir {
+                dir: "/usr/lib/x86_64-linux-gnu/qemu".into(),
+                modules: modules.into_iter().map(str::to_string).collect(),
+            }),
+        }
+    }
+
+    const SPICE_SPEC: &str = "name = \"inst\"\nmemory = \"4G\"\ncpus = 2\ndisplay = \"spice\"\nisos = [\"/isos/debian.iso\"]\n\n[firmware]\ntpm = true\n\n[[disks]]\npath = \"/vms/inst.qcow2\"\nsize = \"32G\"\n";
+
+    #[test]
+    fn spice_is_named_with_the_package_that_brings_it() {
+        let s = spec(SPICE_SPEC);
+        let f = qemu_finding(&s, false, &qemu_10(false), &bookworm_backports(false));
+        assert_eq!(f.status, Status::Fail);
+        assert_eq!(
+            f.summary,
+            "QEMU 10.0.2 lacks SPICE (the -spice option) and the QXL display (device qxl-vga) \
+             (/usr/lib/x86_64-linux-gnu/qemu has no ui-spice-core.so, hw-display-qxl.so)"
+        );
+        // QEMU 10.0.2 itself says "Perhaps you want to install
+        // qemu-system-modules-spice package?".
+        assert_eq!(
+            f.remedy.as_deref(),
+            Some("sudo apt install qemu-system-modules-spice")
+        );
+        // Once installed, nothing is missing (TPM and the ISO's ide-cd included).
+        let f = qemu_finding(&s, false, &qemu_10(true), &bookworm_backports(true));
+        assert_eq!(f.status, Status::Ok, "{f:?}");
+        assert_eq!(
+            f.summary,
+            "QEMU 10.0.2 offers every device and option the VM needs"
+        );
+        // A spec without SPICE needs nothing more from this QEMU.
+        let plain = spec(&SPICE_SPEC.replace("display = \"spice\"", "display = \"none\""));
+        let f = qemu_finding(&plain, true, &qemu_10(false), &bookworm_backports(false));
+        assert_eq!(f.status, Status::Ok, "{f:?}");
+    }
+
+    #[test]
+    fn the_remedy_follows_the_packaging() {
+        let s = spec(SPICE_SPEC);
+        // Debian 12's own QEMU 7.2 keeps the modules in qemu-system-common.
+        let mut caps = qemu_10(false);
+        caps.version =
+            QemuVersion::parse("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)");
+        let f = qemu_finding(&s, false, &caps, &bookworm_backports(false));
+        assert!(
+            f.summary.starts_with("QEMU 7.2.22 lacks SPICE"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(
+            f.remedy.as_deref(),
+            Some("sudo apt install qemu-system-common")
+        );
+        // Fedora's qemu-system-x86-core without the module packages.
+        let fedora = QemuHost {
+            distro: Distro::parse("ID=fedora\nVERSION_ID=41\n"),
+            binary: Some("/usr/bin/qemu-system-x86_64".into()),
+            modules: Some(QemuModuleDir {
+                dir: "/usr/lib64/qemu".into(),
+                modules: ["hw-usb-host".to_string()].into(),
+            }),
+        };
+        let f = qemu_finding(&s, false, &qemu_10(false), &fedora);
+        assert!(
+            f.summary.contains("/usr/lib64/qemu has no"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(
+            f.remedy.as_deref(),
+            Some("sudo dnf install qemu-ui-spice-core qemu-device-display-qxl")
+        );
+        // A QEMU built by hand gets no package for its modules.
+        let local = QemuHost {
+            binary: Some("/usr/local/bin/qemu-system-x86_64".into()),
+            modules: None,
+            ..bookworm_backports(false)
+        };
+        let f = qemu_finding(&s, false, &qemu_10(false), &local);
+        let r = f.remedy.unwrap();
+        assert!(
+            r.starts_with("/usr/local/bin/qemu-system-x86_64 was built without SPICE")
+                && r.contains("--enable-spice")
+                && r.ends_with("sudo apt install qemu-system-x86"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn built_in_parts_name_the_full_qemu() {
+        // A QEMU without vfio-pci, the TPM emulator backend and libslirp (as a build
+        // configured with --disable-slirp lists no `user` netdev).
+        let mut caps = qemu_10(true);
+        caps.devices.remove("vfio-pci");
+        caps.tpm_backends = Some(["passthrough".to_string()].into());
+        caps.netdevs.as_mut().unwrap().remove("user");
+        let s = spec(&format!("{SPICE_SPEC}\n[[usb]]\nid = \"046d:c52b\"\n"));
+        let f = qemu_finding(&s, true, &caps, &bookworm_backports(true));
+        assert_eq!(
+            f.summary,
+            "QEMU 10.0.2 lacks the device model vfio-pci, user-mode networking (-nic user, \
+             libslirp) and the TPM emulator backend (-tpmdev emulator)"
+        );
+        assert_eq!(
+            f.remedy.as_deref(),
+            Some("this QEMU was built without some of them; install the distribution's full QEMU: sudo apt install qemu-system-x86")
+        );
+        // usb-host is a module: on Debian in qemu-system-common.
+        let mut caps = qemu_10(true);
+        caps.devices.remove("usb-host");
+        let f = qemu_finding(&s, false, &caps, &bookworm_backports(true));
+        assert!(
+            f.summary.contains("USB host passthrough (device usb-host)"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(
+            f.remedy.as_deref(),
+            Some("sudo apt install qemu-system-common")
+        );
+    }
+
+    #[test]
+    fn a_module_that_does_not_load_is_quoted() {
+        let mut caps = qemu_10(false);
+        caps.module_errors = vec!["failed to open module: libepoxy.so.0: cannot open shared object file: No such file or directory".into()];
+        let f = qemu_finding(&spec(SPICE_SPEC), false, &caps, &bookworm_backports(true));
+        // The files are there (no "has no"), QEMU's own reason is quoted.
+        assert!(!f.summary.contains("has no"), "{}", f.summary);
+        assert!(f.summary.ends_with("; QEMU said: failed to open module: libepoxy.so.0: cannot open shared object file: No such file or directory"), "{}", f.summary);
+    }
+
+    /// The QEMU installed here, asked for real: a SPICE spec is reported as lacking
+    /// SPICE when QEMU's module directory has no `ui-spice-core.so`, with the package
+    /// this distribution and this QEMU's packaging name — read independently from
+    /// `/etc/os-release` and `dpkg-query` — and as QEMU's own hint names it.
+    #[test]
+    fn the_real_qemu_and_its_packaging() {
+        let root = HostRoot::system();
+        let Some(binary) = find_qemu(&root) else {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+                "CI=true: qemu-system-x86_64 must be installed"
+            );
+            eprintln!("SKIPPED the_real_qemu_and_its_packaging: no qemu-system-x86_64");
+            return;
+        };
+        let started = std::time::Instant::now();
+        let caps = QemuCaps::probe(Path::new(&binary)).unwrap();
+        eprintln!("QEMU probed in {:?}", started.elapsed());
+        assert!(caps.devices.contains("pcie-root-port"), "{caps:?}");
+        let host = QemuHost::read(&root, Some(binary.clone()));
+        let s = spec(SPICE_SPEC);
+        let f = qemu_finding(&s, false, &caps, &host);
+        let modular = host.modules.as_ref();
+        match modular.map(|m| m.has("ui-spice-core")) {
+            Some(true) => {
+                assert_eq!(caps.spice, Some(true), "{caps:?}");
+                assert_eq!(f.status, Status::Ok, "{f:?}");
+                return;
+            }
+            Some(false) => {}
+            None => {
+                eprintln!(
+                    "SKIPPED the_real_qemu_and_its_packaging: {binary} has no module directory"
+                );
+                return;
+            }
+        }
+        assert_eq!(caps.spice, Some(false), "{caps:?}");
+        assert_eq!(f.status, Status::Fail, "{f:?}");
+        assert!(
+            f.summary.contains("lacks SPICE (the -spice option)"),
+            "{}",
+            f.summary
+        );
+        let remedy = f.remedy.clone().unwrap();
+        // What the packaging says, read apart from QEMU.
+        if host.distro.family() == Some("debian") {
+            let dpkg = std::process::Command::new("dpkg-query")
+                .args(["-W", "-f", "${Version}", "qemu-system-x86"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            match dpkg {
+                Some(v) => {
+                    // 1:10.0.2+ds-2+deb13u1~bpo12+1 → (10, 0)
+                    let upstream = v.split_once(':').map_or(v.as_str(), |(_, u)| u);
+                    let mut n = upstream.split(|c: char| !c.is_ascii_digit());
+                    let major: u32 = n.next().unwrap().parse().unwrap();
+                    let minor: u32 = n.next().unwrap_or("0").parse().unwrap_or(0);
+                    let package = if (major, minor) >= (8, 1) {
+                        "qemu-system-modules-spice"
+                    } else {
+                        "qemu-system-common"
+                    };
+                    eprintln!("qemu-system-x86 {v}: SPICE comes with {package}");
+                    assert_eq!(remedy, format!("sudo apt install {package}"));
+                }
+                None => eprintln!(
+                    "SKIPPED the package check: qemu-system-x86 is not a dpkg package here"
+                ),
+            }
+        }
+        // Debian's QEMU says which package it misses; it must be ours.
+        let out = std::process::Command::new(&binary)
+            .args(["-nodefaults", "-machine", "none", "-spice", "help"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        if let Some(hint) = said
+            .split("Perhaps you want to install ")
+            .nth(1)
+            .and_then(|h| h.split(" package?").next())
+        {
+            assert!(remedy.contains(hint), "QEMU names {hint}, we say {remedy}");
+        }
     }
 
     #[test]

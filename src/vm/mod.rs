@@ -7,6 +7,7 @@ pub mod hugepages;
 pub mod identity;
 pub mod libvirt;
 pub mod pinning;
+pub mod qemu;
 pub mod qmp;
 pub mod render;
 pub mod resolve;

@@ -94,6 +94,11 @@ pub struct Resolution {
     pub hugepages: Option<Result<HugepagePlan, HugepageError>>,
     /// Devices that moved since the spec was written, and other remarks, in words.
     pub notes: Vec<String>,
+    /// What the installed QEMU lacks for this VM, with the remedy (see
+    /// [`super::check::qemu_blockers`]); filled by the commands that start the VM on
+    /// this host (`vm run`, `vm define`, `vm start`), empty otherwise.
+    #[serde(skip)]
+    pub qemu_blockers: Vec<String>,
 }
 
 fn ser_hugepages<S: serde::Serializer>(
@@ -121,6 +126,7 @@ impl Resolution {
         if let Some(Err(e)) = &self.hugepages {
             out.push(e.to_string());
         }
+        out.extend(self.qemu_blockers.iter().cloned());
         out
     }
 }
@@ -253,5 +259,6 @@ pub fn resolve(
         },
         hugepages,
         notes,
+        qemu_blockers: Vec::new(),
     })
 }

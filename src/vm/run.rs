@@ -1042,6 +1042,7 @@ mod tests {
             plan: test_plan(spec, &state),
             hugepages: None,
             notes: Vec::new(),
+            qemu_blockers: Vec::new(),
         };
         let err = run(
             &HostRoot::new(dir.path()),
@@ -1090,6 +1091,7 @@ mod tests {
             plan,
             hugepages: None,
             notes: Vec::new(),
+            qemu_blockers: Vec::new(),
         };
         let err = run(&HostRoot::new(r), &resolution, &options(), &mut |_| {}).unwrap_err();
         let RunError::Refused(refusals) = err else {
@@ -1188,6 +1190,7 @@ mod tests {
             plan,
             hugepages: None,
             notes: Vec::new(),
+            qemu_blockers: Vec::new(),
         };
         let options = options();
         let stopper = std::thread::spawn(|| {
