@@ -17,7 +17,9 @@
 //! initramfs and GRUB configuration (`tests/testbed/debian.rs`): they need `debootstrap`,
 //! `e2fsprogs`, root, and the first time a Debian mirror (`PASSTHRU_TESTBED_MIRROR`,
 //! default `http://deb.debian.org/debian`); the image is cached in
-//! `target/testbed/debian/<hash>/root.ext4`.
+//! `target/testbed/debian/<hash>/root.ext4`. `debian_deb_installs_and_removes` also
+//! builds the Debian package with `packaging/build-deb`, which needs `dpkg-dev` and
+//! `binutils` (`tests/testbed/package.rs`).
 //! Environment: `PASSTHRU_TESTBED_KERNEL_DEB` (a `linux-image-*.deb` to use instead of
 //! apt), `PASSTHRU_TESTBED_BUSYBOX` (a static busybox), `PASSTHRU_TESTBED_BIN` (the
 //! binary to test instead of the fresh debug build, e.g. a release build).

@@ -242,7 +242,8 @@ enum Command {
     /// command line (so it always matches this version).
     ///
     /// The Debian package installs the scripts for bash, zsh and fish where those
-    /// shells look. After `cargo install`, write them there yourself. For bash:
+    /// shells look. After `cargo install`, write them there yourself (creating the
+    /// directory first). For bash, where bash-completion loads it on first use:
     ///
     /// passthru completions bash > ~/.local/share/bash-completion/completions/passthru
     ///
