@@ -986,3 +986,301 @@ fn vm_check_names_the_package_of_the_missing_spice_module() {
         "{tools}"
     );
 }
+
+/// Every command and subcommand as `--help` lists them, walked from the top (`["check"]`,
+/// …, `["vm"]`, `["vm", "run"]`), without `help`: what the completions and the man pages
+/// must cover, found independently of how they are generated.
+fn commands_from_help() -> Vec<Vec<String>> {
+    fn walk(path: &[String], found: &mut Vec<Vec<String>>) {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = passthru(&args);
+        assert_eq!(out.status.code(), Some(0), "passthru {args:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        // "Commands:" then one line per command, `  name  about`, with the about's
+        // continuation lines indented further, until a blank line.
+        let Some((_, listing)) = help.split_once("Commands:\n") else {
+            return;
+        };
+        for line in listing.lines().take_while(|l| !l.trim().is_empty()) {
+            let Some(rest) = line.strip_prefix("  ") else {
+                continue;
+            };
+            if rest.starts_with(' ') {
+                continue;
+            }
+            let name = rest.split_whitespace().next().unwrap().to_owned();
+            if name == "help" {
+                continue;
+            }
+            let mut sub = path.to_vec();
+            sub.push(name);
+            found.push(sub.clone());
+            walk(&sub, found);
+        }
+    }
+    let mut found = Vec::new();
+    walk(&[], &mut found);
+    found
+}
+
+#[test]
+fn help_lists_the_commands_the_docs_must_cover() {
+    let commands = commands_from_help();
+    for expected in [
+        &["check"][..],
+        &["enable"],
+        &["vm"],
+        &["vm", "run"],
+        &["completions"],
+        &["man"],
+    ] {
+        assert!(
+            commands.iter().any(|c| c == expected),
+            "{expected:?} not in {commands:?}"
+        );
+    }
+    assert!(commands.len() > 20, "{commands:?}");
+}
+
+/// The completion script for `shell`, checked to be printed successfully.
+fn completion_script(shell: &str) -> String {
+    let out = passthru(&["completions", shell]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn completions_offer_every_command_in_every_shell() {
+    let commands = commands_from_help();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = completion_script(shell);
+        for command in &commands {
+            let name = command.last().unwrap();
+            assert!(
+                script.contains(name.as_str()),
+                "{shell}: no {command:?} in the script"
+            );
+        }
+        // The internal child command of sysfs writes is no command to offer.
+        assert!(!script.contains("__sysfs"), "{shell}");
+    }
+    assert!(completion_script("zsh").starts_with("#compdef passthru\n"));
+    assert!(completion_script("fish").contains("complete -c passthru "));
+    // An unknown shell is a usage error, naming the ones there are.
+    let out = passthru(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bash, elvish, fish, powershell, zsh"));
+    // A script has no JSON form.
+    let out = passthru(&["completions", "bash", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("leave out --json"));
+}
+
+/// Runs `script` in bash with the bash completion script loaded, the way bash calls a
+/// completion function for the command line `line` (cursor at its end), and returns
+/// what it offers, one per line.
+fn bash_completes(completion: &std::path::Path, line: &str) -> Vec<String> {
+    let script = format!(
+        "set -e
+         source {completion}
+         spec=$(complete -p passthru)
+         fn=$(echo \"$spec\" | sed -n 's/.* -F \\([^ ]*\\) .*/\\1/p')
+         COMP_LINE='{line}'
+         COMP_POINT=${{#COMP_LINE}}
+         read -r -a COMP_WORDS <<< \"$COMP_LINE\"
+         case \"$COMP_LINE\" in *' ') COMP_WORDS+=('') ;; esac
+         COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+         \"$fn\" passthru \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        completion = completion.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bash completion of {line:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn bash_completion_parses_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passthru");
+    std::fs::write(&file, completion_script("bash")).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(bash_completes(&file, "passthru en"), ["enable"]);
+    assert_eq!(bash_completes(&file, "passthru vm ru"), ["run"]);
+    assert_eq!(bash_completes(&file, "passthru completions z"), ["zsh"]);
+    let top = bash_completes(&file, "passthru ");
+    for command in commands_from_help().iter().filter(|c| c.len() == 1) {
+        assert!(top.contains(&command[0]), "{command:?} not in {top:?}");
+    }
+    assert!(bash_completes(&file, "passthru list --cl").contains(&"--class".to_owned()));
+}
+
+/// The first line clap_mangen writes, a groff/other-troff switch for the apostrophe.
+const ROFF_HEADER: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+
+#[test]
+fn man_writes_one_page_per_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A directory that does not exist yet, two levels deep.
+    let dir = tmp.path().join("share/man/man1");
+    let out = passthru(&["man", dir.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut expected = vec!["passthru.1".to_owned()];
+    for command in commands_from_help() {
+        expected.push(format!("passthru-{}.1", command.join("-")));
+    }
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    on_disk.sort();
+    let mut wanted = expected.clone();
+    wanted.sort();
+    assert_eq!(on_disk, wanted);
+    let printed_names: Vec<String> = printed
+        .iter()
+        .map(|p| {
+            let p = std::path::Path::new(p);
+            assert_eq!(p.parent(), Some(dir.as_path()));
+            p.file_name().unwrap().to_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(printed_names, expected);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!(
+        "wrote {} man pages into {}",
+        expected.len(),
+        dir.display()
+    )));
+
+    for name in &expected {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let title = name.trim_end_matches(".1");
+        assert!(text.starts_with(ROFF_HEADER), "{name}:\n{text}");
+        assert!(
+            text.contains(&format!(
+                "\n.TH {title} 1  \"passthru {}\" \"User Commands\"\n",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{name}:\n{text}"
+        );
+        // groff reads it without a warning (-ww: all of them; -k: UTF-8 input).
+        let out = std::process::Command::new("groff")
+            .args(["-k", "-man", "-ww", "-z"])
+            .arg(&path)
+            .output()
+            .expect("groff (Debian's groff-base) renders the pages");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "groff on {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // man renders a page as a reader sees it: its name, synopsis and description.
+    let out = std::process::Command::new("man")
+        .arg("-l")
+        .arg(dir.join("passthru-enable.1"))
+        .env("MANWIDTH", "100")
+        .env_remove("MAN_KEEP_FORMATTING")
+        .output()
+        .expect("man (Debian's man-db) renders the pages");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{page}");
+    for needle in [
+        "NAME",
+        "passthru-enable - Make the passthrough setup persistent",
+        "SYNOPSIS",
+        "passthru enable",
+        "--dry-run",
+        "SEE ALSO",
+        "passthru(1)",
+    ] {
+        assert!(page.contains(needle), "{needle:?} not in\n{page}");
+    }
+    let top = std::fs::read_to_string(dir.join("passthru.1")).unwrap();
+    assert!(top.contains("\\fBpassthru\\-vm\\fR(1)"), "{top}");
+
+    // Again, with --json: the same pages, replaced in place.
+    let out = passthru(&["man", "--json", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["dir"], dir.to_str().unwrap());
+    let pages: Vec<&str> = doc["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(pages, printed);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), expected.len());
+}
+
+#[test]
+fn man_says_what_is_wrong_with_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = passthru(&["man", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{} exists and is not a directory", file.display())),
+        "{err}"
+    );
+    let below = file.join("man1");
+    let out = passthru(&["man", below.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot create the directory {}", below.display()))
+            && err.contains("Not a directory"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    // Without DIR: a usage error.
+    assert_eq!(passthru(&["man"]).status.code(), Some(2));
+}

@@ -20,7 +20,9 @@
 //! (`tests/testbed/debian.rs`): they need `debootstrap`, `e2fsprogs`, root, and the
 //! first time a Debian mirror (`PASSTHRU_TESTBED_MIRROR`, default
 //! `http://deb.debian.org/debian`); the image is cached in
-//! `target/testbed/debian/<hash>/root.ext4`. Environment: `PASSTHRU_TESTBED_KERNEL_DEB`
+//! `target/testbed/debian/<hash>/root.ext4`. `debian_deb_installs_and_removes` also
+//! builds the Debian package with `packaging/build-deb`, which needs `dpkg-dev` and
+//! `binutils` (`tests/testbed/package.rs`). Environment: `PASSTHRU_TESTBED_KERNEL_DEB`
 //! and `PASSTHRU_TESTBED_KERNEL_DEB_BACKPORTS` (a `linux-image-*.deb` to use instead of
 //! apt for either kernel), `PASSTHRU_TESTBED_BUSYBOX` (a static busybox),
 //! `PASSTHRU_TESTBED_BIN` (the binary to test instead of the fresh debug build, e.g. a
@@ -1437,6 +1439,267 @@ fn debian_boots_from_its_disk() {
     let took = vm.power_off(Duration::from_secs(60)).expect("power off");
     note(&format!("Debian VM powered off in {took:.1?}"));
     disk.fsck().expect("a clean file system after power-off");
+}
+
+/// Completes the command line `line` in bash as a user's shell does: bash-completion
+/// (`/usr/share/bash-completion/bash_completion`, what `~/.bashrc` sources) finds the
+/// script for `passthru` on demand (`__load_completion`, called by its loader on the
+/// first Tab), and the completion function it registered is called the way bash calls
+/// it. Prints what it offers, one per line; exit code 3 when bash-completion finds no
+/// completion for `passthru`.
+fn bash_complete_script(line: &str) -> String {
+    format!(
+        r#"bash --norc --noprofile <<'BASH'
+set -e
+. /usr/share/bash-completion/bash_completion
+__load_completion passthru || {{ echo "bash-completion found no completion for passthru" >&2; exit 3; }}
+spec=$(complete -p passthru)
+echo "$spec" >&2
+fn=${{spec#* -F }}
+fn=${{fn%% *}}
+COMP_LINE='{line}'
+COMP_POINT=${{#COMP_LINE}}
+read -r -a COMP_WORDS <<< "$COMP_LINE"
+COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+"$fn" passthru "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+printf '%s\n' "${{COMPREPLY[@]}}"
+BASH"#
+    )
+}
+
+/// Every file and directory below passthru's state and configuration directories, with
+/// the checksum of each file: to show that removing the package leaves them alone.
+const STATE_FINGERPRINT: &str = "for d in /var/lib/passthru /etc/passthru; do \
+     [ -e $d ] && find $d -printf '%y %m %p\\n' && find $d -type f -exec sha256sum {} +; done | sort";
+
+/// The Debian package, built by `packaging/build-deb` from the binary under test, in the
+/// booted Debian root: `dpkg -i` installs it; the installed `/usr/bin/passthru` runs
+/// `check`; `man passthru-enable` renders the packaged page; bash completes `passthru
+/// en` to `enable` through bash-completion's own loader; `dpkg -r` removes the binary,
+/// the completions and every page but leaves passthru's state and the VM specs alone;
+/// `dpkg --purge` removes passthru's logs but keeps the journal of a setup still in
+/// place and the VMs' files, and with neither left, `/var/lib/passthru` itself.
+#[test]
+fn debian_deb_installs_and_removes() {
+    let test = "debian_deb_installs_and_removes";
+    let Some(root) = testbed::debian::root_or_skip(test) else {
+        return;
+    };
+    let Some(deb) = testbed::package::deb_or_skip(test) else {
+        return;
+    };
+    note(&format!(
+        "packaging/build-deb built {} in {:.1?}",
+        deb.path.display(),
+        deb.took
+    ));
+    let version = std::process::Command::new(passthru_bin())
+        .arg("--version")
+        .output()
+        .expect("passthru --version");
+    let version = String::from_utf8(version.stdout).unwrap();
+    let number = version.split_whitespace().nth(1).unwrap().to_owned();
+
+    let layout = Layout::IntelDesktop;
+    let disk = root.disk("deb").expect("a copy of the Debian image");
+    let args: Vec<String> = layout
+        .kernel_args()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let vm = disk.boot_or_panic(disk.builder(layout, "debian-deb", &args).unwrap());
+    let _logs = testbed::LogsOnFailure(&vm);
+    note(&format!("Debian VM booted in {:.1?}", vm.boot_time()));
+    let name = deb.path.file_name().unwrap().to_str().unwrap();
+    let guest_deb = vm.copy_in(&deb.path, name).expect("copy the .deb in");
+    // The pages the binary under test writes, to compare with the packaged ones.
+    let pages = vm.shared_dir().join("pages");
+    let out = std::process::Command::new(passthru_bin())
+        .arg("man")
+        .arg(&pages)
+        .output()
+        .expect("passthru man");
+    assert!(out.status.success(), "{out:?}");
+    let mut expected_pages: Vec<String> = std::fs::read_dir(&pages)
+        .unwrap()
+        .map(|e| format!("{}.gz", e.unwrap().file_name().to_str().unwrap()))
+        .collect();
+    expected_pages.sort();
+    assert!(expected_pages.len() > 20, "{expected_pages:?}");
+
+    assert_eq!(vm.sh("command -v passthru || echo none"), "none\n");
+
+    // dpkg -i.
+    let out = vm
+        .run_with_timeout(&format!("dpkg -i {guest_deb}"), Duration::from_secs(300))
+        .expect("run dpkg -i");
+    assert!(
+        out.success()
+            && out
+                .stdout
+                .contains(&format!("Setting up passthru ({number})")),
+        "{out}"
+    );
+    note(&format!("dpkg -i took {:.1?}", out.elapsed));
+    assert_eq!(
+        vm.sh("dpkg-query -W -f '${Status} ${Version}' passthru"),
+        format!("install ok installed {number}")
+    );
+    let files: Vec<String> = vm
+        .sh("dpkg -L passthru | while read -r f; do [ -f \"$f\" ] && echo \"$f\"; done; true")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    for expected in [
+        "/usr/bin/passthru",
+        "/usr/share/bash-completion/completions/passthru",
+        "/usr/share/zsh/vendor-completions/_passthru",
+        "/usr/share/fish/vendor_completions.d/passthru.fish",
+        "/usr/share/doc/passthru/copyright",
+    ] {
+        assert!(files.iter().any(|f| f == expected), "{expected}: {files:?}");
+    }
+    let mut installed_pages: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.strip_prefix("/usr/share/man/man1/"))
+        .map(str::to_owned)
+        .collect();
+    installed_pages.sort();
+    assert_eq!(installed_pages, expected_pages);
+    // Each packaged page is, uncompressed, the page `passthru man` writes.
+    vm.sh(
+        "cd /tmp/testbed/pages && for p in *.1; do zcat /usr/share/man/man1/$p.gz | cmp - $p; done",
+    );
+    // clap's scripts, each where its shell looks for it.
+    for (file, line) in [
+        (
+            "/usr/share/bash-completion/completions/passthru",
+            "^_passthru() {$",
+        ),
+        (
+            "/usr/share/fish/vendor_completions.d/passthru.fish",
+            "^complete -c passthru ",
+        ),
+        (
+            "/usr/share/zsh/vendor-completions/_passthru",
+            "^#compdef passthru$",
+        ),
+    ] {
+        vm.sh(&format!("grep -q '{line}' {file}"));
+    }
+
+    // The installed binary.
+    assert_eq!(vm.sh("command -v passthru"), "/usr/bin/passthru\n");
+    assert_eq!(vm.sh("passthru --version"), version);
+    let out = vm.run("passthru check --json").expect("run passthru check");
+    assert!(matches!(out.code, 0 | 1), "{out}");
+    let check: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|err| panic!("`passthru check --json` did not print JSON ({err}):\n{out}"));
+    assert_eq!(finding(&check, "iommu.kernel")["status"], "ok", "{check:#}");
+    assert_eq!(
+        finding(&check, "iommu.firmware")["status"],
+        "ok",
+        "{check:#}"
+    );
+
+    // man, as a reader runs it.
+    let out = vm.run("MANWIDTH=80 man passthru-enable").expect("run man");
+    assert!(out.success(), "{out}");
+    for needle in [
+        "passthru-enable - Make the passthrough setup persistent",
+        "SYNOPSIS",
+        "passthru enable",
+        "--dry-run",
+        "SEE ALSO",
+        "passthru(1)",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle:?} not in\n{out}");
+    }
+    assert_eq!(
+        vm.sh("man -w passthru-vm-run"),
+        "/usr/share/man/man1/passthru-vm-run.1.gz\n"
+    );
+
+    // bash completion, loaded by bash-completion from where the package put it.
+    for (line, offered) in [("passthru en", "enable\n"), ("passthru vm ru", "run\n")] {
+        let out = vm.run(&bash_complete_script(line)).expect("run bash");
+        assert!(out.success(), "{out}");
+        assert!(out.stderr.contains("-F _passthru"), "{out}");
+        assert_eq!(out.stdout, offered, "{out}");
+    }
+
+    // passthru's state: a VM spec written by the installed passthru, and by hand what
+    // a setup of `enable` (its journal and logs) and a VM's files leave.
+    vm.sh("passthru vm new demo --disk none --no-network --display none >/dev/null 2>&1");
+    vm.sh(
+        "test -f /etc/passthru/vms/demo.toml
+         mkdir -p /var/lib/passthru/journal /var/lib/passthru/logs /var/lib/passthru/vms/demo
+         echo '{\"entries\":[],\"created_dirs\":[],\"regenerate\":[]}' > /var/lib/passthru/journal/journal.json
+         echo 'update-initramfs: Generating /boot/initrd.img' > /var/lib/passthru/logs/update-initramfs.log
+         head -c 65536 /dev/urandom > /var/lib/passthru/vms/demo/disk.raw",
+    );
+    let state = vm.sh(STATE_FINGERPRINT);
+
+    // dpkg -r: the package's files go, the state stays.
+    let out = vm.run("dpkg -r passthru").expect("run dpkg -r");
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stderr.contains("`passthru undo`") && out.stderr.contains("stays in place"),
+        "the note on the setup left in place: {out}"
+    );
+    let left = vm.sh(&format!(
+        "for f in {}; do [ -e \"$f\" ] && echo \"$f\"; done; true",
+        files.join(" ")
+    ));
+    assert_eq!(left, "", "files of the removed package");
+    assert_eq!(
+        vm.sh("dpkg-query -W -f '${Status}' passthru"),
+        "deinstall ok config-files"
+    );
+    assert_eq!(vm.sh("command -v passthru || echo none"), "none\n");
+    let out = vm.run("man -w passthru-enable").expect("run man");
+    assert!(!out.success(), "{out}");
+    let out = vm
+        .run(&bash_complete_script("passthru en"))
+        .expect("run bash");
+    assert_eq!(out.code, 3, "{out}");
+    assert_eq!(vm.sh(STATE_FINGERPRINT), state, "dpkg -r changed the state");
+
+    // dpkg --purge: the logs go; the journal of the setup and the VM's disk stay.
+    let out = vm.run("dpkg --purge passthru").expect("run dpkg --purge");
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stderr.contains("keeping /var/lib/passthru/journal")
+            && out.stderr.contains("keeping /var/lib/passthru/vms"),
+        "{out}"
+    );
+    assert!(
+        !vm.run("dpkg-query -W passthru").unwrap().success(),
+        "passthru is still known to dpkg"
+    );
+    let expected: String = state
+        .lines()
+        .filter(|l| !l.contains("/var/lib/passthru/logs"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(vm.sh(STATE_FINGERPRINT), expected);
+
+    // With the setup undone and the VM's files deleted, a purge leaves nothing of
+    // passthru in /var/lib; the user's VM spec in /etc stays.
+    vm.sh(&format!(
+        "rm -r /var/lib/passthru/journal /var/lib/passthru/vms
+         dpkg -i {guest_deb} >/dev/null
+         mkdir -p /var/lib/passthru/logs && echo x > /var/lib/passthru/logs/x.log"
+    ));
+    let out = vm.run("dpkg --purge passthru").expect("run dpkg --purge");
+    assert!(out.success() && !out.stderr.contains("keeping"), "{out}");
+    assert_eq!(
+        vm.sh("ls -d /var/lib/passthru 2>&1 || true"),
+        "ls: cannot access '/var/lib/passthru': No such file or directory\n"
+    );
+    assert_eq!(vm.sh("ls /etc/passthru/vms"), "demo.toml\n");
+
+    vm.power_off(Duration::from_secs(60)).expect("power off");
 }
 
 /// The template of the persistent-setup tests: configure the root inside the guest,

@@ -7,10 +7,14 @@
 //! forever. Such a write runs in a child process (`passthru __sysfs-write`): a thread
 //! stuck in the kernel would keep passthru itself from exiting, a child is left
 //! behind instead.
+//!
+//! Man pages written for the user (`passthru man DIR`) are written here too, in
+//! [`man`], though they are no change to the host that needs a way back.
 
 pub mod bind;
 pub mod enable;
 pub mod journal;
+pub mod man;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::host_root::HostRoot;
+
+/// The first argument that makes the passthru binary the child of
+/// [`Applier::write_sysfs`]: `passthru __sysfs-write FILE VALUE` writes VALUE to FILE
+/// and exits, 0 on success, 2 with the kernel's error on standard error. It is an
+/// interface between passthru and itself, not a command: the command line's
+/// definitions (and so `--help`, the completions and the man pages) do not know it.
+pub const SYSFS_WRITE_ARG: &str = "__sysfs-write";
 
 /// Why a change failed.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +106,7 @@ impl Applier {
     pub fn write_sysfs(&self, rel: &Path, value: &str) -> Result<(), ApplyError> {
         let path = self.root.path(rel);
         let mut child = Command::new(&self.exe)
-            .arg("__sysfs-write")
+            .arg(SYSFS_WRITE_ARG)
             .arg(&path)
             .arg(value)
             .stdin(Stdio::null())

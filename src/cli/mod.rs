@@ -4,6 +4,7 @@
 //! problems, 2 the tool itself failed (bad arguments, unreadable host).
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ use crate::pci::names::PciNames;
 use crate::report;
 
 mod binding;
+mod completions;
+mod man;
 mod persistent;
 mod vm;
 mod vm_libvirt;
@@ -235,15 +238,36 @@ enum Command {
         #[command(subcommand)]
         action: VmAction,
     },
-    /// Internal: write VALUE to the sysfs FILE (run as a child so a stuck driver
-    /// cannot hang passthru).
-    #[command(name = "__sysfs-write", hide = true)]
-    SysfsWrite {
-        /// The file.
-        file: PathBuf,
-        /// What to write.
-        value: String,
-    },
+    /// Print the shell completion script for SHELL, generated from passthru's own
+    /// command line (so it always matches this version).
+    ///
+    /// The Debian package installs the scripts for bash, zsh and fish where those
+    /// shells look. After `cargo install`, write them there yourself (creating the
+    /// directory first). For bash, where bash-completion loads it on first use:
+    ///
+    /// passthru completions bash > ~/.local/share/bash-completion/completions/passthru
+    ///
+    /// For zsh, with `fpath+=~/.zfunc` before `compinit` in ~/.zshrc:
+    ///
+    /// passthru completions zsh > ~/.zfunc/_passthru
+    ///
+    /// For fish:
+    ///
+    /// passthru completions fish > ~/.config/fish/completions/passthru.fish
+    ///
+    /// For elvish, `eval (passthru completions elvish | slurp)` in rc.elv; for
+    /// PowerShell, `passthru completions powershell | Out-String | Invoke-Expression` in
+    /// the profile. A new shell then completes commands, flags and their values.
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages (one per command: passthru.1, passthru-enable.1,
+    /// passthru-vm-run.1, …) into DIR, creating it, and print what was written.
+    ///
+    /// The pages are generated from passthru's own command line, as `--help` is. The
+    /// Debian package installs them already; after `cargo install`, write them where
+    /// `man` finds them on its own, next to the binary's directory on PATH:
+    /// `passthru man ~/.cargo/share/man/man1`, then `man passthru-enable`. Pages of the
+    /// same name in DIR are replaced, nothing else there is touched.
+    Man(man::ManArgs),
 }
 
 /// The flags that accept a risk `bind` and `enable` refuse by default.
@@ -414,12 +438,39 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::apply::SYSFS_WRITE_ARG)
+    {
+        return sysfs_write(&args[2..]);
+    }
+    let cli = Cli::parse_from(args);
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let _ = std::io::stdout().flush();
             eprintln!("passthru: error: {}", crate::facts::error_chain(e.as_ref()));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// `passthru __sysfs-write FILE VALUE`, the child of
+/// [`crate::apply::Applier::write_sysfs`] (see [`crate::apply::SYSFS_WRITE_ARG`]).
+fn sysfs_write(args: &[OsString]) -> ExitCode {
+    use std::os::unix::ffi::OsStrExt;
+    let [file, value] = args else {
+        eprintln!(
+            "passthru: error: {} takes FILE VALUE",
+            crate::apply::SYSFS_WRITE_ARG
+        );
+        return ExitCode::from(EXIT_ERROR);
+    };
+    match std::fs::write(file, value.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("passthru: error: {e}");
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -475,6 +526,12 @@ fn this_machine_only(root: &HostRoot, command: &str) -> anyhow::Result<()> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
+    // These two describe passthru itself, not a host: --root does not apply to them.
+    match &cli.command {
+        Command::Completions(args) => return completions::completions(cli.json, args),
+        Command::Man(args) => return man::man(cli.json, args),
+        _ => {}
+    }
     let root = host_root(cli)?;
     let style = Style::new(cli.color);
     match &cli.command {
@@ -628,10 +685,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             }
             VmAction::Run(args) => vm_run::run(cli.json, &root, args),
         },
-        Command::SysfsWrite { file, value } => {
-            std::fs::write(file, value.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(0)
-        }
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
         Command::Report { output } => {
             let entries = report::write_report(&root, output)?;
             if cli.json {

@@ -73,7 +73,9 @@ pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// tooling under test, `lz4` for `COMPRESS=lz4`, `busybox` for the init and for the
 /// initramfs (as on a standard install), `udev` (which runs in the initramfs and loads
 /// drivers there, as on a real boot), `e2fsprogs` (the initramfs checks `/` with fsck),
-/// `mount` and `pciutils` for the tests' commands.
+/// `mount` and `pciutils` for the tests' commands, `man-db` and `bash-completion` for
+/// the test of the Debian package (its man pages and completions, as a user reads and
+/// uses them).
 pub const PACKAGES: &[&str] = &[
     "linux-image-amd64",
     "initramfs-tools",
@@ -84,6 +86,8 @@ pub const PACKAGES: &[&str] = &[
     "e2fsprogs",
     "mount",
     "pciutils",
+    "man-db",
+    "bash-completion",
 ];
 
 /// Installed after the preseed, from inside the chroot.

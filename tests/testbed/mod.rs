@@ -6,6 +6,8 @@
 //! - [`layouts`]: the machine layouts and the addresses of their devices.
 //! - [`debian`]: a real Debian root that boots from its own disk, with its own
 //!   initramfs and GRUB configuration, for the tests of persistent setup.
+//! - [`package`]: the Debian package of the binary under test, built by
+//!   `packaging/build-deb`, for the test that installs and removes it in that root.
 //!
 //! Tests take a shared VM per layout through [`with_vm`]: the first test of a layout
 //! boots it, the others reuse it, and the last one to finish drops (kills) it. A test
@@ -18,6 +20,7 @@
 pub mod debian;
 pub mod kernel;
 pub mod layouts;
+pub mod package;
 pub mod vm;
 
 use std::collections::HashMap;
