@@ -45,11 +45,14 @@ pub const EXIT_PROBLEMS: u8 = 1;
 /// Exit code when the tool itself fails.
 pub const EXIT_ERROR: u8 = 2;
 
-/// Check a Linux host for PCI passthrough, and see which devices a VM can own.
+/// Check a Linux host for PCI passthrough, set up VFIO reversibly, and run VMs with real
+/// devices.
 ///
 /// passthru reads the CPU, the kernel, the IOMMU and the PCI devices, explains what
 /// stands between this machine and near-native VMs with real devices (VFIO), and
-/// says what to do about it. Nothing here changes the host.
+/// says what to do about it. `check`, `list` and `report` only read the host; `bind`
+/// and `enable` change it, show their plan first with `--dry-run`, and are undone
+/// exactly by `unbind` and `undo`; `vm` runs guests with the devices.
 #[derive(Debug, Parser)]
 #[command(
     name = "passthru",
