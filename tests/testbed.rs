@@ -288,6 +288,11 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
     match layout {
         Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun => {
             assert!(has("DMAR: IOMMU enabled"), "VT-d not enabled");
+            // With `eim=on` the remapping covers x2APIC and the kernel keeps that mode.
+            assert!(
+                has("DMAR-IR: Enabled IRQ remapping in x2apic mode"),
+                "interrupt remapping not in x2apic mode"
+            );
             assert!(
                 has("DMAR-IR: Enabled IRQ remapping"),
                 "no interrupt remapping"

@@ -105,7 +105,7 @@ pub const DEVICES: &[Expected] = &[
 /// The machine layouts of the testbed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Layout {
-    /// q35 + `intel-iommu,intremap=on,caching-mode=on`, `intel_iommu=on iommu=pt`.
+    /// q35 + `intel-iommu,intremap=on,eim=on,caching-mode=on`, `intel_iommu=on iommu=pt`.
     IntelDesktop,
     /// The Intel desktop again, in a VM of its own: `bind`/`unbind` change drivers,
     /// which must not race with the read-only tests of `intel`.
@@ -113,7 +113,7 @@ pub enum Layout {
     /// The Intel desktop once more, for `vm run`: it binds the edu device and boots a
     /// nested guest with it, which must not race with `intel_bind`'s driver changes.
     IntelRun,
-    /// q35 + `amd-iommu,intremap=on`, `iommu=pt`.
+    /// q35 + `amd-iommu,intremap=on,xtsup=on`, `iommu=pt`.
     AmdDesktop,
     /// The Intel machine booted with `intel_iommu=off`: the DMAR table is there, the
     /// IOMMU is not on.
@@ -156,9 +156,9 @@ impl Layout {
     /// The layout's kernel arguments (beyond the fixture's `console=ttyS0 panic=-1`).
     ///
     /// Where the IOMMU remaps interrupts, `no_timer_check` skips the kernel's test of
-    /// the timer interrupt through the IO-APIC: under TCG with QEMU 10 it fails on both
-    /// 6.1 and 6.12 ("timer doesn't work through Interrupt-remapped IO-APIC", a panic on
-    /// AMD-Vi; RCU stalls on VT-d), although the timer works. Cloud images of Fedora
+    /// the timer interrupt through the IO-APIC: under TCG with QEMU 10 (and a loaded
+    /// host) it fails now and then on both 6.1 and 6.12 ("timer doesn't work through
+    /// Interrupt-remapped IO-APIC", a panic), although the timer works. Cloud images of Fedora
     /// and Ubuntu boot VMs with the same argument; nothing passthru reads depends on it.
     pub fn kernel_args(self) -> &'static [&'static str] {
         match self {

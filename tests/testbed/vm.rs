@@ -322,17 +322,28 @@ impl VmBuilder {
         // translates. The AMD IOMMU is itself a PCI function that takes the first free
         // root-bus slot when created, so it comes after the devices (which pin their
         // root-bus slots) and lands in the first slot they left free.
+        //
+        // Interrupt remapping comes with x2APIC support (`eim` on VT-d, `xtsup` on
+        // AMD-Vi, as on today's hosts): without it the kernel leaves x2APIC mode
+        // ("IRQ remapping doesn't support X2APIC mode"), and in xAPIC mode QEMU 10's
+        // TCG now and then stops delivering a vCPU's local timer — the guest stalls
+        // (RCU stalls, on 6.1 and 6.12 alike).
         let iommu = match self.iommu {
             Iommu::None => None,
             Iommu::Intel {
                 intremap,
                 caching_mode,
             } => Some(format!(
-                "intel-iommu,intremap={},caching-mode={}",
+                "intel-iommu,intremap={},eim={},caching-mode={}",
+                on_off(intremap),
                 on_off(intremap),
                 on_off(caching_mode)
             )),
-            Iommu::Amd { intremap } => Some(format!("amd-iommu,intremap={}", on_off(intremap))),
+            Iommu::Amd { intremap } => Some(format!(
+                "amd-iommu,intremap={},xtsup={}",
+                on_off(intremap),
+                on_off(intremap)
+            )),
         };
         if let (Some(iommu), Iommu::Intel { .. }) = (&iommu, self.iommu) {
             push("-device", iommu.clone());
