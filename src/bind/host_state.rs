@@ -37,6 +37,7 @@ impl HostState {
             host: HostUse {
                 root_disks: host_devices::root_disk_controllers(root).unwrap_or_default(),
                 route_nics: host_devices::default_route_nics(root).unwrap_or_default(),
+                storage: host_devices::storage_in_use(root, root.is_system()).unwrap_or_default(),
                 held_by_passthru: records.iter().map(|r| (r.address, r.since)).collect(),
             },
             names: PciNames::load(),
