@@ -1347,3 +1347,25 @@ fn list_marks_disks_the_host_uses() {
         "{text}"
     );
 }
+
+#[test]
+fn vm_define_refuses_a_disk_the_host_uses() {
+    let f = Fixture::new("storage-in-use");
+    four_cores(&f);
+    let spec = f.root().join("nas.toml");
+    std::fs::write(
+        &spec,
+        "name = \"nas\"\nmemory = \"2G\"\ncpus = 2\ndevices = [\"0000:02:00.0\"]\n",
+    )
+    .unwrap();
+    let root = f.root().to_str().unwrap();
+    let out = passthru(&["vm", "define", spec.to_str().unwrap(), "--root", root]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("vm define refused; nothing was changed")
+            && stderr.contains("dm-0 (on nvme0n1) is mounted at /home")
+            && stderr.contains("(to accept this, add --allow-disk-in-use)"),
+        "{stderr}"
+    );
+}
