@@ -1,6 +1,15 @@
 //! Devices the host itself depends on: the controller of the disk that holds `/`,
-//! and the network card carrying the default route. Giving either to a VM takes it
-//! away from the host, so `list` marks them and `bind` refuses them.
+//! the controllers of the other disks it uses, and the network card carrying the
+//! default route. Giving one to a VM takes it away from the host, so `list` marks
+//! them and `bind`, `enable` and the VM commands refuse them.
+//!
+//! A disk is in use when a filesystem on it is mounted, it holds swap, another block
+//! device is built on it (the kernel links every holder under `holders/`: an LVM
+//! logical volume, a dm-crypt mapping, an md array), or a process holds its node open.
+//! Stacked devices are followed down through `slaves/` to the whole disks, and a disk
+//! up to its PCI controller ([`storage_in_use`]). Unbinding `nvme` or `ahci` from a
+//! disk in use does not wait for it: the block device vanishes, every read and write
+//! fails, and what was not yet written is lost.
 //!
 //! The root filesystem is found in `proc/self/mountinfo` (the mount at `/`), its
 //! block device through `sys/dev/block/<major>:<minor>` (or by name under
@@ -478,6 +487,28 @@ fn add_use(
     Ok(())
 }
 
+/// The names of a block device and of every device under it (through `slaves/`).
+fn stack_names(
+    root: &HostRoot,
+    dev: &Path,
+    depth: usize,
+    out: &mut Vec<String>,
+) -> Result<(), HostError> {
+    let Some(name) = dev.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(());
+    };
+    if depth > MAX_DEPTH || out.contains(&name) {
+        return Ok(());
+    }
+    out.push(name);
+    for slave in root.list_dir_optional(dev.join("slaves"))? {
+        if let Some(p) = resolve_opt(root, dev.join("slaves").join(slave))? {
+            stack_names(root, &p, depth + 1, out)?;
+        }
+    }
+    Ok(())
+}
+
 /// The disks the host uses besides the one holding `/` (which
 /// [`root_disk_controllers`] reports): every mounted filesystem on a block device
 /// (`proc/self/mountinfo`), every swap partition (`proc/swaps`), every disk or
@@ -493,6 +524,14 @@ pub fn storage_in_use(root: &HostRoot, processes: bool) -> Result<Vec<StorageUse
     let mut out = Vec::new();
     let text = root.read_optional(MOUNTINFO)?.unwrap_or_default();
     let root_mount = parse_root_mount(&text);
+    // The devices `/` is built of (its LV, the dm-crypt below, the partition): their
+    // links to one another are the root disk's, reported by the root-disk check.
+    let mut root_stack = Vec::new();
+    if let Some(r) = root_mount.filter(|r| !DISKLESS_FS.contains(&r.fs_type)) {
+        if let Some(dev) = root_block_device(root, &r)? {
+            stack_names(root, &dev, 0, &mut root_stack)?;
+        }
+    }
     let is_root_device = |m: &crate::mounts::Mount| {
         root_mount.is_some_and(|r| {
             m.mount_point == "/"
@@ -545,6 +584,9 @@ pub fn storage_in_use(root: &HostRoot, processes: bool) -> Result<Vec<StorageUse
                     Ok(t) => format!("{} -> {}", link.display(), t.display()),
                     Err(_) => link.display().to_string(),
                 };
+                if root_stack.contains(&holder) {
+                    continue;
+                }
                 let user = holder_name(root, &holder);
                 let kind = StorageUseKind::Holder;
                 let source = link.to_string_lossy().into_owned();
@@ -856,6 +898,72 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].address, addr("0000:00:17.0"));
         assert_eq!(found[0].block_device, "sda");
+    }
+
+    #[test]
+    fn the_root_stack_is_the_root_disk_s_but_swap_beside_it_is_a_use() {
+        // `/` on LVM in LUKS on sda3 (dm-1 → dm-0 → sda3), and a swap LV dm-2 in the
+        // same volume group: the kernel links each holder from below.
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        lvm_on_luks(r);
+        let sata = "pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda";
+        link(r, "sys/block/sda", &format!("sys/devices/{sata}"));
+        link(r, "sys/block/dm-0", "sys/devices/virtual/block/dm-0");
+        link(r, "sys/block/dm-1", "sys/devices/virtual/block/dm-1");
+        link(r, "sys/block/dm-2", "sys/devices/virtual/block/dm-2");
+        link(r, "sys/class/block/dm-2", "sys/devices/virtual/block/dm-2");
+        dir(r, &format!("sys/devices/{sata}/sda3/holders"), &[]);
+        symlink(
+            "../../../../../../../../../../virtual/block/dm-0",
+            r.join(format!("sys/devices/{sata}/sda3/holders/dm-0")),
+        )
+        .unwrap();
+        dir(r, "sys/devices/virtual/block/dm-0/holders", &[]);
+        for h in ["dm-1", "dm-2"] {
+            symlink(
+                format!("../../{h}"),
+                r.join(format!("sys/devices/virtual/block/dm-0/holders/{h}")),
+            )
+            .unwrap();
+        }
+        dir(r, "sys/devices/virtual/block/dm-2/slaves", &[]);
+        symlink(
+            "../../dm-0",
+            r.join("sys/devices/virtual/block/dm-2/slaves/dm-0"),
+        )
+        .unwrap();
+        write(r, "sys/devices/virtual/block/dm-2/dm/name", "vg-swap\n");
+        write(r, "sys/devices/virtual/block/dm-2/dm/uuid", "LVM-abc\n");
+        write(
+            r,
+            MOUNTINFO,
+            "26 1 254:1 / / rw,relatime shared:1 - ext4 /dev/mapper/vg-root rw\n",
+        );
+        dir(r, "dev", &[]);
+        write(
+            r,
+            SWAPS,
+            "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/dm-2                               partition\t999420\t\t0\t\t-2\n",
+        );
+        let found = storage_in_use(&HostRoot::new(r), false).unwrap();
+        let got: Vec<String> = found.iter().map(StorageUse::describe).collect();
+        assert_eq!(
+            got,
+            [
+                "dm-0 (on sda) is held by dm-2 (LVM vg-swap)",
+                "dm-2 (on sda) is swap (/dev/dm-2)",
+            ]
+        );
+        assert!(found.iter().all(|u| u.address == addr("0000:00:17.0")));
+        // Without the swap LV, the root disk has no other use.
+        std::fs::remove_file(r.join("sys/devices/virtual/block/dm-0/holders/dm-2")).unwrap();
+        write(
+            r,
+            SWAPS,
+            "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n",
+        );
+        assert!(storage_in_use(&HostRoot::new(r), false).unwrap().is_empty());
     }
 
     #[test]
