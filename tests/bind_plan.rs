@@ -478,3 +478,21 @@ fn enable_refuses_disks_the_host_uses_too() {
     );
     assert_eq!(code, 0, "{doc:#}");
 }
+
+#[test]
+fn a_data_disk_mounted_beside_the_root_disk_is_refused() {
+    // amd-desktop-shared-group: `/` and `/boot` on the SATA disk, `/data` (xfs) on the
+    // NVMe drive at 01:00.0.
+    let f = Fixture::new("amd-desktop-shared-group");
+    let (code, plan) = json(&f, &["bind", "01:00.0", "--dry-run"]);
+    assert_eq!(code, 1, "{plan:#}");
+    assert_eq!(
+        refusal_flags(&plan),
+        [Some("--allow-disk-in-use".to_string())]
+    );
+    // (The capture has no `partition` file: the partition stands for its disk.)
+    let reason = plan["refusals"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("nvme0n1p1 is mounted at /data"), "{reason}");
+    let (code, _) = json(&f, &["bind", "01:00.0", "--dry-run", "--allow-disk-in-use"]);
+    assert_eq!(code, 0);
+}
