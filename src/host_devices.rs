@@ -509,9 +509,63 @@ fn stack_names(
     Ok(())
 }
 
+/// Where btrfs lists the devices of each filesystem it knows.
+pub const SYS_FS_BTRFS: &str = "sys/fs/btrfs";
+
+/// The other devices of mounted btrfs filesystems that span several (RAID 1, a
+/// second disk added with `btrfs device add`): mountinfo names only one of them, and
+/// btrfs holds no `holders/` link, but every device is a link in
+/// `sys/fs/btrfs/<fsid>/devices/`. Each is a use as a mount at the filesystem's mount
+/// point (`/` too: the root disk check knows only the device mountinfo names).
+fn btrfs_members(
+    root: &HostRoot,
+    mounts: &[crate::mounts::Mount],
+    out: &mut Vec<StorageUse>,
+) -> Result<(), HostError> {
+    let mut named: Vec<(String, &crate::mounts::Mount)> = Vec::new();
+    for m in mounts.iter().filter(|m| m.fs_type == "btrfs") {
+        if let Some(dev) = block_device_dir(root, m.major, m.minor, &m.source)? {
+            if let Some(n) = dev.file_name() {
+                named.push((n.to_string_lossy().into_owned(), m));
+            }
+        }
+    }
+    if named.is_empty() {
+        return Ok(());
+    }
+    for fsid in root.list_dir_optional(SYS_FS_BTRFS)? {
+        let devices = Path::new(SYS_FS_BTRFS).join(&fsid).join("devices");
+        let members = root.list_dir_optional(&devices)?;
+        // The mount at `/`, if it is one of them, else the first.
+        let Some((shown, m)) = named
+            .iter()
+            .filter(|(n, _)| members.contains(n))
+            .min_by_key(|(_, m)| m.mount_point != "/")
+        else {
+            continue;
+        };
+        for member in members.iter().filter(|n| *n != shown && is_plain_name(n)) {
+            let link = devices.join(member);
+            let Some(dev) = resolve_opt(root, &link)? else {
+                continue;
+            };
+            let evidence = format!(
+                "{}: a device of the btrfs filesystem on {shown} ({})",
+                link.display(),
+                m.line
+            );
+            let source = link.to_string_lossy().into_owned();
+            let kind = StorageUseKind::Mount;
+            add_use(root, &dev, kind, &m.mount_point, &evidence, &source, out)?;
+        }
+    }
+    Ok(())
+}
+
 /// The disks the host uses besides the one holding `/` (which
 /// [`root_disk_controllers`] reports): every mounted filesystem on a block device
-/// (`proc/self/mountinfo`), every swap partition (`proc/swaps`), every disk or
+/// (`proc/self/mountinfo`; for btrfs over several devices, each of them), every swap
+/// partition (`proc/swaps`), every disk or
 /// partition with holders (`sys/block/*/holders`, `sys/block/*/<partition>/holders`:
 /// LVM, dm-crypt, md RAID), followed down through stacked devices to the disks and
 /// up to their PCI controllers. With `processes` (the live system only: a captured
@@ -539,7 +593,9 @@ pub fn storage_in_use(root: &HostRoot, processes: bool) -> Result<Vec<StorageUse
                 || (r.major == 0 && m.source == r.source && m.fs_type == r.fs_type)
         })
     };
-    for m in crate::mounts::parse_mountinfo(&text) {
+    let mounts = crate::mounts::parse_mountinfo(&text);
+    btrfs_members(root, &mounts, &mut out)?;
+    for m in mounts {
         if DISKLESS_FS.contains(&m.fs_type.as_str()) || is_root_device(&m) {
             continue;
         }
@@ -964,6 +1020,82 @@ mod tests {
             "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n",
         );
         assert!(storage_in_use(&HostRoot::new(r), false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_device_of_a_btrfs_raid() {
+        // `/` is btrfs RAID 1 over nvme0n1p2 (02:00.0) and nvme1n1p2 (03:00.0);
+        // `/data` is btrfs over nvme2n1 (04:00.0) and nvme3n1 (05:00.0). mountinfo
+        // names one device of each.
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        let nvme = |n: u32| {
+            format!(
+                "sys/devices/pci0000:00/0000:00:01.{}/0000:0{}:00.0/nvme/nvme{n}/nvme{n}n1",
+                n + 1,
+                n + 2
+            )
+        };
+        for n in [0, 1] {
+            let part = format!("{}/nvme{n}n1p2", nvme(n));
+            dir(r, &part, &["partition"]);
+            link(r, &format!("sys/class/block/nvme{n}n1p2"), &part);
+            link(
+                r,
+                &format!("sys/fs/btrfs/1c3b7a36/devices/nvme{n}n1p2"),
+                &part,
+            );
+        }
+        for n in [2, 3] {
+            dir(r, &nvme(n), &[]);
+            link(r, &format!("sys/class/block/nvme{n}n1"), &nvme(n));
+            link(
+                r,
+                &format!("sys/fs/btrfs/9f0e4d11/devices/nvme{n}n1"),
+                &nvme(n),
+            );
+        }
+        dir(r, "sys/fs/btrfs/features", &["raid1c34"]);
+        write(
+            r,
+            MOUNTINFO,
+            "26 1 0:26 /@ / rw,relatime shared:1 - btrfs /dev/nvme0n1p2 rw,ssd,space_cache=v2,subvolid=256,subvol=/@
+40 26 0:41 / /data rw,relatime shared:20 - btrfs /dev/nvme2n1 rw,space_cache=v2,subvolid=5,subvol=/
+",
+        );
+        let root = HostRoot::new(r);
+        let roots = root_disk_controllers(&root).unwrap();
+        assert_eq!(roots.len(), 1);
+        assert_eq!(roots[0].address, addr("0000:02:00.0"));
+        let found = storage_in_use(&root, false).unwrap();
+        let got: Vec<(String, String)> = found
+            .iter()
+            .map(|u| (u.address.to_string(), u.describe()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "0000:03:00.0".to_string(),
+                    "nvme1n1p2 (on nvme1n1) is mounted at /".to_string()
+                ),
+                (
+                    "0000:04:00.0".to_string(),
+                    "nvme2n1 is mounted at /data".to_string()
+                ),
+                (
+                    "0000:05:00.0".to_string(),
+                    "nvme3n1 is mounted at /data".to_string()
+                ),
+            ]
+        );
+        assert!(
+            found[2]
+                .evidence
+                .starts_with("sys/fs/btrfs/9f0e4d11/devices/nvme3n1: a device of the btrfs filesystem on nvme2n1"),
+            "{:?}",
+            found[2]
+        );
     }
 
     #[test]
