@@ -496,3 +496,31 @@ fn a_data_disk_mounted_beside_the_root_disk_is_refused() {
     let (code, _) = json(&f, &["bind", "01:00.0", "--dry-run", "--allow-disk-in-use"]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn enable_with_the_iommu_off_refuses_a_disk_the_host_uses_too() {
+    // The IOMMU is off, so enable plans by slot instead of by group: the NVMe drive
+    // (02:00.0) with /home mounted from it is refused there as well.
+    let f = Fixture::new("ubuntu-builtin");
+    let part = "sys/devices/pci0000:00/0000:00:1d.0/0000:02:00.0/nvme/nvme0/nvme0n1/nvme0n1p1";
+    f.write(&format!("{part}/partition"), "1\n");
+    f.link("sys/dev/block/259:1", &format!("../../{}", &part[4..]));
+    let mountinfo = std::fs::read_to_string(f.root().join("proc/self/mountinfo")).unwrap();
+    f.write(
+        "proc/self/mountinfo",
+        &format!("{mountinfo}31 28 259:1 / /home rw,relatime shared:17 - ext4 /dev/nvme0n1p1 rw\n"),
+    );
+    let (code, doc) = json(&f, &["enable", "02:00.0", "--dry-run"]);
+    assert_eq!(code, 1, "{doc:#}");
+    let refusals = doc["refusals"].to_string();
+    assert!(
+        refusals.contains("nvme0n1p1 (on nvme0n1) is mounted at /home")
+            && refusals.contains("--allow-disk-in-use"),
+        "{doc:#}"
+    );
+    let (code, doc) = json(
+        &f,
+        &["enable", "02:00.0", "--dry-run", "--allow-disk-in-use"],
+    );
+    assert_eq!(code, 0, "{doc:#}");
+}
