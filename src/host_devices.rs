@@ -1424,7 +1424,7 @@ fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
             SWAPS,
             "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
 /dev/nvme0n1p2                          partition\t8388604\t\t0\t\t-2
-/swapfile                               file\t\t2097148\t\t0\t\t-3
+/swapfile                               file\t2097148\t\t0\t\t-3
 ",
         );
         // A process with nvme2n1, /dev/null and a file open.

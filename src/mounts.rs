@@ -126,13 +126,15 @@ pub fn unescape(s: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Real lines: a Debian 12 desktop's `/proc/self/mountinfo` (LVM `/home`, an
-    /// EFI partition, a USB stick whose label holds a space, a bind mount), as
-    /// `cat /proc/self/mountinfo` prints them.
+    /// A desktop's `/proc/self/mountinfo` (LVM `/home`, an EFI partition, a USB stick
+    /// whose label holds a space, a bind mount). The first three lines are real (a
+    /// Ubuntu host's, quoted in Canop/dysk issue #32); the others are written as the
+    /// kernel's `show_mountinfo()` (fs/proc_namespace.c) prints them, which the testbed
+    /// checks against a real kernel (`passthru_disk_in_use`, a mount at `/mnt/my data`).
     const MOUNTINFO: &str = "\
-22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
-23 28 0:22 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw
-24 28 0:5 / /dev rw,nosuid,relatime shared:2 - devtmpfs udev rw,size=16307360k,nr_inodes=4076840,mode=755,inode64
+24 31 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+25 31 0:23 / /proc rw,nosuid,nodev,noexec,relatime shared:13 - proc proc rw
+26 31 0:5 / /dev rw,nosuid,relatime shared:2 - devtmpfs udev rw,size=16363092k,nr_inodes=4090773,mode=755,inode64
 28 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro
 30 28 259:1 / /boot/efi rw,relatime shared:16 - vfat /dev/nvme0n1p1 rw,fmask=0077,dmask=0077,codepage=437,iocharset=ascii,shortname=mixed,utf8,errors=remount-ro
 31 28 254:0 / /home rw,relatime shared:17 - ext4 /dev/mapper/vg0-home rw
@@ -180,13 +182,15 @@ mod tests {
         );
     }
 
-    /// Real `/proc/swaps` of the same desktop with a swap partition, a swap file and
-    /// zram (the kernel pads the filename to 40 columns, then tabs).
+    /// `/proc/swaps` with a swap partition, a swap file and zram, as the kernel's
+    /// `swap_show()` (mm/swapfile.c) prints it: the header as read on a real host, the
+    /// name padded to 40 columns, a tab, the type, and a second tab after numbers below
+    /// 10000000 (the testbed swaps on a real kernel too).
     const SWAPS: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
 /dev/nvme0n1p3                          partition\t8388604\t\t0\t\t-2
-/swapfile                               file\t\t2097148\t\t0\t\t-3
+/swapfile                               file\t2097148\t\t0\t\t-3
 /dev/zram0                              partition\t4194300\t\t1024\t\t100
-/srv/swap\\040area                       file\t\t1048572\t\t0\t\t-4
+/srv/swap\\040area                       file\t1048572\t\t0\t\t-4
 ";
 
     #[test]
