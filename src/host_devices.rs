@@ -1,6 +1,15 @@
 //! Devices the host itself depends on: the controller of the disk that holds `/`,
-//! and the network card carrying the default route. Giving either to a VM takes it
-//! away from the host, so `list` marks them and `bind` refuses them.
+//! the controllers of the other disks it uses, and the network card carrying the
+//! default route. Giving one to a VM takes it away from the host, so `list` marks
+//! them and `bind`, `enable` and the VM commands refuse them.
+//!
+//! A disk is in use when a filesystem on it is mounted, it holds swap, another block
+//! device is built on it (the kernel links every holder under `holders/`: an LVM
+//! logical volume, a dm-crypt mapping, an md array), or a process holds its node open.
+//! Stacked devices are followed down through `slaves/` to the whole disks, and a disk
+//! up to its PCI controller ([`storage_in_use`]). Unbinding `nvme` or `ahci` from a
+//! disk in use does not wait for it: the block device vanishes, every read and write
+//! fails, and what was not yet written is lost.
 //!
 //! The root filesystem is found in `proc/self/mountinfo` (the mount at `/`), its
 //! block device through `sys/dev/block/<major>:<minor>` (or by name under
@@ -196,14 +205,27 @@ fn is_plain_name(name: &str) -> bool {
 
 /// The sysfs directory of the block device a root mount sits on, root-relative.
 fn root_block_device(root: &HostRoot, mount: &RootMount<'_>) -> Result<Option<PathBuf>, HostError> {
-    if mount.major != 0 {
-        let by_number = format!("sys/dev/block/{}:{}", mount.major, mount.minor);
+    block_device_dir(root, mount.major, mount.minor, mount.source)
+}
+
+/// The sysfs directory of a block device, root-relative: by its device number
+/// through `sys/dev/block/<major>:<minor>`, else (major 0: an anonymous device such
+/// as btrfs reports) by the name of `source` (`/dev/nvme0n1p6`, `/dev/mapper/vg-root`)
+/// under `sys/class/block`.
+fn block_device_dir(
+    root: &HostRoot,
+    major: u32,
+    minor: u32,
+    source: &str,
+) -> Result<Option<PathBuf>, HostError> {
+    if major != 0 {
+        let by_number = format!("sys/dev/block/{major}:{minor}");
         if let Some(p) = resolve_opt(root, by_number)? {
             return Ok(Some(p));
         }
     }
     // Anonymous device number (btrfs, …): go by the source's name.
-    let Some(rel) = mount.source.strip_prefix("/dev/") else {
+    let Some(rel) = source.strip_prefix("/dev/") else {
         return Ok(None);
     };
     let name = if rel.contains('/') {
@@ -325,6 +347,375 @@ pub fn root_disk_controllers(root: &HostRoot) -> Result<Vec<RootDiskController>,
         }
     }
     Ok(out)
+}
+
+/// Where active swap areas are listed.
+pub const SWAPS: &str = "proc/swaps";
+/// The whole disks (and stacked devices) of the host, each a link into `sys/devices`.
+pub const SYS_BLOCK: &str = "sys/block";
+
+/// How the host uses a block device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageUseKind {
+    /// A filesystem on it is mounted.
+    Mount,
+    /// It is an active swap area.
+    Swap,
+    /// Another block device is built on it: an LVM physical volume, a dm-crypt
+    /// container, an md RAID member, a multipath leg (`holders/`).
+    Holder,
+    /// A process holds its device node open (a VM using it as a raw disk, a running
+    /// `mkfs`, `dd` or backup).
+    Open,
+}
+
+/// A disk the host uses, on a PCI controller: giving the controller to `vfio-pci`
+/// takes the disk away under the host's feet (every read and write fails, unwritten
+/// data is lost, a mount named in `/etc/fstab` fails the next boot).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct StorageUse {
+    /// The controller.
+    pub address: PciAddress,
+    /// The whole disk on it, e.g. `nvme0n1`.
+    pub disk: String,
+    /// The block device that is used: the disk, one of its partitions or a device
+    /// stacked on it (`nvme0n1p2`, `dm-0`, `md127`).
+    pub device: String,
+    /// How it is used.
+    pub kind: StorageUseKind,
+    /// What uses it: the mount point (`/home`), the swap area's name, the holding
+    /// device (`dm-0 (LVM vg0-home)`) or the process (`qemu-system-x86 (pid 4242)`).
+    pub user: String,
+    /// The line or link it was read from, for evidence.
+    pub evidence: String,
+    /// The file it was read from (root-relative).
+    pub source: PathBuf,
+}
+
+impl StorageUse {
+    /// `nvme0n1p1 is mounted at /home`, `nvme0n1p2 is swap`, ….
+    pub fn describe(&self) -> String {
+        let dev = if self.device == self.disk {
+            self.device.clone()
+        } else {
+            format!("{} (on {})", self.device, self.disk)
+        };
+        match self.kind {
+            StorageUseKind::Mount => format!("{dev} is mounted at {}", self.user),
+            StorageUseKind::Swap => format!("{dev} is swap ({})", self.user),
+            StorageUseKind::Holder => format!("{dev} is held by {}", self.user),
+            StorageUseKind::Open => format!("{dev} is open in {}", self.user),
+        }
+    }
+}
+
+/// A short name for a stacked block device: `dm-0 (LVM vg0-home)`,
+/// `dm-1 (dm-crypt luks-…)`, `md127 (md RAID)`. The kernel names device-mapper
+/// devices in `dm/name`, and their `dm/uuid` starts with the subsystem that made
+/// them (`LVM-`, `CRYPT-`, `mpath-`).
+fn holder_name(root: &HostRoot, name: &str) -> String {
+    let read = |f: &str| {
+        root.read_optional(Path::new("sys/class/block").join(name).join(f))
+            .ok()
+            .flatten()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(dm) = read("dm/name") {
+        let uuid = read("dm/uuid").unwrap_or_default();
+        let kind = match uuid.split_once('-').map(|(k, _)| k) {
+            Some("LVM") => "LVM ",
+            Some("CRYPT") => "dm-crypt ",
+            Some("mpath") => "multipath ",
+            _ => "device-mapper ",
+        };
+        return format!("{name} ({kind}{dm})");
+    }
+    if root.exists(Path::new("sys/class/block").join(name).join("md")) || name.starts_with("md") {
+        return format!("{name} (md RAID)");
+    }
+    name.to_string()
+}
+
+/// The name of the block device `/dev/<name>` stands for (`/dev/mapper/vg-home` →
+/// `dm-0`), when it is one.
+fn block_name_of_node(root: &HostRoot, node: &str) -> Result<Option<String>, HostError> {
+    Ok(match block_device_dir(root, 0, 0, node)? {
+        Some(dir) => dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        None => None,
+    })
+}
+
+/// Every disk under `dev` on a PCI controller, with the use, into `out`.
+#[allow(clippy::too_many_arguments)] // one record's fields, gathered here
+fn add_use(
+    root: &HostRoot,
+    dev: &Path,
+    kind: StorageUseKind,
+    user: &str,
+    evidence: &str,
+    source: &str,
+    out: &mut Vec<StorageUse>,
+) -> Result<(), HostError> {
+    let device = dev
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut disks = Vec::new();
+    underlying_disks(root, dev, 0, &mut disks)?;
+    for disk_dir in disks {
+        let disk = disk_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for address in disk_controllers(root, &disk_dir)? {
+            let u = StorageUse {
+                address,
+                disk: disk.clone(),
+                device: device.clone(),
+                kind,
+                user: user.to_string(),
+                evidence: evidence.to_string(),
+                source: PathBuf::from(source),
+            };
+            if !out.contains(&u) {
+                out.push(u);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The names of a block device and of every device under it (through `slaves/`).
+fn stack_names(
+    root: &HostRoot,
+    dev: &Path,
+    depth: usize,
+    out: &mut Vec<String>,
+) -> Result<(), HostError> {
+    let Some(name) = dev.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(());
+    };
+    if depth > MAX_DEPTH || out.contains(&name) {
+        return Ok(());
+    }
+    out.push(name);
+    for slave in root.list_dir_optional(dev.join("slaves"))? {
+        if let Some(p) = resolve_opt(root, dev.join("slaves").join(slave))? {
+            stack_names(root, &p, depth + 1, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where btrfs lists the devices of each filesystem it knows.
+pub const SYS_FS_BTRFS: &str = "sys/fs/btrfs";
+
+/// The other devices of mounted btrfs filesystems that span several (RAID 1, a
+/// second disk added with `btrfs device add`): mountinfo names only one of them, and
+/// btrfs holds no `holders/` link, but every device is a link in
+/// `sys/fs/btrfs/<fsid>/devices/`. Each is a use as a mount at the filesystem's mount
+/// point (`/` too: the root disk check knows only the device mountinfo names).
+fn btrfs_members(
+    root: &HostRoot,
+    mounts: &[crate::mounts::Mount],
+    out: &mut Vec<StorageUse>,
+) -> Result<(), HostError> {
+    let mut named: Vec<(String, &crate::mounts::Mount)> = Vec::new();
+    for m in mounts.iter().filter(|m| m.fs_type == "btrfs") {
+        if let Some(dev) = block_device_dir(root, m.major, m.minor, &m.source)? {
+            if let Some(n) = dev.file_name() {
+                named.push((n.to_string_lossy().into_owned(), m));
+            }
+        }
+    }
+    if named.is_empty() {
+        return Ok(());
+    }
+    for fsid in root.list_dir_optional(SYS_FS_BTRFS)? {
+        let devices = Path::new(SYS_FS_BTRFS).join(&fsid).join("devices");
+        let members = root.list_dir_optional(&devices)?;
+        // The mount at `/`, if it is one of them, else the first.
+        let Some((shown, m)) = named
+            .iter()
+            .filter(|(n, _)| members.contains(n))
+            .min_by_key(|(_, m)| m.mount_point != "/")
+        else {
+            continue;
+        };
+        for member in members.iter().filter(|n| *n != shown && is_plain_name(n)) {
+            let link = devices.join(member);
+            let Some(dev) = resolve_opt(root, &link)? else {
+                continue;
+            };
+            let evidence = format!(
+                "{}: a device of the btrfs filesystem on {shown} ({})",
+                link.display(),
+                m.line
+            );
+            let source = link.to_string_lossy().into_owned();
+            let kind = StorageUseKind::Mount;
+            add_use(root, &dev, kind, &m.mount_point, &evidence, &source, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The disks the host uses besides the one holding `/` (which
+/// [`root_disk_controllers`] reports): every mounted filesystem on a block device
+/// (`proc/self/mountinfo`; for btrfs over several devices, each of them), every swap
+/// partition (`proc/swaps`), every disk or
+/// partition with holders (`sys/block/*/holders`, `sys/block/*/<partition>/holders`:
+/// LVM, dm-crypt, md RAID), followed down through stacked devices to the disks and
+/// up to their PCI controllers. With `processes` (the live system only: a captured
+/// root has no processes) also every block device a process holds open
+/// (`proc/<pid>/fd/*` → `/dev/<name>`).
+///
+/// Mounts of the root filesystem's own device (`/`, and bind mounts of it) are left
+/// to the root-disk check; swap files live on a mounted filesystem and count there.
+pub fn storage_in_use(root: &HostRoot, processes: bool) -> Result<Vec<StorageUse>, HostError> {
+    let mut out = Vec::new();
+    let text = root.read_optional(MOUNTINFO)?.unwrap_or_default();
+    let root_mount = parse_root_mount(&text);
+    // The devices `/` is built of (its LV, the dm-crypt below, the partition): their
+    // links to one another are the root disk's, reported by the root-disk check.
+    let mut root_stack = Vec::new();
+    if let Some(r) = root_mount.filter(|r| !DISKLESS_FS.contains(&r.fs_type)) {
+        if let Some(dev) = root_block_device(root, &r)? {
+            stack_names(root, &dev, 0, &mut root_stack)?;
+        }
+    }
+    let is_root_device = |m: &crate::mounts::Mount| {
+        root_mount.is_some_and(|r| {
+            m.mount_point == "/"
+                || (r.major != 0 && (m.major, m.minor) == (r.major, r.minor))
+                || (r.major == 0 && m.source == r.source && m.fs_type == r.fs_type)
+        })
+    };
+    let mounts = crate::mounts::parse_mountinfo(&text);
+    btrfs_members(root, &mounts, &mut out)?;
+    for m in mounts {
+        if DISKLESS_FS.contains(&m.fs_type.as_str()) || is_root_device(&m) {
+            continue;
+        }
+        if let Some(dev) = block_device_dir(root, m.major, m.minor, &m.source)? {
+            let kind = StorageUseKind::Mount;
+            add_use(
+                root,
+                &dev,
+                kind,
+                &m.mount_point,
+                &m.line,
+                MOUNTINFO,
+                &mut out,
+            )?;
+        }
+    }
+    let swaps = root.read_optional(SWAPS)?.unwrap_or_default();
+    for s in crate::mounts::parse_swaps(&swaps) {
+        if !s.is_block_device() {
+            continue;
+        }
+        if let Some(dev) = block_device_dir(root, 0, 0, &s.filename)? {
+            let kind = StorageUseKind::Swap;
+            add_use(root, &dev, kind, &s.filename, &s.line, SWAPS, &mut out)?;
+        }
+    }
+    for name in root.list_dir_optional(SYS_BLOCK)? {
+        let Some(dir) = resolve_opt(root, Path::new(SYS_BLOCK).join(&name))? else {
+            continue;
+        };
+        let mut devices = vec![dir.clone()];
+        for part in root.list_dir_optional(&dir)? {
+            if is_plain_name(&part) && root.path(dir.join(&part).join("partition")).is_file() {
+                devices.push(dir.join(part));
+            }
+        }
+        for dev in devices {
+            let holders_dir = dev.join("holders");
+            for holder in root.list_dir_optional(&holders_dir)? {
+                let link = holders_dir.join(&holder);
+                let evidence = match root.read_link(&link) {
+                    Ok(t) => format!("{} -> {}", link.display(), t.display()),
+                    Err(_) => link.display().to_string(),
+                };
+                if root_stack.contains(&holder) {
+                    continue;
+                }
+                let user = holder_name(root, &holder);
+                let kind = StorageUseKind::Holder;
+                let source = link.to_string_lossy().into_owned();
+                add_use(root, &dev, kind, &user, &evidence, &source, &mut out)?;
+            }
+        }
+    }
+    if processes {
+        open_block_devices(root, &mut out)?;
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Block devices that processes hold open: `proc/<pid>/fd/*` links to `/dev/<name>`
+/// where `sys/class/block/<name>` exists. Processes that vanish while scanning are
+/// skipped.
+fn open_block_devices(root: &HostRoot, out: &mut Vec<StorageUse>) -> Result<(), HostError> {
+    let mut names: std::collections::BTreeMap<String, Option<String>> = Default::default();
+    for pid in root.list_dir_optional("proc")? {
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let fd_dir = format!("proc/{pid}/fd");
+        let Ok(fds) = root.list_dir(&fd_dir) else {
+            continue;
+        };
+        let mut command: Option<String> = None;
+        for fd in fds {
+            let Ok(target) = root.read_link(format!("{fd_dir}/{fd}")) else {
+                continue;
+            };
+            let target = target.to_string_lossy().into_owned();
+            let Some(node) = target.strip_prefix("/dev/") else {
+                continue;
+            };
+            if !is_plain_name(node) {
+                continue;
+            }
+            let block = match names.get(node) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = block_name_of_node(root, &target)?;
+                    names.insert(node.to_string(), b.clone());
+                    b
+                }
+            };
+            let Some(block) = block else { continue };
+            let Some(dev) = resolve_opt(root, Path::new("sys/class/block").join(&block))? else {
+                continue;
+            };
+            let command = command.get_or_insert_with(|| {
+                root.read_optional(format!("proc/{pid}/comm"))
+                    .ok()
+                    .flatten()
+                    .map(|c| c.trim().to_string())
+                    .unwrap_or_else(|| "?".into())
+            });
+            let user = format!("{command} (pid {pid})");
+            let evidence = format!("/proc/{pid}/fd/{fd} -> {target}");
+            let source = format!("{fd_dir}/{fd}");
+            add_use(
+                root,
+                &dev,
+                StorageUseKind::Open,
+                &user,
+                &evidence,
+                &source,
+                out,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The PCI devices behind a network interface: its `device` link (a virtio or USB
@@ -566,6 +957,148 @@ mod tests {
     }
 
     #[test]
+    fn the_root_stack_is_the_root_disk_s_but_swap_beside_it_is_a_use() {
+        // `/` on LVM in LUKS on sda3 (dm-1 → dm-0 → sda3), and a swap LV dm-2 in the
+        // same volume group: the kernel links each holder from below.
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        lvm_on_luks(r);
+        let sata = "pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda";
+        link(r, "sys/block/sda", &format!("sys/devices/{sata}"));
+        link(r, "sys/block/dm-0", "sys/devices/virtual/block/dm-0");
+        link(r, "sys/block/dm-1", "sys/devices/virtual/block/dm-1");
+        link(r, "sys/block/dm-2", "sys/devices/virtual/block/dm-2");
+        link(r, "sys/class/block/dm-2", "sys/devices/virtual/block/dm-2");
+        dir(r, &format!("sys/devices/{sata}/sda3/holders"), &[]);
+        symlink(
+            "../../../../../../../../../../virtual/block/dm-0",
+            r.join(format!("sys/devices/{sata}/sda3/holders/dm-0")),
+        )
+        .unwrap();
+        dir(r, "sys/devices/virtual/block/dm-0/holders", &[]);
+        for h in ["dm-1", "dm-2"] {
+            symlink(
+                format!("../../{h}"),
+                r.join(format!("sys/devices/virtual/block/dm-0/holders/{h}")),
+            )
+            .unwrap();
+        }
+        dir(r, "sys/devices/virtual/block/dm-2/slaves", &[]);
+        symlink(
+            "../../dm-0",
+            r.join("sys/devices/virtual/block/dm-2/slaves/dm-0"),
+        )
+        .unwrap();
+        write(r, "sys/devices/virtual/block/dm-2/dm/name", "vg-swap\n");
+        write(r, "sys/devices/virtual/block/dm-2/dm/uuid", "LVM-abc\n");
+        write(
+            r,
+            MOUNTINFO,
+            "26 1 254:1 / / rw,relatime shared:1 - ext4 /dev/mapper/vg-root rw\n",
+        );
+        dir(r, "dev", &[]);
+        write(
+            r,
+            SWAPS,
+            "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/dm-2                               partition\t999420\t\t0\t\t-2\n",
+        );
+        let found = storage_in_use(&HostRoot::new(r), false).unwrap();
+        let got: Vec<String> = found.iter().map(StorageUse::describe).collect();
+        assert_eq!(
+            got,
+            [
+                "dm-0 (on sda) is held by dm-2 (LVM vg-swap)",
+                "dm-2 (on sda) is swap (/dev/dm-2)",
+            ]
+        );
+        assert!(found.iter().all(|u| u.address == addr("0000:00:17.0")));
+        // Without the swap LV, the root disk has no other use.
+        std::fs::remove_file(r.join("sys/devices/virtual/block/dm-0/holders/dm-2")).unwrap();
+        write(
+            r,
+            SWAPS,
+            "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n",
+        );
+        assert!(storage_in_use(&HostRoot::new(r), false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_device_of_a_btrfs_raid() {
+        // `/` is btrfs RAID 1 over nvme0n1p2 (02:00.0) and nvme1n1p2 (03:00.0);
+        // `/data` is btrfs over nvme2n1 (04:00.0) and nvme3n1 (05:00.0). mountinfo
+        // names one device of each.
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        let nvme = |n: u32| {
+            format!(
+                "sys/devices/pci0000:00/0000:00:01.{}/0000:0{}:00.0/nvme/nvme{n}/nvme{n}n1",
+                n + 1,
+                n + 2
+            )
+        };
+        for n in [0, 1] {
+            let part = format!("{}/nvme{n}n1p2", nvme(n));
+            dir(r, &part, &["partition"]);
+            link(r, &format!("sys/class/block/nvme{n}n1p2"), &part);
+            link(
+                r,
+                &format!("sys/fs/btrfs/1c3b7a36/devices/nvme{n}n1p2"),
+                &part,
+            );
+        }
+        for n in [2, 3] {
+            dir(r, &nvme(n), &[]);
+            link(r, &format!("sys/class/block/nvme{n}n1"), &nvme(n));
+            link(
+                r,
+                &format!("sys/fs/btrfs/9f0e4d11/devices/nvme{n}n1"),
+                &nvme(n),
+            );
+        }
+        dir(r, "sys/fs/btrfs/features", &["raid1c34"]);
+        write(
+            r,
+            MOUNTINFO,
+            "26 1 0:26 /@ / rw,relatime shared:1 - btrfs /dev/nvme0n1p2 rw,ssd,space_cache=v2,subvolid=256,subvol=/@
+40 26 0:41 / /data rw,relatime shared:20 - btrfs /dev/nvme2n1 rw,space_cache=v2,subvolid=5,subvol=/
+",
+        );
+        let root = HostRoot::new(r);
+        let roots = root_disk_controllers(&root).unwrap();
+        assert_eq!(roots.len(), 1);
+        assert_eq!(roots[0].address, addr("0000:02:00.0"));
+        let found = storage_in_use(&root, false).unwrap();
+        let got: Vec<(String, String)> = found
+            .iter()
+            .map(|u| (u.address.to_string(), u.describe()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "0000:03:00.0".to_string(),
+                    "nvme1n1p2 (on nvme1n1) is mounted at /".to_string()
+                ),
+                (
+                    "0000:04:00.0".to_string(),
+                    "nvme2n1 is mounted at /data".to_string()
+                ),
+                (
+                    "0000:05:00.0".to_string(),
+                    "nvme3n1 is mounted at /data".to_string()
+                ),
+            ]
+        );
+        assert!(
+            found[2]
+                .evidence
+                .starts_with("sys/fs/btrfs/9f0e4d11/devices/nvme3n1: a device of the btrfs filesystem on nvme2n1"),
+            "{:?}",
+            found[2]
+        );
+    }
+
+    #[test]
     fn anonymous_device_through_dev_mapper() {
         let tmp = tempfile::tempdir().unwrap();
         let r = tmp.path();
@@ -790,6 +1323,203 @@ fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
         link(r, "sys/class/net/wg0", "sys/devices/virtual/net/wg0");
         write(r, ROUTE_V4, &ROUTE.replace("wlp4s0", "wg0"));
         assert!(default_route_nics(&root).unwrap().is_empty());
+    }
+
+    /// A desktop whose `/` is on the SATA disk, with a second and third disk in use:
+    /// nvme0n1 (02:00.0) holds an LVM PV (nvme0n1p1 → dm-0, mounted at `/home`) and a
+    /// swap partition (nvme0n1p2); nvme1n1 (03:00.0) is a member of md127 (assembled,
+    /// not mounted); nvme2n1 (04:00.0) is unused but open in a process.
+    fn disks_in_use(r: &Path) {
+        let sata = "pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda";
+        let n0 = "pci0000:00/0000:00:01.1/0000:02:00.0/nvme/nvme0/nvme0n1";
+        let n1 = "pci0000:00/0000:00:01.2/0000:03:00.0/nvme/nvme1/nvme1n1";
+        let n2 = "pci0000:00/0000:00:01.3/0000:04:00.0/nvme/nvme2/nvme2n1";
+        for (disk, path, parts) in [
+            ("sda", sata, &["sda1", "sda2"][..]),
+            ("nvme0n1", n0, &["nvme0n1p1", "nvme0n1p2"][..]),
+            ("nvme1n1", n1, &[][..]),
+            ("nvme2n1", n2, &[][..]),
+        ] {
+            dir(r, &format!("sys/devices/{path}"), &["dev"]);
+            link(
+                r,
+                &format!("sys/block/{disk}"),
+                &format!("sys/devices/{path}"),
+            );
+            link(
+                r,
+                &format!("sys/class/block/{disk}"),
+                &format!("sys/devices/{path}"),
+            );
+            for p in parts {
+                dir(r, &format!("sys/devices/{path}/{p}"), &["partition", "dev"]);
+                dir(r, &format!("sys/devices/{path}/{p}/holders"), &[]);
+                link(
+                    r,
+                    &format!("sys/class/block/{p}"),
+                    &format!("sys/devices/{path}/{p}"),
+                );
+            }
+        }
+        link(r, "sys/dev/block/8:2", &format!("sys/devices/{sata}/sda2"));
+        link(r, "sys/dev/block/8:1", &format!("sys/devices/{sata}/sda1"));
+        // dm-0 on nvme0n1p1, as the kernel links both ways.
+        dir(r, "sys/devices/virtual/block/dm-0", &["dev"]);
+        dir(r, "sys/devices/virtual/block/dm-0/holders", &[]);
+        write(r, "sys/devices/virtual/block/dm-0/dm/name", "vg0-home\n");
+        write(
+            r,
+            "sys/devices/virtual/block/dm-0/dm/uuid",
+            "LVM-3yqBf1q0lQ4uC8Gc2bLxqQqBaPq1s1vR\n",
+        );
+        dir(r, "sys/devices/virtual/block/dm-0/slaves", &[]);
+        symlink(
+            format!("../../../../{n0}/nvme0n1p1"),
+            r.join("sys/devices/virtual/block/dm-0/slaves/nvme0n1p1"),
+        )
+        .unwrap();
+        symlink(
+            "../../../../../../../../virtual/block/dm-0",
+            r.join(format!("sys/devices/{n0}/nvme0n1p1/holders/dm-0")),
+        )
+        .unwrap();
+        link(r, "sys/block/dm-0", "sys/devices/virtual/block/dm-0");
+        link(r, "sys/class/block/dm-0", "sys/devices/virtual/block/dm-0");
+        link(r, "sys/dev/block/254:0", "sys/devices/virtual/block/dm-0");
+        dir(r, "dev/mapper", &[]);
+        symlink("../dm-0", r.join("dev/mapper/vg0-home")).unwrap();
+        // md127 over the whole nvme1n1.
+        dir(r, "sys/devices/virtual/block/md127/md", &[]);
+        dir(r, "sys/devices/virtual/block/md127/slaves", &[]);
+        symlink(
+            format!("../../../../{n1}"),
+            r.join("sys/devices/virtual/block/md127/slaves/nvme1n1"),
+        )
+        .unwrap();
+        dir(r, &format!("sys/devices/{n1}/holders"), &[]);
+        symlink(
+            "../../../../../../../virtual/block/md127",
+            r.join(format!("sys/devices/{n1}/holders/md127")),
+        )
+        .unwrap();
+        link(r, "sys/block/md127", "sys/devices/virtual/block/md127");
+        link(
+            r,
+            "sys/class/block/md127",
+            "sys/devices/virtual/block/md127",
+        );
+        write(
+            r,
+            MOUNTINFO,
+            "22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+28 1 8:2 / / rw,relatime shared:1 - ext4 /dev/sda2 rw,errors=remount-ro
+29 28 8:2 /var/lib/images /srv/images rw,relatime shared:1 - ext4 /dev/sda2 rw
+30 28 8:1 / /boot/efi rw,relatime shared:16 - vfat /dev/sda1 rw,fmask=0077
+31 28 254:0 / /home\\040dir rw,relatime shared:17 - ext4 /dev/mapper/vg0-home rw
+33 28 0:27 / /tmp rw,nosuid,nodev shared:18 - tmpfs tmpfs rw,size=16307360k,inode64
+",
+        );
+        write(
+            r,
+            SWAPS,
+            "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
+/dev/nvme0n1p2                          partition\t8388604\t\t0\t\t-2
+/swapfile                               file\t2097148\t\t0\t\t-3
+",
+        );
+        // A process with nvme2n1, /dev/null and a file open.
+        dir(r, "proc/4242/fd", &[]);
+        write(r, "proc/4242/comm", "qemu-system-x86\n");
+        symlink("/dev/nvme2n1", r.join("proc/4242/fd/3")).unwrap();
+        symlink("/dev/null", r.join("proc/4242/fd/0")).unwrap();
+        symlink("/home/anna/disk.img", r.join("proc/4242/fd/4")).unwrap();
+        write(r, "dev/nvme2n1", "");
+        write(r, "dev/null", "");
+    }
+
+    #[test]
+    fn disks_in_use_beside_the_root_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        disks_in_use(r);
+        let root = HostRoot::new(r);
+        let found = storage_in_use(&root, false).unwrap();
+        let got: Vec<(String, &str, &str, StorageUseKind, &str)> = found
+            .iter()
+            .map(|u| {
+                (
+                    u.address.to_string(),
+                    u.disk.as_str(),
+                    u.device.as_str(),
+                    u.kind,
+                    u.user.as_str(),
+                )
+            })
+            .collect();
+        use StorageUseKind::*;
+        assert_eq!(
+            got,
+            [
+                // The EFI partition on the root disk is a mount of its own; `/` and
+                // the bind mount of a directory of `/` are the root disk's.
+                ("0000:00:17.0".into(), "sda", "sda1", Mount, "/boot/efi"),
+                ("0000:02:00.0".into(), "nvme0n1", "dm-0", Mount, "/home dir"),
+                (
+                    "0000:02:00.0".into(),
+                    "nvme0n1",
+                    "nvme0n1p1",
+                    Holder,
+                    "dm-0 (LVM vg0-home)"
+                ),
+                (
+                    "0000:02:00.0".into(),
+                    "nvme0n1",
+                    "nvme0n1p2",
+                    Swap,
+                    "/dev/nvme0n1p2"
+                ),
+                (
+                    "0000:03:00.0".into(),
+                    "nvme1n1",
+                    "nvme1n1",
+                    Holder,
+                    "md127 (md RAID)"
+                ),
+            ]
+        );
+        let home = &found[1];
+        assert!(home.evidence.starts_with("31 28 254:0"), "{home:?}");
+        assert_eq!(home.source, Path::new(MOUNTINFO));
+        assert_eq!(home.describe(), "dm-0 (on nvme0n1) is mounted at /home dir");
+        assert_eq!(
+            found[3].describe(),
+            "nvme0n1p2 (on nvme0n1) is swap (/dev/nvme0n1p2)"
+        );
+        assert_eq!(found[4].describe(), "nvme1n1 is held by md127 (md RAID)");
+        assert!(
+            found[4].evidence.contains("holders/md127 -> "),
+            "{:?}",
+            found[4]
+        );
+
+        // Processes count on the live system only; this one holds nvme2n1.
+        let with = storage_in_use(&root, true).unwrap();
+        let open: Vec<&StorageUse> = with.iter().filter(|u| u.kind == Open).collect();
+        assert_eq!(open.len(), 1, "{with:?}");
+        assert_eq!(open[0].address, addr("0000:04:00.0"));
+        assert_eq!(
+            open[0].describe(),
+            "nvme2n1 is open in qemu-system-x86 (pid 4242)"
+        );
+        assert_eq!(open[0].evidence, "/proc/4242/fd/3 -> /dev/nvme2n1");
+    }
+
+    #[test]
+    fn no_tables_no_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(storage_in_use(&HostRoot::new(tmp.path()), true)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod host_root;
 pub mod iommu;
 pub mod kernel;
 pub mod list;
+pub mod mounts;
 pub mod pci;
 pub mod report;
 pub mod state;

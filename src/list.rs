@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::host_devices::{RootDiskController, RouteNic};
+use crate::host_devices::{RootDiskController, RouteNic, StorageUse};
 use crate::pci::device::{DeviceKind, PciDevice};
 use crate::pci::names::PciNames;
 use crate::pci::PciAddress;
@@ -28,6 +28,9 @@ pub enum Role {
     RootDisk,
     /// The NIC carrying the default route.
     DefaultRoute,
+    /// Controller of a disk the host uses besides `/`: a mounted filesystem, swap,
+    /// an LVM / dm-crypt / md RAID member, or a device node a process holds open.
+    DiskInUse,
 }
 
 impl Role {
@@ -36,6 +39,7 @@ impl Role {
             Self::BootDisplay => "the host's boot display",
             Self::RootDisk => "holds your root filesystem",
             Self::DefaultRoute => "carries your default network route",
+            Self::DiskInUse => "holds a disk the host uses",
         }
     }
 }
@@ -83,6 +87,9 @@ pub struct ListedDevice {
     pub roles: Vec<Role>,
     /// When `passthru bind` took it (UTC, ISO 8601), if it holds it.
     pub held_by_passthru_since: Option<String>,
+    /// How the host uses the disks on it (besides `/`): mounts, swap, holders, open
+    /// device nodes. Empty for every other device.
+    pub storage_in_use: Vec<StorageUse>,
 }
 
 /// Functions of one slot within a group: they move together.
@@ -150,6 +157,8 @@ pub struct HostUse {
     pub root_disks: Vec<RootDiskController>,
     /// Default-route NICs.
     pub route_nics: Vec<RouteNic>,
+    /// Disks the host uses besides the root disk, per controller.
+    pub storage: Vec<StorageUse>,
     /// Devices `passthru bind` holds, with the time it took them (Unix seconds).
     pub held_by_passthru: Vec<(PciAddress, u64)>,
 }
@@ -168,6 +177,15 @@ fn listed(d: &PciDevice, names: &PciNames, host: &HostUse) -> ListedDevice {
     }
     if host.route_nics.iter().any(|r| r.address == d.address) {
         roles.push(Role::DefaultRoute);
+    }
+    let storage_in_use: Vec<StorageUse> = host
+        .storage
+        .iter()
+        .filter(|u| u.address == d.address)
+        .cloned()
+        .collect();
+    if !storage_in_use.is_empty() {
+        roles.push(Role::DiskInUse);
     }
     ListedDevice {
         address: d.address,
@@ -194,6 +212,7 @@ fn listed(d: &PciDevice, names: &PciNames, host: &HostUse) -> ListedDevice {
             .iter()
             .find(|(a, _)| *a == d.address)
             .map(|(_, since)| utc_time(*since)),
+        storage_in_use,
     }
 }
 
@@ -340,10 +359,15 @@ fn build_group(
     }
     for d in &endpoints {
         for r in &d.roles {
+            let what = if *r == Role::DiskInUse {
+                let uses: Vec<String> = d.storage_in_use.iter().map(StorageUse::describe).collect();
+                format!("{} ({})", r.describe(), uses.join("; "))
+            } else {
+                r.describe().to_string()
+            };
             notes.push(format!(
-                "{} {}: the host loses it while a VM has it",
+                "{} {what}: the host loses it while a VM has it",
                 d.address,
-                r.describe()
             ));
         }
         if !d.has_reset {
@@ -478,6 +502,7 @@ fn device_line(d: &ListedDevice) -> String {
             Role::BootDisplay => "  boot-vga",
             Role::RootDisk => "  root-disk",
             Role::DefaultRoute => "  default-route",
+            Role::DiskInUse => "  disk-in-use",
         });
     }
     line

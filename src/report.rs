@@ -109,6 +109,7 @@ pub fn capture(root: &HostRoot) -> Result<Capture, ReportError> {
     // Failures here are findings for `list`, not reasons to fail a report.
     let _ = host_devices::root_disk_controllers(&rec);
     let _ = host_devices::default_route_nics(&rec);
+    let _ = host_devices::storage_in_use(&rec, false);
     for path in BOOT_CONFIG {
         capture_config(&rec, Path::new(path));
     }

@@ -389,3 +389,138 @@ fn a_driver_write_that_never_returns_is_reported_not_waited_on() {
         "vfio-pci"
     );
 }
+
+/// `storage-in-use`: `/` on the SATA disk (00:17.0); on the NVMe drive at 02:00.0
+/// `/home` (LVM over nvme0n1p1), swap (nvme0n1p2) and `/srv/media share`
+/// (nvme0n1p3); the NVMe drive at 04:00.0 is a member of md127.
+#[test]
+fn disks_the_host_uses_are_refused_with_what_uses_them() {
+    let f = Fixture::new("storage-in-use");
+    let (code, plan) = json(&f, &["bind", "02:00.0", "--dry-run"]);
+    assert_eq!(code, 1, "{plan:#}");
+    assert_eq!(
+        refusal_flags(&plan),
+        [Some("--allow-disk-in-use".to_string())]
+    );
+    let reason = plan["refusals"][0]["reason"].as_str().unwrap();
+    for what in [
+        "holds a disk the host uses",
+        "dm-0 (on nvme0n1) is mounted at /home",
+        "nvme0n1p1 (on nvme0n1) is held by dm-0 (LVM vg0-home)",
+        "nvme0n1p2 (on nvme0n1) is swap (/dev/nvme0n1p2)",
+        "nvme0n1p3 (on nvme0n1) is mounted at /srv/media share",
+    ] {
+        assert!(reason.contains(what), "{what} not in: {reason}");
+    }
+    let (code, plan) = json(&f, &["bind", "04:00.0", "--dry-run"]);
+    assert_eq!(code, 1);
+    assert!(plan["refusals"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("nvme1n1 is held by md127 (md RAID)"));
+    // The override accepts it.
+    let (code, plan) = json(
+        &f,
+        &[
+            "bind",
+            "02:00.0",
+            "04:00.0",
+            "--dry-run",
+            "--allow-disk-in-use",
+        ],
+    );
+    assert_eq!(code, 0, "{plan:#}");
+    assert_eq!(
+        steps(&plan),
+        [
+            ("0000:02:00.0".into(), "nvme".into(), "vfio-pci".into()),
+            ("0000:04:00.0".into(), "nvme".into(), "vfio-pci".into()),
+        ]
+    );
+    // The root disk keeps its own refusal and flag; its EFI partition is not
+    // resolvable in this capture, so no disk-in-use refusal joins it.
+    let (code, plan) = json(&f, &["bind", "00:17.0", "--dry-run"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        refusal_flags(&plan),
+        [Some("--allow-root-disk".to_string())]
+    );
+    // Text: the refusal names the flag.
+    let out = passthru(&[
+        "bind",
+        "02:00.0",
+        "--dry-run",
+        "--root",
+        f.root().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("--allow-disk-in-use") && text.contains("/home"),
+        "{text}"
+    );
+}
+
+#[test]
+fn enable_refuses_disks_the_host_uses_too() {
+    let f = Fixture::new("storage-in-use");
+    let (code, doc) = json(&f, &["enable", "02:00.0", "--dry-run"]);
+    assert_eq!(code, 1, "{doc:#}");
+    let refusals = doc["refusals"].to_string();
+    assert!(
+        refusals.contains("--allow-disk-in-use") && refusals.contains("mounted at /home"),
+        "{doc:#}"
+    );
+    let (code, doc) = json(
+        &f,
+        &["enable", "02:00.0", "--dry-run", "--allow-disk-in-use"],
+    );
+    assert_eq!(code, 0, "{doc:#}");
+}
+
+#[test]
+fn a_data_disk_mounted_beside_the_root_disk_is_refused() {
+    // amd-desktop-shared-group: `/` and `/boot` on the SATA disk, `/data` (xfs) on the
+    // NVMe drive at 01:00.0.
+    let f = Fixture::new("amd-desktop-shared-group");
+    let (code, plan) = json(&f, &["bind", "01:00.0", "--dry-run"]);
+    assert_eq!(code, 1, "{plan:#}");
+    assert_eq!(
+        refusal_flags(&plan),
+        [Some("--allow-disk-in-use".to_string())]
+    );
+    // (The capture has no `partition` file: the partition stands for its disk.)
+    let reason = plan["refusals"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("nvme0n1p1 is mounted at /data"), "{reason}");
+    let (code, _) = json(&f, &["bind", "01:00.0", "--dry-run", "--allow-disk-in-use"]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn enable_with_the_iommu_off_refuses_a_disk_the_host_uses_too() {
+    // The IOMMU is off, so enable plans by slot instead of by group: the NVMe drive
+    // (02:00.0) with /home mounted from it is refused there as well.
+    let f = Fixture::new("ubuntu-builtin");
+    let part = "sys/devices/pci0000:00/0000:00:1d.0/0000:02:00.0/nvme/nvme0/nvme0n1/nvme0n1p1";
+    f.write(&format!("{part}/partition"), "1\n");
+    f.link("sys/dev/block/259:1", &format!("../../{}", &part[4..]));
+    let mountinfo = std::fs::read_to_string(f.root().join("proc/self/mountinfo")).unwrap();
+    f.write(
+        "proc/self/mountinfo",
+        &format!("{mountinfo}31 28 259:1 / /home rw,relatime shared:17 - ext4 /dev/nvme0n1p1 rw\n"),
+    );
+    let (code, doc) = json(&f, &["enable", "02:00.0", "--dry-run"]);
+    assert_eq!(code, 1, "{doc:#}");
+    let refusals = doc["refusals"].to_string();
+    assert!(
+        refusals.contains("nvme0n1p1 (on nvme0n1) is mounted at /home")
+            && refusals.contains("--allow-disk-in-use"),
+        "{doc:#}"
+    );
+    let (code, doc) = json(
+        &f,
+        &["enable", "02:00.0", "--dry-run", "--allow-disk-in-use"],
+    );
+    assert_eq!(code, 0, "{doc:#}");
+}

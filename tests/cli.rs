@@ -1284,3 +1284,88 @@ fn man_says_what_is_wrong_with_dir() {
     // Without DIR: a usage error.
     assert_eq!(passthru(&["man"]).status.code(), Some(2));
 }
+
+#[test]
+fn list_marks_disks_the_host_uses() {
+    let f = Fixture::new("storage-in-use");
+    let (code, doc) = json(&f, &["list"]);
+    assert_eq!(code, 0);
+    let device = |a: &str| {
+        doc["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["devices"].as_array().unwrap().iter())
+            .find(|d| d["address"] == a)
+            .unwrap()
+            .clone()
+    };
+    let nvme = device("0000:02:00.0");
+    assert_eq!(nvme["roles"], serde_json::json!(["disk_in_use"]));
+    let uses = nvme["storage_in_use"].as_array().unwrap();
+    let got: Vec<(&str, &str, &str)> = uses
+        .iter()
+        .map(|u| {
+            (
+                u["device"].as_str().unwrap(),
+                u["kind"].as_str().unwrap(),
+                u["user"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("dm-0", "mount", "/home"),
+            ("nvme0n1p1", "holder", "dm-0 (LVM vg0-home)"),
+            ("nvme0n1p2", "swap", "/dev/nvme0n1p2"),
+            ("nvme0n1p3", "mount", "/srv/media share"),
+        ]
+    );
+    assert!(uses.iter().all(|u| u["disk"] == "nvme0n1"));
+    assert_eq!(uses[0]["source"], "proc/self/mountinfo");
+    assert_eq!(
+        device("0000:04:00.0")["storage_in_use"][0]["user"],
+        "md127 (md RAID)"
+    );
+    // Every other device has an empty list; the root disk keeps its role alone.
+    assert_eq!(
+        device("0000:01:00.0")["storage_in_use"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        device("0000:00:17.0")["roles"],
+        serde_json::json!(["root_disk"])
+    );
+    // Text: the tag on the device line, and a note with what uses it.
+    let out = passthru(&["list", "--root", f.root().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("0000:02:00.0")).unwrap();
+    assert!(line.ends_with("  disk-in-use"), "{line}");
+    assert!(
+        text.contains("note: 0000:02:00.0 holds a disk the host uses (dm-0 (on nvme0n1) is mounted at /home; "),
+        "{text}"
+    );
+}
+
+#[test]
+fn vm_define_refuses_a_disk_the_host_uses() {
+    let f = Fixture::new("storage-in-use");
+    four_cores(&f);
+    let spec = f.root().join("nas.toml");
+    std::fs::write(
+        &spec,
+        "name = \"nas\"\nmemory = \"2G\"\ncpus = 2\ndevices = [\"0000:02:00.0\"]\n",
+    )
+    .unwrap();
+    let root = f.root().to_str().unwrap();
+    let out = passthru(&["vm", "define", spec.to_str().unwrap(), "--root", root]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("vm define refused; nothing was changed")
+            && stderr.contains("dm-0 (on nvme0n1) is mounted at /home")
+            && stderr.contains("(to accept this, add --allow-disk-in-use)"),
+        "{stderr}"
+    );
+}

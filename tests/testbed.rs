@@ -59,6 +59,7 @@ testbed_tests! {
     passthru_report_roundtrip: [intel, amd, iommu_off, no_iommu] on [stable, backports],
     passthru_bind_unbind: [intel_bind] on [stable, backports],
     passthru_vm_run: [intel_run] on [backports],
+    passthru_disk_in_use: [intel_disk] on [backports],
 }
 
 // ---------------------------------------------------------------------------------------
@@ -266,9 +267,11 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
     let tables = vm.sh("ls /sys/firmware/acpi/tables");
     let tables: BTreeSet<&str> = tables.split_whitespace().collect();
     let (dmar, ivrs) = match layout {
-        Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun | Layout::IommuOff => {
-            (true, false)
-        }
+        Layout::IntelDesktop
+        | Layout::IntelBind
+        | Layout::IntelRun
+        | Layout::IntelDisk
+        | Layout::IommuOff => (true, false),
         Layout::AmdDesktop => (false, true),
         Layout::NoIommu => (false, false),
     };
@@ -286,7 +289,7 @@ fn fixture_firmware_and_kernel_log(vm: &TestVm, layout: Layout) {
     let log = dmesg(vm);
     let has = |needle: &str| log.contains(needle);
     match layout {
-        Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun => {
+        Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun | Layout::IntelDisk => {
             assert!(has("DMAR: IOMMU enabled"), "VT-d not enabled");
             // With `eim=on` the remapping covers x2APIC and the kernel keeps that mode.
             assert!(
@@ -545,7 +548,11 @@ fn passthru_check(vm: &TestVm, layout: Layout) {
     let log = dmesg(vm);
     let remap = host["interrupt_remapping"].clone();
     match layout {
-        Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun | Layout::AmdDesktop => {
+        Layout::IntelDesktop
+        | Layout::IntelBind
+        | Layout::IntelRun
+        | Layout::IntelDisk
+        | Layout::AmdDesktop => {
             let kind = if layout != Layout::AmdDesktop {
                 "intel"
             } else {
@@ -845,6 +852,131 @@ fn hold(vm: &TestVm, file: &str) {
 
 fn release(vm: &TestVm) {
     vm.sh("kill $(cat /run/holder.pid); rm /run/holder.pid; sleep 0.3");
+}
+
+/// The NVMe device and the host's use of its disk in `list --json`: its roles and
+/// what uses it (`kind`, `user`).
+fn disk_use_listed(vm: &TestVm, address: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let (out, list) = passthru(vm, "list --json");
+    assert_eq!(out.code, 0, "{out}");
+    let d = list["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["devices"].as_array().unwrap().iter())
+        .find(|d| d["address"] == address)
+        .unwrap_or_else(|| panic!("{address} not listed: {out}"))
+        .clone();
+    let roles = d["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| s(r).to_owned())
+        .collect();
+    let uses = d["storage_in_use"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (s(&u["kind"]).to_owned(), s(&u["user"]).to_owned()))
+        .collect();
+    (roles, uses)
+}
+
+/// `bind` of the NVMe drive while the host uses its disk: refused with the reason,
+/// nothing changed; `list` marks it. The disk is really used, by the guest's kernel:
+/// a mounted ext4 filesystem (at a path with a space, which mountinfo escapes), swap,
+/// a device-mapper device on it (a holder), a process holding the node open. Once
+/// nothing uses it, bind and unbind work.
+fn passthru_disk_in_use(vm: &TestVm, _layout: Layout) {
+    use layouts::NVME;
+    assert_eq!(driver_of(vm, NVME), "nvme");
+    let disk = "/dev/nvme0n1";
+    vm.sh(&format!(
+        "for i in $(seq 100); do [ -b {disk} ] && break; sleep 0.1; done; test -b {disk}"
+    ));
+    // With native NVMe multipath (Debian's kernels: nvme_core.multipath=Y) the
+    // namespace lives under the virtual nvme-subsystem, not under the PCI device.
+    eprintln!(
+        "testbed: {disk} is {}",
+        vm.sh("readlink -f /sys/block/nvme0n1").trim()
+    );
+    let unchanged = |why: &str| {
+        assert_eq!(
+            driver_of(vm, NVME),
+            "nvme",
+            "{why}: the driver is unchanged"
+        );
+        vm.sh(&format!(
+            "test -b {disk} && test ! -e /run/passthru/bound/{NVME}.json"
+        ));
+    };
+    let refused = |what: &str| {
+        let (code, doc) = change(vm, &format!("bind {NVME}"));
+        assert_eq!(code, 1, "{what}: {doc:#}");
+        let why = refusal_text(&doc);
+        assert!(why.contains("holds a disk the host uses"), "{what}: {why}");
+        assert!(why.contains("[--allow-disk-in-use]"), "{what}: {why}");
+        unchanged(what);
+        why
+    };
+
+    // A mounted filesystem.
+    vm.sh(&format!(
+        "modprobe ext4 && mkfs.ext4 -q -F {disk} && mkdir -p '/mnt/my data' && mount {disk} '/mnt/my data' && \
+         echo kept > '/mnt/my data/file'"
+    ));
+    let why = refused("mounted");
+    assert!(why.contains("nvme0n1 is mounted at /mnt/my data"), "{why}");
+    let (roles, uses) = disk_use_listed(vm, NVME);
+    assert_eq!(roles, ["disk_in_use"]);
+    assert_eq!(uses, [("mount".to_owned(), "/mnt/my data".to_owned())]);
+    let text = vm.sh(&format!("{} list", passthru_bin()));
+    let line = text.lines().find(|l| l.contains(NVME)).unwrap_or_default();
+    assert!(line.contains("disk-in-use"), "{text}");
+    assert_eq!(vm.sh("cat '/mnt/my data/file'").trim(), "kept");
+    vm.sh("umount '/mnt/my data'");
+
+    // Swap.
+    vm.sh(&format!(
+        "mkswap -q {disk} >/dev/null && swapon {disk} && grep -q '^{disk} ' /proc/swaps"
+    ));
+    let why = refused("swap");
+    assert!(why.contains(&format!("nvme0n1 is swap ({disk})")), "{why}");
+    let (_, uses) = disk_use_listed(vm, NVME);
+    assert_eq!(uses, [("swap".to_owned(), disk.to_owned())]);
+    vm.sh(&format!("swapoff {disk}"));
+
+    // A device-mapper device built on it: the kernel's holders/ link.
+    vm.sh(&format!(
+        "modprobe dm_mod && echo \"0 $(blockdev --getsz {disk}) linear {disk} 0\" | \
+         dmsetup create --noudevsync testbed-lin && ls /sys/block/nvme0n1/holders | grep -q dm-"
+    ));
+    let why = refused("held by device-mapper");
+    assert!(
+        why.contains("nvme0n1 is held by dm-") && why.contains("testbed-lin"),
+        "{why}"
+    );
+    vm.sh("dmsetup remove --noudevsync testbed-lin");
+
+    // A process holding the device node open.
+    hold(vm, disk);
+    let why = refused("open");
+    assert!(why.contains("nvme0n1 is open in sleep (pid"), "{why}");
+    release(vm);
+
+    // Nothing uses it now: no mark, and bind and unbind work.
+    let (roles, uses) = disk_use_listed(vm, NVME);
+    assert!(roles.is_empty() && uses.is_empty(), "{roles:?} {uses:?}");
+    let (code, doc) = change(vm, &format!("bind {NVME}"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(driver_of(vm, NVME), "vfio-pci");
+    vm.sh(&format!("test ! -e {disk}"));
+    let (code, doc) = change(vm, &format!("unbind {NVME}"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(driver_of(vm, NVME), "nvme");
+    vm.sh(&format!(
+        "for i in $(seq 100); do [ -b {disk} ] && break; sleep 0.1; done; test -b {disk}"
+    ));
 }
 
 fn passthru_bind_unbind(vm: &TestVm, _layout: Layout) {

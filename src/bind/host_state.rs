@@ -9,10 +9,10 @@ use crate::host_root::HostRoot;
 use crate::list::HostUse;
 use crate::pci::device::PciError;
 use crate::pci::names::PciNames;
-use crate::pci::PciDevice;
+use crate::pci::{PciAddress, PciDevice};
 use crate::state::{self, BindRecord, StateError};
 
-use super::{holders, Inputs};
+use super::{holders, Inputs, Overrides, Refusal};
 
 /// The host as the bind planner sees it.
 #[derive(Debug)]
@@ -37,6 +37,7 @@ impl HostState {
             host: HostUse {
                 root_disks: host_devices::root_disk_controllers(root).unwrap_or_default(),
                 route_nics: host_devices::default_route_nics(root).unwrap_or_default(),
+                storage: host_devices::storage_in_use(root, root.is_system()).unwrap_or_default(),
                 held_by_passthru: records.iter().map(|r| (r.address, r.since)).collect(),
             },
             names: PciNames::load(),
@@ -45,6 +46,19 @@ impl HostState {
             devices,
         };
         Ok((state, errors))
+    }
+
+    /// Refusals for the disks the host uses on `devices` (see
+    /// [`super::storage_refusal`]). `vm define` and `vm start` check this before libvirt
+    /// is given the devices: libvirt detaches a `managed` host device from its driver
+    /// itself when the domain starts.
+    pub fn storage_refusals(&self, devices: &[PciAddress], o: Overrides) -> Vec<Refusal> {
+        let inputs = self.inputs();
+        self.devices
+            .iter()
+            .filter(|d| devices.contains(&d.address))
+            .filter_map(|d| super::storage_refusal(&inputs, d, o))
+            .collect()
     }
 
     /// The planner's view.

@@ -105,6 +105,41 @@ pub struct Overrides {
     pub root_disk: bool,
     /// Take the NIC carrying the default route.
     pub default_route: bool,
+    /// Take the controller of a disk the host uses besides `/` (mounted, swap, a
+    /// member of a stacked device, open in a process).
+    pub disk_in_use: bool,
+}
+
+/// The flag that accepts taking a disk the host uses.
+pub const ALLOW_DISK_IN_USE: &str = "--allow-disk-in-use";
+
+/// Refuses `d` when the host uses a disk on it besides `/` (see
+/// [`crate::host_devices::storage_in_use`]): a mounted filesystem, swap, an LVM /
+/// dm-crypt / md RAID member or a device node a process holds open. `bind` and
+/// `enable` (and `vm run`, which binds) refuse alike.
+pub fn storage_refusal(inputs: &Inputs<'_>, d: &PciDevice, o: Overrides) -> Option<Refusal> {
+    let uses: Vec<String> = inputs
+        .host
+        .storage
+        .iter()
+        .filter(|u| u.address == d.address)
+        .map(crate::host_devices::StorageUse::describe)
+        .collect();
+    if uses.is_empty() || o.disk_in_use {
+        return None;
+    }
+    Some(Refusal {
+        address: Some(d.address),
+        reason: format!(
+            "{} holds a disk the host uses: {}. Once vfio-pci has it, the host loses that disk: \
+             its reads and writes fail, unwritten data is lost, and a boot that waits for it \
+             (/etc/fstab, a RAID or LVM volume) fails. Unmount it, swapoff it or stop what holds \
+             it first",
+            inputs.describe(d),
+            uses.join("; ")
+        ),
+        override_flag: Some(ALLOW_DISK_IN_USE),
+    })
 }
 
 /// What the planner knows about the host.
@@ -364,6 +399,7 @@ fn check_host_use(inputs: &Inputs<'_>, d: &PciDevice, o: Overrides, refusals: &m
             override_flag: Some("--allow-root-disk"),
         });
     }
+    refusals.extend(storage_refusal(inputs, d, o));
     if let Some(nic) = inputs.host.route_nics.iter().find(|r| r.address == a) {
         if !o.default_route {
             refusals.push(Refusal {

@@ -289,6 +289,12 @@ pub(super) struct RiskArgs {
     /// Take the network card carrying the default route.
     #[arg(long)]
     allow_default_route: bool,
+    /// Take the controller of a disk the host uses besides `/`: a mounted filesystem
+    /// (`/home`, `/boot`), swap, an LVM / dm-crypt / md RAID member, a device node a
+    /// process holds open. Unmount it, `swapoff` it or stop the array first instead:
+    /// taken away, its reads and writes fail and unwritten data is lost.
+    #[arg(long)]
+    allow_disk_in_use: bool,
 }
 
 impl From<RiskArgs> for Overrides {
@@ -298,6 +304,7 @@ impl From<RiskArgs> for Overrides {
             boot_display: r.allow_boot_display,
             root_disk: r.allow_root_disk,
             default_route: r.allow_default_route,
+            disk_in_use: r.allow_disk_in_use,
         }
     }
 }
@@ -579,6 +586,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let host = HostUse {
                 root_disks: host_devices::root_disk_controllers(&root).unwrap_or_default(),
                 route_nics: host_devices::default_route_nics(&root).unwrap_or_default(),
+                storage: host_devices::storage_in_use(&root, root.is_system()).unwrap_or_default(),
                 held_by_passthru: crate::state::read_all(&root)
                     .0
                     .iter()

@@ -29,6 +29,11 @@ pub struct DefineArgs {
     /// The libvirt connection (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI")]
     pub connect: Option<String>,
+    /// Give the VM a controller of a disk the host uses (mounted, swap, an LVM /
+    /// dm-crypt / md RAID member, open in a process): libvirt takes it from the host
+    /// when the VM starts.
+    #[arg(long)]
+    pub allow_disk_in_use: bool,
 }
 
 /// `vm start`.
@@ -49,6 +54,9 @@ pub struct StartArgs {
     /// The libvirt connection (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI")]
     pub connect: Option<String>,
+    /// Give the VM a controller of a disk the host uses (see `vm define`).
+    #[arg(long)]
+    pub allow_disk_in_use: bool,
 }
 
 /// `vm stop`.
@@ -111,9 +119,36 @@ fn print_defined(d: &Defined) {
     }
 }
 
+/// Refuses (prints why, gives the exit code) when the host uses a disk on one of the
+/// VM's devices: libvirt would take it from the host when the VM starts.
+fn refuse_disks_in_use(
+    root: &HostRoot,
+    what: &str,
+    devices: &[crate::pci::PciAddress],
+    allow: bool,
+) -> anyhow::Result<Option<u8>> {
+    if devices.is_empty() {
+        return Ok(None);
+    }
+    let o = crate::bind::Overrides {
+        disk_in_use: allow,
+        ..Default::default()
+    };
+    let refusals = super::binding::read_host(root)?.storage_refusals(devices, o);
+    if refusals.is_empty() {
+        return Ok(None);
+    }
+    super::binding::print_refusals(what, &refusals);
+    Ok(Some(super::EXIT_PROBLEMS))
+}
+
 /// `passthru vm define`.
 pub(super) fn define(json: bool, root: &HostRoot, args: &DefineArgs) -> anyhow::Result<u8> {
     let mut res = super::vm::load_to_start(root, &args.spec, args.accel)?;
+    let devices = res.plan.devices.clone();
+    if let Some(code) = refuse_disks_in_use(root, "vm define", &devices, args.allow_disk_in_use)? {
+        return Ok(code);
+    }
     let defined = libvirt::define(&mut res, &virsh(args.connect.as_ref()))?;
     if json {
         print_json(&DefineReport {
@@ -170,6 +205,13 @@ pub(super) fn start(json: bool, args: &StartArgs) -> anyhow::Result<u8> {
             };
             // `vm start` acts on this host: the spec is resolved against `/`.
             let mut res = super::vm::load_to_start(&HostRoot::system(), &spec_path, accel)?;
+            let devices = res.plan.devices.clone();
+            let allow = args.allow_disk_in_use;
+            if let Some(code) =
+                refuse_disks_in_use(&HostRoot::system(), "vm start", &devices, allow)?
+            {
+                return Ok(code);
+            }
             report.defined = Some(libvirt::define(&mut res, &virsh)?);
         } else if state.is_none() {
             return Err(LibvirtError::UnknownDomain { name }.into());

@@ -250,6 +250,8 @@ impl EnableFacts {
             host: HostUse {
                 root_disks: crate::host_devices::root_disk_controllers(root).unwrap_or_default(),
                 route_nics: crate::host_devices::default_route_nics(root).unwrap_or_default(),
+                storage: crate::host_devices::storage_in_use(root, root.is_system())
+                    .unwrap_or_default(),
                 held_by_passthru: Vec::new(),
             },
             previous: root
@@ -1239,6 +1241,7 @@ fn slot_devices(
                 Some("--allow-default-route"),
             );
         }
+        refusals.extend(bind::storage_refusal(inputs, d, o));
     }
     if named.iter().any(|a| {
         f.devices

@@ -113,6 +113,9 @@ pub enum Layout {
     /// The Intel desktop once more, for `vm run`: it binds the edu device and boots a
     /// nested guest with it, which must not race with `intel_bind`'s driver changes.
     IntelRun,
+    /// The Intel desktop with a disk in the NVMe drive (a namespace, `nvme0n1`), in a
+    /// VM of its own: the host-use test makes filesystems and swap on it.
+    IntelDisk,
     /// q35 + `amd-iommu,intremap=on,xtsup=on`, `iommu=pt`.
     AmdDesktop,
     /// The Intel machine booted with `intel_iommu=off`: the DMAR table is there, the
@@ -123,10 +126,11 @@ pub enum Layout {
 }
 
 impl Layout {
-    pub const ALL: [Layout; 6] = [
+    pub const ALL: [Layout; 7] = [
         Layout::IntelDesktop,
         Layout::IntelBind,
         Layout::IntelRun,
+        Layout::IntelDisk,
         Layout::AmdDesktop,
         Layout::IommuOff,
         Layout::NoIommu,
@@ -138,6 +142,7 @@ impl Layout {
             Layout::IntelDesktop => "intel",
             Layout::IntelBind => "intel_bind",
             Layout::IntelRun => "intel_run",
+            Layout::IntelDisk => "intel_disk",
             Layout::AmdDesktop => "amd",
             Layout::IommuOff => "iommu_off",
             Layout::NoIommu => "no_iommu",
@@ -162,7 +167,7 @@ impl Layout {
     /// and Ubuntu boot VMs with the same argument; nothing passthru reads depends on it.
     pub fn kernel_args(self) -> &'static [&'static str] {
         match self {
-            Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun => {
+            Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun | Layout::IntelDisk => {
                 &["intel_iommu=on", "iommu=pt", "no_timer_check"]
             }
             // `amd_iommu=on` is not an option of the 6.1 kernel (it logs "AMD-Vi: Unknown
@@ -177,18 +182,24 @@ impl Layout {
     pub fn iommu_on(self) -> bool {
         matches!(
             self,
-            Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun | Layout::AmdDesktop
+            Layout::IntelDesktop
+                | Layout::IntelBind
+                | Layout::IntelRun
+                | Layout::IntelDisk
+                | Layout::AmdDesktop
         )
     }
 
     pub fn iommu(self) -> Iommu {
         match self {
-            Layout::IntelDesktop | Layout::IntelBind | Layout::IntelRun | Layout::IommuOff => {
-                Iommu::Intel {
-                    intremap: true,
-                    caching_mode: true,
-                }
-            }
+            Layout::IntelDesktop
+            | Layout::IntelBind
+            | Layout::IntelRun
+            | Layout::IntelDisk
+            | Layout::IommuOff => Iommu::Intel {
+                intremap: true,
+                caching_mode: true,
+            },
             Layout::AmdDesktop => Iommu::Amd { intremap: true },
             Layout::NoIommu => Iommu::None,
         }
@@ -201,6 +212,21 @@ impl Layout {
             Iommu::None => "q35",
             _ => "q35,kernel-irqchip=split",
         };
+        let mut nvme = "nvme,serial=testbed0,bus=rp3".to_owned();
+        let mut drive = None;
+        if self == Layout::IntelDisk {
+            // A fresh, sparse 128 MiB image per boot: the NVMe drive's namespace 1.
+            let dir = super::kernel::testbed_dir().join("disks");
+            std::fs::create_dir_all(&dir).expect("testbed disks directory");
+            let image = dir.join(format!("{}-{}-nvme.img", self.name(), line.name()));
+            let file = std::fs::File::create(&image).expect("NVMe disk image");
+            file.set_len(128 << 20).expect("NVMe disk image size");
+            drive = Some(format!(
+                "file={},format=raw,if=none,id=nvme0disk",
+                image.display()
+            ));
+            nvme.push_str(",drive=nvme0disk");
+        }
         let mut vm = VmBuilder::new(&format!("{}-{}", self.name(), line.name()))
             .machine(machine)
             .iommu(self.iommu())
@@ -212,7 +238,7 @@ impl Layout {
             .device("pcie-root-port,id=rp2,bus=pcie.0,chassis=2,addr=0x11")
             .device("qemu-xhci,bus=rp2")
             .device("pcie-root-port,id=rp3,bus=pcie.0,chassis=3,addr=0x12")
-            .device("nvme,serial=testbed0,bus=rp3")
+            .device(&nvme)
             .device("pcie-root-port,id=rp4,bus=pcie.0,chassis=4,addr=0x13")
             .device("e1000e,bus=rp4")
             .device("pcie-root-port,id=rp5,bus=pcie.0,chassis=5,addr=0x14")
@@ -221,6 +247,9 @@ impl Layout {
             .device("pci-ohci,bus=pb1,addr=0x2");
         for arg in self.kernel_args() {
             vm = vm.kernel_arg(arg);
+        }
+        if let Some(drive) = drive {
+            vm = vm.qemu_arg("-drive").qemu_arg(&drive);
         }
         if self == Layout::IntelRun {
             // `vm run` reserves hugepages only from memory beyond the 1 GiB it leaves
