@@ -371,7 +371,12 @@ pub(super) fn edit(arg: &Path) -> anyhow::Result<u8> {
         .unwrap_or_else(|| "vi".into());
     // The editor works on a copy beside the spec: the spec itself changes only once
     // the copy is valid, by an atomic rename.
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // An absolute directory: the draft's path, given to the editor, never begins
+    // with '-'.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = std::fs::canonicalize(dir.unwrap_or(Path::new(".")))
+        .with_context(|| format!("cannot find the directory of {}", path.display()))?;
+    let dir = dir.as_path();
     let draft = tempfile::Builder::new()
         .prefix(".passthru-edit-")
         .suffix(".toml")

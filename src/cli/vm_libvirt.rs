@@ -270,6 +270,6 @@ pub(super) fn console(args: &ConsoleArgs) -> anyhow::Result<u8> {
         "passthru: attaching to the serial console of {} (Ctrl+] leaves it)",
         args.name
     );
-    let err = virsh.command(&["console", args.name.as_str()]).exec();
+    let err = virsh.command(&["console", "--", args.name.as_str()]).exec();
     Err(LibvirtError::Spawn(err).into())
 }
