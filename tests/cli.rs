@@ -1284,3 +1284,94 @@ fn man_says_what_is_wrong_with_dir() {
     // Without DIR: a usage error.
     assert_eq!(passthru(&["man"]).status.code(), Some(2));
 }
+
+/// `vm rm` removes a spec of the spec directory and nothing else: not a file given by
+/// path elsewhere, not a symlink in the directory, not a file that is no spec.
+#[test]
+fn vm_rm_removes_only_specs() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir(&specs).unwrap();
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&precious, specs.join("link.toml")).unwrap();
+    std::fs::write(specs.join("notes.toml"), "todo = 1\n").unwrap();
+    for arg in [precious.to_str().unwrap(), "link", "notes"] {
+        let out = with_vm_dir(&specs, &["vm", "rm", arg]);
+        assert_eq!(out.status.code(), Some(2), "vm rm {arg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("was not removed"), "{arg}: {err}");
+    }
+    assert!(precious.exists() && specs.join("link.toml").symlink_metadata().is_ok());
+    assert!(specs.join("notes.toml").exists());
+}
+
+/// `vm define --root DIR` is refused: the domain would be defined (and its disks
+/// created) on this machine from another host's tree.
+#[test]
+fn vm_define_with_root_changes_nothing_here() {
+    let f = Fixture::new("intel-desktop");
+    four_cores(&f);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("d.qcow2");
+    let spec = dir.path().join("d.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"d\"\nmemory = \"1G\"\ncpus = 2\nnetwork = \"none\"\n\n[[disks]]\n\
+             path = {:?}\nsize = \"16M\"\n\n[firmware]\nuefi = false\n",
+            disk.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+        .args(["vm", "define", spec.to_str().unwrap(), "--accel", "tcg"])
+        .args([
+            "--connect",
+            "test:///default",
+            "--root",
+            f.root().to_str().unwrap(),
+        ])
+        .env("PASSTHRU_VM_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`passthru vm define` defines the VM in this machine's libvirt, so --root"),
+        "{err}"
+    );
+    assert!(!disk.exists() && !dir.path().join("state").exists());
+}
+
+/// Waits longer than a day are clear errors of the flag, for every duration flag.
+#[test]
+fn huge_timeouts_are_refused_by_the_flag() {
+    let huge = "18446744073709551615";
+    for args in [
+        &["vm", "run", "x", "--shutdown-timeout", huge][..],
+        &["vm", "run", "x", "--timeout", huge],
+        &["vm", "stop", "x", "--timeout", huge],
+        &["bind", "0000:01:00.0", "--timeout", huge],
+        &["unbind", "--all", "--timeout", huge],
+    ] {
+        let out = passthru(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{huge} is not in 0..=86400")),
+            "{args:?}: {err}"
+        );
+    }
+    // A day is still taken.
+    let out = passthru(&[
+        "vm",
+        "stop",
+        "x",
+        "--timeout",
+        "86400",
+        "--connect",
+        "test:///default",
+    ]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("is not in"));
+}

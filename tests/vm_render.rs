@@ -393,6 +393,7 @@ fn resolve_on(f: &support::Fixture, spec: &str) -> (String, Vec<String>) {
     let options = ResolveOptions {
         accel: Accel::Kvm,
         state_dir: PathBuf::from("/var/lib/passthru/vms").join(&spec.name),
+        allow_host_disks: false,
     };
     let r = resolve(
         &passthru::host_root::HostRoot::new(f.root()),

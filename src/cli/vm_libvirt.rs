@@ -16,7 +16,8 @@ use crate::vm::store;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Refuses while something on this host blocks the VM (each reason comes with \
-its remedy). Creates missing disk images, writes the domain XML to the VM's state directory and \
+its remedy): among them a disk the host itself uses (--allow-host-disk) and more memory than the \
+host has. Creates missing disk images, writes the domain XML to the VM's state directory and \
 runs `virsh define`; defining again updates the domain (same UUID, UEFI variables and TPM kept). \
 The spec's ISOs are CD-ROMs: the first one boots first while every disk is blank, afterwards the disk."
 )]
@@ -29,6 +30,10 @@ pub struct DefineArgs {
     /// The libvirt connection (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI")]
     pub connect: Option<String>,
+    /// Give the VM a block device the host uses (mounted, swap, or under device
+    /// mapper, RAID or LVM) as a disk: the guest can overwrite the host's data on it.
+    #[arg(long)]
+    pub allow_host_disk: bool,
 }
 
 /// `vm start`.
@@ -49,6 +54,9 @@ pub struct StartArgs {
     /// The libvirt connection (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI")]
     pub connect: Option<String>,
+    /// Give the VM a block device the host uses as a disk (see `vm define`).
+    #[arg(long)]
+    pub allow_host_disk: bool,
 }
 
 /// `vm stop`.
@@ -59,8 +67,10 @@ pub struct StopArgs {
     /// Pull the plug instead of asking the guest to shut down.
     #[arg(long)]
     pub force: bool,
-    /// Seconds to wait for the guest to power off after the ACPI request.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    /// Seconds to wait for the guest to power off after the ACPI request (at most a
+    /// day).
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(..=super::vm_run::MAX_WAIT_SECS))]
     pub timeout: u64,
     /// The libvirt connection (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI")]
@@ -113,7 +123,16 @@ fn print_defined(d: &Defined) {
 
 /// `passthru vm define`.
 pub(super) fn define(json: bool, root: &HostRoot, args: &DefineArgs) -> anyhow::Result<u8> {
-    let mut res = super::vm::load_to_start(root, &args.spec, args.accel)?;
+    // The domain is defined in this machine's libvirt, its disks created here: a spec
+    // resolved against another host's tree must not change this one.
+    if !root.is_system() {
+        anyhow::bail!(
+            "`passthru vm define` defines the VM in this machine's libvirt, so --root (or \
+             PASSTHRU_ROOT) does not apply to it; `passthru vm render --root DIR` shows the \
+             domain XML for another host tree"
+        );
+    }
+    let mut res = super::vm::load_to_start(root, &args.spec, args.accel, args.allow_host_disk)?;
     let defined = libvirt::define(&mut res, &virsh(args.connect.as_ref()))?;
     if json {
         print_json(&DefineReport {
@@ -169,7 +188,12 @@ pub(super) fn start(json: bool, args: &StartArgs) -> anyhow::Result<u8> {
                 None => virsh.defined_accel(&name)?.unwrap_or_default(),
             };
             // `vm start` acts on this host: the spec is resolved against `/`.
-            let mut res = super::vm::load_to_start(&HostRoot::system(), &spec_path, accel)?;
+            let mut res = super::vm::load_to_start(
+                &HostRoot::system(),
+                &spec_path,
+                accel,
+                args.allow_host_disk,
+            )?;
             report.defined = Some(libvirt::define(&mut res, &virsh)?);
         } else if state.is_none() {
             return Err(LibvirtError::UnknownDomain { name }.into());

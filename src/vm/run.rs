@@ -1059,6 +1059,7 @@ mod tests {
             hugepages: None,
             notes: Vec::new(),
             qemu_blockers: Vec::new(),
+            host_blockers: Vec::new(),
         };
         let err = run(
             &HostRoot::new(dir.path()),
@@ -1086,6 +1087,7 @@ mod tests {
             hugepages: None,
             notes: Vec::new(),
             qemu_blockers: Vec::new(),
+            host_blockers: Vec::new(),
         };
         let err = run(
             &HostRoot::new(dir.path()),
@@ -1135,6 +1137,7 @@ mod tests {
             hugepages: None,
             notes: Vec::new(),
             qemu_blockers: Vec::new(),
+            host_blockers: Vec::new(),
         };
         let err = run(&HostRoot::new(r), &resolution, &options(), &mut |_| {}).unwrap_err();
         let RunError::Refused(refusals) = err else {
@@ -1234,6 +1237,7 @@ mod tests {
             hugepages: None,
             notes: Vec::new(),
             qemu_blockers: Vec::new(),
+            host_blockers: Vec::new(),
         };
         let options = options();
         let stopper = std::thread::spawn(|| {
