@@ -1375,3 +1375,47 @@ fn huge_timeouts_are_refused_by_the_flag() {
     ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("is not in"));
 }
+
+/// What a spec asks of the host is bounded by it: memory by the host's MemTotal,
+/// disks by what the host itself uses (`vm plan` names each blocker, `vm check` fails
+/// it), and, as root, a spec someone else can change is not taken at all.
+#[test]
+fn vm_specs_are_bounded_by_the_host() {
+    let f = Fixture::new("intel-desktop");
+    four_cores(&f);
+    let root = f.root().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("big.toml");
+    std::fs::write(
+        &spec,
+        "name = \"big\"\nmemory = \"99999999T\"\ncpus = 2\n\n[[disks]]\npath = \"/\"\n\n\
+         [firmware]\nuefi = false\n",
+    )
+    .unwrap();
+    let (code, plan) = json(&f, &["vm", "plan", spec.to_str().unwrap()]);
+    assert_eq!(code, 0, "{plan:#}");
+    assert_eq!(
+        plan["blockers"],
+        serde_json::json!([
+            "memory: 99999999T is more than this host has (32011 MiB in all, MemTotal in /proc/meminfo)",
+            "disk / is a directory: a disk is an image file or a block device"
+        ]),
+        "{plan:#}"
+    );
+    let out = passthru(&["vm", "check", spec.to_str().unwrap(), "--root", root]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL  memory     memory: 99999999T is more than this host has")
+            && text.contains("FAIL  disks      disk / is a directory"),
+        "{text}"
+    );
+    // Someone else's spec, read by root.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&spec, Some(65534), None).unwrap();
+        let out = passthru(&["vm", "plan", spec.to_str().unwrap(), "--root", root]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("it is owned by uid 65534, not root"), "{err}");
+    }
+}
