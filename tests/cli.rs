@@ -1419,3 +1419,39 @@ fn vm_specs_are_bounded_by_the_host() {
         assert!(err.contains("it is owned by uid 65534, not root"), "{err}");
     }
 }
+
+/// `vm new` writes the paths it is given as absolute paths (a spec takes no relative
+/// one), relative to where it ran.
+#[test]
+fn vm_new_makes_relative_paths_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+        .args([
+            "vm",
+            "new",
+            "rel",
+            "--iso",
+            "isos/a,b.iso",
+            "--disk",
+            "none",
+        ])
+        .args(["--kernel", "boot/vmlinuz", "--initrd", "./boot/initrd"])
+        .current_dir(dir.path())
+        .env("PASSTHRU_VM_DIR", dir.path().join("specs"))
+        .env_remove("PASSTHRU_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("specs/rel.toml")).unwrap();
+    let spec = passthru::vm::spec::VmSpec::parse(&text).unwrap();
+    let real = dir.path();
+    assert_eq!(spec.isos, vec![real.join("isos/a,b.iso")]);
+    let k = spec.kernel.unwrap();
+    assert_eq!(k.path, real.join("boot/vmlinuz"));
+    assert_eq!(k.initrd, Some(real.join("boot/initrd")));
+}

@@ -203,6 +203,12 @@ pub struct NewArgs {
     force: bool,
 }
 
+/// A path given on the command line as the spec holds it: absolute (relative to the
+/// current directory), so it means the same wherever the VM is started from.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// `passthru vm new`.
 pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
     use crate::vm::spec::{DirectKernel, Disk, Firmware, Network, UsbDevice};
@@ -230,10 +236,10 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
         cpus: Cpus::Count(args.cpus),
         devices,
         usb: args.usb.iter().map(|id| UsbDevice { id: *id }).collect(),
-        evdev: args.evdev.clone(),
-        kernel: args.kernel.clone().map(|path| DirectKernel {
-            path,
-            initrd: args.initrd.clone(),
+        evdev: args.evdev.iter().map(|p| absolute(p)).collect(),
+        kernel: args.kernel.as_deref().map(|path| DirectKernel {
+            path: absolute(path),
+            initrd: args.initrd.as_deref().map(absolute),
             cmdline: args.cmdline.clone().unwrap_or_default(),
         }),
         disks: if args.disk.eq_ignore_ascii_case("none") {
@@ -245,7 +251,7 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
                 format: "qcow2".into(),
             }]
         },
-        isos: args.isos.clone(),
+        isos: args.isos.iter().map(|p| absolute(p)).collect(),
         firmware: Firmware {
             uefi: !args.bios,
             secure_boot: windows && !args.bios,

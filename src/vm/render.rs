@@ -735,3 +735,25 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
     ]);
     a
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_go_on_as_libvirt_counts() {
+        let names: Vec<String> = [0, 1, 25, 26, 27, 51, 52, 701, 702]
+            .iter()
+            .map(|i| device_name("vd", *i))
+            .collect();
+        assert_eq!(
+            names,
+            ["vda", "vdb", "vdz", "vdaa", "vdab", "vdaz", "vdba", "vdzz", "vdaaa"]
+        );
+    }
+
+    #[test]
+    fn commas_are_doubled_in_option_values() {
+        assert_eq!(opt_value(std::path::Path::new("/a,b,,c=d")), "/a,,b,,,,c=d");
+    }
+}
