@@ -1369,3 +1369,174 @@ fn vm_define_refuses_a_disk_the_host_uses() {
         "{stderr}"
     );
 }
+
+/// `vm rm` removes a spec of the spec directory and nothing else: not a file given by
+/// path elsewhere, not a symlink in the directory, not a file that is no spec.
+#[test]
+fn vm_rm_removes_only_specs() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir(&specs).unwrap();
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&precious, specs.join("link.toml")).unwrap();
+    std::fs::write(specs.join("notes.toml"), "todo = 1\n").unwrap();
+    for arg in [precious.to_str().unwrap(), "link", "notes"] {
+        let out = with_vm_dir(&specs, &["vm", "rm", arg]);
+        assert_eq!(out.status.code(), Some(2), "vm rm {arg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("was not removed"), "{arg}: {err}");
+    }
+    assert!(precious.exists() && specs.join("link.toml").symlink_metadata().is_ok());
+    assert!(specs.join("notes.toml").exists());
+}
+
+/// `vm define --root DIR` is refused: the domain would be defined (and its disks
+/// created) on this machine from another host's tree.
+#[test]
+fn vm_define_with_root_changes_nothing_here() {
+    let f = Fixture::new("intel-desktop");
+    four_cores(&f);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("d.qcow2");
+    let spec = dir.path().join("d.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"d\"\nmemory = \"1G\"\ncpus = 2\nnetwork = \"none\"\n\n[[disks]]\n\
+             path = {:?}\nsize = \"16M\"\n\n[firmware]\nuefi = false\n",
+            disk.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+        .args(["vm", "define", spec.to_str().unwrap(), "--accel", "tcg"])
+        .args([
+            "--connect",
+            "test:///default",
+            "--root",
+            f.root().to_str().unwrap(),
+        ])
+        .env("PASSTHRU_VM_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`passthru vm define` defines the VM in this machine's libvirt, so --root"),
+        "{err}"
+    );
+    assert!(!disk.exists() && !dir.path().join("state").exists());
+}
+
+/// Waits longer than a day are clear errors of the flag, for every duration flag.
+#[test]
+fn huge_timeouts_are_refused_by_the_flag() {
+    let huge = "18446744073709551615";
+    for args in [
+        &["vm", "run", "x", "--shutdown-timeout", huge][..],
+        &["vm", "run", "x", "--timeout", huge],
+        &["vm", "stop", "x", "--timeout", huge],
+        &["bind", "0000:01:00.0", "--timeout", huge],
+        &["unbind", "--all", "--timeout", huge],
+    ] {
+        let out = passthru(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{huge} is not in 0..=86400")),
+            "{args:?}: {err}"
+        );
+    }
+    // A day is still taken.
+    let out = passthru(&[
+        "vm",
+        "stop",
+        "x",
+        "--timeout",
+        "86400",
+        "--connect",
+        "test:///default",
+    ]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("is not in"));
+}
+
+/// What a spec asks of the host is bounded by it: memory by the host's MemTotal,
+/// disks by what the host itself uses (`vm plan` names each blocker, `vm check` fails
+/// it), and, as root, a spec someone else can change is not taken at all.
+#[test]
+fn vm_specs_are_bounded_by_the_host() {
+    let f = Fixture::new("intel-desktop");
+    four_cores(&f);
+    let root = f.root().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("big.toml");
+    std::fs::write(
+        &spec,
+        "name = \"big\"\nmemory = \"99999999T\"\ncpus = 2\n\n[[disks]]\npath = \"/\"\n\n\
+         [firmware]\nuefi = false\n",
+    )
+    .unwrap();
+    let (code, plan) = json(&f, &["vm", "plan", spec.to_str().unwrap()]);
+    assert_eq!(code, 0, "{plan:#}");
+    assert_eq!(
+        plan["blockers"],
+        serde_json::json!([
+            "memory: 99999999T is more than this host has (32011 MiB in all, MemTotal in /proc/meminfo)",
+            "disk / is a directory: a disk is an image file or a block device"
+        ]),
+        "{plan:#}"
+    );
+    let out = passthru(&["vm", "check", spec.to_str().unwrap(), "--root", root]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL  memory     memory: 99999999T is more than this host has")
+            && text.contains("FAIL  disks      disk / is a directory"),
+        "{text}"
+    );
+    // Someone else's spec, read by root.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&spec, Some(65534), None).unwrap();
+        let out = passthru(&["vm", "plan", spec.to_str().unwrap(), "--root", root]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("it is owned by uid 65534, not root"), "{err}");
+    }
+}
+
+/// `vm new` writes the paths it is given as absolute paths (a spec takes no relative
+/// one), relative to where it ran.
+#[test]
+fn vm_new_makes_relative_paths_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+        .args([
+            "vm",
+            "new",
+            "rel",
+            "--iso",
+            "isos/a,b.iso",
+            "--disk",
+            "none",
+        ])
+        .args(["--kernel", "boot/vmlinuz", "--initrd", "./boot/initrd"])
+        .current_dir(dir.path())
+        .env("PASSTHRU_VM_DIR", dir.path().join("specs"))
+        .env_remove("PASSTHRU_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("specs/rel.toml")).unwrap();
+    let spec = passthru::vm::spec::VmSpec::parse(&text).unwrap();
+    let real = dir.path();
+    assert_eq!(spec.isos, vec![real.join("isos/a,b.iso")]);
+    let k = spec.kernel.unwrap();
+    assert_eq!(k.path, real.join("boot/vmlinuz"));
+    assert_eq!(k.initrd, Some(real.join("boot/initrd")));
+}

@@ -393,6 +393,7 @@ fn resolve_on(f: &support::Fixture, spec: &str) -> (String, Vec<String>) {
     let options = ResolveOptions {
         accel: Accel::Kvm,
         state_dir: PathBuf::from("/var/lib/passthru/vms").join(&spec.name),
+        allow_host_disks: false,
     };
     let r = resolve(
         &passthru::host_root::HostRoot::new(f.root()),
@@ -498,4 +499,342 @@ fn host_layouts() {
         "{xml}"
     );
     assert!(xml.contains("<vcpupin vcpu=\"0\" cpuset=\"1\"/>"), "{xml}");
+}
+
+/// Every path goes into QEMU's `key=value,…` options with its commas doubled, and
+/// stays one value; the libvirt XML escapes what XML would read as markup.
+#[test]
+fn commas_in_paths_stay_inside_their_value() {
+    let spec = r#"
+name = "odd"
+memory = "1G"
+cpus = 2
+isos = ["/iso/win,file.filename=/etc/shadow.iso"]
+evdev = ["/dev/input/by-id/usb-a,b-event-kbd"]
+
+[[devices]]
+address = "0000:01:00.0"
+rom = "/roms/a,romfile=/etc/shadow.rom"
+
+[[disks]]
+path = "/vm/d,file.filename=/etc/shadow"
+format = "raw"
+
+[kernel]
+path = "/boot/vmlinuz,x"
+initrd = "/boot/initrd,y"
+cmdline = "console=ttyS0,115200"
+
+[firmware]
+tpm = true
+"#;
+    let (xml, argv) = render_with(spec, false, |p| {
+        p.state_dir = PathBuf::from("/var/lib/passthru/vms/a,b=c");
+    });
+    let has = |want: &str| argv.iter().any(|a| a == want);
+    assert!(
+        has("file=/vm/d,,file.filename=/etc/shadow,if=none,id=disk0,format=raw,cache=none,aio=native,discard=unmap"),
+        "{argv:?}"
+    );
+    assert!(
+        has("file=/iso/win,,file.filename=/etc/shadow.iso,media=cdrom,if=none,id=cd0,readonly=on"),
+        "{argv:?}"
+    );
+    assert!(
+        argv.iter()
+            .any(|a| a.ends_with(",romfile=/roms/a,,romfile=/etc/shadow.rom")),
+        "{argv:?}"
+    );
+    assert!(
+        has("input-linux,id=evdev0,evdev=/dev/input/by-id/usb-a,,b-event-kbd,grab_all=on,repeat=on,grab-toggle=ctrl-ctrl"),
+        "{argv:?}"
+    );
+    assert!(has(
+        "unix:/var/lib/passthru/vms/a,,b=c/qmp.sock,server=on,wait=off"
+    ));
+    assert!(has(
+        "socket,id=chrtpm,path=/var/lib/passthru/vms/a,,b=c/swtpm.sock"
+    ));
+    assert!(has(
+        "if=pflash,format=raw,unit=1,file=/var/lib/passthru/vms/a,,b=c/odd_VARS.fd"
+    ));
+    assert!(has(
+        "socket,id=console,path=/var/lib/passthru/vms/a,,b=c/console.sock,server=on,wait=off,\
+         logfile=/var/lib/passthru/vms/a,,b=c/console.log"
+    ));
+    // -kernel, -initrd and -append take their argument whole (QEMU 10 opens
+    // '/boot/vmlinuz,x' as it is): no doubling there.
+    let after = |flag: &str| argv[argv.iter().position(|a| a == flag).unwrap() + 1].clone();
+    assert_eq!(after("-kernel"), "/boot/vmlinuz,x");
+    assert_eq!(after("-initrd"), "/boot/initrd,y");
+    assert_eq!(after("-append"), "console=ttyS0,115200");
+    // In the XML the values are whole attribute values and texts.
+    assert!(
+        xml.contains("<source file=\"/vm/d,file.filename=/etc/shadow\"/>"),
+        "{xml}"
+    );
+    assert!(xml.contains("<kernel>/boot/vmlinuz,x</kernel>"), "{xml}");
+    validate(&xml);
+}
+
+/// Quotes, angle brackets and ampersands in paths and the kernel command line come
+/// out of the XML parser exactly as they went in.
+#[test]
+fn markup_in_values_is_escaped_in_the_libvirt_xml() {
+    let hostile = r#"/vm/a"b'c<d>&e]]>f.img"#;
+    let cmdline = r#"quiet"/><devices><hostdev mode='subsystem'></hostdev></devices><x a=""#;
+    let spec = format!(
+        "name = \"m\"\nmemory = \"1G\"\ncpus = 2\n\n[[disks]]\npath = {hostile:?}\n\n\
+         [kernel]\npath = \"/boot/vmlinuz\"\ncmdline = {cmdline:?}\n"
+    );
+    let (xml, _) = render(&spec, false);
+    validate(&xml);
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let (mut sources, mut elements) = (Vec::new(), Vec::new());
+    loop {
+        match reader.read_event().unwrap() {
+            quick_xml::events::Event::Empty(e) | quick_xml::events::Event::Start(e) => {
+                if let Some(f) = e.try_get_attribute("file").unwrap() {
+                    sources.push(
+                        f.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                            .unwrap()
+                            .into_owned(),
+                    );
+                }
+                elements.push(e.name().into_inner().to_string());
+            }
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    let inner = &xml[xml.find("<cmdline>").unwrap() + 9..xml.find("</cmdline>").unwrap()];
+    let cmdlines = vec![quick_xml::escape::unescape(inner).unwrap().into_owned()];
+    let hostdevs = elements
+        .iter()
+        .filter(|e| *e == "hostdev" || *e == "x")
+        .count();
+    assert_eq!(sources, vec![hostile.to_string()]);
+    assert_eq!(cmdlines, vec![cmdline.to_string()]);
+    assert_eq!(hostdevs, 0, "no element came from a value");
+}
+
+/// The real QEMU, started with `-S` on the argv rendered for a disk and an ISO whose
+/// paths carry commas and `=` (a disk path that, unescaped, would make QEMU open
+/// another file as the disk's backing image), opens exactly those two files: QMP's
+/// `query-block` and `query-named-block-nodes` say so. The VM's state directory (its
+/// QMP socket) has a comma too.
+#[test]
+fn the_real_qemu_opens_exactly_the_paths_of_the_spec() {
+    if std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "qemu-system-x86_64 is missing"
+        );
+        eprintln!("SKIPPED the_real_qemu_opens_exactly_the_paths_of_the_spec: no QEMU");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().display().to_string();
+    let qemu_img = |args: &[&str]| {
+        let out = std::process::Command::new("qemu-img")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    // What the injected text names: a decoy disk and a file that must stay closed.
+    let decoy = format!("{t}/d.qcow2");
+    let secret = format!("{t}/secret.img");
+    qemu_img(&["create", "-q", "-f", "qcow2", "--", &decoy, "1M"]);
+    qemu_img(&["create", "-q", "-f", "raw", "--", &secret, "1M"]);
+    let disk = format!("{decoy},backing.file.filename={secret},backing.driver=raw");
+    let iso = format!("{t}/in=st,all.iso");
+    std::fs::write(&iso, vec![0u8; 1 << 20]).unwrap();
+    let spec = format!(
+        "name = \"inj\"\nmemory = \"256M\"\ncpus = 2\nnetwork = \"none\"\n\
+         isos = [{iso:?}]\n\n[[disks]]\npath = {disk:?}\nsize = \"16M\"\n\n\
+         [firmware]\nuefi = false\n"
+    );
+    // The disk is created by passthru with the real qemu-img.
+    let parsed = VmSpec::parse(&spec).unwrap();
+    let created = passthru::vm::disk::create_missing(&parsed).unwrap();
+    assert_eq!(created, vec![PathBuf::from(&disk)]);
+    let state = dir.path().join("st,ate=x");
+    std::fs::create_dir(&state).unwrap();
+    let (_, argv) = render_with(&spec, false, |p| {
+        p.accel = Accel::Tcg;
+        p.ovmf = None;
+        p.state_dir = state.clone();
+    });
+    let mut qemu = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .arg("-S")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let qmp = passthru::vm::qmp::Qmp::connect(
+        &state.join("qmp.sock"),
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_secs(30),
+    );
+    let Ok(mut qmp) = qmp else {
+        let _ = qemu.kill();
+        let out = qemu.wait_with_output().unwrap();
+        panic!(
+            "QEMU did not start ({qmp:?}): {}\n{argv:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let blocks = qmp.execute("query-block", None).unwrap();
+    let nodes = qmp.execute("query-named-block-nodes", None).unwrap();
+    qmp.quit().unwrap();
+    let _ = qemu.wait();
+    let inserted: Vec<(String, String)> = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| {
+            Some((
+                b["device"].as_str()?.to_string(),
+                b["inserted"]["file"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    assert_eq!(
+        inserted,
+        vec![
+            ("cd0".to_string(), iso.clone()),
+            ("disk0".to_string(), disk.clone())
+        ],
+        "{blocks:#}"
+    );
+    let mut opened: Vec<String> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["file"].as_str().unwrap().to_string())
+        .collect();
+    opened.sort();
+    opened.dedup();
+    let mut want = vec![iso, disk];
+    want.sort();
+    assert_eq!(opened, want, "nothing else is opened: {nodes:#}");
+}
+
+fn passthru_cli(vm_dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
+        .args(args)
+        .env("PASSTHRU_VM_DIR", vm_dir.join("specs"))
+        .env("PASSTHRU_VM_STATE_DIR", vm_dir.join("state"))
+        .env_remove("PASSTHRU_ROOT")
+        .output()
+        .unwrap()
+}
+
+/// A bridge name that carries a `helper=` option (QEMU runs the helper, as root
+/// under `vm run`) is refused when the spec is read: `vm run` with the real QEMU never
+/// starts it, and the helper never runs.
+#[test]
+fn a_bridge_with_a_helper_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("helper-ran");
+    let helper = dir.path().join("helper.sh");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::create_dir(dir.path().join("specs")).unwrap();
+    let spec = dir.path().join("specs/br.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"br\"\nmemory = \"128M\"\ncpus = 1\n\
+             network = {{ bridge = \"br0,helper={}\" }}\n\n[firmware]\nuefi = false\n",
+            helper.display()
+        ),
+    )
+    .unwrap();
+    let out = passthru_cli(
+        dir.path(),
+        &[
+            "vm",
+            "run",
+            spec.to_str().unwrap(),
+            "--accel",
+            "tcg",
+            "--shutdown-timeout",
+            "1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("network.bridge: \"br0,helper=") && err.contains("is not an interface name"),
+        "{err}"
+    );
+    assert!(!marker.exists(), "the helper ran");
+    assert!(!dir.path().join("state/br").exists(), "nothing was created");
+}
+
+/// A disk path that `qemu-img` would read as an option is refused when the spec is
+/// read; an absolute path whose file name begins with `-` is created as that file by
+/// the real `qemu-img` (passthru ends its options with `--`).
+#[test]
+fn disk_paths_are_never_options_of_qemu_img() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("specs")).unwrap();
+    let spec = dir.path().join("specs/dash.toml");
+    let write = |path: &str| {
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"dash\"\nmemory = \"128M\"\ncpus = 1\nnetwork = \"none\"\n\n\
+                 [[disks]]\npath = {path:?}\nsize = \"16M\"\n\n[firmware]\nuefi = false\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("-obacking_file=/etc/shadow");
+    let out = passthru_cli(
+        dir.path(),
+        &[
+            "vm",
+            "define",
+            spec.to_str().unwrap(),
+            "--connect",
+            "test:///default",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not an absolute path"), "{err}");
+    // Made absolute, the same name is a file like any other.
+    let disk = dir.path().join("-obacking_file=,etc,shadow");
+    let mut s = VmSpec::parse(&std::fs::read_to_string(&spec).unwrap().replace(
+        "\"-obacking_file=/etc/shadow\"",
+        &format!("{:?}", disk.display().to_string()),
+    ))
+    .unwrap();
+    s.disks[0].format = "qcow2".into();
+    assert_eq!(
+        passthru::vm::disk::create_missing(&s).unwrap(),
+        vec![disk.clone()]
+    );
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json", "--"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert!(info.get("backing-filename").is_none(), "{info}");
+    let argv = passthru::vm::disk::create_argv(&s.disks[0], 16);
+    assert_eq!(argv[argv.len() - 3], "--", "{argv:?}");
 }

@@ -161,8 +161,8 @@ enum Command {
         yes: bool,
         #[command(flatten)]
         risks: RiskArgs,
-        /// Seconds to wait for each driver write before calling it stuck.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        /// Seconds to wait for each driver write before calling it stuck (at most a day).
+        #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(..=vm_run::MAX_WAIT_SECS))]
         timeout: u64,
     },
     /// Give devices bound by `passthru bind` back to the drivers they had before.
@@ -181,8 +181,8 @@ enum Command {
         /// Only print what would be done.
         #[arg(long)]
         dry_run: bool,
-        /// Seconds to wait for each driver write before calling it stuck.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        /// Seconds to wait for each driver write before calling it stuck (at most a day).
+        #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(..=vm_run::MAX_WAIT_SECS))]
         timeout: u64,
     },
     /// Make the passthrough setup persistent: kernel arguments, early binding of the
@@ -292,7 +292,8 @@ pub(super) struct RiskArgs {
     /// Take the controller of a disk the host uses besides `/`: a mounted filesystem
     /// (`/home`, `/boot`), swap, an LVM / dm-crypt / md RAID member, a device node a
     /// process holds open. Unmount it, `swapoff` it or stop the array first instead:
-    /// taken away, its reads and writes fail and unwritten data is lost.
+    /// taken away, its reads and writes fail and unwritten data is lost. For `vm run`
+    /// it also accepts such a block device as one of the VM's disks.
     #[arg(long)]
     allow_disk_in_use: bool,
 }
@@ -529,7 +530,7 @@ fn this_machine_only(root: &HostRoot, command: &str) -> anyhow::Result<()> {
     } else {
         anyhow::bail!(
             "`passthru {command}` acts on this machine's libvirt, so --root (or PASSTHRU_ROOT) \
-             does not apply to it; `passthru vm define --root DIR` resolves a spec against \
+             does not apply to it; `passthru vm render --root DIR` resolves a spec against \
              another host tree"
         )
     }

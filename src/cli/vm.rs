@@ -26,11 +26,17 @@ struct PlanReport<'a> {
 }
 
 /// Loads the spec named or pointed at by `arg` and resolves it on `root`.
-pub(super) fn load(root: &HostRoot, arg: &Path, accel: Accel) -> anyhow::Result<Resolution> {
+pub(super) fn load(
+    root: &HostRoot,
+    arg: &Path,
+    accel: Accel,
+    allow_host_disks: bool,
+) -> anyhow::Result<Resolution> {
     let (_, spec) = store::load(arg)?;
     let options = ResolveOptions {
         accel,
         state_dir: store::state_dir(&spec.name),
+        allow_host_disks,
     };
     Ok(resolve::resolve(root, spec, &options)?)
 }
@@ -38,12 +44,17 @@ pub(super) fn load(root: &HostRoot, arg: &Path, accel: Accel) -> anyhow::Result<
 /// [`load`], for a command that starts the VM on this host (`vm run`, `vm define`,
 /// `vm start`): on the live system QEMU is asked what it offers, and what it lacks
 /// for the VM becomes a blocker with its remedy, as `vm check` reports it.
+///
+/// As root, the VM's state directory (where NVRAM, sockets, TPM state and the domain
+/// XML are written) must be root's alone, like the spec.
 pub(super) fn load_to_start(
     root: &HostRoot,
     arg: &Path,
     accel: Accel,
+    allow_host_disks: bool,
 ) -> anyhow::Result<Resolution> {
-    let mut r = load(root, arg, accel)?;
+    let mut r = load(root, arg, accel, allow_host_disks)?;
+    store::check_trusted(&r.plan.state_dir)?;
     if root.is_system() {
         r.qemu_blockers = crate::vm::check::qemu_blockers(root, &r.plan);
     }
@@ -52,7 +63,7 @@ pub(super) fn load_to_start(
 
 /// `passthru vm plan SPEC`.
 pub(super) fn plan(json: bool, root: &HostRoot, path: &Path) -> anyhow::Result<u8> {
-    let r = load(root, path, Accel::Kvm)?;
+    let r = load(root, path, Accel::Kvm, false)?;
     let (spec, pinning, devices) = (&r.plan.spec, &r.plan.pinning, &r.plan.devices);
     if json {
         print_json(&PlanReport {
@@ -117,7 +128,7 @@ pub(super) fn plan(json: bool, root: &HostRoot, path: &Path) -> anyhow::Result<u
 
 /// `passthru vm render SPEC [--qemu]`.
 pub(super) fn render(root: &HostRoot, path: &Path, qemu: bool, accel: Accel) -> anyhow::Result<u8> {
-    let r = load(root, path, accel)?;
+    let r = load(root, path, accel, false)?;
     let spec = &r.plan.spec;
     if spec.firmware.uefi && r.plan.ovmf.is_none() {
         // The first blocker is the missing firmware, with its remedy.
@@ -192,6 +203,12 @@ pub struct NewArgs {
     force: bool,
 }
 
+/// A path given on the command line as the spec holds it: absolute (relative to the
+/// current directory), so it means the same wherever the VM is started from.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// `passthru vm new`.
 pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
     use crate::vm::spec::{DirectKernel, Disk, Firmware, Network, UsbDevice};
@@ -219,10 +236,10 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
         cpus: Cpus::Count(args.cpus),
         devices,
         usb: args.usb.iter().map(|id| UsbDevice { id: *id }).collect(),
-        evdev: args.evdev.clone(),
-        kernel: args.kernel.clone().map(|path| DirectKernel {
-            path,
-            initrd: args.initrd.clone(),
+        evdev: args.evdev.iter().map(|p| absolute(p)).collect(),
+        kernel: args.kernel.as_deref().map(|path| DirectKernel {
+            path: absolute(path),
+            initrd: args.initrd.as_deref().map(absolute),
             cmdline: args.cmdline.clone().unwrap_or_default(),
         }),
         disks: if args.disk.eq_ignore_ascii_case("none") {
@@ -234,7 +251,7 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
                 format: "qcow2".into(),
             }]
         },
-        isos: args.isos.clone(),
+        isos: args.isos.iter().map(|p| absolute(p)).collect(),
         firmware: Firmware {
             uefi: !args.bios,
             secure_boot: windows && !args.bios,
@@ -334,21 +351,17 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// `passthru vm rm`.
+/// `passthru vm rm`: removes a spec of the spec directory, and nothing else.
 pub(super) fn rm(name: &str) -> anyhow::Result<u8> {
-    let path = store::spec_path(Path::new(name));
-    // The domain name, for the hint below (a spec that no longer parses is removed too).
-    let domain = store::load(&path)
-        .map(|(_, spec)| spec.name)
-        .unwrap_or_else(|_| name.to_string());
-    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    let (path, spec) = store::remove_spec(Path::new(name), &store::spec_dir())?;
     println!(
         "Removed {} (its disks stay where they are).",
         path.display()
     );
     println!(
         "If it was defined in libvirt (`passthru vm define`), the domain stays too: \
-         `virsh undefine --nvram {domain}` removes it with its UEFI variables."
+         `virsh undefine --nvram {}` removes it with its UEFI variables.",
+        spec.name
     );
     Ok(0)
 }
@@ -371,7 +384,12 @@ pub(super) fn edit(arg: &Path) -> anyhow::Result<u8> {
         .unwrap_or_else(|| "vi".into());
     // The editor works on a copy beside the spec: the spec itself changes only once
     // the copy is valid, by an atomic rename.
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // An absolute directory: the draft's path, given to the editor, never begins
+    // with '-'.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = std::fs::canonicalize(dir.unwrap_or(Path::new(".")))
+        .with_context(|| format!("cannot find the directory of {}", path.display()))?;
+    let dir = dir.as_path();
     let draft = tempfile::Builder::new()
         .prefix(".passthru-edit-")
         .suffix(".toml")

@@ -16,7 +16,8 @@ use crate::vm::store;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Refuses while something on this host blocks the VM (each reason comes with \
-its remedy). Creates missing disk images, writes the domain XML to the VM's state directory and \
+its remedy): among them a disk the host itself uses (--allow-disk-in-use) and more memory than the \
+host has. Creates missing disk images, writes the domain XML to the VM's state directory and \
 runs `virsh define`; defining again updates the domain (same UUID, UEFI variables and TPM kept). \
 The spec's ISOs are CD-ROMs: the first one boots first while every disk is blank, afterwards the disk."
 )]
@@ -29,9 +30,10 @@ pub struct DefineArgs {
     /// The libvirt connection (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI")]
     pub connect: Option<String>,
-    /// Give the VM a controller of a disk the host uses (mounted, swap, an LVM /
-    /// dm-crypt / md RAID member, open in a process): libvirt takes it from the host
-    /// when the VM starts.
+    /// Give the VM a disk the host uses (mounted, swap, an LVM / dm-crypt / md RAID
+    /// member, open in a process): as one of its disks, or on the controller of one of
+    /// its devices (libvirt takes that from the host when the VM starts). Either way
+    /// the host's reads and writes on it fail or the guest overwrites its data.
     #[arg(long)]
     pub allow_disk_in_use: bool,
 }
@@ -54,7 +56,7 @@ pub struct StartArgs {
     /// The libvirt connection (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI")]
     pub connect: Option<String>,
-    /// Give the VM a controller of a disk the host uses (see `vm define`).
+    /// Give the VM a disk the host uses (see `vm define`).
     #[arg(long)]
     pub allow_disk_in_use: bool,
 }
@@ -67,8 +69,10 @@ pub struct StopArgs {
     /// Pull the plug instead of asking the guest to shut down.
     #[arg(long)]
     pub force: bool,
-    /// Seconds to wait for the guest to power off after the ACPI request.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    /// Seconds to wait for the guest to power off after the ACPI request (at most a
+    /// day).
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(..=super::vm_run::MAX_WAIT_SECS))]
     pub timeout: u64,
     /// The libvirt connection (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI")]
@@ -144,9 +148,19 @@ fn refuse_disks_in_use(
 
 /// `passthru vm define`.
 pub(super) fn define(json: bool, root: &HostRoot, args: &DefineArgs) -> anyhow::Result<u8> {
-    let mut res = super::vm::load_to_start(root, &args.spec, args.accel)?;
+    // The domain is defined in this machine's libvirt, its disks created here: a spec
+    // resolved against another host's tree must not change this one.
+    if !root.is_system() {
+        anyhow::bail!(
+            "`passthru vm define` defines the VM in this machine's libvirt, so --root (or \
+             PASSTHRU_ROOT) does not apply to it; `passthru vm render --root DIR` shows the \
+             domain XML for another host tree"
+        );
+    }
+    let allow = args.allow_disk_in_use;
+    let mut res = super::vm::load_to_start(root, &args.spec, args.accel, allow)?;
     let devices = res.plan.devices.clone();
-    if let Some(code) = refuse_disks_in_use(root, "vm define", &devices, args.allow_disk_in_use)? {
+    if let Some(code) = refuse_disks_in_use(root, "vm define", &devices, allow)? {
         return Ok(code);
     }
     let defined = libvirt::define(&mut res, &virsh(args.connect.as_ref()))?;
@@ -204,9 +218,10 @@ pub(super) fn start(json: bool, args: &StartArgs) -> anyhow::Result<u8> {
                 None => virsh.defined_accel(&name)?.unwrap_or_default(),
             };
             // `vm start` acts on this host: the spec is resolved against `/`.
-            let mut res = super::vm::load_to_start(&HostRoot::system(), &spec_path, accel)?;
-            let devices = res.plan.devices.clone();
             let allow = args.allow_disk_in_use;
+            let mut res =
+                super::vm::load_to_start(&HostRoot::system(), &spec_path, accel, allow)?;
+            let devices = res.plan.devices.clone();
             if let Some(code) =
                 refuse_disks_in_use(&HostRoot::system(), "vm start", &devices, allow)?
             {
@@ -312,6 +327,6 @@ pub(super) fn console(args: &ConsoleArgs) -> anyhow::Result<u8> {
         "passthru: attaching to the serial console of {} (Ctrl+] leaves it)",
         args.name
     );
-    let err = virsh.command(&["console", args.name.as_str()]).exec();
+    let err = virsh.command(&["console", "--", args.name.as_str()]).exec();
     Err(LibvirtError::Spawn(err).into())
 }

@@ -23,14 +23,21 @@ pub struct RunArgs {
     pub accel: Accel,
     #[command(flatten)]
     pub(super) risks: RiskArgs,
-    /// Seconds to wait for each driver write before calling it stuck.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    /// Seconds to wait for each driver write before calling it stuck (at most a day).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(..=MAX_WAIT_SECS))]
     pub timeout: u64,
     /// Seconds the guest has to power down after Ctrl-C or SIGTERM before QEMU is
-    /// told to quit (a second Ctrl-C quits at once).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    /// told to quit (a second Ctrl-C quits at once; at most a day).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(..=MAX_WAIT_SECS))]
     pub shutdown_timeout: u64,
 }
+
+/// The longest wait a `--timeout` or `--shutdown-timeout` flag takes, in seconds: a
+/// day. (A deadline is the time now plus the wait, which must stay a time the system
+/// clock can hold.)
+pub(super) const MAX_WAIT_SECS: u64 = 24 * 60 * 60;
 
 /// The `--json` document of `vm run`, printed when QEMU has ended.
 #[derive(Debug, Serialize)]
@@ -52,7 +59,7 @@ pub(super) fn run(json: bool, root: &HostRoot, args: &RunArgs) -> anyhow::Result
     if !root.is_system() {
         anyhow::bail!("vm run starts a VM on this host: it cannot work with --root");
     }
-    let resolution = super::vm::load_to_start(root, &args.spec, args.accel)?;
+    let resolution = super::vm::load_to_start(root, &args.spec, args.accel, args.risks.allow_disk_in_use)?;
     let plan = &resolution.plan;
     let changes_host = !plan.devices.is_empty()
         || matches!(&resolution.hugepages, Some(Ok(h)) if h.to_reserve > 0);

@@ -509,6 +509,13 @@ pub fn check(root: &HostRoot, spec: &VmSpec, inputs: &CheckInputs<'_>) -> Vec<Vm
             );
         }
     }
+    // Paths that are no disks, and block devices the host uses.
+    for b in super::hostdisk::disk_blockers(root, spec, false) {
+        out.push(finding("disks", Status::Fail, b));
+    }
+    if let Some(b) = super::hostdisk::memory_blocker(root, spec) {
+        out.push(finding("memory", Status::Fail, b).remedy("give the VM less memory"));
+    }
     for iso in &spec.isos {
         if !exists(root, iso) {
             out.push(

@@ -58,7 +58,8 @@ pub fn missing(spec: &VmSpec) -> Vec<&Disk> {
     spec.disks.iter().filter(|d| !d.path.exists()).collect()
 }
 
-/// The `qemu-img` argv that creates `disk` (`size` in MiB).
+/// The `qemu-img` argv that creates `disk` (`size` in MiB). `qemu-img` takes the
+/// file name whole (it is not one of QEMU's `key=value` option strings), after `--`.
 pub fn create_argv(disk: &Disk, size_mib: u64) -> Vec<String> {
     vec![
         "qemu-img".into(),
@@ -66,6 +67,8 @@ pub fn create_argv(disk: &Disk, size_mib: u64) -> Vec<String> {
         "-q".into(),
         "-f".into(),
         disk.format.clone(),
+        // The end of the options: the path is never read as one.
+        "--".into(),
         disk.path.display().to_string(),
         format!("{size_mib}M"),
     ]
@@ -129,7 +132,7 @@ pub fn disk_is_blank(disk: &Disk) -> Result<bool, DiskError> {
         return first_mib_is_zero(path);
     }
     let out = Command::new("qemu-img")
-        .args(["map", "-U", "--output=json", "-f", &disk.format])
+        .args(["map", "-U", "--output=json", "-f", &disk.format, "--"])
         .arg(path)
         .stdin(Stdio::null())
         .output()

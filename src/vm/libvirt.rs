@@ -260,7 +260,9 @@ impl Virsh {
         }
     }
 
-    /// The command `virsh -c URI ARGS…` (for callers that run it themselves).
+    /// The command `virsh -c URI ARGS…` (for callers that run it themselves). Every
+    /// command passthru gives virsh ends its options with `--`, so a domain name or a
+    /// file is never read as an option.
     pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.arg("-c").arg(&self.uri).args(args);
@@ -300,7 +302,7 @@ impl Virsh {
 
     /// The domain's state, or `None` when libvirt has no domain of that name.
     pub fn state(&self, name: &str) -> Result<Option<DomainState>, LibvirtError> {
-        match self.run(&["domstate", name], Some(name)) {
+        match self.run(&["domstate", "--", name], Some(name)) {
             Ok(out) => Ok(Some(DomainState::parse(&out))),
             Err(LibvirtError::UnknownDomain { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -317,7 +319,7 @@ impl Virsh {
 
     /// The domain's UUID, or `None` when it is not defined.
     pub fn uuid(&self, name: &str) -> Result<Option<String>, LibvirtError> {
-        match self.run(&["domuuid", name], Some(name)) {
+        match self.run(&["domuuid", "--", name], Some(name)) {
             Ok(out) => Ok(Some(out.trim().to_string()).filter(|u| !u.is_empty())),
             Err(LibvirtError::UnknownDomain { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -326,7 +328,7 @@ impl Virsh {
 
     /// How the defined domain runs its CPU (its stored XML's `<domain type>`).
     pub fn defined_accel(&self, name: &str) -> Result<Option<Accel>, LibvirtError> {
-        match self.run(&["dumpxml", "--inactive", name], Some(name)) {
+        match self.run(&["dumpxml", "--inactive", "--", name], Some(name)) {
             Ok(xml) => Ok(accel_of_xml(&xml)),
             Err(LibvirtError::UnknownDomain { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -335,23 +337,26 @@ impl Virsh {
 
     /// `virsh define FILE`: creates the domain, or replaces its definition.
     pub fn define(&self, xml_file: &Path) -> Result<(), LibvirtError> {
-        self.run(&[OsStr::new("define"), xml_file.as_os_str()], None)
-            .map(drop)
+        self.run(
+            &[OsStr::new("define"), OsStr::new("--"), xml_file.as_os_str()],
+            None,
+        )
+        .map(drop)
     }
 
     /// `virsh start NAME`.
     pub fn start(&self, name: &str) -> Result<(), LibvirtError> {
-        self.run(&["start", name], Some(name)).map(drop)
+        self.run(&["start", "--", name], Some(name)).map(drop)
     }
 
     /// `virsh shutdown NAME`: asks the guest to power off (ACPI power button).
     pub fn shutdown(&self, name: &str) -> Result<(), LibvirtError> {
-        self.run(&["shutdown", name], Some(name)).map(drop)
+        self.run(&["shutdown", "--", name], Some(name)).map(drop)
     }
 
     /// `virsh destroy NAME`: ends the QEMU process at once (the guest's power cord).
     pub fn destroy(&self, name: &str) -> Result<(), LibvirtError> {
-        self.run(&["destroy", name], Some(name)).map(drop)
+        self.run(&["destroy", "--", name], Some(name)).map(drop)
     }
 
     /// Waits until the domain is no longer active; the last state seen on timeout.

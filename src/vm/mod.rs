@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod disk;
+pub mod hostdisk;
 pub mod hugepages;
 pub mod identity;
 pub mod libvirt;

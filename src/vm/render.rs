@@ -362,10 +362,7 @@ fn write_devices(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
                 empty(
                     w,
                     "target",
-                    &[
-                        ("dev", &format!("sd{}", (b'a' + i as u8) as char)),
-                        ("bus", "sata"),
-                    ],
+                    &[("dev", &device_name("sd", i)), ("bus", "sata")],
                 )?;
                 empty(w, "readonly", &[])?;
                 if i == 0 {
@@ -393,10 +390,7 @@ fn write_devices(w: &mut Writer<Cursor<Vec<u8>>>, plan: &VmPlan) -> XmlResult {
                 empty(
                     w,
                     "target",
-                    &[
-                        ("dev", &format!("vd{}", (b'a' + i as u8) as char)),
-                        ("bus", "virtio"),
-                    ],
+                    &[("dev", &device_name("vd", i)), ("bus", "virtio")],
                 )?;
                 empty(w, "boot", &[("order", &(disk_boot + i).to_string())])
             })?;
@@ -527,6 +521,29 @@ fn is_keyboard(dev: &std::path::Path) -> bool {
     dev.to_string_lossy().ends_with("-kbd")
 }
 
+/// A path as the value of one of QEMU's `key=value,…` options (`-drive`, `-device`,
+/// `-object`, `-chardev`, `-qmp`): QEMU reads a doubled comma as a comma of the value,
+/// so `/iso/a,b.iso` stays one path instead of ending the value and adding an option
+/// (`file.filename=…`, `helper=…`). `-kernel`, `-initrd` and `-append` take their
+/// argument whole and get it as it is.
+pub fn opt_value(path: &std::path::Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
+/// A guest disk's name as libvirt writes them: `prefix` and the disk's index in
+/// base 26 with letters (`vda` … `vdz`, `vdaa`, `vdab`, …).
+pub fn device_name(prefix: &str, index: usize) -> String {
+    let mut letters = Vec::new();
+    let mut n = index + 1;
+    while n > 0 {
+        n -= 1;
+        letters.push(b'a' + (n % 26) as u8);
+        n /= 26;
+    }
+    letters.reverse();
+    format!("{prefix}{}", String::from_utf8_lossy(&letters))
+}
+
 /// The QEMU command line. vCPU pinning is not a QEMU option: `vm run` pins the vCPU
 /// threads (found through QMP) to [`PinningPlan::vcpus`] after start.
 pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
@@ -594,13 +611,13 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
             "-drive",
             &format!(
                 "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                o.code.display()
+                opt_value(&o.code)
             ),
         ]);
         let vars = plan.nvram_path();
         push(&[
             "-drive",
-            &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            &format!("if=pflash,format=raw,unit=1,file={}", opt_value(&vars)),
         ]);
     }
     let (iso_boot, disk_boot) = plan.boot_orders();
@@ -609,7 +626,7 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
             "-drive",
             &format!(
                 "file={},media=cdrom,if=none,id=cd{i},readonly=on",
-                iso.display()
+                opt_value(iso)
             ),
         ]);
         let mut dev = format!("ide-cd,drive=cd{i},bus=ide.{i}");
@@ -623,7 +640,7 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
             "-drive",
             &format!(
                 "file={},if=none,id=disk{i},format={},cache=none,aio=native,discard=unmap",
-                d.path.display(),
+                opt_value(&d.path),
                 d.format
             ),
         ]);
@@ -644,7 +661,7 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
                 dev.push_str(",multifunction=on");
             }
             if let Some(rom) = plan.roms.get(f) {
-                dev.push_str(&format!(",romfile={}", rom.display()));
+                dev.push_str(&format!(",romfile={}", opt_value(rom)));
             }
             push(&["-device", &dev]);
         }
@@ -668,7 +685,7 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
         }
     }
     for (i, dev) in spec.evdev.iter().enumerate() {
-        let mut obj = format!("input-linux,id=evdev{i},evdev={}", dev.display());
+        let mut obj = format!("input-linux,id=evdev{i},evdev={}", opt_value(dev));
         if is_keyboard(dev) {
             obj.push_str(",grab_all=on,repeat=on,grab-toggle=ctrl-ctrl");
         }
@@ -687,7 +704,7 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
         let sock = plan.swtpm_path();
         push(&[
             "-chardev",
-            &format!("socket,id=chrtpm,path={}", sock.display()),
+            &format!("socket,id=chrtpm,path={}", opt_value(&sock)),
         ]);
         push(&["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"]);
         push(&["-device", "tpm-crb,tpmdev=tpm0"]);
@@ -705,8 +722,8 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
         "-chardev",
         &format!(
             "socket,id=console,path={},server=on,wait=off,logfile={}",
-            plan.console_path().display(),
-            plan.console_log_path().display()
+            opt_value(&plan.console_path()),
+            opt_value(&plan.console_log_path())
         ),
         "-serial",
         "chardev:console",
@@ -714,7 +731,29 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
     let qmp = plan.qmp_path();
     push(&[
         "-qmp",
-        &format!("unix:{},server=on,wait=off", qmp.display()),
+        &format!("unix:{},server=on,wait=off", opt_value(&qmp)),
     ]);
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_go_on_as_libvirt_counts() {
+        let names: Vec<String> = [0, 1, 25, 26, 27, 51, 52, 701, 702]
+            .iter()
+            .map(|i| device_name("vd", *i))
+            .collect();
+        assert_eq!(
+            names,
+            ["vda", "vdb", "vdz", "vdaa", "vdab", "vdaz", "vdba", "vdzz", "vdaaa"]
+        );
+    }
+
+    #[test]
+    fn commas_are_doubled_in_option_values() {
+        assert_eq!(opt_value(std::path::Path::new("/a,b,,c=d")), "/a,,b,,,,c=d");
+    }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::hostdisk;
 use super::hugepages::{self, HugepageError, HugepageFacts, HugepagePlan};
 use super::identity::{self, IdentityError};
 use super::pinning::{self, CpuRequest, PinningError};
@@ -82,6 +83,9 @@ pub struct ResolveOptions {
     pub accel: Accel,
     /// The VM's own directory (see [`super::store::state_dir`]).
     pub state_dir: PathBuf,
+    /// Block devices the host uses (mounted, swap, held by device mapper) may be
+    /// the VM's disks (`--allow-disk-in-use`).
+    pub allow_host_disks: bool,
 }
 
 /// A spec resolved on a host.
@@ -99,6 +103,10 @@ pub struct Resolution {
     /// this host (`vm run`, `vm define`, `vm start`), empty otherwise.
     #[serde(skip)]
     pub qemu_blockers: Vec<String>,
+    /// What the host itself has that the VM cannot take: more memory than the host
+    /// has, disks that are no disks or that the host uses (see [`super::hostdisk`]).
+    #[serde(skip)]
+    pub host_blockers: Vec<String>,
 }
 
 fn ser_hugepages<S: serde::Serializer>(
@@ -126,6 +134,7 @@ impl Resolution {
         if let Some(Err(e)) = &self.hugepages {
             out.push(e.to_string());
         }
+        out.extend(self.host_blockers.iter().cloned());
         out.extend(self.qemu_blockers.iter().cloned());
         out
     }
@@ -244,7 +253,15 @@ pub fn resolve(
         // Rendered with 2 MiB pages; `vm check` and `vm run` report the problem.
         Some(Err(_)) => Some(2048),
     };
+    let mut host_blockers: Vec<String> =
+        hostdisk::memory_blocker(root, &spec).into_iter().collect();
+    host_blockers.extend(hostdisk::disk_blockers(
+        root,
+        &spec,
+        options.allow_host_disks,
+    ));
     Ok(Resolution {
+        host_blockers,
         plan: VmPlan {
             spec,
             pinning,

@@ -404,6 +404,18 @@ pub fn swtpm_argv(plan: &VmPlan) -> Vec<String> {
     ]
 }
 
+/// Why swtpm cannot take the VM's state directory, if it cannot: swtpm's options
+/// (`dir=…,` `path=…`) are split at every comma, with no way to escape one.
+pub fn swtpm_blocker(plan: &VmPlan) -> Option<String> {
+    let dir = plan.state_dir.display().to_string();
+    (plan.spec.firmware.tpm && dir.contains(',')).then(|| {
+        format!(
+            "the VM's state directory {dir} has a ',' in its path, which swtpm cannot take \
+             (set PASSTHRU_VM_STATE_DIR to a directory without one)"
+        )
+    })
+}
+
 /// A child's stdout that goes to passthru's stderr.
 fn to_stderr() -> Stdio {
     use std::os::fd::AsFd;
@@ -699,11 +711,14 @@ pub fn run(
     options: &RunOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<RunOutcome, RunError> {
-    let blockers = resolution.blockers();
+    let mut blockers = resolution.blockers();
+    let plan = &resolution.plan;
+    if let Some(b) = swtpm_blocker(plan) {
+        blockers.push(b);
+    }
     if !blockers.is_empty() {
         return Err(RunError::Blocked(blockers));
     }
-    let plan = &resolution.plan;
     // Refusals first: nothing changes on a host that says no.
     let bind_plan = if plan.devices.is_empty() {
         None
@@ -1032,6 +1047,35 @@ mod tests {
     }
 
     #[test]
+    fn swtpm_is_never_given_a_comma() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = crate::vm::spec::VmSpec::parse(
+            "name = \"u\"\nmemory = \"1G\"\ncpus = 1\n[firmware]\nuefi = false\ntpm = true\n",
+        )
+        .unwrap();
+        let state = dir.path().join("a,b");
+        let resolution = Resolution {
+            plan: test_plan(spec, &state),
+            hugepages: None,
+            notes: Vec::new(),
+            qemu_blockers: Vec::new(),
+            host_blockers: Vec::new(),
+        };
+        let err = run(
+            &HostRoot::new(dir.path()),
+            &resolution,
+            &options(),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, RunError::Blocked(b) if b[0].contains("which swtpm cannot take")),
+            "{err}"
+        );
+        assert!(!state.exists(), "nothing was created");
+    }
+
+    #[test]
     fn a_blocked_plan_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         // UEFI asked for, no OVMF found on the host.
@@ -1043,6 +1087,7 @@ mod tests {
             hugepages: None,
             notes: Vec::new(),
             qemu_blockers: Vec::new(),
+            host_blockers: Vec::new(),
         };
         let err = run(
             &HostRoot::new(dir.path()),
@@ -1092,6 +1137,7 @@ mod tests {
             hugepages: None,
             notes: Vec::new(),
             qemu_blockers: Vec::new(),
+            host_blockers: Vec::new(),
         };
         let err = run(&HostRoot::new(r), &resolution, &options(), &mut |_| {}).unwrap_err();
         let RunError::Refused(refusals) = err else {
@@ -1191,6 +1237,7 @@ mod tests {
             hugepages: None,
             notes: Vec::new(),
             qemu_blockers: Vec::new(),
+            host_blockers: Vec::new(),
         };
         let options = options();
         let stopper = std::thread::spawn(|| {

@@ -5,7 +5,7 @@
 //! Unknown keys are errors (a typo must not silently change a VM), and every error
 //! names the line and column, as the `toml` crate reports them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -278,7 +278,7 @@ pub struct DirectKernel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmSpec {
-    /// The VM's name (letters, digits, `-`, `_`, `.`).
+    /// The VM's name (letters, digits, `-`, `_`, `.`; see [`check_name`]).
     pub name: String,
     /// Memory, e.g. `"16G"`, `"8192M"`.
     pub memory: String,
@@ -337,6 +337,75 @@ pub enum SpecError {
     },
 }
 
+/// The most disks a spec may have: each is a `virtio-blk-pci` device on the guest's
+/// PCIe root bus (`pcie.0`), which has 30 free slots to share with the root ports of
+/// the passed-through slots, the NIC, the USB controller and the display.
+pub const MAX_DISKS: usize = 16;
+
+/// The most installer ISOs a spec may have: one per port of the q35 machine's AHCI
+/// controller (`ide.0` … `ide.5`).
+pub const MAX_ISOS: usize = 6;
+
+/// Checks a VM's name. It names the spec file, the VM's state directory, the libvirt
+/// domain and QEMU's `-name`, and it is given to `virsh`: letters, digits, `-`, `_` and
+/// `.`, at most 64 of them, and not beginning with `.` (no `.`, `..` or hidden
+/// directory) or `-` (never read as an option).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty: a VM needs a name".into());
+    }
+    if name.len() > 64 {
+        return Err("is longer than 64 characters".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err("must be letters, digits, '-', '_' or '.'".into());
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err("must not begin with '.' or '-'".into());
+    }
+    Ok(())
+}
+
+/// Checks a Linux network interface name, as the kernel accepts it (`dev_valid_name`:
+/// 1 to 15 bytes, not `.` or `..`, no `/`, `:` or whitespace) and as QEMU's options
+/// can carry it (no `,` or `=`); nor may it begin with `-`.
+pub fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("is not an interface name: Linux names are 1 to 15 bytes".into());
+    }
+    if name == "." || name == ".." {
+        return Err("is not an interface name".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | ':' | ',' | '=') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("is not an interface name: it contains {c:?}"));
+    }
+    if name.starts_with('-') {
+        return Err("is not an interface name: it begins with '-'".into());
+    }
+    Ok(())
+}
+
+/// Checks a host path of the spec: absolute (a relative path would depend on where
+/// passthru runs, and one beginning with `-` would be read as an option), and free of
+/// control characters (a newline would split the libvirt XML's text and QEMU's error
+/// messages). Commas are fine: the renderers escape them.
+pub fn check_path(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err("is not an absolute path (write it from /)".into());
+    }
+    let text = path.to_string_lossy();
+    if text.chars().any(char::is_control) {
+        return Err("contains a control character".into());
+    }
+    Ok(())
+}
+
 /// Parses a size like `16G`, `8192M`, `512MiB`, `1T` into MiB.
 pub fn parse_mib(text: &str) -> Option<u64> {
     let t = text.trim();
@@ -363,16 +432,8 @@ impl VmSpec {
     /// Checks what serde cannot: names, sizes, counts, combinations.
     pub fn validate(&self) -> Result<(), SpecError> {
         let invalid = |field, message: String| Err(SpecError::Invalid { field, message });
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return invalid(
-                "name",
-                format!("'{}' must be letters, digits, '-', '_' or '.'", self.name),
-            );
+        if let Err(why) = check_name(&self.name) {
+            return invalid("name", format!("'{}' {why}", self.name));
         }
         if parse_mib(&self.memory).is_none() {
             return invalid(
@@ -403,6 +464,36 @@ impl VmSpec {
                 );
             }
         }
+        if self.disks.len() > MAX_DISKS {
+            return invalid(
+                "disks",
+                format!(
+                    "{} disks: a VM takes at most {MAX_DISKS} (each is a virtio disk on the \
+                     guest's PCIe root bus, which has room for only so many)",
+                    self.disks.len()
+                ),
+            );
+        }
+        if self.isos.len() > MAX_ISOS {
+            return invalid(
+                "isos",
+                format!(
+                    "{} ISOs: a VM takes at most {MAX_ISOS} (they are CD-ROMs on the q35 \
+                     machine's SATA controller, which has {MAX_ISOS} ports)",
+                    self.isos.len()
+                ),
+            );
+        }
+        if let Network::Bridge(br) = &self.network {
+            if let Err(why) = check_interface_name(br) {
+                return invalid("network.bridge", format!("{br:?} {why}"));
+            }
+        }
+        for (field, path) in self.paths() {
+            if let Err(why) = check_path(path) {
+                return invalid(field, format!("{:?} {why}", path.display().to_string()));
+            }
+        }
         for d in &self.devices {
             if d.address.is_none() && d.id.is_none() {
                 return invalid(
@@ -418,6 +509,28 @@ impl VmSpec {
             );
         }
         Ok(())
+    }
+
+    /// Every host path of the spec, with the field it is in: disks, ISOs, ROM images,
+    /// evdev devices, the directly booted kernel and its initramfs.
+    pub fn paths(&self) -> Vec<(&'static str, &Path)> {
+        let mut out: Vec<(&'static str, &Path)> = Vec::new();
+        out.extend(self.disks.iter().map(|d| ("disks.path", d.path.as_path())));
+        out.extend(self.isos.iter().map(|p| ("isos", p.as_path())));
+        out.extend(
+            self.devices
+                .iter()
+                .filter_map(|d| d.rom.as_deref())
+                .map(|p| ("devices.rom", p)),
+        );
+        out.extend(self.evdev.iter().map(|p| ("evdev", p.as_path())));
+        if let Some(k) = &self.kernel {
+            out.push(("kernel.path", k.path.as_path()));
+            if let Some(i) = &k.initrd {
+                out.push(("kernel.initrd", i.as_path()));
+            }
+        }
+        out
     }
 
     /// Memory in MiB (validated).
@@ -546,6 +659,72 @@ rom = "/var/lib/passthru/roms/4090.rom"
         .unwrap_err()
         .to_string();
         assert!(err.contains("needs an address, an id"), "{err}");
+    }
+
+    /// Values that would reach QEMU's options, a shell-less argv or the file system
+    /// as something else than what they say are refused with the field they are in.
+    #[test]
+    fn hostile_values_are_refused() {
+        let base = "name = \"t\"\nmemory = \"1G\"\ncpus = 1\n";
+        let err = |extra: &str| {
+            VmSpec::parse(&format!("{base}{extra}"))
+                .unwrap_err()
+                .to_string()
+        };
+        // A bridge that would hand QEMU a helper program to run as root.
+        let e = err("network = { bridge = \"br0,helper=/tmp/x\" }\n");
+        assert!(
+            e.starts_with("network.bridge: \"br0,helper=/tmp/x\" is not an interface name"),
+            "{e}"
+        );
+        for bad in [
+            "",
+            ".",
+            "..",
+            "br/0",
+            "br 0",
+            "br=0",
+            "br:0",
+            "-br0",
+            "a-name-of-16byte",
+        ] {
+            let e = err(&format!("network = {{ bridge = {bad:?} }}\n"));
+            assert!(e.starts_with("network.bridge:"), "{bad}: {e}");
+        }
+        for good in ["br0", "virbr0", "br-lan.10", "a-name-of-15byt"] {
+            VmSpec::parse(&format!("{base}network = {{ bridge = {good:?} }}\n")).unwrap();
+        }
+        // Relative paths (and so paths beginning with '-') in every path field.
+        let e = err("[[disks]]\npath = \"-o,backing_file=/etc/shadow\"\n");
+        assert!(
+            e.starts_with("disks.path: \"-o,backing_file=/etc/shadow\" is not an absolute path"),
+            "{e}"
+        );
+        assert!(err("isos = [\"win.iso\"]\n").starts_with("isos:"));
+        assert!(err("evdev = [\"kbd\"]\n").starts_with("evdev:"));
+        assert!(err("[kernel]\npath = \"vmlinuz\"\n").starts_with("kernel.path:"));
+        assert!(err("[kernel]\npath = \"/v\"\ninitrd = \"i\"\n").starts_with("kernel.initrd:"));
+        assert!(err("[[devices]]\naddress = \"01:00.0\"\nrom = \"r.rom\"\n")
+            .starts_with("devices.rom:"));
+        assert!(err("isos = [\"/a\\nb.iso\"]\n").contains("control character"));
+        // Commas in absolute paths are fine: the renderers escape them.
+        VmSpec::parse(&format!("{base}isos = [\"/iso/a,b=c.iso\"]\n")).unwrap();
+        // Names that are directories of their own, hidden, or options.
+        for bad in [".", "..", ".hidden", "-rf", &"x".repeat(65)] {
+            let e = VmSpec::parse(&GAMING.replace("\"win11\"", &format!("{bad:?}")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("name:"), "{bad}: {e}");
+        }
+        VmSpec::parse(&GAMING.replace("\"win11\"", "\"win11.2-test_a\"")).unwrap();
+        // More disks or ISOs than the machine has places for.
+        let isos: Vec<String> = (0..7).map(|i| format!("\"/iso/{i}.iso\"")).collect();
+        let e = err(&format!("isos = [{}]\n", isos.join(", ")));
+        assert!(e.starts_with("isos: 7 ISOs: a VM takes at most 6"), "{e}");
+        let disks: String = (0..17)
+            .map(|i| format!("[[disks]]\npath = \"/vm/{i}.img\"\n"))
+            .collect();
+        assert!(err(&disks).starts_with("disks: 17 disks: a VM takes at most 16"));
     }
 
     #[test]
