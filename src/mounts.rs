@@ -144,6 +144,26 @@ mod tests {
 ";
 
     #[test]
+    fn mountinfo_and_swaps_of_a_btrfs_host() {
+        // From a Debian 12 host with btrfs on an NVMe drive (anonymous 0:xx numbers).
+        let text = "22 1 0:21 /@rootfs / rw,relatime shared:1 - btrfs /dev/nvme0n1p2 rw,ssd\n\
+                    26 22 259:1 / /boot/efi rw,relatime shared:7 - vfat /dev/nvme0n1p1 rw\n\
+                    27 22 8:17 / /mnt/my\\040disk rw shared:9 - ext4 /dev/sdb1 rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!((m[0].major, m[0].minor), (0, 21));
+        assert_eq!(m[0].root, "/@rootfs");
+        assert_eq!(m[0].source, "/dev/nvme0n1p2");
+        assert_eq!((m[1].major, m[1].minor), (259, 1));
+        assert_eq!(m[2].mount_point, "/mnt/my disk");
+        let swaps = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n\
+                     /dev/dm-1                               partition\t999420\t\t0\t\t-2\n\
+                     /swap\\040file                          file\t\t1048572\t\t0\t\t-3\n";
+        let s: Vec<String> = parse_swaps(swaps).into_iter().map(|s| s.filename).collect();
+        assert_eq!(s, vec!["/dev/dm-1", "/swap file"]);
+    }
+
+    #[test]
     fn parses_mountinfo() {
         let m = parse_mountinfo(MOUNTINFO);
         assert_eq!(m.len(), 9);

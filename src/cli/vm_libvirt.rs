@@ -219,8 +219,7 @@ pub(super) fn start(json: bool, args: &StartArgs) -> anyhow::Result<u8> {
             };
             // `vm start` acts on this host: the spec is resolved against `/`.
             let allow = args.allow_disk_in_use;
-            let mut res =
-                super::vm::load_to_start(&HostRoot::system(), &spec_path, accel, allow)?;
+            let mut res = super::vm::load_to_start(&HostRoot::system(), &spec_path, accel, allow)?;
             let devices = res.plan.devices.clone();
             if let Some(code) =
                 refuse_disks_in_use(&HostRoot::system(), "vm start", &devices, allow)?

@@ -59,7 +59,8 @@ pub(super) fn run(json: bool, root: &HostRoot, args: &RunArgs) -> anyhow::Result
     if !root.is_system() {
         anyhow::bail!("vm run starts a VM on this host: it cannot work with --root");
     }
-    let resolution = super::vm::load_to_start(root, &args.spec, args.accel, args.risks.allow_disk_in_use)?;
+    let resolution =
+        super::vm::load_to_start(root, &args.spec, args.accel, args.risks.allow_disk_in_use)?;
     let plan = &resolution.plan;
     let changes_host = !plan.devices.is_empty()
         || matches!(&resolution.hugepages, Some(Ok(h)) if h.to_reserve > 0);

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use super::spec::VmSpec;
 use crate::host_root::HostRoot;
+use crate::mounts::{parse_mountinfo, parse_swaps, Mount};
 
 /// A block device number.
 type DevNo = (u32, u32);
@@ -32,67 +33,10 @@ fn parse_dev_no(text: &str) -> Option<DevNo> {
     Some((maj.parse().ok()?, min.parse().ok()?))
 }
 
-/// Undoes the octal escapes of mountinfo and `/proc/swaps` (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let (b'\\', Some(d)) = (b[i], octal) {
-            out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One mount of `proc/self/mountinfo`: its device number, where it is mounted, and
-/// its source (`/dev/nvme0n1p2`; btrfs mounts have an anonymous device number, so
-/// the source is what names their device).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    /// The `MAJ:MIN` field.
-    pub dev: Option<DevNo>,
-    /// The mount point.
-    pub mount_point: String,
-    /// The mount source (after ` - TYPE`).
-    pub source: String,
-}
-
-/// Parses `proc/self/mountinfo` (`36 35 98:0 / /mnt rw - ext4 /dev/sda1 rw`).
-pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    text.lines()
-        .filter_map(|line| {
-            let (head, tail) = line.split_once(" - ")?;
-            let f: Vec<&str> = head.split(' ').collect();
-            let source = tail.split(' ').nth(1).unwrap_or_default();
-            Some(Mount {
-                dev: parse_dev_no(f.get(2)?),
-                mount_point: unescape(f.get(4)?),
-                source: unescape(source),
-            })
-        })
-        .collect()
-}
-
-/// The swap areas of `proc/swaps` (the first column, below its header).
-pub fn parse_swaps(text: &str) -> Vec<String> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .map(unescape)
-        .collect()
-}
-
 /// What the host does with the block devices and files a disk could be.
 struct HostUse {
     mounts: Vec<Mount>,
+    /// The swap areas' paths (block devices and files).
     swaps: Vec<String>,
 }
 
@@ -101,7 +45,10 @@ impl HostUse {
         let read = |rel: &str| root.read_optional(rel).ok().flatten().unwrap_or_default();
         Self {
             mounts: parse_mountinfo(&read("proc/self/mountinfo")),
-            swaps: parse_swaps(&read("proc/swaps")),
+            swaps: parse_swaps(&read("proc/swaps"))
+                .into_iter()
+                .map(|s| s.filename)
+                .collect(),
         }
     }
 
@@ -116,7 +63,7 @@ impl HostUse {
         let mut out = Vec::new();
         for m in &self.mounts {
             let by_source = m.source.starts_with('/') && rdev_of(&m.source) == Some(dev);
-            if m.dev == Some(dev) || by_source {
+            if (m.major, m.minor) == dev || by_source {
                 out.push(if m.mount_point == "/" {
                     "holds the root filesystem".to_string()
                 } else {
@@ -254,24 +201,6 @@ pub fn memory_blocker(root: &HostRoot, spec: &VmSpec) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_and_swaps_as_the_kernel_writes_them() {
-        // From a Debian 12 host with btrfs on an NVMe drive (anonymous 0:xx numbers).
-        let text = "22 1 0:21 /@rootfs / rw,relatime shared:1 - btrfs /dev/nvme0n1p2 rw,ssd\n\
-                    26 22 259:1 / /boot/efi rw,relatime shared:7 - vfat /dev/nvme0n1p1 rw\n\
-                    27 22 8:17 / /mnt/my\\040disk rw shared:9 - ext4 /dev/sdb1 rw\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[0].dev, Some((0, 21)));
-        assert_eq!(m[0].source, "/dev/nvme0n1p2");
-        assert_eq!(m[1].dev, Some((259, 1)));
-        assert_eq!(m[2].mount_point, "/mnt/my disk");
-        let swaps = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n\
-                     /dev/dm-1                               partition\t999420\t\t0\t\t-2\n\
-                     /swap\\040file                          file\t\t1048572\t\t0\t\t-3\n";
-        assert_eq!(parse_swaps(swaps), vec!["/dev/dm-1", "/swap file"]);
-    }
 
     fn spec_with_disk(path: &str) -> VmSpec {
         VmSpec::parse(&format!(
