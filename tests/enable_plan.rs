@@ -128,7 +128,7 @@ fn debian_grub_and_initramfs_tools() {
     );
     assert_eq!(
         plan["inspections"][0]["argv"],
-        serde_json::json!(["lsinitramfs", "/boot/initrd.img-6.1.0-13-amd64"])
+        serde_json::json!(["lsinitramfs", "--", "/boot/initrd.img-6.1.0-13-amd64"])
     );
     golden("debian-grub", &plan);
 
@@ -232,7 +232,11 @@ fn fedora_grubby_and_dracut() {
     assert!(snaps.contains(&"etc/default/grub"));
     assert_eq!(
         plan["inspections"][0]["argv"],
-        serde_json::json!(["lsinitrd", "/boot/initramfs-6.6.9-200.fc39.x86_64.img"])
+        serde_json::json!([
+            "lsinitrd",
+            "--",
+            "/boot/initramfs-6.6.9-200.fc39.x86_64.img"
+        ])
     );
     // the way back: a BLS copy of each entry, written once grubby is done with them
     let copy = file(
@@ -262,7 +266,7 @@ fn fedora_grubby_and_dracut() {
     let plan = plan_of(&debian, &["01:00.0"]);
     assert_eq!(
         plan["inspections"][0]["argv"],
-        serde_json::json!(["lsinitrd", "/boot/initrd.img-6.6.9-200.fc39.x86_64"])
+        serde_json::json!(["lsinitrd", "--", "/boot/initrd.img-6.6.9-200.fc39.x86_64"])
     );
 
     // every entry has it: grubby has nothing to add, and no command runs for it
@@ -353,7 +357,7 @@ fn arch_booster_and_systemd_boot() {
     assert_eq!(argvs(&plan), ["/usr/lib/booster/regenerate_images"]);
     assert_eq!(
         plan["inspections"][0]["argv"],
-        serde_json::json!(["booster", "ls", "/boot/booster-linux.img"])
+        serde_json::json!(["booster", "ls", "--", "/boot/booster-linux.img"])
     );
     assert_eq!(
         plan["inspections"][1]["must_contain"],
@@ -374,7 +378,7 @@ fn popos_kernelstub() {
         [
             "update-initramfs -u -k all",
             // iommu=pt is among the user's kernel_options already
-            "kernelstub --add-options intel_iommu=on"
+            "kernelstub --add-options=intel_iommu=on"
         ]
     );
     assert_eq!(

@@ -21,6 +21,7 @@
 
 pub mod by_address;
 pub mod cmdline_edit;
+pub mod shell;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -266,6 +267,48 @@ impl EnableFacts {
     fn read(&self, path: &str) -> Option<String> {
         self.root.read_optional(path).ok().flatten()
     }
+
+    /// A file of the user's that passthru edits, exactly as it is: `Ok(None)` when it
+    /// does not exist. A file that is not UTF-8 or cannot be read is an error, never
+    /// lossy text or an empty file: an edit made from either would rewrite bytes
+    /// passthru never meant to touch.
+    fn read_editable(&self, path: &str) -> Result<Option<String>, EditError> {
+        match self.root.read_bytes(path) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| EditError::NotUtf8(e.utf8_error().valid_up_to())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(EditError::Unreadable(e.to_string())),
+        }
+    }
+}
+
+/// Why passthru leaves a file of the user's as it is, and makes its edit a step by
+/// hand: what it would have to guess to edit it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    /// Not UTF-8: passthru edits text, and would have to change bytes to edit this.
+    #[error(
+        "it is not UTF-8 text (byte {0} is not), and passthru changes no bytes it cannot read"
+    )]
+    NotUtf8(usize),
+    /// It exists but cannot be read.
+    #[error("it cannot be read ({0})")]
+    Unreadable(String),
+    /// A shell file that is more than plain assignments.
+    #[error("{0}")]
+    Shell(#[from] shell::ShellError),
+    /// A kernel command line that does not split into arguments.
+    #[error(transparent)]
+    Cmdline(#[from] cmdline_edit::CmdlineError),
+    /// Anything else passthru would have to guess.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The step by hand for a file passthru leaves as it is.
+fn by_hand(path: &str, e: &EditError, what: &str) -> String {
+    format!("passthru leaves /{path} as it is: {e}. {what}")
 }
 
 /// The kernel arguments for this host: `(add, remove)`.
@@ -361,6 +404,46 @@ fn driver_module(f: &EnableFacts, drv: &str) -> HostDriver {
     }
 }
 
+/// Refuses a driver whose name is no module name (sysfs names it by a link, and a
+/// captured or tampered tree can hold anything there): passthru writes these names
+/// into `/etc/modprobe.d` lines, which a newline or a space would rewrite.
+fn hostile_driver_names(
+    f: &EnableFacts,
+    inputs: &bind::Inputs<'_>,
+    drivers: &BTreeMap<PciAddress, HostDriver>,
+) -> Result<(), EnableError> {
+    let refusals: Vec<Refusal> = drivers
+        .iter()
+        .filter_map(|(a, d)| {
+            let name = match d {
+                HostDriver::Module(m) | HostDriver::Builtin(m) => m,
+            };
+            if by_address::is_module_name(name) {
+                return None;
+            }
+            let desc = f
+                .devices
+                .iter()
+                .find(|d| d.address == *a)
+                .map_or_else(|| a.to_string(), |d| inputs.describe(d));
+            Some(Refusal {
+                address: Some(*a),
+                reason: format!(
+                    "the driver of {desc} is named {name:?}, which is not a kernel module's \
+                     name (letters, digits, `_` and `-`): passthru writes no such name into \
+                     /etc/modprobe.d"
+                ),
+                override_flag: None,
+            })
+        })
+        .collect();
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(EnableError::Refused(refusals))
+    }
+}
+
 /// passthru's modprobe.d file: the ids for a vfio-pci module, the `install` hooks of
 /// the host drivers of devices bound by address, and the order of the host drivers
 /// after a vfio-pci module.
@@ -376,7 +459,8 @@ fn modprobe_file(
     }
     s.push_str(&by_address::install_lines(hooks));
     if !builtin {
-        for d in softdeps {
+        // The planner refuses any other name; a name that is not one is never written.
+        for d in softdeps.iter().filter(|d| by_address::is_module_name(d)) {
             s.push_str(&format!("softdep {d} pre: vfio-pci\n"));
         }
     }
@@ -527,77 +611,117 @@ fn append_modules(before: Option<&str>, modules: &[&str]) -> String {
 }
 
 /// Adds `items` to a bash array assignment (`MODULES=(a b)`) in a file such as
-/// `/etc/mkinitcpio.conf`, at the front or the back, skipping those present; the last
-/// uncommented assignment is edited, or one is appended.
-pub fn edit_bash_array(text: &str, name: &str, items: &[&str], front: bool) -> String {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let prefix = format!("{name}=(");
-    let at = lines
-        .iter()
-        .rposition(|l| l.trim_start().starts_with(&prefix));
-    let Some(i) = at else {
+/// `/etc/mkinitcpio.conf`, at the front or the back, skipping those present (module
+/// names with `-` and `_` alike); the last assignment is edited, or one is appended.
+/// The array may span lines and hold comments: the items are inserted beside its
+/// first or last element, and every other byte stays. A file that is more than
+/// assignments, or a variable that is a string rather than an array, is refused.
+pub fn edit_bash_array(
+    text: &str,
+    name: &str,
+    items: &[&str],
+    front: bool,
+) -> Result<String, EditError> {
+    let list = shell::assignments(text)?;
+    let Some(a) = list.iter().rev().find(|a| a.name == name && !a.append) else {
         let mut out = text.to_string();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         out.push_str(&format!("{name}=({})\n", items.join(" ")));
-        return out;
+        return Ok(out);
     };
-    let line = lines[i].trim_end_matches('\n');
-    let inner = line
-        .trim_start()
-        .strip_prefix(&prefix)
-        .and_then(|r| r.rsplit_once(')'))
-        .map_or("", |(inside, _)| inside);
-    let mut words: Vec<String> = inner.split_whitespace().map(str::to_string).collect();
+    let shell::Assigned::Array { open, close, words } = &a.value else {
+        return Err(EditError::Unsupported(format!(
+            "line {}: {name} is a string, not the array `{name}=(…)` passthru adds to",
+            a.line
+        )));
+    };
+    let module = |m: &str| {
+        if m.contains('/') {
+            m.to_string()
+        } else {
+            normalize(m)
+        }
+    };
+    // Every assignment after the one edited adds to it (`+=`): those count as present.
+    let present: Vec<String> = list
+        .iter()
+        .filter(|b| b.name == name && b.line >= a.line)
+        .flat_map(|b| match &b.value {
+            shell::Assigned::Array { words, .. } => words.clone(),
+            shell::Assigned::Scalar(w) => vec![w.clone()],
+        })
+        .filter_map(|w| w.value.ok())
+        .map(|w| module(&w))
+        .collect();
     let missing: Vec<String> = items
         .iter()
-        .filter(|it| !words.iter().any(|w| w.trim_matches(['"', '\'']) == **it))
-        .map(|it| (*it).to_string())
+        .filter(|it| !present.contains(&module(it)))
+        .map(|it| shell::quote_like("x", it))
         .collect();
     if missing.is_empty() {
-        return text.to_string();
+        return Ok(text.to_string());
     }
-    if front {
-        words.splice(0..0, missing);
-    } else {
-        words.extend(missing);
-    }
-    let mut out: String = lines[..i].concat();
-    out.push_str(&format!("{prefix}{})\n", words.join(" ")));
-    out.push_str(&lines[i + 1..].concat());
-    out
+    let joined = missing.join(" ");
+    let edit = match (words.first(), words.last()) {
+        (Some(first), _) if front => (first.span.start..first.span.start, format!("{joined} ")),
+        (_, Some(last)) => (last.span.end..last.span.end, format!(" {joined}")),
+        _ => (open + 1..*close, joined),
+    };
+    Ok(shell::splice(text, vec![edit]))
 }
 
 /// For every systemd-boot entry, a copy that boots without VFIO: `title … (without
 /// VFIO)`, passthru's arguments removed, the way-back argument added. Entries that
-/// are themselves such copies are skipped.
-fn way_back_entries(f: &EnableFacts, entries: &[String], add: &[String]) -> Vec<FileChange> {
-    entries
+/// are themselves such copies are skipped; an entry passthru cannot edit gets no copy,
+/// and a step by hand says so.
+fn way_back_entries(
+    f: &EnableFacts,
+    entries: &[String],
+    add: &[String],
+    manual: &mut Vec<String>,
+) -> Vec<FileChange> {
+    let mut out = Vec::new();
+    for e in entries
         .iter()
         .filter(|e| !e.ends_with("-without-vfio.conf"))
-        .filter_map(|e| {
-            let text = f.read(e)?;
-            let mut out = String::new();
-            for line in text.lines() {
-                if let Some(title) = line.strip_prefix("title") {
-                    out.push_str(&format!("title {} (without VFIO)\n", title.trim()));
-                } else {
-                    out.push_str(line);
-                    out.push('\n');
+    {
+        let copy = f.read_editable(e).and_then(|text| {
+            let Some(text) = text else { return Ok(None) };
+            let mut copy = String::new();
+            for line in text.split_inclusive('\n') {
+                match line.strip_prefix("title") {
+                    Some(title) if title.starts_with([' ', '\t']) => {
+                        let end = &line[line.trim_end().len()..];
+                        copy.push_str(&format!("title {} (without VFIO){end}", title.trim()));
+                    }
+                    _ => copy.push_str(line),
                 }
             }
-            let remove: Vec<String> = add.to_vec();
-            let out = edit_loader_entry(&out, &[WAY_BACK_ARG.to_string()], &remove);
-            let path = format!("{}-without-vfio.conf", e.trim_end_matches(".conf"));
-            Some(change(f, &path, Some(out)))
-        })
-        .collect()
+            edit_loader_entry(&copy, &[WAY_BACK_ARG.to_string()], add).map(Some)
+        });
+        let path = format!("{}-without-vfio.conf", e.trim_end_matches(".conf"));
+        match copy {
+            Ok(Some(text)) => out.push(change(f, &path, Some(text))),
+            Ok(None) => {}
+            Err(err) => manual.push(format!(
+                "passthru makes no copy of /{e} that boots without VFIO: {err}. If a binding \
+                 locks you out, {WAY_BACK_BY_HAND}"
+            )),
+        }
+    }
+    out
 }
 
 /// [`way_back_entries`] for every entry in `dir`, written after the plan's commands
 /// ran: for tools (grubby, kernelstub) that rewrite the entries themselves.
-fn way_back_after_commands(f: &EnableFacts, dir: &str, add: &[String]) -> Vec<FileChange> {
+fn way_back_after_commands(
+    f: &EnableFacts,
+    dir: &str,
+    add: &[String],
+    manual: &mut Vec<String>,
+) -> Vec<FileChange> {
     let entries: Vec<String> = f
         .root
         .list_dir_optional(dir)
@@ -606,7 +730,7 @@ fn way_back_after_commands(f: &EnableFacts, dir: &str, add: &[String]) -> Vec<Fi
         .filter(|n| n.ends_with(".conf"))
         .map(|n| format!("{dir}/{n}"))
         .collect();
-    way_back_entries(f, &entries, add)
+    way_back_entries(f, &entries, add, manual)
         .into_iter()
         .map(|c| FileChange {
             after_commands: true,
@@ -615,58 +739,108 @@ fn way_back_after_commands(f: &EnableFacts, dir: &str, add: &[String]) -> Vec<Fi
         .collect()
 }
 
-/// Every systemd-boot entry with its `options` line edited.
+/// Every systemd-boot entry with its `options` lines edited; an entry passthru
+/// cannot edit is left as it is, with a step by hand.
 fn entry_changes(
     f: &EnableFacts,
     entries: &[String],
     add: &[String],
     remove: &[String],
+    manual: &mut Vec<String>,
 ) -> Vec<FileChange> {
-    entries
+    let mut out = Vec::new();
+    for e in entries
         .iter()
         .filter(|e| !e.ends_with("-without-vfio.conf"))
-        .map(|e| {
-            let before = f.read(e);
-            let after = before.as_deref().map(|t| edit_loader_entry(t, add, remove));
-            FileChange {
+    {
+        let edited = f.read_editable(e).and_then(|before| {
+            let after = before
+                .as_deref()
+                .map(|t| edit_loader_entry(t, add, remove))
+                .transpose()?;
+            Ok((before, after))
+        });
+        match edited {
+            Ok((before, after)) => out.push(FileChange {
                 path: e.into(),
                 before,
                 after,
                 mode: None,
                 after_commands: false,
-            }
-        })
-        .collect()
+            }),
+            Err(err) => manual.push(by_hand(
+                e,
+                &err,
+                &args_by_hand("its `options` line", add, remove),
+            )),
+        }
+    }
+    out
 }
 
-/// Edits the `options` line of a systemd-boot entry.
-fn edit_loader_entry(text: &str, add: &[String], remove: &[String]) -> String {
-    let mut found = false;
-    let mut out = String::new();
-    for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches('\n');
-        if let Some(rest) = body.strip_prefix("options") {
-            if rest.starts_with([' ', '\t']) && !found {
-                found = true;
-                out.push_str(&format!(
-                    "options {}",
-                    cmdline_edit::edit(rest.trim(), add, remove)
-                ));
-                if line.ends_with('\n') {
-                    out.push('\n');
-                }
-                continue;
-            }
-        }
-        out.push_str(line);
+/// What to add and remove by hand, in words.
+fn args_by_hand(place: &str, add: &[String], remove: &[String]) -> String {
+    let mut s = format!("Add `{}` to {place}", add.join(" "));
+    if !remove.is_empty() {
+        s.push_str(&format!(
+            ", and make sure none of `{}` is there",
+            remove.join(" ")
+        ));
     }
-    if !found {
+    s
+}
+
+/// Edits the `options` lines of a systemd-boot entry. The boot loader joins every
+/// `options` line of an entry (Boot Loader Specification), so an argument counts as
+/// present on any of them, a contradiction is dropped from each, and the missing
+/// arguments go on the last one; an entry without one gets one. Every other byte —
+/// other keys, comments, the spacing after `options` — stays.
+fn edit_loader_entry(text: &str, add: &[String], remove: &[String]) -> Result<String, EditError> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    // (line index, where its value starts, where it ends)
+    let mut options = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.strip_prefix("options") else {
+            continue;
+        };
+        if !rest.starts_with([' ', '\t']) {
+            continue;
+        }
+        let body = line.trim_end();
+        let start = body.len() - body["options".len()..].trim_start().len();
+        options.push((i, start.max("options".len()), body.len().max(start)));
+    }
+    if options.is_empty() {
+        let mut out = text.to_string();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         out.push_str(&format!("options {}\n", add.join(" ")));
+        return Ok(out);
     }
-    out
+    let values: Vec<&str> = options.iter().map(|&(i, a, b)| &lines[i][a..b]).collect();
+    let edited = cmdline_edit::edit_lines(&values, add, remove)?;
+    let mut out: Vec<String> = lines.iter().map(|l| (*l).to_string()).collect();
+    for ((i, a, b), new) in options.into_iter().zip(edited) {
+        if new != lines[i][a..b] {
+            let line = lines[i];
+            let sep = if a == "options".len() { " " } else { "" };
+            out[i] = format!("{}{sep}{new}{}", &line[..a], &line[b..]);
+        }
+    }
+    Ok(out.concat())
+}
+
+/// passthru's GRUB drop-in, adding `args` to what `/etc/default/grub` sets (none:
+/// the drop-in goes, or is not written).
+fn grub_dropin(f: &EnableFacts, args: &[String]) -> Option<FileChange> {
+    let text = (!args.is_empty()).then(|| {
+        format!(
+            "{HEADER}GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT {}\"\n",
+            args.join(" ")
+        )
+    });
+    Some(change(f, GRUB_DROPIN, text)).filter(FileChange::is_change)
 }
 
 /// Plans `enable` for the named devices.
@@ -738,6 +912,7 @@ pub fn plan(
         .collect();
     let builtin = crate::check::run(&f.facts).host.vfio_pci == Provision::Builtin;
     let drivers = host_drivers(f, &devices);
+    hostile_driver_names(f, &inputs, &drivers)?;
     let hooks = by_address_hooks(f, &inputs, &by_address, &drivers)?;
     // A hooked module loads vfio-pci from its hook: a softdep would make kmod skip it.
     let softdeps: BTreeSet<String> = drivers
@@ -822,15 +997,24 @@ pub fn plan(
         _ if builtin && script.is_none() => {}
         Initramfs::InitramfsTools => {
             let path = "etc/initramfs-tools/modules";
-            let before = f.read(path);
             if !vfio_modules.is_empty() {
-                files.push(FileChange {
-                    path: path.into(),
-                    after: Some(append_modules(before.as_deref(), &vfio_modules)),
-                    before,
-                    mode: None,
-                    after_commands: false,
-                });
+                match f.read_editable(path) {
+                    Ok(before) => files.push(FileChange {
+                        path: path.into(),
+                        after: Some(append_modules(before.as_deref(), &vfio_modules)),
+                        before,
+                        mode: None,
+                        after_commands: false,
+                    }),
+                    Err(e) => manual.push(by_hand(
+                        path,
+                        &e,
+                        &format!(
+                            "Add {} to it, one a line, then run `update-initramfs -u -k all`",
+                            vfio_modules.join(", ")
+                        ),
+                    )),
+                }
             }
             if script.is_some() {
                 files.push(FileChange {
@@ -838,6 +1022,7 @@ pub fn plan(
                     ..change(f, INITRAMFS_TOOLS_HOOK, Some(initramfs_tools_hook()))
                 });
             }
+            // Options only (`-k all` is one): nothing a `--` would protect.
             let cmd = PlannedCommand {
                 argv: vec![
                     "update-initramfs".into(),
@@ -851,7 +1036,11 @@ pub fn plan(
             regenerate.push(cmd);
             if !release.is_empty() {
                 inspections.push(Inspection {
-                    argv: vec!["lsinitramfs".into(), format!("/boot/initrd.img-{release}")],
+                    argv: vec![
+                        "lsinitramfs".into(),
+                        "--".into(),
+                        format!("/boot/initrd.img-{release}"),
+                    ],
                     must_contain: image_must(),
                 });
             }
@@ -870,6 +1059,7 @@ pub fn plan(
                     .unwrap_or_default()
             );
             files.push(change(f, DRACUT_DROPIN, Some(text)));
+            // Options only: nothing a `--` would protect.
             let cmd = PlannedCommand {
                 argv: vec!["dracut".into(), "-f".into(), "--regenerate-all".into()],
                 why: rebuild_why("every initramfs"),
@@ -878,7 +1068,7 @@ pub fn plan(
             regenerate.push(cmd);
             if !release.is_empty() {
                 inspections.push(Inspection {
-                    argv: vec!["lsinitrd".into(), dracut_image(f, &release)],
+                    argv: vec!["lsinitrd".into(), "--".into(), dracut_image(f, &release)],
                     must_contain: image_must(),
                 });
             }
@@ -898,15 +1088,34 @@ pub fn plan(
                 // mkinitcpio before v36 reads no drop-ins: edit the arrays in place,
                 // vfio first in MODULES so it loads before the GPU drivers listed there.
                 let path = "etc/mkinitcpio.conf";
-                let before = f.read(path).unwrap_or_default();
-                let edited = edit_bash_array(
-                    &edit_bash_array(&before, "MODULES", &vfio_modules, true),
-                    "FILES",
-                    &extra_files.iter().map(String::as_str).collect::<Vec<_>>(),
-                    false,
-                );
-                files.push(change(f, path, Some(edited)));
+                let extra: Vec<&str> = extra_files.iter().map(String::as_str).collect();
+                let edited = f.read_editable(path).and_then(|before| {
+                    let before = before.unwrap_or_default();
+                    let modules = edit_bash_array(&before, "MODULES", &vfio_modules, true)?;
+                    Ok((before, edit_bash_array(&modules, "FILES", &extra, false)?))
+                });
+                match edited {
+                    Ok((before, after)) => files.push(FileChange {
+                        before: f.root.exists(path).then_some(before),
+                        ..change(f, path, Some(after))
+                    }),
+                    Err(e) => {
+                        let mut what = String::new();
+                        if !vfio_modules.is_empty() {
+                            what.push_str(&format!(
+                                "Put {} first in its MODULES array, ",
+                                vfio_modules.join(" ")
+                            ));
+                        }
+                        what.push_str(&format!(
+                            "add {} to its FILES array, then run `mkinitcpio -P`",
+                            extra.join(" ")
+                        ));
+                        manual.push(by_hand(path, &e, &what));
+                    }
+                }
             }
+            // Options only: nothing a `--` would protect.
             let cmd = PlannedCommand {
                 argv: vec!["mkinitcpio".into(), "-P".into()],
                 why: rebuild_why("every preset's initramfs"),
@@ -914,7 +1123,11 @@ pub fn plan(
             commands.push(cmd.clone());
             regenerate.push(cmd);
             inspections.push(Inspection {
-                argv: vec!["lsinitcpio".into(), "/boot/initramfs-linux.img".into()],
+                argv: vec![
+                    "lsinitcpio".into(),
+                    "--".into(),
+                    "/boot/initramfs-linux.img".into(),
+                ],
                 must_contain: image_must(),
             });
         }
@@ -925,17 +1138,27 @@ pub fn plan(
             // /etc/modprobe.d into the image when it is built (it reads no `softdep` or
             // `install` lines there).
             let path = "etc/booster.yaml";
-            let before = f.read(path);
-            files.push(FileChange {
-                path: path.into(),
-                after: Some(edit_booster_yaml(
-                    before.as_deref().unwrap_or(""),
-                    BOOSTER_FORCE_LOAD,
-                )),
-                before,
-                mode: None,
-                after_commands: false,
+            let edited = f.read_editable(path).and_then(|before| {
+                let after = edit_booster_yaml(before.as_deref().unwrap_or(""), BOOSTER_FORCE_LOAD)?;
+                Ok((before, after))
             });
+            match edited {
+                Ok((before, after)) => files.push(FileChange {
+                    path: path.into(),
+                    after: Some(after),
+                    before,
+                    mode: None,
+                    after_commands: false,
+                }),
+                Err(e) => manual.push(by_hand(
+                    path,
+                    &e,
+                    &format!(
+                        "Add {} to the front of its modules_force_load, then rebuild the booster images",
+                        BOOSTER_FORCE_LOAD.join(",")
+                    ),
+                )),
+            }
             let argv = match boot::program(&f.root, &["usr/lib/booster/regenerate_images"]) {
                 Some(p) => vec![p],
                 None => vec![
@@ -943,6 +1166,7 @@ pub fn plan(
                     "build".into(),
                     "--force".into(),
                     format!("--kernel-version={release}"),
+                    "--".into(),
                     booster_image(f, &release),
                 ],
             };
@@ -956,7 +1180,12 @@ pub fn plan(
             if !release.is_empty() {
                 // booster stores modules under their normalised names (`vfio_pci.ko`).
                 inspections.push(Inspection {
-                    argv: vec!["booster".into(), "ls".into(), booster_image(f, &release)],
+                    argv: vec![
+                        "booster".into(),
+                        "ls".into(),
+                        "--".into(),
+                        booster_image(f, &release),
+                    ],
                     must_contain: vec!["vfio_pci.ko".into()],
                 });
                 if !ids.is_empty() {
@@ -964,6 +1193,7 @@ pub fn plan(
                         argv: vec![
                             "booster".into(),
                             "cat".into(),
+                            "--".into(),
                             booster_image(f, &release),
                             // booster's cpio names have no leading slash, and `booster
                             // cat` matches the name exactly; the generator writes the
@@ -997,27 +1227,55 @@ pub fn plan(
     let args_text = add.join(" ");
     match &f.boot.bootloader {
         Bootloader::Grub { dropin, update } => {
-            let main = f.read("etc/default/grub").unwrap_or_default();
-            let current = format!(
-                "{} {}",
-                boot::shell_var(&main, "GRUB_CMDLINE_LINUX").unwrap_or_default(),
-                boot::shell_var(&main, "GRUB_CMDLINE_LINUX_DEFAULT").unwrap_or_default()
-            );
-            let conflicts = remove.iter().any(|r| cmdline_edit::has_arg(&current, r));
-            let missing: Vec<String> = add.iter().filter(|a| !cmdline_edit::has_arg(&current, a)).cloned().collect();
-            if *dropin && !conflicts {
-                let text = (!missing.is_empty()).then(|| {
-                    format!(
-                        "{HEADER}GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT {}\"\n",
-                        missing.join(" ")
-                    )
-                });
-                let c = change(f, GRUB_DROPIN, text);
-                if c.is_change() {
-                    files.push(c);
+            let path = "etc/default/grub";
+            let update_text = update.join(" ");
+            // What the file sets, or why passthru cannot know.
+            let main = f.read_editable(path);
+            let current = main.clone().and_then(|t| {
+                let (linux, default) = grub_cmdlines(t.as_deref().unwrap_or(""))?;
+                Ok(format!("{linux} {default}"))
+            });
+            match (&current, *dropin) {
+                (Ok(current), true) if !remove.iter().any(|r| cmdline_edit::has_arg(current, r)) => {
+                    let missing: Vec<String> = add
+                        .iter()
+                        .filter(|a| !cmdline_edit::has_arg(current, a))
+                        .cloned()
+                        .collect();
+                    files.extend(grub_dropin(f, &missing));
                 }
-            } else {
-                files.push(change(f, "etc/default/grub", Some(edit_grub_default(&main, &add, &remove))));
+                (Err(e), true) => {
+                    // The drop-in adds to whatever the file sets; what it may contradict
+                    // is for the user to check.
+                    files.extend(grub_dropin(f, &add));
+                    manual.push(format!(
+                        "passthru cannot read the kernel arguments /{path} sets: {e}. Make sure \
+                         GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT have none of `{}` \
+                         (then run `{update_text}`)",
+                        remove.join(" ")
+                    ));
+                }
+                _ => match main.and_then(|t| {
+                    let t = t.unwrap_or_default();
+                    let after = edit_grub_default(&t, &add, &remove)?;
+                    Ok((f.root.exists(path).then_some(t), after))
+                }) {
+                    Ok((before, after)) => files.push(FileChange {
+                        path: path.into(),
+                        before,
+                        after: Some(after),
+                        mode: None,
+                        after_commands: false,
+                    }),
+                    Err(e) => manual.push(by_hand(
+                        path,
+                        &e,
+                        &format!(
+                            "{}, and from GRUB_CMDLINE_LINUX, then run `{update_text}`",
+                            args_by_hand("GRUB_CMDLINE_LINUX_DEFAULT", &add, &remove)
+                        ),
+                    )),
+                },
             }
             // The way back: a second set of menu entries, made by GRUB's own 10_linux.
             if f.root.exists("etc/grub.d/10_linux") {
@@ -1064,7 +1322,7 @@ pub fn plan(
             // The way back: Fedora's GRUB (blscfg) lists every BLS entry, so a copy of
             // each, written after grubby ran (`--update-kernel=ALL` would give the
             // copies the VFIO arguments too).
-            let copies = way_back_after_commands(f, "boot/loader/entries", &add);
+            let copies = way_back_after_commands(f, "boot/loader/entries", &add, &mut manual);
             if !copies.is_empty() {
                 way_back = WAY_BACK_ENTRIES.into();
             }
@@ -1090,15 +1348,16 @@ pub fn plan(
                 .filter(|r| configured.as_deref().is_some_and(|c| cmdline_edit::has_arg(c, r)))
                 .cloned()
                 .collect();
+            // `--opt=value`, so that no value can be read as an option of its own.
             if !missing.is_empty() {
                 commands.push(PlannedCommand {
-                    argv: vec!["kernelstub".into(), "--add-options".into(), missing.join(" ")],
+                    argv: vec!["kernelstub".into(), format!("--add-options={}", missing.join(" "))],
                     why: "add the kernel arguments to the boot entry".into(),
                 });
             }
             if !drop.is_empty() {
                 commands.push(PlannedCommand {
-                    argv: vec!["kernelstub".into(), "--delete-options".into(), drop.join(" ")],
+                    argv: vec!["kernelstub".into(), format!("--delete-options={}", drop.join(" "))],
                     why: "drop the kernel arguments that contradict them".into(),
                 });
             }
@@ -1107,24 +1366,39 @@ pub fn plan(
             // copies to stable paths there, so a copy of each without the VFIO
             // arguments stays bootable across kernel updates. Written after kernelstub
             // ran, which rewrites only its own entries.
-            let copies = way_back_after_commands(f, "boot/efi/loader/entries", &add);
+            let copies = way_back_after_commands(f, "boot/efi/loader/entries", &add, &mut manual);
             if !copies.is_empty() {
                 way_back = WAY_BACK_ENTRIES.into();
             }
             files.extend(copies);
         }
         Bootloader::KernelCmdline { refresh, entries } => {
-            let before = f.read("etc/kernel/cmdline");
-            let after = cmdline_edit::edit(before.as_deref().unwrap_or("").trim(), &add, &remove) + "\n";
-            files.push(FileChange {
-                path: "etc/kernel/cmdline".into(),
-                before,
-                after: Some(after),
-                mode: None,
-                after_commands: false,
+            let path = "etc/kernel/cmdline";
+            let edited = f.read_editable(path).and_then(|before| {
+                let text = before.as_deref().unwrap_or("");
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                if lines.len() > 1 {
+                    return Err(EditError::Unsupported(format!(
+                        "it has {} lines, and the tools that read it do not agree on what a \
+                         second line means",
+                        lines.len()
+                    )));
+                }
+                let after = cmdline_edit::edit(text.trim(), &add, &remove)? + "\n";
+                Ok((before, after))
             });
-            files.extend(entry_changes(f, entries, &add, &remove));
-            let copies = way_back_entries(f, entries, &add);
+            match edited {
+                Ok((before, after)) => files.push(FileChange {
+                    path: path.into(),
+                    before,
+                    after: Some(after),
+                    mode: None,
+                    after_commands: false,
+                }),
+                Err(e) => manual.push(by_hand(path, &e, &args_by_hand("it", &add, &remove))),
+            }
+            files.extend(entry_changes(f, entries, &add, &remove, &mut manual));
+            let copies = way_back_entries(f, entries, &add, &mut manual);
             if !copies.is_empty() {
                 way_back = WAY_BACK_ENTRIES.into();
             }
@@ -1139,8 +1413,8 @@ pub fn plan(
             }
         }
         Bootloader::LoaderEntries { entries } => {
-            files.extend(entry_changes(f, entries, &add, &remove));
-            let copies = way_back_entries(f, entries, &add);
+            files.extend(entry_changes(f, entries, &add, &remove, &mut manual));
+            let copies = way_back_entries(f, entries, &add, &mut manual);
             if !copies.is_empty() {
                 way_back = WAY_BACK_ENTRIES.into();
             }
@@ -1277,51 +1551,87 @@ fn booster_image(f: &EnableFacts, release: &str) -> String {
 /// Adds `modules` to booster's `modules_force_load` (a comma-separated string) in
 /// `/etc/booster.yaml`, in front of the modules listed there and skipping those
 /// present; every other line — keys, comments — stays as it is. The last top-level
-/// assignment is edited (YAML keeps the last), or one is appended.
-pub fn edit_booster_yaml(text: &str, modules: &[&str]) -> String {
+/// assignment is edited (YAML keeps the last), or one is appended. A value that is
+/// not a one-line string without escapes (a block, a flow sequence, a value that
+/// goes on on the next lines) is refused: passthru would have to guess what YAML
+/// makes of it.
+pub fn edit_booster_yaml(text: &str, modules: &[&str]) -> Result<String, EditError> {
     const KEY: &str = "modules_force_load:";
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let Some(i) = lines.iter().rposition(|l| l.starts_with(KEY)) else {
+    let Some(i) = lines.iter().rposition(|l| {
+        l.strip_prefix(KEY.trim_end_matches(':'))
+            .is_some_and(|r| r.trim_start_matches([' ', '\t']).starts_with(':'))
+    }) else {
         let mut out = text.to_string();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         out.push_str(&format!("{KEY} {}\n", modules.join(",")));
-        return out;
+        return Ok(out);
     };
-    let line = lines[i].trim_end_matches('\n');
-    let rest = &line[KEY.len()..];
+    let refuse = |why: &str| {
+        Err(EditError::Unsupported(format!(
+            "line {}: modules_force_load {why}",
+            i + 1
+        )))
+    };
+    let line = lines[i].trim_end_matches('\n').trim_end_matches('\r');
+    let Some(rest) = line.strip_prefix(KEY) else {
+        return refuse("has a space before its colon");
+    };
+    // A following line that is indented (or a bare continuation) belongs to this value.
+    if lines[i + 1..]
+        .iter()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .is_some_and(|l| l.starts_with([' ', '\t']))
+    {
+        return refuse("goes on over several lines");
+    }
     // A trailing comment stays; the value is the part before it.
     let (value, comment) = match rest.find(" #") {
         Some(at) => (&rest[..at], &rest[at..]),
         None => (rest, ""),
     };
     let value = value.trim();
-    let quote = value
-        .chars()
-        .next()
-        .filter(|c| matches!(c, '"' | '\'') && value.len() > 1 && value.ends_with(*c));
-    let inner = quote.map_or(value, |_| &value[1..value.len() - 1]);
+    let quote = value.chars().next().filter(|c| matches!(c, '"' | '\''));
+    let inner = match quote {
+        Some(q) => {
+            if value.len() < 2 || !value.ends_with(q) {
+                return refuse("has a quote that does not close on its line");
+            }
+            let inner = &value[1..value.len() - 1];
+            if (q == '"' && inner.contains(['\\', '"'])) || (q == '\'' && inner.contains('\'')) {
+                return refuse("has escapes in its quotes");
+            }
+            inner
+        }
+        None => {
+            if value.starts_with(['[', '{', '|', '>', '&', '*', '!', '%', '@', '`']) {
+                return refuse("is not a plain comma-separated string");
+            }
+            value
+        }
+    };
     let present: Vec<&str> = inner
         .split(',')
         .map(str::trim)
         .filter(|m| !m.is_empty())
         .collect();
-    let normal = |m: &str| m.replace('-', "_");
     let missing: Vec<&str> = modules
         .iter()
         .copied()
-        .filter(|m| !present.iter().any(|p| normal(p) == normal(m)))
+        .filter(|m| !present.iter().any(|p| normalize(p) == normalize(m)))
         .collect();
     if missing.is_empty() {
-        return text.to_string();
+        return Ok(text.to_string());
     }
     let merged: Vec<&str> = missing.iter().copied().chain(present).collect();
     let q = quote.map(String::from).unwrap_or_default();
     let mut out: String = lines[..i].concat();
-    out.push_str(&format!("{KEY} {q}{}{q}{comment}\n", merged.join(",")));
+    out.push_str(&format!("{KEY} {q}{}{q}{comment}", merged.join(",")));
+    out.push_str(&lines[i][line.len()..]);
     out.push_str(&lines[i + 1..].concat());
-    out
+    Ok(out)
 }
 
 /// The image `dracut --regenerate-all` writes for `release`: Fedora's dracut writes
@@ -1337,10 +1647,11 @@ fn dracut_image(f: &EnableFacts, release: &str) -> String {
     }
 }
 
-/// The kernel command lines grubby manages, as configured: the `options` line of every
-/// BLS entry in `/boot/loader/entries` (passthru's own "(without VFIO)" copies aside);
-/// without entries `/etc/kernel/cmdline`, then `GRUB_CMDLINE_LINUX` of
-/// `/etc/default/grub`, then the running kernel's command line.
+/// The kernel command lines grubby manages, as configured: the `options` lines of
+/// every BLS entry in `/boot/loader/entries` (passthru's own "(without VFIO)" copies
+/// aside), joined as the boot loader joins them; without entries
+/// `/etc/kernel/cmdline`, then `GRUB_CMDLINE_LINUX` of `/etc/default/grub`, then the
+/// running kernel's command line.
 fn grubby_configured(f: &EnableFacts) -> Vec<String> {
     let entries: Vec<String> = f
         .root
@@ -1351,12 +1662,13 @@ fn grubby_configured(f: &EnableFacts) -> Vec<String> {
         .filter_map(|n| f.read(&format!("boot/loader/entries/{n}")))
         .map(|text| {
             text.lines()
-                .find_map(|l| {
+                .filter_map(|l| {
                     l.strip_prefix("options")
                         .filter(|r| r.starts_with([' ', '\t']))
-                        .map(|r| r.trim().to_string())
+                        .map(str::trim)
                 })
-                .unwrap_or_default()
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .collect();
     if !entries.is_empty() {
@@ -1365,10 +1677,11 @@ fn grubby_configured(f: &EnableFacts) -> Vec<String> {
     if let Some(line) = f.read("etc/kernel/cmdline") {
         return vec![line.trim().to_string()];
     }
-    if let Some(v) = f
-        .read("etc/default/grub")
-        .and_then(|t| boot::shell_var(&t, "GRUB_CMDLINE_LINUX"))
-    {
+    if let Some(v) = f.read("etc/default/grub").and_then(|t| {
+        let list = shell::assignments(&t).ok()?;
+        let (_, v) = shell::last(&list, "GRUB_CMDLINE_LINUX")?.scalar().ok()?;
+        Some(v.to_string())
+    }) {
         return vec![v];
     }
     vec![f
@@ -1418,59 +1731,72 @@ fn grubby_files(f: &EnableFacts) -> Vec<PathBuf> {
     out
 }
 
-/// Edits `GRUB_CMDLINE_LINUX_DEFAULT` in `/etc/default/grub` (and drops contradicting
-/// arguments from `GRUB_CMDLINE_LINUX`), keeping every other line as it is.
-pub fn edit_grub_default(text: &str, add: &[String], remove: &[String]) -> String {
-    let mut out = String::new();
-    let mut done = false;
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    // The last assignment wins in a shell file: edit that one.
-    let last_default = lines
-        .iter()
-        .rposition(|l| l.trim_start().starts_with("GRUB_CMDLINE_LINUX_DEFAULT="));
-    for (i, line) in lines.iter().enumerate() {
-        let trimmed = line.trim_start();
-        let is_default = Some(i) == last_default;
-        let is_linux = trimmed.starts_with("GRUB_CMDLINE_LINUX=");
-        if is_default || is_linux {
-            let key = if is_default {
-                "GRUB_CMDLINE_LINUX_DEFAULT"
-            } else {
-                "GRUB_CMDLINE_LINUX"
-            };
-            let value = boot::shell_var(trimmed, key).unwrap_or_default();
-            let new = if is_default {
-                done = true;
-                cmdline_edit::edit(&value, add, remove)
-            } else {
-                cmdline_edit::edit(&value, &[], remove)
-            };
-            if new == value && !is_default {
-                out.push_str(line);
-                continue;
-            }
-            let indent = &line[..line.len() - trimmed.len()];
-            out.push_str(&format!("{indent}{key}=\"{new}\"\n"));
-            continue;
+/// The kernel command lines `/etc/default/grub` sets, as the shell reads them:
+/// `(GRUB_CMDLINE_LINUX, GRUB_CMDLINE_LINUX_DEFAULT)`, empty when unset. An error
+/// when the file is more than plain assignments or a value is not plain text.
+pub fn grub_cmdlines(text: &str) -> Result<(String, String), EditError> {
+    let list = shell::assignments(text)?;
+    let value = |name: &str| -> Result<String, EditError> {
+        match shell::last(&list, name) {
+            None => Ok(String::new()),
+            Some(a) => a
+                .scalar()
+                .map(|(_, v)| v.to_string())
+                .map_err(EditError::Unsupported),
         }
-        out.push_str(line);
+    };
+    Ok((
+        value("GRUB_CMDLINE_LINUX")?,
+        value("GRUB_CMDLINE_LINUX_DEFAULT")?,
+    ))
+}
+
+/// Edits `GRUB_CMDLINE_LINUX_DEFAULT` in `/etc/default/grub` (and drops contradicting
+/// arguments from `GRUB_CMDLINE_LINUX`): the last assignment of each, the one the
+/// shell keeps, gets its new value in the quoting it had; every other byte stays.
+/// Refused when the file is more than plain assignments, or when a value refers to a
+/// variable or runs a command (passthru cannot know what it is).
+pub fn edit_grub_default(
+    text: &str,
+    add: &[String],
+    remove: &[String],
+) -> Result<String, EditError> {
+    let list = shell::assignments(text)?;
+    let mut edits = Vec::new();
+    let mut seen_default = false;
+    for (name, add) in [
+        ("GRUB_CMDLINE_LINUX_DEFAULT", add),
+        ("GRUB_CMDLINE_LINUX", &[][..]),
+    ] {
+        let Some(a) = shell::last(&list, name) else {
+            continue;
+        };
+        seen_default |= name == "GRUB_CMDLINE_LINUX_DEFAULT";
+        let (word, value) = a.scalar().map_err(EditError::Unsupported)?;
+        let new = cmdline_edit::edit(value, add, remove)?;
+        if new != value {
+            let raw = &text[word.span.clone()];
+            edits.push((word.span.clone(), shell::quote_like(raw, &new)));
+        }
     }
-    if !done {
+    let mut out = shell::splice(text, edits);
+    if !seen_default {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         out.push_str(&format!(
-            "GRUB_CMDLINE_LINUX_DEFAULT=\"{}\"\n",
-            add.join(" ")
+            "GRUB_CMDLINE_LINUX_DEFAULT={}\n",
+            shell::quote_like("\"\"", &add.join(" "))
         ));
     }
-    out
+    Ok(out)
 }
 
 /// A map from a root-relative path to its content, for tests and previews.
 pub type Files = BTreeMap<PathBuf, String>;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -1485,7 +1811,8 @@ mod tests {
             text,
             &s(&["intel_iommu=on", "iommu=pt"]),
             &s(&["intel_iommu=off"]),
-        );
+        )
+        .unwrap();
         assert_eq!(
             out,
             "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash intel_iommu=on iommu=pt\"\nGRUB_CMDLINE_LINUX=\"\"\n"
@@ -1495,7 +1822,8 @@ mod tests {
                 &out,
                 &s(&["intel_iommu=on", "iommu=pt"]),
                 &s(&["intel_iommu=off"])
-            ),
+            )
+            .unwrap(),
             out
         );
     }
@@ -1519,15 +1847,19 @@ mod tests {
     #[test]
     fn bash_arrays_get_vfio_first() {
         let conf = "# MODULES\n#     MODULES=(usbhid xhci_hcd)\nMODULES=(nvidia nvidia_modeset)\n\nFILES=()\n";
-        let out = edit_bash_array(conf, "MODULES", VFIO_MODULES, true);
+        let out = edit_bash_array(conf, "MODULES", VFIO_MODULES, true).unwrap();
         assert_eq!(out, "# MODULES\n#     MODULES=(usbhid xhci_hcd)\nMODULES=(vfio vfio_iommu_type1 vfio_pci nvidia nvidia_modeset)\n\nFILES=()\n");
-        assert_eq!(edit_bash_array(&out, "MODULES", VFIO_MODULES, true), out);
+        assert_eq!(
+            edit_bash_array(&out, "MODULES", VFIO_MODULES, true).unwrap(),
+            out
+        );
         let out = edit_bash_array(
             &out,
             "FILES",
             &["/etc/modprobe.d/passthru-vfio.conf"],
             false,
-        );
+        )
+        .unwrap();
         assert!(
             out.ends_with("FILES=(/etc/modprobe.d/passthru-vfio.conf)\n"),
             "{out}"
@@ -1538,7 +1870,7 @@ mod tests {
     fn booster_yaml_keeps_the_rest() {
         // booster's manpage sample, abridged, with a force-loaded module of the user's.
         let yaml = "network:\n  dhcp: on\nuniversal: false\nmodules: -*,hid_apple,kernel/fs/btrfs/btrfs.ko\ncompression: zstd\nmodules_force_load: usbhid # keyboard for the LUKS prompt\n";
-        let out = edit_booster_yaml(yaml, BOOSTER_FORCE_LOAD);
+        let out = edit_booster_yaml(yaml, BOOSTER_FORCE_LOAD).unwrap();
         assert_eq!(
             out,
             yaml.replace(
@@ -1546,25 +1878,28 @@ mod tests {
                 "modules_force_load: vfio_pci,vfio,vfio_iommu_type1,usbhid"
             )
         );
-        assert_eq!(edit_booster_yaml(&out, BOOSTER_FORCE_LOAD), out);
+        assert_eq!(edit_booster_yaml(&out, BOOSTER_FORCE_LOAD).unwrap(), out);
         // quoted, with one of them written with a dash
         assert_eq!(
             edit_booster_yaml(
                 "modules_force_load: \"vfio-pci, nvme\"\n",
                 BOOSTER_FORCE_LOAD
-            ),
+            )
+            .unwrap(),
             "modules_force_load: \"vfio,vfio_iommu_type1,vfio-pci,nvme\"\n"
         );
         // absent (or no file): appended
         assert_eq!(
-            edit_booster_yaml("compression: lz4", BOOSTER_FORCE_LOAD),
+            edit_booster_yaml("compression: lz4", BOOSTER_FORCE_LOAD).unwrap(),
             "compression: lz4\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1\n"
         );
         // an indented key belongs to another mapping: not booster's
         assert!(
-            edit_booster_yaml("network:\n  modules_force_load: x\n", BOOSTER_FORCE_LOAD).ends_with(
-                "  modules_force_load: x\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1\n"
-            )
+            edit_booster_yaml("network:\n  modules_force_load: x\n", BOOSTER_FORCE_LOAD)
+                .unwrap()
+                .ends_with(
+                    "  modules_force_load: x\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1\n"
+                )
         );
     }
 
@@ -1572,11 +1907,14 @@ mod tests {
     fn loader_entry_options_line() {
         // An Arch systemd-boot entry.
         let entry = "title   Arch Linux\nlinux   /vmlinuz-linux\ninitrd  /amd-ucode.img\ninitrd  /initramfs-linux.img\noptions root=PARTUUID=1f3a-... rw rootfstype=ext4\n";
-        let out = edit_loader_entry(entry, &s(&["iommu=pt"]), &[]);
+        let out = edit_loader_entry(entry, &s(&["iommu=pt"]), &[]).unwrap();
         assert!(
             out.ends_with("options root=PARTUUID=1f3a-... rw rootfstype=ext4 iommu=pt\n"),
             "{out}"
         );
-        assert_eq!(edit_loader_entry(&out, &s(&["iommu=pt"]), &[]), out);
+        assert_eq!(
+            edit_loader_entry(&out, &s(&["iommu=pt"]), &[]).unwrap(),
+            out
+        );
     }
 }
