@@ -1917,4 +1917,134 @@ mod tests {
             out
         );
     }
+
+    /// Ubuntu 22.04's /etc/default/grub (abridged), with a quoted value in the user's
+    /// arguments: `splash` stays, the quotes stay escaped, every other byte stays.
+    #[test]
+    fn grub_default_keeps_escaped_quotes() {
+        let text = "# If you change this file, run 'update-grub' afterwards to update\n\
+            # /boot/grub/grub.cfg.\n\
+            GRUB_DEFAULT=0\n\
+            GRUB_TIMEOUT_STYLE=hidden\n\
+            GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\n\
+            GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" splash\"\n\
+            GRUB_CMDLINE_LINUX=\"\"\n\
+            #GRUB_TERMINAL=console\n";
+        let out = edit_grub_default(text, &s(&["iommu=pt"]), &s(&["intel_iommu=off"])).unwrap();
+        assert_eq!(out, text.replace("splash\"\n", "splash iommu=pt\"\n"));
+        assert!(out.contains(
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" splash iommu=pt\"\n"
+        ));
+        // single quotes and bare words keep their style
+        assert_eq!(
+            edit_grub_default(
+                "GRUB_CMDLINE_LINUX_DEFAULT='quiet'\n",
+                &s(&["iommu=pt"]),
+                &[]
+            )
+            .unwrap(),
+            "GRUB_CMDLINE_LINUX_DEFAULT='quiet iommu=pt'\n"
+        );
+        assert_eq!(
+            edit_grub_default(
+                "GRUB_CMDLINE_LINUX_DEFAULT=quiet # x\n",
+                &s(&["iommu=pt"]),
+                &[]
+            )
+            .unwrap(),
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet iommu=pt\" # x\n"
+        );
+        // absent: appended
+        assert_eq!(
+            edit_grub_default("GRUB_DEFAULT=0", &s(&["iommu=pt"]), &[]).unwrap(),
+            "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"iommu=pt\"\n"
+        );
+        // `+=` (bash) builds on a value set elsewhere
+        assert!(matches!(
+            edit_grub_default(
+                "GRUB_CMDLINE_LINUX_DEFAULT+=\" x\"\n",
+                &s(&["iommu=pt"]),
+                &[]
+            ),
+            Err(EditError::Unsupported(_))
+        ));
+    }
+
+    /// mkinitcpio v39's default MODULES, written over several lines by a user.
+    #[test]
+    fn bash_arrays_over_lines_and_strings() {
+        let conf = "MODULES=(\n  # GPU first\n  amdgpu\n)\n";
+        assert_eq!(
+            edit_bash_array(conf, "MODULES", VFIO_MODULES, true).unwrap(),
+            "MODULES=(\n  # GPU first\n  vfio vfio_iommu_type1 vfio_pci amdgpu\n)\n"
+        );
+        // present with a dash, or in a later `+=`: not added again
+        let conf = "MODULES=(vfio-pci)\nMODULES+=(vfio vfio_iommu_type1)\n";
+        assert_eq!(
+            edit_bash_array(conf, "MODULES", VFIO_MODULES, true).unwrap(),
+            conf
+        );
+        // an empty array, an array with a quoted path
+        assert_eq!(
+            edit_bash_array("FILES=(\"/etc/a b\")\n", "FILES", &["/etc/c"], false).unwrap(),
+            "FILES=(\"/etc/a b\" /etc/c)\n"
+        );
+        assert!(matches!(
+            edit_bash_array("MODULES=\"amdgpu\"\n", "MODULES", VFIO_MODULES, true),
+            Err(EditError::Unsupported(_))
+        ));
+        assert!(matches!(
+            edit_bash_array("MODULES=(amdgpu\n", "MODULES", VFIO_MODULES, true),
+            Err(EditError::Shell(_))
+        ));
+    }
+
+    #[test]
+    fn loader_entry_every_options_line() {
+        let entry = "title Fedora\noptions root=UUID=1 ro\noptions intel_iommu=off rhgb quiet\n";
+        assert_eq!(
+            edit_loader_entry(
+                entry,
+                &s(&["intel_iommu=on", "iommu=pt"]),
+                &s(&["intel_iommu=off"])
+            )
+            .unwrap(),
+            "title Fedora\noptions root=UUID=1 ro\noptions rhgb quiet intel_iommu=on iommu=pt\n"
+        );
+        // present on the first line: nothing to add anywhere
+        let entry = "options iommu=pt\noptions quiet\n";
+        assert_eq!(
+            edit_loader_entry(entry, &s(&["iommu=pt"]), &[]).unwrap(),
+            entry
+        );
+    }
+
+    #[test]
+    fn booster_yaml_refuses_what_it_cannot_read() {
+        for yaml in [
+            "modules_force_load: usbhid,\n  hid_generic\n",
+            "modules_force_load:\n  - usbhid\n",
+            "modules_force_load: [usbhid]\n",
+            "modules_force_load: \"a\\tb\"\n",
+            "modules_force_load: 'it''s'\n",
+            "modules_force_load: \"usbhid\n",
+        ] {
+            assert!(
+                matches!(
+                    edit_booster_yaml(yaml, BOOSTER_FORCE_LOAD),
+                    Err(EditError::Unsupported(_))
+                ),
+                "{yaml}"
+            );
+        }
+        // a comment line after it is no continuation
+        assert_eq!(
+            edit_booster_yaml(
+                "modules_force_load: usbhid\n  # note\nstrip: true\n",
+                &["vfio"]
+            )
+            .unwrap(),
+            "modules_force_load: vfio,usbhid\n  # note\nstrip: true\n"
+        );
+    }
 }
