@@ -1211,3 +1211,45 @@ fn hostile_driver_names_are_refused() {
         "{doc:#}"
     );
 }
+
+/// GRUB reads the drop-ins in `/etc/default/grub.d` after the main file: one that
+/// contradicts the VFIO arguments, or one read after passthru's that sets the
+/// arguments anew, is a step by hand.
+#[test]
+fn other_grub_drop_ins_are_checked() {
+    let f = Fixture::new("debian-grub");
+    f.write(
+        "etc/default/grub.d/50-nvidia-drm.cfg",
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT nvidia-drm.modeset=1 intel_iommu=off\"\n",
+    );
+    f.write(
+        "etc/default/grub.d/zz-quiet.cfg",
+        "GRUB_CMDLINE_LINUX_DEFAULT='quiet'\n",
+    );
+    f.write(
+        "etc/default/grub.d/60-odd.cfg",
+        "if true; then GRUB_CMDLINE_LINUX=\"x\"; fi\n",
+    );
+    // Ubuntu's: it only tests the value
+    f.write(
+        "etc/default/grub.d/init-select.cfg",
+        "if [ \"${GRUB_CMDLINE_LINUX_DEFAULT#*init=}\" != \"${GRUB_CMDLINE_LINUX_DEFAULT}\" ]; then\n  :\nfi\n",
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    let m = manual(&plan);
+    assert!(
+        m.contains("/etc/default/grub.d/50-nvidia-drm.cfg (line 1) sets `intel_iommu=off` in GRUB_CMDLINE_LINUX_DEFAULT"),
+        "{m}"
+    );
+    assert!(
+        m.contains("/etc/default/grub.d/zz-quiet.cfg (line 1) is read after /etc/default/grub.d/passthru.cfg and sets GRUB_CMDLINE_LINUX_DEFAULT anew"),
+        "{m}"
+    );
+    assert!(
+        m.contains("passthru cannot read /etc/default/grub.d/60-odd.cfg (line 1: runs a command"),
+        "{m}"
+    );
+    assert!(!m.contains("init-select.cfg"), "{m}");
+    // the drop-ins are another package's: none is edited
+    assert!(!has_file(&plan, "etc/default/grub.d/50-nvidia-drm.cfg"));
+}

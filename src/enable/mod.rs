@@ -831,6 +831,79 @@ fn edit_loader_entry(text: &str, add: &[String], remove: &[String]) -> Result<St
     Ok(out.concat())
 }
 
+/// What GRUB's other drop-ins (`/etc/default/grub.d/*.cfg`, which grub-mkconfig
+/// sources after `/etc/default/grub`, in name order) do to passthru's arguments, as
+/// steps by hand: one that sets an argument passthru removes (passthru edits no
+/// file of another package's), one read after passthru's own that sets
+/// `GRUB_CMDLINE_LINUX_DEFAULT` without building on it (passthru's arguments would be
+/// lost), and one passthru cannot read.
+fn grub_dropin_notes(f: &EnableFacts, remove: &[String]) -> Vec<String> {
+    const VARS: [&str; 2] = ["GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"];
+    let mut names = f
+        .root
+        .list_dir_optional("etc/default/grub.d")
+        .unwrap_or_default();
+    names.sort();
+    let ours = GRUB_DROPIN.rsplit('/').next().unwrap_or_default();
+    let mut notes = Vec::new();
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(".cfg") && n.as_str() != ours)
+    {
+        let path = format!("etc/default/grub.d/{name}");
+        let Some(text) = f.read(&path) else { continue };
+        let list = match shell::assignments(&text) {
+            Ok(list) => list,
+            Err(e) => {
+                // Only a file that may assign the arguments matters (Ubuntu's
+                // init-select.cfg only tests them).
+                if VARS
+                    .iter()
+                    .any(|v| text.contains(&format!("{v}=")) || text.contains(&format!("{v}+=")))
+                {
+                    notes.push(format!(
+                        "passthru cannot read /{path} ({e}): make sure it sets none of `{}` \
+                         and keeps the arguments of /{GRUB_DROPIN}",
+                        remove.join(" ")
+                    ));
+                }
+                continue;
+            }
+        };
+        for a in list.iter().filter(|a| VARS.contains(&a.name.as_str())) {
+            let shell::Assigned::Scalar(w) = &a.value else {
+                continue;
+            };
+            let raw = &text[w.span.clone()];
+            let flat = raw.replace(['"', '\''], " ");
+            let found: Vec<&str> = remove
+                .iter()
+                .filter(|r| cmdline_edit::has_arg(&flat, r))
+                .map(String::as_str)
+                .collect();
+            if !found.is_empty() {
+                notes.push(format!(
+                    "/{path} (line {}) sets `{}` in {}, against the VFIO arguments: remove it there",
+                    a.line,
+                    found.join(" "),
+                    a.name
+                ));
+            }
+            let builds_on =
+                raw.contains(&format!("${}", a.name)) || raw.contains(&format!("${{{}}}", a.name));
+            if a.name == VARS[1] && name.as_str() > ours && !builds_on && !a.append {
+                notes.push(format!(
+                    "/{path} (line {}) is read after /{GRUB_DROPIN} and sets {} anew, which drops \
+                     passthru's arguments: make it add to the value (`{}=\"${} …\"`) or rename it \
+                     to sort before passthru.cfg",
+                    a.line, a.name, a.name, a.name
+                ));
+            }
+        }
+    }
+    notes
+}
+
 /// passthru's GRUB drop-in, adding `args` to what `/etc/default/grub` sets (none:
 /// the drop-in goes, or is not written).
 fn grub_dropin(f: &EnableFacts, args: &[String]) -> Option<FileChange> {
@@ -1276,6 +1349,9 @@ pub fn plan(
                         ),
                     )),
                 },
+            }
+            if *dropin {
+                manual.extend(grub_dropin_notes(f, &remove));
             }
             // The way back: a second set of menu entries, made by GRUB's own 10_linux.
             if f.root.exists("etc/grub.d/10_linux") {
