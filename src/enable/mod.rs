@@ -1361,6 +1361,8 @@ pub fn plan(
                 });
                 way_back = WAY_BACK_ENTRIES.into();
             }
+            // `update-grub` takes nothing, `grub-mkconfig -o FILE` an option's value:
+            // no positional argument for a `--` to protect.
             let cmd = PlannedCommand {
                 argv: update.clone(),
                 why: "regenerate grub.cfg with the new kernel arguments".into(),
@@ -1383,6 +1385,8 @@ pub fn plan(
                 .collect();
             let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
             if !missing.is_empty() || !drop.is_empty() {
+                // Every value in `--opt=value` form (grubby's popt reads it so): no
+                // value can be taken for an option, and there are no positionals.
                 let mut argv = vec!["grubby".into(), "--update-kernel=ALL".into()];
                 if !missing.is_empty() {
                     argv.push(format!("--args={}", join(&missing)));
@@ -1480,6 +1484,8 @@ pub fn plan(
             }
             files.extend(copies);
             if let Some(r) = refresh {
+                // `proxmox-boot-tool refresh`: a fixed subcommand, nothing for a `--`
+                // to protect.
                 let cmd = PlannedCommand {
                     argv: r.clone(),
                     why: "copy the new command line to the boot entries".into(),

@@ -648,4 +648,58 @@ mod tests {
             }
         }
     }
+
+    /// The values agree with what a real `sh` makes of the same text.
+    #[test]
+    fn values_agree_with_sh() {
+        let texts = [
+            r#"X="quiet acpi_osi=\"Windows 2015\" splash""#,
+            r#"X="a \\ b \$c \`d\` \e \\""#,
+            "X='quiet \"x\" \\ y'",
+            "X=plain",
+            "X=",
+            "X=\"a\"'b'c\\ d",
+            "X=\"quiet\" # the default",
+            "export X=\"quiet splash\"",
+            "X=\"quiet \\\nsplash\"",
+            "X=quiet\\\nsplash",
+            "X='one'\nX='two' ; Y=1",
+            "X=\"a$\" Y=2",
+            "X=\"multi\nline\"",
+            "X=\"é ü\" # ünïcode",
+            "  X=indented\t# tab",
+        ];
+        for text in texts {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{text}\nprintf '%s' \"$X\""))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{text}");
+            let sh = String::from_utf8(out.stdout).unwrap();
+            assert_eq!(value_of(text, "X"), Ok(sh), "{text}");
+        }
+    }
+
+    /// Whatever the text, the lexer answers and never panics.
+    #[test]
+    fn any_text_is_an_answer() {
+        let alphabet: Vec<char> = "X=()\"'\\$`{}#;|& \t\néa_-~*[?+".chars().collect();
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 24) as usize;
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                text.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let _ = assignments(&text);
+            let _ = assignments(&format!("X={text}"));
+        }
+    }
 }
