@@ -1253,3 +1253,26 @@ fn other_grub_drop_ins_are_checked() {
     // the drop-ins are another package's: none is edited
     assert!(!has_file(&plan, "etc/default/grub.d/50-nvidia-drm.cfg"));
 }
+
+/// kernelstub's configuration is JSON: when passthru cannot read its options, the
+/// options are added all the same and what they might contradict is a step by hand.
+#[test]
+fn kernelstub_configuration_passthru_cannot_read() {
+    let f = Fixture::new("popos-kernelstub");
+    f.write(
+        "etc/kernelstub/configuration",
+        "{\"user\": {\"kernel_options\": [\"quiet\", \"intel_iommu=off\",]}}\n",
+    );
+    let plan = plan_of(&f, &["02:00.0"]);
+    assert_eq!(
+        argvs(&plan),
+        [
+            "update-initramfs -u -k all",
+            "kernelstub --add-options=intel_iommu=on iommu=pt"
+        ]
+    );
+    assert!(
+        manual(&plan).contains("passthru cannot read `user.kernel_options` in /etc/kernelstub/configuration (JSON): make sure they have none of `iommu=off intel_iommu=off`"),
+        "{plan:#}"
+    );
+}

@@ -1417,7 +1417,17 @@ pub fn plan(
                     .into_iter()
                     .map(|n| PathBuf::from(format!("boot/efi/loader/entries/{n}"))),
             );
-            let configured = kernelstub_options(f.read("etc/kernelstub/configuration").as_deref().unwrap_or(""));
+            let config = "etc/kernelstub/configuration";
+            let configured = kernelstub_options(f.read(config).as_deref().unwrap_or(""));
+            if configured.is_none() {
+                // kernelstub adds the options all the same; what they contradict in a
+                // configuration passthru cannot read is for the user to check.
+                manual.push(format!(
+                    "passthru cannot read `user.kernel_options` in /{config} (JSON): make sure \
+                     they have none of `{}` (`kernelstub --print-config` shows them)",
+                    remove.join(" ")
+                ));
+            }
             let missing: Vec<String> = add
                 .iter()
                 .filter(|a| !configured.as_deref().is_some_and(|c| cmdline_edit::has_arg(c, a)))
