@@ -589,6 +589,13 @@ mod tests {
             Ok("quiet splash")
         );
         assert!(value_of(ubuntu, "GRUB_DISTRIBUTOR").is_err());
+        // Fedora's, with a `$(…)` holding quotes and a `$` of its own.
+        let fedora = "GRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=\"$(sed 's, release .*$,,g' /etc/system-release)\"\nGRUB_DEFAULT=saved\nGRUB_CMDLINE_LINUX=\"rhgb quiet\"\nGRUB_ENABLE_BLSCFG=true\n";
+        assert_eq!(
+            value_of(fedora, "GRUB_CMDLINE_LINUX").as_deref(),
+            Ok("rhgb quiet")
+        );
+        assert!(value_of(fedora, "GRUB_DISTRIBUTOR").is_err());
     }
 
     #[test]
