@@ -972,7 +972,7 @@ fn grub_values_passthru_cannot_know_are_steps_by_hand() {
         assert!(
             manual.contains("passthru leaves /etc/default/grub as it is")
                 && manual.contains(why)
-                && manual.contains("Add `intel_iommu=on iommu=pt` to GRUB_CMDLINE_LINUX_DEFAULT")
+                && manual.contains("Add `intel_iommu=on iommu=pt` to GRUB_CMDLINE_LINUX_DEFAULT, make sure neither it nor GRUB_CMDLINE_LINUX has any of `iommu=off intel_iommu=off`")
                 && manual.contains("/usr/bin/grub-mkconfig -o /boot/grub/grub.cfg"),
             "{grub}: {manual}"
         );
@@ -1034,11 +1034,13 @@ fn mkinitcpio_arrays_over_several_lines() {
     );
     let plan = plan_of(&f, &["01:00.0"]);
     assert!(!has_file(&plan, "etc/mkinitcpio.conf"), "{plan:#}");
+    // the image is the user's to make right: nothing looks into it
+    assert_eq!(plan["inspections"], serde_json::json!([]), "{plan:#}");
     let manual = manual(&plan);
     assert!(
         manual
             .contains("passthru leaves /etc/mkinitcpio.conf as it is: line 1: MODULES is a string")
-            && manual.contains("Put vfio vfio_iommu_type1 vfio_pci first in its MODULES array"),
+            && manual.contains("Put vfio vfio_iommu_type1 vfio_pci first in MODULES, add /etc/modprobe.d/passthru-vfio.conf to FILES, then run `mkinitcpio -P`"),
         "{manual}"
     );
 }
@@ -1077,6 +1079,7 @@ fn files_that_are_not_utf8_are_left_alone() {
     .unwrap();
     let plan = plan_of(&f, &["01:00.0"]);
     assert!(!has_file(&plan, "etc/initramfs-tools/modules"), "{plan:#}");
+    assert_eq!(plan["inspections"], serde_json::json!([]), "{plan:#}");
     let m = manual(&plan);
     assert!(
         m.contains("passthru leaves /etc/initramfs-tools/modules as it is: it is not UTF-8 text (byte 3 is not)")

@@ -1066,6 +1066,7 @@ pub fn plan(
             format!("rebuild {what} so vfio-pci loads first and takes the devices")
         }
     };
+    let mut by_hand_initramfs = Vec::new();
     match initramfs {
         _ if builtin && script.is_none() => {}
         Initramfs::InitramfsTools => {
@@ -1079,7 +1080,7 @@ pub fn plan(
                         mode: None,
                         after_commands: false,
                     }),
-                    Err(e) => manual.push(by_hand(
+                    Err(e) => by_hand_initramfs.push(by_hand(
                         path,
                         &e,
                         &format!(
@@ -1176,15 +1177,15 @@ pub fn plan(
                         let mut what = String::new();
                         if !vfio_modules.is_empty() {
                             what.push_str(&format!(
-                                "Put {} first in its MODULES array, ",
+                                "Put {} first in MODULES, ",
                                 vfio_modules.join(" ")
                             ));
                         }
                         what.push_str(&format!(
-                            "add {} to its FILES array, then run `mkinitcpio -P`",
+                            "add {} to FILES, then run `mkinitcpio -P`",
                             extra.join(" ")
                         ));
-                        manual.push(by_hand(path, &e, &what));
+                        by_hand_initramfs.push(by_hand(path, &e, &what));
                     }
                 }
             }
@@ -1223,7 +1224,7 @@ pub fn plan(
                     mode: None,
                     after_commands: false,
                 }),
-                Err(e) => manual.push(by_hand(
+                Err(e) => by_hand_initramfs.push(by_hand(
                     path,
                     &e,
                     &format!(
@@ -1296,6 +1297,14 @@ pub fn plan(
         }
     }
 
+    // An initramfs configuration left to the user: the image is rebuilt all the same
+    // (it carries the modprobe.d file), but what is inside it is the user's to make
+    // right, so it is not looked into.
+    if !by_hand_initramfs.is_empty() {
+        inspections.clear();
+        manual.append(&mut by_hand_initramfs);
+    }
+
     // The bootloader.
     let args_text = add.join(" ");
     match &f.boot.bootloader {
@@ -1344,8 +1353,10 @@ pub fn plan(
                         path,
                         &e,
                         &format!(
-                            "{}, and from GRUB_CMDLINE_LINUX, then run `{update_text}`",
-                            args_by_hand("GRUB_CMDLINE_LINUX_DEFAULT", &add, &remove)
+                            "Add `{}` to GRUB_CMDLINE_LINUX_DEFAULT, make sure neither it nor \
+                             GRUB_CMDLINE_LINUX has any of `{}`, then run `{update_text}`",
+                            add.join(" "),
+                            remove.join(" ")
                         ),
                     )),
                 },
