@@ -404,9 +404,10 @@ fn driver_module(f: &EnableFacts, drv: &str) -> HostDriver {
     }
 }
 
-/// Refuses a driver whose name is no module name (sysfs names it by a link, and a
-/// captured or tampered tree can hold anything there): passthru writes these names
-/// into `/etc/modprobe.d` lines, which a newline or a space would rewrite.
+/// Refuses a host module whose name is no module name (sysfs names a driver and its
+/// module by links, a previous `enable` recorded it in a file, and a captured or
+/// tampered tree can hold anything there): passthru writes these names into
+/// `/etc/modprobe.d` lines, which a newline or a space would rewrite.
 fn hostile_driver_names(
     f: &EnableFacts,
     inputs: &bind::Inputs<'_>,
@@ -415,9 +416,8 @@ fn hostile_driver_names(
     let refusals: Vec<Refusal> = drivers
         .iter()
         .filter_map(|(a, d)| {
-            let name = match d {
-                HostDriver::Module(m) | HostDriver::Builtin(m) => m,
-            };
+            // A built-in driver's name goes into no file, only into messages.
+            let name = d.module()?;
             if by_address::is_module_name(name) {
                 return None;
             }
