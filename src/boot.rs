@@ -156,34 +156,14 @@ pub fn detect(root: &HostRoot) -> BootSetup {
 }
 
 /// The value of a shell variable assignment in a file like `/etc/default/grub`
-/// (`KEY="a b"`, `KEY='a b'`, `KEY=a`; the last assignment wins; `$KEY` references
-/// are kept as written).
+/// (`KEY="a b"`, `KEY='a b'`, `KEY=a`, `export KEY=…`; the last assignment wins), as
+/// the shell reads it ([`crate::enable::shell`]). `None` when it is not set, when its
+/// value refers to a variable or runs a command, or when the file is more than plain
+/// assignments: what only running the file could tell is never guessed.
 pub fn shell_var(text: &str, key: &str) -> Option<String> {
-    let mut value = None;
-    for line in text.lines() {
-        let line = line.trim_start();
-        let Some(rest) = line.strip_prefix(key).and_then(|r| r.strip_prefix('=')) else {
-            continue;
-        };
-        value = Some(unquote(rest.trim_end()));
-    }
-    value
-}
-
-/// Removes one level of shell quoting from a simple value.
-fn unquote(raw: &str) -> String {
-    let mut out = String::new();
-    let mut quote: Option<char> = None;
-    for c in raw.chars() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '#') if out.is_empty() || out.ends_with(' ') => break,
-            (None, c) if c.is_whitespace() => break,
-            (_, c) => out.push(c),
-        }
-    }
-    out
+    let list = crate::enable::shell::assignments(text).ok()?;
+    let (_, value) = crate::enable::shell::last(&list, key)?.scalar().ok()?;
+    Some(value.to_string())
 }
 
 #[cfg(test)]

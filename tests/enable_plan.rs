@@ -128,7 +128,7 @@ fn debian_grub_and_initramfs_tools() {
     );
     assert_eq!(
         plan["inspections"][0]["argv"],
-        serde_json::json!(["lsinitramfs", "/boot/initrd.img-6.1.0-13-amd64"])
+        serde_json::json!(["lsinitramfs", "--", "/boot/initrd.img-6.1.0-13-amd64"])
     );
     golden("debian-grub", &plan);
 
@@ -232,7 +232,11 @@ fn fedora_grubby_and_dracut() {
     assert!(snaps.contains(&"etc/default/grub"));
     assert_eq!(
         plan["inspections"][0]["argv"],
-        serde_json::json!(["lsinitrd", "/boot/initramfs-6.6.9-200.fc39.x86_64.img"])
+        serde_json::json!([
+            "lsinitrd",
+            "--",
+            "/boot/initramfs-6.6.9-200.fc39.x86_64.img"
+        ])
     );
     // the way back: a BLS copy of each entry, written once grubby is done with them
     let copy = file(
@@ -262,7 +266,7 @@ fn fedora_grubby_and_dracut() {
     let plan = plan_of(&debian, &["01:00.0"]);
     assert_eq!(
         plan["inspections"][0]["argv"],
-        serde_json::json!(["lsinitrd", "/boot/initrd.img-6.6.9-200.fc39.x86_64"])
+        serde_json::json!(["lsinitrd", "--", "/boot/initrd.img-6.6.9-200.fc39.x86_64"])
     );
 
     // every entry has it: grubby has nothing to add, and no command runs for it
@@ -353,7 +357,7 @@ fn arch_booster_and_systemd_boot() {
     assert_eq!(argvs(&plan), ["/usr/lib/booster/regenerate_images"]);
     assert_eq!(
         plan["inspections"][0]["argv"],
-        serde_json::json!(["booster", "ls", "/boot/booster-linux.img"])
+        serde_json::json!(["booster", "ls", "--", "/boot/booster-linux.img"])
     );
     assert_eq!(
         plan["inspections"][1]["must_contain"],
@@ -374,7 +378,7 @@ fn popos_kernelstub() {
         [
             "update-initramfs -u -k all",
             // iommu=pt is among the user's kernel_options already
-            "kernelstub --add-options intel_iommu=on"
+            "kernelstub --add-options=intel_iommu=on"
         ]
     );
     assert_eq!(
@@ -875,5 +879,403 @@ fn disable_removes_one_device_and_keeps_the_others() {
             && devices.contains("0000:02:00.0")
             && devices.contains("0000:00:14.0"),
         "{devices}"
+    );
+}
+
+/// The plan's steps by hand, as one text.
+fn manual(plan: &Value) -> String {
+    plan["manual"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn has_file(plan: &Value, path: &str) -> bool {
+    plan["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["path"] == path)
+}
+
+/// `/etc/default/grub` is a shell file: a quoted value with escaped quotes, a
+/// trailing comment, `export`, a repeated assignment (the last one counts) and a
+/// continuation line all come out as the shell reads them, and every other byte of
+/// the file stays.
+#[test]
+fn grub_shell_quoting_is_kept() {
+    let f = Fixture::new("arch-grub");
+    let grub = "GRUB_DEFAULT=0\n\
+        GRUB_CMDLINE_LINUX_DEFAULT=\"loglevel=3\"\n\
+        # the one that counts:\n\
+        export GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" splash\" # for the touchpad\n\
+        GRUB_CMDLINE_LINUX=\"rd.luks=1 \\\n  intel_iommu=off\"\n\
+        GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Arch`\n";
+    f.write("etc/default/grub", grub);
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(
+        after(&plan, "etc/default/grub"),
+        "GRUB_DEFAULT=0\n\
+        GRUB_CMDLINE_LINUX_DEFAULT=\"loglevel=3\"\n\
+        # the one that counts:\n\
+        export GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" splash intel_iommu=on iommu=pt\" # for the touchpad\n\
+        GRUB_CMDLINE_LINUX=\"rd.luks=1\"\n\
+        GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Arch`\n"
+    );
+    assert_eq!(manual(&plan), "", "{plan:#}");
+    // sh reads the result as intended
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{}\nprintf '%s|%s' \"$GRUB_CMDLINE_LINUX_DEFAULT\" \"$GRUB_CMDLINE_LINUX\"",
+            after(&plan, "etc/default/grub")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "quiet acpi_osi=\"Windows 2015\" splash intel_iommu=on iommu=pt|rd.luks=1"
+    );
+}
+
+/// A value passthru cannot know (it refers to a variable, or runs a command), or a
+/// file that runs commands, is left as it is: the arguments are a step by hand.
+#[test]
+fn grub_values_passthru_cannot_know_are_steps_by_hand() {
+    for (grub, why) in [
+        (
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT quiet\"\n",
+            "refers to a variable",
+        ),
+        (
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet $(cat /etc/extra-args)\"\n",
+            "runs a command",
+        ),
+        (
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nif [ -e /etc/x ]; then\n  GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nfi\n",
+            "line 2: runs a command",
+        ),
+        ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\n", "never closed"),
+        (
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows\"\n",
+            "never closed",
+        ),
+    ] {
+        let f = Fixture::new("arch-grub");
+        f.write("etc/default/grub", grub);
+        let plan = plan_of(&f, &["01:00.0"]);
+        assert!(!has_file(&plan, "etc/default/grub"), "{grub}: {plan:#}");
+        let manual = manual(&plan);
+        assert!(
+            manual.contains("passthru leaves /etc/default/grub as it is")
+                && manual.contains(why)
+                && manual.contains("Add `intel_iommu=on iommu=pt` to GRUB_CMDLINE_LINUX_DEFAULT, make sure neither it nor GRUB_CMDLINE_LINUX has any of `iommu=off intel_iommu=off`")
+                && manual.contains("/usr/bin/grub-mkconfig -o /boot/grub/grub.cfg"),
+            "{grub}: {manual}"
+        );
+    }
+}
+
+/// With GRUB's drop-in directory, a main file passthru cannot read still gets the
+/// drop-in, and the user is told what to check.
+#[test]
+fn grub_drop_in_beside_a_main_file_passthru_cannot_read() {
+    let f = Fixture::new("debian-grub");
+    f.write(
+        "etc/default/grub",
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet $(cat /etc/extra)\"\n",
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert!(!has_file(&plan, "etc/default/grub"));
+    assert!(after(&plan, "etc/default/grub.d/passthru.cfg").contains(
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT intel_iommu=on iommu=pt\"\n"
+    ));
+    assert!(
+        manual(&plan).contains("cannot read the kernel arguments /etc/default/grub sets"),
+        "{plan:#}"
+    );
+}
+
+/// mkinitcpio's arrays may span lines and hold comments; vfio goes first, the
+/// modprobe.d file last, and the rest stays as written. A MODULES string (not an
+/// array) is left alone.
+#[test]
+fn mkinitcpio_arrays_over_several_lines() {
+    let f = Fixture::new("arch-grub");
+    f.write(
+        "etc/mkinitcpio.conf",
+        "MODULES=(\n    nvidia  # the GPU\n    nvidia_drm\n)\nFILES=(\n    /etc/crypt.key\n)\nHOOKS=(base udev)\n",
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(
+        after(&plan, "etc/mkinitcpio.conf"),
+        "MODULES=(\n    vfio vfio_iommu_type1 vfio_pci nvidia  # the GPU\n    nvidia_drm\n)\nFILES=(\n    /etc/crypt.key /etc/modprobe.d/passthru-vfio.conf\n)\nHOOKS=(base udev)\n"
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{}\necho \"${{MODULES[*]}}|${{FILES[*]}}\"",
+            after(&plan, "etc/mkinitcpio.conf")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "vfio vfio_iommu_type1 vfio_pci nvidia nvidia_drm|/etc/crypt.key /etc/modprobe.d/passthru-vfio.conf\n"
+    );
+
+    let f = Fixture::new("arch-grub");
+    f.write(
+        "etc/mkinitcpio.conf",
+        "MODULES=\"nvidia nvidia_drm\"\nHOOKS=\"base udev\"\n",
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert!(!has_file(&plan, "etc/mkinitcpio.conf"), "{plan:#}");
+    // the image is the user's to make right: nothing looks into it
+    assert_eq!(plan["inspections"], serde_json::json!([]), "{plan:#}");
+    let manual = manual(&plan);
+    assert!(
+        manual
+            .contains("passthru leaves /etc/mkinitcpio.conf as it is: line 1: MODULES is a string")
+            && manual.contains("Put vfio vfio_iommu_type1 vfio_pci first in MODULES, add /etc/modprobe.d/passthru-vfio.conf to FILES, then run `mkinitcpio -P`"),
+        "{manual}"
+    );
+}
+
+/// systemd-boot joins every `options` line of an entry: a contradiction on the
+/// second line goes too, and what is there already is not added again.
+#[test]
+fn loader_entries_with_several_options_lines() {
+    let f = Fixture::new("arch-systemd-boot");
+    f.write(
+        "boot/loader/entries/arch.conf",
+        "title   Arch Linux\nlinux   /vmlinuz-linux\ninitrd  /initramfs-linux.img\noptions root=PARTUUID=5b7d rw\noptions\tiommu=pt intel_iommu=off quiet\n",
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(
+        after(&plan, "boot/loader/entries/arch.conf"),
+        "title   Arch Linux\nlinux   /vmlinuz-linux\ninitrd  /initramfs-linux.img\noptions root=PARTUUID=5b7d rw\noptions\tiommu=pt quiet intel_iommu=on\n"
+    );
+    // the way back takes passthru's arguments off every line
+    assert_eq!(
+        after(&plan, "boot/loader/entries/arch-without-vfio.conf"),
+        "title Arch Linux (without VFIO)\nlinux   /vmlinuz-linux\ninitrd  /initramfs-linux.img\noptions root=PARTUUID=5b7d rw\noptions\tintel_iommu=off quiet module_blacklist=vfio_pci\n"
+    );
+}
+
+/// A file that is not UTF-8 is never edited through lossy text: it stays as it is,
+/// and its edit is a step by hand.
+#[test]
+fn files_that_are_not_utf8_are_left_alone() {
+    // a Latin-1 comment in initramfs-tools' modules, a Latin-1 title in an entry
+    let f = Fixture::new("debian-grub");
+    std::fs::write(
+        f.root().join("etc/initramfs-tools/modules"),
+        b"# m\xf3dulos\nraid1\n",
+    )
+    .unwrap();
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert!(!has_file(&plan, "etc/initramfs-tools/modules"), "{plan:#}");
+    assert_eq!(plan["inspections"], serde_json::json!([]), "{plan:#}");
+    let m = manual(&plan);
+    assert!(
+        m.contains("passthru leaves /etc/initramfs-tools/modules as it is: it is not UTF-8 text (byte 3 is not)")
+            && m.contains("Add vfio, vfio_iommu_type1, vfio_pci to it"),
+        "{m}"
+    );
+
+    let f = Fixture::new("arch-systemd-boot");
+    std::fs::write(
+        f.root().join("boot/loader/entries/arch.conf"),
+        b"title   Arch Linux (d\xe9faut)\nlinux   /vmlinuz-linux\noptions root=PARTUUID=5b7d rw\n",
+    )
+    .unwrap();
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert!(!has_file(&plan, "boot/loader/entries/arch.conf"));
+    assert!(!has_file(
+        &plan,
+        "boot/loader/entries/arch-without-vfio.conf"
+    ));
+    assert!(has_file(&plan, "boot/loader/entries/arch-fallback.conf"));
+    let m = manual(&plan);
+    assert!(
+        m.contains("passthru leaves /boot/loader/entries/arch.conf as it is: it is not UTF-8")
+            && m.contains("Add `intel_iommu=on iommu=pt` to its `options` line")
+            && m.contains("passthru makes no copy of /boot/loader/entries/arch.conf"),
+        "{m}"
+    );
+}
+
+/// booster.yaml: a value YAML reads over several lines, or as a list, is left alone.
+#[test]
+fn booster_values_passthru_cannot_read_are_left_alone() {
+    for yaml in [
+        "modules_force_load: usbhid,\n  hid_generic\n",
+        "modules_force_load: [usbhid, hid_generic]\n",
+        "modules_force_load: |\n  usbhid\n",
+        "modules_force_load: \"usb\\x68id\"\n",
+    ] {
+        let f = Fixture::new("arch-booster");
+        f.write("etc/booster.yaml", yaml);
+        let plan = plan_of(&f, &["01:00.0"]);
+        assert!(!has_file(&plan, "etc/booster.yaml"), "{yaml}: {plan:#}");
+        assert!(
+            manual(&plan)
+                .contains("passthru leaves /etc/booster.yaml as it is: line 1: modules_force_load")
+                && manual(&plan).contains("Add vfio_pci,vfio,vfio_iommu_type1 to the front"),
+            "{yaml}: {plan:#}"
+        );
+    }
+}
+
+/// /etc/kernel/cmdline: a quoted value stays one argument; a file of several lines is
+/// left alone.
+#[test]
+fn kernel_cmdline_quoting_and_lines() {
+    let f = Fixture::new("proxmox-kernel-cmdline");
+    f.write(
+        "etc/kernel/cmdline",
+        "root=ZFS=rpool/ROOT/pve-1 boot=zfs acpi_osi=\"Windows 2015\" quiet\n",
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert_eq!(
+        after(&plan, "etc/kernel/cmdline"),
+        "root=ZFS=rpool/ROOT/pve-1 boot=zfs acpi_osi=\"Windows 2015\" quiet intel_iommu=on iommu=pt\n"
+    );
+    f.write(
+        "etc/kernel/cmdline",
+        "root=ZFS=rpool/ROOT/pve-1 boot=zfs\nquiet\n",
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    assert!(!has_file(&plan, "etc/kernel/cmdline"), "{plan:#}");
+    assert!(
+        manual(&plan).contains("passthru leaves /etc/kernel/cmdline as it is: it has 2 lines"),
+        "{plan:#}"
+    );
+}
+
+/// A driver's name comes from a link in sysfs: one that is no module name never
+/// reaches a modprobe.d line (a newline would add an `install` command of its own).
+#[test]
+fn hostile_driver_names_are_refused() {
+    // A link's name has no `/`; the rest is possible.
+    for name in ["x\ninstall vfio-pci evil", "a b"] {
+        let f = Fixture::new("debian-grub");
+        let dev = f.root().join("sys/bus/pci/devices/0000:01:00.0");
+        let link = std::fs::canonicalize(&dev).unwrap().join("driver");
+        std::fs::remove_file(&link).unwrap();
+        let drivers = f.root().join("sys/bus/pci/drivers");
+        std::fs::create_dir_all(drivers.join(name)).unwrap();
+        let up = "../".repeat(
+            link.parent()
+                .unwrap()
+                .strip_prefix(std::fs::canonicalize(f.root()).unwrap())
+                .unwrap()
+                .components()
+                .count(),
+        );
+        std::os::unix::fs::symlink(format!("{up}sys/bus/pci/drivers/{name}"), &link).unwrap();
+        let (code, doc) = json(&f, &["enable", "--dry-run", "01:00.0"]);
+        assert_eq!(code, 1, "{name:?}: {doc:#}");
+        let text = doc.to_string();
+        assert!(
+            text.contains("which is not a kernel module's name"),
+            "{name:?}: {doc:#}"
+        );
+        assert!(doc["plan"].is_null(), "nothing is planned: {doc:#}");
+    }
+    // The module a previous `enable` recorded (read back from enabled.json) is
+    // checked the same way.
+    let f = Fixture::new("debian-grub");
+    let link = std::fs::canonicalize(f.root().join("sys/bus/pci/devices/0000:01:00.0"))
+        .unwrap()
+        .join("driver");
+    std::fs::remove_file(&link).unwrap();
+    f.write(
+        "var/lib/passthru/enabled.json",
+        &serde_json::json!({
+            "devices": ["0000:01:00.0", "0000:01:00.1"],
+            "named": ["0000:01:00.0"],
+            "ids": ["10de:2484", "10de:228b"],
+            "kernel_args": ["intel_iommu=on", "iommu=pt"],
+            "regenerate": [],
+            "host_modules": {"0000:01:00.0": "x\ninstall vfio-pci /tmp/evil"}
+        })
+        .to_string(),
+    );
+    let (code, doc) = json(&f, &["enable", "--dry-run", "01:00.0"]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(
+        doc.to_string()
+            .contains("which is not a kernel module's name"),
+        "{doc:#}"
+    );
+}
+
+/// GRUB reads the drop-ins in `/etc/default/grub.d` after the main file: one that
+/// contradicts the VFIO arguments, or one read after passthru's that sets the
+/// arguments anew, is a step by hand.
+#[test]
+fn other_grub_drop_ins_are_checked() {
+    let f = Fixture::new("debian-grub");
+    f.write(
+        "etc/default/grub.d/50-nvidia-drm.cfg",
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT nvidia-drm.modeset=1 intel_iommu=off\"\n",
+    );
+    f.write(
+        "etc/default/grub.d/zz-quiet.cfg",
+        "GRUB_CMDLINE_LINUX_DEFAULT='quiet'\n",
+    );
+    f.write(
+        "etc/default/grub.d/60-odd.cfg",
+        "if true; then GRUB_CMDLINE_LINUX=\"x\"; fi\n",
+    );
+    // Ubuntu's: it only tests the value
+    f.write(
+        "etc/default/grub.d/init-select.cfg",
+        "if [ \"${GRUB_CMDLINE_LINUX_DEFAULT#*init=}\" != \"${GRUB_CMDLINE_LINUX_DEFAULT}\" ]; then\n  :\nfi\n",
+    );
+    let plan = plan_of(&f, &["01:00.0"]);
+    let m = manual(&plan);
+    assert!(
+        m.contains("/etc/default/grub.d/50-nvidia-drm.cfg (line 1) sets `intel_iommu=off` in GRUB_CMDLINE_LINUX_DEFAULT"),
+        "{m}"
+    );
+    assert!(
+        m.contains("/etc/default/grub.d/zz-quiet.cfg (line 1) is read after /etc/default/grub.d/passthru.cfg and sets GRUB_CMDLINE_LINUX_DEFAULT anew"),
+        "{m}"
+    );
+    assert!(
+        m.contains("passthru cannot read /etc/default/grub.d/60-odd.cfg (line 1: runs a command"),
+        "{m}"
+    );
+    assert!(!m.contains("init-select.cfg"), "{m}");
+    // the drop-ins are another package's: none is edited
+    assert!(!has_file(&plan, "etc/default/grub.d/50-nvidia-drm.cfg"));
+}
+
+/// kernelstub's configuration is JSON: when passthru cannot read its options, the
+/// options are added all the same and what they might contradict is a step by hand.
+#[test]
+fn kernelstub_configuration_passthru_cannot_read() {
+    let f = Fixture::new("popos-kernelstub");
+    f.write(
+        "etc/kernelstub/configuration",
+        "{\"user\": {\"kernel_options\": [\"quiet\", \"intel_iommu=off\",]}}\n",
+    );
+    let plan = plan_of(&f, &["02:00.0"]);
+    assert_eq!(
+        argvs(&plan),
+        [
+            "update-initramfs -u -k all",
+            "kernelstub --add-options=intel_iommu=on iommu=pt"
+        ]
+    );
+    assert!(
+        manual(&plan).contains("passthru cannot read `user.kernel_options` in /etc/kernelstub/configuration (JSON): make sure they have none of `iommu=off intel_iommu=off`"),
+        "{plan:#}"
     );
 }

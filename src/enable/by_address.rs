@@ -54,6 +54,19 @@ impl HostDriver {
     }
 }
 
+/// Whether `name` can be a kernel module's name, and so goes safely into a
+/// modprobe.d line or the override script: letters, digits, `_` and `-` (what
+/// `modprobe` and the kernel's build accept), nothing that could end a line or a
+/// word. A driver's name comes from sysfs, the name of a link: it is checked before
+/// passthru writes it anywhere.
+pub fn is_module_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The directories kmod reads configuration from (`man 5 modprobe.d`).
 const MODPROBE_DIRS: &[&str] = &[
     "etc/modprobe.d",
@@ -143,7 +156,8 @@ pub fn install_lines(modules: &BTreeSet<String>) -> String {
         "# Devices that share their ids with one the host keeps are bound by address:\n\
          # loading their host driver runs this script first, which claims them.\n",
     );
-    for m in modules {
+    // The planner refuses any other name; a name that is not one is never written.
+    for m in modules.iter().filter(|m| is_module_name(m)) {
         s.push_str(&format!(
             "install {m} /{OVERRIDE_SCRIPT} {m} $CMDLINE_OPTS\n"
         ));
@@ -208,6 +222,26 @@ mod tests {
             "install snd_hda_intel /usr/local/sbin/passthru-vfio-override snd_hda_intel $CMDLINE_OPTS\n"
         ));
         assert_eq!(install_lines(&BTreeSet::new()), "");
+    }
+
+    #[test]
+    fn module_names() {
+        for ok in ["nvidia", "snd_hda_intel", "bochs-drm", "r8169"] {
+            assert!(is_module_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "x\ninstall vfio-pci /tmp/evil",
+            "a;b",
+            "../x",
+            "a$b",
+            "é",
+        ] {
+            assert!(!is_module_name(bad), "{bad:?}");
+        }
+        let hostile: BTreeSet<String> = ["a b".to_string(), "nvidia".to_string()].into();
+        assert_eq!(install_lines(&hostile).matches("install ").count(), 1);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 
 pub mod by_address;
 pub mod cmdline_edit;
+pub mod shell;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -268,6 +269,48 @@ impl EnableFacts {
     fn read(&self, path: &str) -> Option<String> {
         self.root.read_optional(path).ok().flatten()
     }
+
+    /// A file of the user's that passthru edits, exactly as it is: `Ok(None)` when it
+    /// does not exist. A file that is not UTF-8 or cannot be read is an error, never
+    /// lossy text or an empty file: an edit made from either would rewrite bytes
+    /// passthru never meant to touch.
+    fn read_editable(&self, path: &str) -> Result<Option<String>, EditError> {
+        match self.root.read_bytes(path) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| EditError::NotUtf8(e.utf8_error().valid_up_to())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(EditError::Unreadable(e.to_string())),
+        }
+    }
+}
+
+/// Why passthru leaves a file of the user's as it is, and makes its edit a step by
+/// hand: what it would have to guess to edit it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    /// Not UTF-8: passthru edits text, and would have to change bytes to edit this.
+    #[error(
+        "it is not UTF-8 text (byte {0} is not), and passthru changes no bytes it cannot read"
+    )]
+    NotUtf8(usize),
+    /// It exists but cannot be read.
+    #[error("it cannot be read ({0})")]
+    Unreadable(String),
+    /// A shell file that is more than plain assignments.
+    #[error("{0}")]
+    Shell(#[from] shell::ShellError),
+    /// A kernel command line that does not split into arguments.
+    #[error(transparent)]
+    Cmdline(#[from] cmdline_edit::CmdlineError),
+    /// Anything else passthru would have to guess.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The step by hand for a file passthru leaves as it is.
+fn by_hand(path: &str, e: &EditError, what: &str) -> String {
+    format!("passthru leaves /{path} as it is: {e}. {what}")
 }
 
 /// The kernel arguments for this host: `(add, remove)`.
@@ -363,6 +406,46 @@ fn driver_module(f: &EnableFacts, drv: &str) -> HostDriver {
     }
 }
 
+/// Refuses a host module whose name is no module name (sysfs names a driver and its
+/// module by links, a previous `enable` recorded it in a file, and a captured or
+/// tampered tree can hold anything there): passthru writes these names into
+/// `/etc/modprobe.d` lines, which a newline or a space would rewrite.
+fn hostile_driver_names(
+    f: &EnableFacts,
+    inputs: &bind::Inputs<'_>,
+    drivers: &BTreeMap<PciAddress, HostDriver>,
+) -> Result<(), EnableError> {
+    let refusals: Vec<Refusal> = drivers
+        .iter()
+        .filter_map(|(a, d)| {
+            // A built-in driver's name goes into no file, only into messages.
+            let name = d.module()?;
+            if by_address::is_module_name(name) {
+                return None;
+            }
+            let desc = f
+                .devices
+                .iter()
+                .find(|d| d.address == *a)
+                .map_or_else(|| a.to_string(), |d| inputs.describe(d));
+            Some(Refusal {
+                address: Some(*a),
+                reason: format!(
+                    "the driver of {desc} is named {name:?}, which is not a kernel module's \
+                     name (letters, digits, `_` and `-`): passthru writes no such name into \
+                     /etc/modprobe.d"
+                ),
+                override_flag: None,
+            })
+        })
+        .collect();
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(EnableError::Refused(refusals))
+    }
+}
+
 /// passthru's modprobe.d file: the ids for a vfio-pci module, the `install` hooks of
 /// the host drivers of devices bound by address, and the order of the host drivers
 /// after a vfio-pci module.
@@ -378,7 +461,8 @@ fn modprobe_file(
     }
     s.push_str(&by_address::install_lines(hooks));
     if !builtin {
-        for d in softdeps {
+        // The planner refuses any other name; a name that is not one is never written.
+        for d in softdeps.iter().filter(|d| by_address::is_module_name(d)) {
             s.push_str(&format!("softdep {d} pre: vfio-pci\n"));
         }
     }
@@ -529,77 +613,117 @@ fn append_modules(before: Option<&str>, modules: &[&str]) -> String {
 }
 
 /// Adds `items` to a bash array assignment (`MODULES=(a b)`) in a file such as
-/// `/etc/mkinitcpio.conf`, at the front or the back, skipping those present; the last
-/// uncommented assignment is edited, or one is appended.
-pub fn edit_bash_array(text: &str, name: &str, items: &[&str], front: bool) -> String {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let prefix = format!("{name}=(");
-    let at = lines
-        .iter()
-        .rposition(|l| l.trim_start().starts_with(&prefix));
-    let Some(i) = at else {
+/// `/etc/mkinitcpio.conf`, at the front or the back, skipping those present (module
+/// names with `-` and `_` alike); the last assignment is edited, or one is appended.
+/// The array may span lines and hold comments: the items are inserted beside its
+/// first or last element, and every other byte stays. A file that is more than
+/// assignments, or a variable that is a string rather than an array, is refused.
+pub fn edit_bash_array(
+    text: &str,
+    name: &str,
+    items: &[&str],
+    front: bool,
+) -> Result<String, EditError> {
+    let list = shell::assignments(text)?;
+    let Some(a) = list.iter().rev().find(|a| a.name == name && !a.append) else {
         let mut out = text.to_string();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         out.push_str(&format!("{name}=({})\n", items.join(" ")));
-        return out;
+        return Ok(out);
     };
-    let line = lines[i].trim_end_matches('\n');
-    let inner = line
-        .trim_start()
-        .strip_prefix(&prefix)
-        .and_then(|r| r.rsplit_once(')'))
-        .map_or("", |(inside, _)| inside);
-    let mut words: Vec<String> = inner.split_whitespace().map(str::to_string).collect();
+    let shell::Assigned::Array { open, close, words } = &a.value else {
+        return Err(EditError::Unsupported(format!(
+            "line {}: {name} is a string, not the array `{name}=(…)` passthru adds to",
+            a.line
+        )));
+    };
+    let module = |m: &str| {
+        if m.contains('/') {
+            m.to_string()
+        } else {
+            normalize(m)
+        }
+    };
+    // Every assignment after the one edited adds to it (`+=`): those count as present.
+    let present: Vec<String> = list
+        .iter()
+        .filter(|b| b.name == name && b.line >= a.line)
+        .flat_map(|b| match &b.value {
+            shell::Assigned::Array { words, .. } => words.clone(),
+            shell::Assigned::Scalar(w) => vec![w.clone()],
+        })
+        .filter_map(|w| w.value.ok())
+        .map(|w| module(&w))
+        .collect();
     let missing: Vec<String> = items
         .iter()
-        .filter(|it| !words.iter().any(|w| w.trim_matches(['"', '\'']) == **it))
-        .map(|it| (*it).to_string())
+        .filter(|it| !present.contains(&module(it)))
+        .map(|it| shell::quote_like("x", it))
         .collect();
     if missing.is_empty() {
-        return text.to_string();
+        return Ok(text.to_string());
     }
-    if front {
-        words.splice(0..0, missing);
-    } else {
-        words.extend(missing);
-    }
-    let mut out: String = lines[..i].concat();
-    out.push_str(&format!("{prefix}{})\n", words.join(" ")));
-    out.push_str(&lines[i + 1..].concat());
-    out
+    let joined = missing.join(" ");
+    let edit = match (words.first(), words.last()) {
+        (Some(first), _) if front => (first.span.start..first.span.start, format!("{joined} ")),
+        (_, Some(last)) => (last.span.end..last.span.end, format!(" {joined}")),
+        _ => (open + 1..*close, joined),
+    };
+    Ok(shell::splice(text, vec![edit]))
 }
 
 /// For every systemd-boot entry, a copy that boots without VFIO: `title … (without
 /// VFIO)`, passthru's arguments removed, the way-back argument added. Entries that
-/// are themselves such copies are skipped.
-fn way_back_entries(f: &EnableFacts, entries: &[String], add: &[String]) -> Vec<FileChange> {
-    entries
+/// are themselves such copies are skipped; an entry passthru cannot edit gets no copy,
+/// and a step by hand says so.
+fn way_back_entries(
+    f: &EnableFacts,
+    entries: &[String],
+    add: &[String],
+    manual: &mut Vec<String>,
+) -> Vec<FileChange> {
+    let mut out = Vec::new();
+    for e in entries
         .iter()
         .filter(|e| !e.ends_with("-without-vfio.conf"))
-        .filter_map(|e| {
-            let text = f.read(e)?;
-            let mut out = String::new();
-            for line in text.lines() {
-                if let Some(title) = line.strip_prefix("title") {
-                    out.push_str(&format!("title {} (without VFIO)\n", title.trim()));
-                } else {
-                    out.push_str(line);
-                    out.push('\n');
+    {
+        let copy = f.read_editable(e).and_then(|text| {
+            let Some(text) = text else { return Ok(None) };
+            let mut copy = String::new();
+            for line in text.split_inclusive('\n') {
+                match line.strip_prefix("title") {
+                    Some(title) if title.starts_with([' ', '\t']) => {
+                        let end = &line[line.trim_end().len()..];
+                        copy.push_str(&format!("title {} (without VFIO){end}", title.trim()));
+                    }
+                    _ => copy.push_str(line),
                 }
             }
-            let remove: Vec<String> = add.to_vec();
-            let out = edit_loader_entry(&out, &[WAY_BACK_ARG.to_string()], &remove);
-            let path = format!("{}-without-vfio.conf", e.trim_end_matches(".conf"));
-            Some(change(f, &path, Some(out)))
-        })
-        .collect()
+            edit_loader_entry(&copy, &[WAY_BACK_ARG.to_string()], add).map(Some)
+        });
+        let path = format!("{}-without-vfio.conf", e.trim_end_matches(".conf"));
+        match copy {
+            Ok(Some(text)) => out.push(change(f, &path, Some(text))),
+            Ok(None) => {}
+            Err(err) => manual.push(format!(
+                "passthru makes no copy of /{e} that boots without VFIO: {err}. If a binding \
+                 locks you out, {WAY_BACK_BY_HAND}"
+            )),
+        }
+    }
+    out
 }
 
 /// [`way_back_entries`] for every entry in `dir`, written after the plan's commands
 /// ran: for tools (grubby, kernelstub) that rewrite the entries themselves.
-fn way_back_after_commands(f: &EnableFacts, dir: &str, add: &[String]) -> Vec<FileChange> {
+fn way_back_after_commands(
+    f: &EnableFacts,
+    dir: &str,
+    add: &[String],
+    manual: &mut Vec<String>,
+) -> Vec<FileChange> {
     let entries: Vec<String> = f
         .root
         .list_dir_optional(dir)
@@ -608,7 +732,7 @@ fn way_back_after_commands(f: &EnableFacts, dir: &str, add: &[String]) -> Vec<Fi
         .filter(|n| n.ends_with(".conf"))
         .map(|n| format!("{dir}/{n}"))
         .collect();
-    way_back_entries(f, &entries, add)
+    way_back_entries(f, &entries, add, manual)
         .into_iter()
         .map(|c| FileChange {
             after_commands: true,
@@ -617,58 +741,181 @@ fn way_back_after_commands(f: &EnableFacts, dir: &str, add: &[String]) -> Vec<Fi
         .collect()
 }
 
-/// Every systemd-boot entry with its `options` line edited.
+/// Every systemd-boot entry with its `options` lines edited; an entry passthru
+/// cannot edit is left as it is, with a step by hand.
 fn entry_changes(
     f: &EnableFacts,
     entries: &[String],
     add: &[String],
     remove: &[String],
+    manual: &mut Vec<String>,
 ) -> Vec<FileChange> {
-    entries
+    let mut out = Vec::new();
+    for e in entries
         .iter()
         .filter(|e| !e.ends_with("-without-vfio.conf"))
-        .map(|e| {
-            let before = f.read(e);
-            let after = before.as_deref().map(|t| edit_loader_entry(t, add, remove));
-            FileChange {
+    {
+        let edited = f.read_editable(e).and_then(|before| {
+            let after = before
+                .as_deref()
+                .map(|t| edit_loader_entry(t, add, remove))
+                .transpose()?;
+            Ok((before, after))
+        });
+        match edited {
+            Ok((before, after)) => out.push(FileChange {
                 path: e.into(),
                 before,
                 after,
                 mode: None,
                 after_commands: false,
-            }
-        })
-        .collect()
+            }),
+            Err(err) => manual.push(by_hand(
+                e,
+                &err,
+                &args_by_hand("its `options` line", add, remove),
+            )),
+        }
+    }
+    out
 }
 
-/// Edits the `options` line of a systemd-boot entry.
-fn edit_loader_entry(text: &str, add: &[String], remove: &[String]) -> String {
-    let mut found = false;
-    let mut out = String::new();
-    for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches('\n');
-        if let Some(rest) = body.strip_prefix("options") {
-            if rest.starts_with([' ', '\t']) && !found {
-                found = true;
-                out.push_str(&format!(
-                    "options {}",
-                    cmdline_edit::edit(rest.trim(), add, remove)
-                ));
-                if line.ends_with('\n') {
-                    out.push('\n');
-                }
-                continue;
-            }
-        }
-        out.push_str(line);
+/// What to add and remove by hand, in words.
+fn args_by_hand(place: &str, add: &[String], remove: &[String]) -> String {
+    let mut s = format!("Add `{}` to {place}", add.join(" "));
+    if !remove.is_empty() {
+        s.push_str(&format!(
+            ", and make sure none of `{}` is there",
+            remove.join(" ")
+        ));
     }
-    if !found {
+    s
+}
+
+/// Edits the `options` lines of a systemd-boot entry. The boot loader joins every
+/// `options` line of an entry (Boot Loader Specification), so an argument counts as
+/// present on any of them, a contradiction is dropped from each, and the missing
+/// arguments go on the last one; an entry without one gets one. Every other byte —
+/// other keys, comments, the spacing after `options` — stays.
+fn edit_loader_entry(text: &str, add: &[String], remove: &[String]) -> Result<String, EditError> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    // (line index, where its value starts, where it ends)
+    let mut options = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.strip_prefix("options") else {
+            continue;
+        };
+        if !rest.starts_with([' ', '\t']) {
+            continue;
+        }
+        let body = line.trim_end();
+        let start = body.len() - body["options".len()..].trim_start().len();
+        options.push((i, start.max("options".len()), body.len().max(start)));
+    }
+    if options.is_empty() {
+        let mut out = text.to_string();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         out.push_str(&format!("options {}\n", add.join(" ")));
+        return Ok(out);
     }
-    out
+    let values: Vec<&str> = options.iter().map(|&(i, a, b)| &lines[i][a..b]).collect();
+    let edited = cmdline_edit::edit_lines(&values, add, remove)?;
+    let mut out: Vec<String> = lines.iter().map(|l| (*l).to_string()).collect();
+    for ((i, a, b), new) in options.into_iter().zip(edited) {
+        if new != lines[i][a..b] {
+            let line = lines[i];
+            let sep = if a == "options".len() { " " } else { "" };
+            out[i] = format!("{}{sep}{new}{}", &line[..a], &line[b..]);
+        }
+    }
+    Ok(out.concat())
+}
+
+/// What GRUB's other drop-ins (`/etc/default/grub.d/*.cfg`, which grub-mkconfig
+/// sources after `/etc/default/grub`, in name order) do to passthru's arguments, as
+/// steps by hand: one that sets an argument passthru removes (passthru edits no
+/// file of another package's), one read after passthru's own that sets
+/// `GRUB_CMDLINE_LINUX_DEFAULT` without building on it (passthru's arguments would be
+/// lost), and one passthru cannot read.
+fn grub_dropin_notes(f: &EnableFacts, remove: &[String]) -> Vec<String> {
+    const VARS: [&str; 2] = ["GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"];
+    let mut names = f
+        .root
+        .list_dir_optional("etc/default/grub.d")
+        .unwrap_or_default();
+    names.sort();
+    let ours = GRUB_DROPIN.rsplit('/').next().unwrap_or_default();
+    let mut notes = Vec::new();
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(".cfg") && n.as_str() != ours)
+    {
+        let path = format!("etc/default/grub.d/{name}");
+        let Some(text) = f.read(&path) else { continue };
+        let list = match shell::assignments(&text) {
+            Ok(list) => list,
+            Err(e) => {
+                // Only a file that may assign the arguments matters (Ubuntu's
+                // init-select.cfg only tests them).
+                if VARS
+                    .iter()
+                    .any(|v| text.contains(&format!("{v}=")) || text.contains(&format!("{v}+=")))
+                {
+                    notes.push(format!(
+                        "passthru cannot read /{path} ({e}): make sure it sets none of `{}` \
+                         and keeps the arguments of /{GRUB_DROPIN}",
+                        remove.join(" ")
+                    ));
+                }
+                continue;
+            }
+        };
+        for a in list.iter().filter(|a| VARS.contains(&a.name.as_str())) {
+            let shell::Assigned::Scalar(w) = &a.value else {
+                continue;
+            };
+            let raw = &text[w.span.clone()];
+            let flat = raw.replace(['"', '\''], " ");
+            let found: Vec<&str> = remove
+                .iter()
+                .filter(|r| cmdline_edit::has_arg(&flat, r))
+                .map(String::as_str)
+                .collect();
+            if !found.is_empty() {
+                notes.push(format!(
+                    "/{path} (line {}) sets `{}` in {}, against the VFIO arguments: remove it there",
+                    a.line,
+                    found.join(" "),
+                    a.name
+                ));
+            }
+            let builds_on =
+                raw.contains(&format!("${}", a.name)) || raw.contains(&format!("${{{}}}", a.name));
+            if a.name == VARS[1] && name.as_str() > ours && !builds_on && !a.append {
+                notes.push(format!(
+                    "/{path} (line {}) is read after /{GRUB_DROPIN} and sets {} anew, which drops \
+                     passthru's arguments: make it add to the value (`{}=\"${} …\"`) or rename it \
+                     to sort before passthru.cfg",
+                    a.line, a.name, a.name, a.name
+                ));
+            }
+        }
+    }
+    notes
+}
+
+/// passthru's GRUB drop-in, adding `args` to what `/etc/default/grub` sets (none:
+/// the drop-in goes, or is not written).
+fn grub_dropin(f: &EnableFacts, args: &[String]) -> Option<FileChange> {
+    let text = (!args.is_empty()).then(|| {
+        format!(
+            "{HEADER}GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT {}\"\n",
+            args.join(" ")
+        )
+    });
+    Some(change(f, GRUB_DROPIN, text)).filter(FileChange::is_change)
 }
 
 /// Plans `enable` for the named devices.
@@ -740,6 +987,7 @@ pub fn plan(
         .collect();
     let builtin = crate::check::run(&f.facts).host.vfio_pci == Provision::Builtin;
     let drivers = host_drivers(f, &devices);
+    hostile_driver_names(f, &inputs, &drivers)?;
     let hooks = by_address_hooks(f, &inputs, &by_address, &drivers)?;
     // A hooked module loads vfio-pci from its hook: a softdep would make kmod skip it.
     let softdeps: BTreeSet<String> = drivers
@@ -820,19 +1068,29 @@ pub fn plan(
             format!("rebuild {what} so vfio-pci loads first and takes the devices")
         }
     };
+    let mut by_hand_initramfs = Vec::new();
     match initramfs {
         _ if builtin && script.is_none() => {}
         Initramfs::InitramfsTools => {
             let path = "etc/initramfs-tools/modules";
-            let before = f.read(path);
             if !vfio_modules.is_empty() {
-                files.push(FileChange {
-                    path: path.into(),
-                    after: Some(append_modules(before.as_deref(), &vfio_modules)),
-                    before,
-                    mode: None,
-                    after_commands: false,
-                });
+                match f.read_editable(path) {
+                    Ok(before) => files.push(FileChange {
+                        path: path.into(),
+                        after: Some(append_modules(before.as_deref(), &vfio_modules)),
+                        before,
+                        mode: None,
+                        after_commands: false,
+                    }),
+                    Err(e) => by_hand_initramfs.push(by_hand(
+                        path,
+                        &e,
+                        &format!(
+                            "Add {} to it, one a line, then run `update-initramfs -u -k all`",
+                            vfio_modules.join(", ")
+                        ),
+                    )),
+                }
             }
             if script.is_some() {
                 files.push(FileChange {
@@ -840,6 +1098,7 @@ pub fn plan(
                     ..change(f, INITRAMFS_TOOLS_HOOK, Some(initramfs_tools_hook()))
                 });
             }
+            // Options only (`-k all` is one): nothing a `--` would protect.
             let cmd = PlannedCommand {
                 argv: vec![
                     "update-initramfs".into(),
@@ -853,7 +1112,11 @@ pub fn plan(
             regenerate.push(cmd);
             if !release.is_empty() {
                 inspections.push(Inspection {
-                    argv: vec!["lsinitramfs".into(), format!("/boot/initrd.img-{release}")],
+                    argv: vec![
+                        "lsinitramfs".into(),
+                        "--".into(),
+                        format!("/boot/initrd.img-{release}"),
+                    ],
                     must_contain: image_must(),
                 });
             }
@@ -872,6 +1135,7 @@ pub fn plan(
                     .unwrap_or_default()
             );
             files.push(change(f, DRACUT_DROPIN, Some(text)));
+            // Options only: nothing a `--` would protect.
             let cmd = PlannedCommand {
                 argv: vec!["dracut".into(), "-f".into(), "--regenerate-all".into()],
                 why: rebuild_why("every initramfs"),
@@ -880,7 +1144,7 @@ pub fn plan(
             regenerate.push(cmd);
             if !release.is_empty() {
                 inspections.push(Inspection {
-                    argv: vec!["lsinitrd".into(), dracut_image(f, &release)],
+                    argv: vec!["lsinitrd".into(), "--".into(), dracut_image(f, &release)],
                     must_contain: image_must(),
                 });
             }
@@ -900,15 +1164,34 @@ pub fn plan(
                 // mkinitcpio before v36 reads no drop-ins: edit the arrays in place,
                 // vfio first in MODULES so it loads before the GPU drivers listed there.
                 let path = "etc/mkinitcpio.conf";
-                let before = f.read(path).unwrap_or_default();
-                let edited = edit_bash_array(
-                    &edit_bash_array(&before, "MODULES", &vfio_modules, true),
-                    "FILES",
-                    &extra_files.iter().map(String::as_str).collect::<Vec<_>>(),
-                    false,
-                );
-                files.push(change(f, path, Some(edited)));
+                let extra: Vec<&str> = extra_files.iter().map(String::as_str).collect();
+                let edited = f.read_editable(path).and_then(|before| {
+                    let before = before.unwrap_or_default();
+                    let modules = edit_bash_array(&before, "MODULES", &vfio_modules, true)?;
+                    Ok((before, edit_bash_array(&modules, "FILES", &extra, false)?))
+                });
+                match edited {
+                    Ok((before, after)) => files.push(FileChange {
+                        before: f.root.exists(path).then_some(before),
+                        ..change(f, path, Some(after))
+                    }),
+                    Err(e) => {
+                        let mut what = String::new();
+                        if !vfio_modules.is_empty() {
+                            what.push_str(&format!(
+                                "Put {} first in MODULES, ",
+                                vfio_modules.join(" ")
+                            ));
+                        }
+                        what.push_str(&format!(
+                            "add {} to FILES, then run `mkinitcpio -P`",
+                            extra.join(" ")
+                        ));
+                        by_hand_initramfs.push(by_hand(path, &e, &what));
+                    }
+                }
             }
+            // Options only: nothing a `--` would protect.
             let cmd = PlannedCommand {
                 argv: vec!["mkinitcpio".into(), "-P".into()],
                 why: rebuild_why("every preset's initramfs"),
@@ -916,7 +1199,11 @@ pub fn plan(
             commands.push(cmd.clone());
             regenerate.push(cmd);
             inspections.push(Inspection {
-                argv: vec!["lsinitcpio".into(), "/boot/initramfs-linux.img".into()],
+                argv: vec![
+                    "lsinitcpio".into(),
+                    "--".into(),
+                    "/boot/initramfs-linux.img".into(),
+                ],
                 must_contain: image_must(),
             });
         }
@@ -927,17 +1214,27 @@ pub fn plan(
             // /etc/modprobe.d into the image when it is built (it reads no `softdep` or
             // `install` lines there).
             let path = "etc/booster.yaml";
-            let before = f.read(path);
-            files.push(FileChange {
-                path: path.into(),
-                after: Some(edit_booster_yaml(
-                    before.as_deref().unwrap_or(""),
-                    BOOSTER_FORCE_LOAD,
-                )),
-                before,
-                mode: None,
-                after_commands: false,
+            let edited = f.read_editable(path).and_then(|before| {
+                let after = edit_booster_yaml(before.as_deref().unwrap_or(""), BOOSTER_FORCE_LOAD)?;
+                Ok((before, after))
             });
+            match edited {
+                Ok((before, after)) => files.push(FileChange {
+                    path: path.into(),
+                    after: Some(after),
+                    before,
+                    mode: None,
+                    after_commands: false,
+                }),
+                Err(e) => by_hand_initramfs.push(by_hand(
+                    path,
+                    &e,
+                    &format!(
+                        "Add {} to the front of its modules_force_load, then rebuild the booster images",
+                        BOOSTER_FORCE_LOAD.join(",")
+                    ),
+                )),
+            }
             let argv = match boot::program(&f.root, &["usr/lib/booster/regenerate_images"]) {
                 Some(p) => vec![p],
                 None => vec![
@@ -945,6 +1242,7 @@ pub fn plan(
                     "build".into(),
                     "--force".into(),
                     format!("--kernel-version={release}"),
+                    "--".into(),
                     booster_image(f, &release),
                 ],
             };
@@ -958,7 +1256,12 @@ pub fn plan(
             if !release.is_empty() {
                 // booster stores modules under their normalised names (`vfio_pci.ko`).
                 inspections.push(Inspection {
-                    argv: vec!["booster".into(), "ls".into(), booster_image(f, &release)],
+                    argv: vec![
+                        "booster".into(),
+                        "ls".into(),
+                        "--".into(),
+                        booster_image(f, &release),
+                    ],
                     must_contain: vec!["vfio_pci.ko".into()],
                 });
                 if !ids.is_empty() {
@@ -966,6 +1269,7 @@ pub fn plan(
                         argv: vec![
                             "booster".into(),
                             "cat".into(),
+                            "--".into(),
                             booster_image(f, &release),
                             // booster's cpio names have no leading slash, and `booster
                             // cat` matches the name exactly; the generator writes the
@@ -995,31 +1299,72 @@ pub fn plan(
         }
     }
 
+    // An initramfs configuration left to the user: the image is rebuilt all the same
+    // (it carries the modprobe.d file), but what is inside it is the user's to make
+    // right, so it is not looked into.
+    if !by_hand_initramfs.is_empty() {
+        inspections.clear();
+        manual.append(&mut by_hand_initramfs);
+    }
+
     // The bootloader.
     let args_text = add.join(" ");
     match &f.boot.bootloader {
         Bootloader::Grub { dropin, update } => {
-            let main = f.read("etc/default/grub").unwrap_or_default();
-            let current = format!(
-                "{} {}",
-                boot::shell_var(&main, "GRUB_CMDLINE_LINUX").unwrap_or_default(),
-                boot::shell_var(&main, "GRUB_CMDLINE_LINUX_DEFAULT").unwrap_or_default()
-            );
-            let conflicts = remove.iter().any(|r| cmdline_edit::has_arg(&current, r));
-            let missing: Vec<String> = add.iter().filter(|a| !cmdline_edit::has_arg(&current, a)).cloned().collect();
-            if *dropin && !conflicts {
-                let text = (!missing.is_empty()).then(|| {
-                    format!(
-                        "{HEADER}GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT {}\"\n",
-                        missing.join(" ")
-                    )
-                });
-                let c = change(f, GRUB_DROPIN, text);
-                if c.is_change() {
-                    files.push(c);
+            let path = "etc/default/grub";
+            let update_text = update.join(" ");
+            // What the file sets, or why passthru cannot know.
+            let main = f.read_editable(path);
+            let current = main.clone().and_then(|t| {
+                let (linux, default) = grub_cmdlines(t.as_deref().unwrap_or(""))?;
+                Ok(format!("{linux} {default}"))
+            });
+            match (&current, *dropin) {
+                (Ok(current), true) if !remove.iter().any(|r| cmdline_edit::has_arg(current, r)) => {
+                    let missing: Vec<String> = add
+                        .iter()
+                        .filter(|a| !cmdline_edit::has_arg(current, a))
+                        .cloned()
+                        .collect();
+                    files.extend(grub_dropin(f, &missing));
                 }
-            } else {
-                files.push(change(f, "etc/default/grub", Some(edit_grub_default(&main, &add, &remove))));
+                (Err(e), true) => {
+                    // The drop-in adds to whatever the file sets; what it may contradict
+                    // is for the user to check.
+                    files.extend(grub_dropin(f, &add));
+                    manual.push(format!(
+                        "passthru cannot read the kernel arguments /{path} sets: {e}. Make sure \
+                         GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT have none of `{}` \
+                         (then run `{update_text}`)",
+                        remove.join(" ")
+                    ));
+                }
+                _ => match main.and_then(|t| {
+                    let t = t.unwrap_or_default();
+                    let after = edit_grub_default(&t, &add, &remove)?;
+                    Ok((f.root.exists(path).then_some(t), after))
+                }) {
+                    Ok((before, after)) => files.push(FileChange {
+                        path: path.into(),
+                        before,
+                        after: Some(after),
+                        mode: None,
+                        after_commands: false,
+                    }),
+                    Err(e) => manual.push(by_hand(
+                        path,
+                        &e,
+                        &format!(
+                            "Add `{}` to GRUB_CMDLINE_LINUX_DEFAULT, make sure neither it nor \
+                             GRUB_CMDLINE_LINUX has any of `{}`, then run `{update_text}`",
+                            add.join(" "),
+                            remove.join(" ")
+                        ),
+                    )),
+                },
+            }
+            if *dropin {
+                manual.extend(grub_dropin_notes(f, &remove));
             }
             // The way back: a second set of menu entries, made by GRUB's own 10_linux.
             if f.root.exists("etc/grub.d/10_linux") {
@@ -1029,6 +1374,8 @@ pub fn plan(
                 });
                 way_back = WAY_BACK_ENTRIES.into();
             }
+            // `update-grub` takes nothing, `grub-mkconfig -o FILE` an option's value:
+            // no positional argument for a `--` to protect.
             let cmd = PlannedCommand {
                 argv: update.clone(),
                 why: "regenerate grub.cfg with the new kernel arguments".into(),
@@ -1051,6 +1398,8 @@ pub fn plan(
                 .collect();
             let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
             if !missing.is_empty() || !drop.is_empty() {
+                // Every value in `--opt=value` form (grubby's popt reads it so): no
+                // value can be taken for an option, and there are no positionals.
                 let mut argv = vec!["grubby".into(), "--update-kernel=ALL".into()];
                 if !missing.is_empty() {
                     argv.push(format!("--args={}", join(&missing)));
@@ -1066,7 +1415,7 @@ pub fn plan(
             // The way back: Fedora's GRUB (blscfg) lists every BLS entry, so a copy of
             // each, written after grubby ran (`--update-kernel=ALL` would give the
             // copies the VFIO arguments too).
-            let copies = way_back_after_commands(f, "boot/loader/entries", &add);
+            let copies = way_back_after_commands(f, "boot/loader/entries", &add, &mut manual);
             if !copies.is_empty() {
                 way_back = WAY_BACK_ENTRIES.into();
             }
@@ -1081,7 +1430,17 @@ pub fn plan(
                     .into_iter()
                     .map(|n| PathBuf::from(format!("boot/efi/loader/entries/{n}"))),
             );
-            let configured = kernelstub_options(f.read("etc/kernelstub/configuration").as_deref().unwrap_or(""));
+            let config = "etc/kernelstub/configuration";
+            let configured = kernelstub_options(f.read(config).as_deref().unwrap_or(""));
+            if configured.is_none() {
+                // kernelstub adds the options all the same; what they contradict in a
+                // configuration passthru cannot read is for the user to check.
+                manual.push(format!(
+                    "passthru cannot read `user.kernel_options` in /{config} (JSON): make sure \
+                     they have none of `{}` (`kernelstub --print-config` shows them)",
+                    remove.join(" ")
+                ));
+            }
             let missing: Vec<String> = add
                 .iter()
                 .filter(|a| !configured.as_deref().is_some_and(|c| cmdline_edit::has_arg(c, a)))
@@ -1092,15 +1451,16 @@ pub fn plan(
                 .filter(|r| configured.as_deref().is_some_and(|c| cmdline_edit::has_arg(c, r)))
                 .cloned()
                 .collect();
+            // `--opt=value`, so that no value can be read as an option of its own.
             if !missing.is_empty() {
                 commands.push(PlannedCommand {
-                    argv: vec!["kernelstub".into(), "--add-options".into(), missing.join(" ")],
+                    argv: vec!["kernelstub".into(), format!("--add-options={}", missing.join(" "))],
                     why: "add the kernel arguments to the boot entry".into(),
                 });
             }
             if !drop.is_empty() {
                 commands.push(PlannedCommand {
-                    argv: vec!["kernelstub".into(), "--delete-options".into(), drop.join(" ")],
+                    argv: vec!["kernelstub".into(), format!("--delete-options={}", drop.join(" "))],
                     why: "drop the kernel arguments that contradict them".into(),
                 });
             }
@@ -1109,29 +1469,46 @@ pub fn plan(
             // copies to stable paths there, so a copy of each without the VFIO
             // arguments stays bootable across kernel updates. Written after kernelstub
             // ran, which rewrites only its own entries.
-            let copies = way_back_after_commands(f, "boot/efi/loader/entries", &add);
+            let copies = way_back_after_commands(f, "boot/efi/loader/entries", &add, &mut manual);
             if !copies.is_empty() {
                 way_back = WAY_BACK_ENTRIES.into();
             }
             files.extend(copies);
         }
         Bootloader::KernelCmdline { refresh, entries } => {
-            let before = f.read("etc/kernel/cmdline");
-            let after = cmdline_edit::edit(before.as_deref().unwrap_or("").trim(), &add, &remove) + "\n";
-            files.push(FileChange {
-                path: "etc/kernel/cmdline".into(),
-                before,
-                after: Some(after),
-                mode: None,
-                after_commands: false,
+            let path = "etc/kernel/cmdline";
+            let edited = f.read_editable(path).and_then(|before| {
+                let text = before.as_deref().unwrap_or("");
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                if lines.len() > 1 {
+                    return Err(EditError::Unsupported(format!(
+                        "it has {} lines, and the tools that read it do not agree on what a \
+                         second line means",
+                        lines.len()
+                    )));
+                }
+                let after = cmdline_edit::edit(text.trim(), &add, &remove)? + "\n";
+                Ok((before, after))
             });
-            files.extend(entry_changes(f, entries, &add, &remove));
-            let copies = way_back_entries(f, entries, &add);
+            match edited {
+                Ok((before, after)) => files.push(FileChange {
+                    path: path.into(),
+                    before,
+                    after: Some(after),
+                    mode: None,
+                    after_commands: false,
+                }),
+                Err(e) => manual.push(by_hand(path, &e, &args_by_hand("it", &add, &remove))),
+            }
+            files.extend(entry_changes(f, entries, &add, &remove, &mut manual));
+            let copies = way_back_entries(f, entries, &add, &mut manual);
             if !copies.is_empty() {
                 way_back = WAY_BACK_ENTRIES.into();
             }
             files.extend(copies);
             if let Some(r) = refresh {
+                // `proxmox-boot-tool refresh`: a fixed subcommand, nothing for a `--`
+                // to protect.
                 let cmd = PlannedCommand {
                     argv: r.clone(),
                     why: "copy the new command line to the boot entries".into(),
@@ -1141,8 +1518,8 @@ pub fn plan(
             }
         }
         Bootloader::LoaderEntries { entries } => {
-            files.extend(entry_changes(f, entries, &add, &remove));
-            let copies = way_back_entries(f, entries, &add);
+            files.extend(entry_changes(f, entries, &add, &remove, &mut manual));
+            let copies = way_back_entries(f, entries, &add, &mut manual);
             if !copies.is_empty() {
                 way_back = WAY_BACK_ENTRIES.into();
             }
@@ -1280,51 +1657,87 @@ fn booster_image(f: &EnableFacts, release: &str) -> String {
 /// Adds `modules` to booster's `modules_force_load` (a comma-separated string) in
 /// `/etc/booster.yaml`, in front of the modules listed there and skipping those
 /// present; every other line — keys, comments — stays as it is. The last top-level
-/// assignment is edited (YAML keeps the last), or one is appended.
-pub fn edit_booster_yaml(text: &str, modules: &[&str]) -> String {
+/// assignment is edited (YAML keeps the last), or one is appended. A value that is
+/// not a one-line string without escapes (a block, a flow sequence, a value that
+/// goes on on the next lines) is refused: passthru would have to guess what YAML
+/// makes of it.
+pub fn edit_booster_yaml(text: &str, modules: &[&str]) -> Result<String, EditError> {
     const KEY: &str = "modules_force_load:";
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let Some(i) = lines.iter().rposition(|l| l.starts_with(KEY)) else {
+    let Some(i) = lines.iter().rposition(|l| {
+        l.strip_prefix(KEY.trim_end_matches(':'))
+            .is_some_and(|r| r.trim_start_matches([' ', '\t']).starts_with(':'))
+    }) else {
         let mut out = text.to_string();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         out.push_str(&format!("{KEY} {}\n", modules.join(",")));
-        return out;
+        return Ok(out);
     };
-    let line = lines[i].trim_end_matches('\n');
-    let rest = &line[KEY.len()..];
+    let refuse = |why: &str| {
+        Err(EditError::Unsupported(format!(
+            "line {}: modules_force_load {why}",
+            i + 1
+        )))
+    };
+    let line = lines[i].trim_end_matches('\n').trim_end_matches('\r');
+    let Some(rest) = line.strip_prefix(KEY) else {
+        return refuse("has a space before its colon");
+    };
+    // A following line that is indented (or a bare continuation) belongs to this value.
+    if lines[i + 1..]
+        .iter()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .is_some_and(|l| l.starts_with([' ', '\t']))
+    {
+        return refuse("goes on over several lines");
+    }
     // A trailing comment stays; the value is the part before it.
     let (value, comment) = match rest.find(" #") {
         Some(at) => (&rest[..at], &rest[at..]),
         None => (rest, ""),
     };
     let value = value.trim();
-    let quote = value
-        .chars()
-        .next()
-        .filter(|c| matches!(c, '"' | '\'') && value.len() > 1 && value.ends_with(*c));
-    let inner = quote.map_or(value, |_| &value[1..value.len() - 1]);
+    let quote = value.chars().next().filter(|c| matches!(c, '"' | '\''));
+    let inner = match quote {
+        Some(q) => {
+            if value.len() < 2 || !value.ends_with(q) {
+                return refuse("has a quote that does not close on its line");
+            }
+            let inner = &value[1..value.len() - 1];
+            if (q == '"' && inner.contains(['\\', '"'])) || (q == '\'' && inner.contains('\'')) {
+                return refuse("has escapes in its quotes");
+            }
+            inner
+        }
+        None => {
+            if value.starts_with(['[', '{', '|', '>', '&', '*', '!', '%', '@', '`']) {
+                return refuse("is not a plain comma-separated string");
+            }
+            value
+        }
+    };
     let present: Vec<&str> = inner
         .split(',')
         .map(str::trim)
         .filter(|m| !m.is_empty())
         .collect();
-    let normal = |m: &str| m.replace('-', "_");
     let missing: Vec<&str> = modules
         .iter()
         .copied()
-        .filter(|m| !present.iter().any(|p| normal(p) == normal(m)))
+        .filter(|m| !present.iter().any(|p| normalize(p) == normalize(m)))
         .collect();
     if missing.is_empty() {
-        return text.to_string();
+        return Ok(text.to_string());
     }
     let merged: Vec<&str> = missing.iter().copied().chain(present).collect();
     let q = quote.map(String::from).unwrap_or_default();
     let mut out: String = lines[..i].concat();
-    out.push_str(&format!("{KEY} {q}{}{q}{comment}\n", merged.join(",")));
+    out.push_str(&format!("{KEY} {q}{}{q}{comment}", merged.join(",")));
+    out.push_str(&lines[i][line.len()..]);
     out.push_str(&lines[i + 1..].concat());
-    out
+    Ok(out)
 }
 
 /// The image `dracut --regenerate-all` writes for `release`: Fedora's dracut writes
@@ -1340,10 +1753,11 @@ fn dracut_image(f: &EnableFacts, release: &str) -> String {
     }
 }
 
-/// The kernel command lines grubby manages, as configured: the `options` line of every
-/// BLS entry in `/boot/loader/entries` (passthru's own "(without VFIO)" copies aside);
-/// without entries `/etc/kernel/cmdline`, then `GRUB_CMDLINE_LINUX` of
-/// `/etc/default/grub`, then the running kernel's command line.
+/// The kernel command lines grubby manages, as configured: the `options` lines of
+/// every BLS entry in `/boot/loader/entries` (passthru's own "(without VFIO)" copies
+/// aside), joined as the boot loader joins them; without entries
+/// `/etc/kernel/cmdline`, then `GRUB_CMDLINE_LINUX` of `/etc/default/grub`, then the
+/// running kernel's command line.
 fn grubby_configured(f: &EnableFacts) -> Vec<String> {
     let entries: Vec<String> = f
         .root
@@ -1354,12 +1768,13 @@ fn grubby_configured(f: &EnableFacts) -> Vec<String> {
         .filter_map(|n| f.read(&format!("boot/loader/entries/{n}")))
         .map(|text| {
             text.lines()
-                .find_map(|l| {
+                .filter_map(|l| {
                     l.strip_prefix("options")
                         .filter(|r| r.starts_with([' ', '\t']))
-                        .map(|r| r.trim().to_string())
+                        .map(str::trim)
                 })
-                .unwrap_or_default()
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .collect();
     if !entries.is_empty() {
@@ -1368,10 +1783,11 @@ fn grubby_configured(f: &EnableFacts) -> Vec<String> {
     if let Some(line) = f.read("etc/kernel/cmdline") {
         return vec![line.trim().to_string()];
     }
-    if let Some(v) = f
-        .read("etc/default/grub")
-        .and_then(|t| boot::shell_var(&t, "GRUB_CMDLINE_LINUX"))
-    {
+    if let Some(v) = f.read("etc/default/grub").and_then(|t| {
+        let list = shell::assignments(&t).ok()?;
+        let (_, v) = shell::last(&list, "GRUB_CMDLINE_LINUX")?.scalar().ok()?;
+        Some(v.to_string())
+    }) {
         return vec![v];
     }
     vec![f
@@ -1421,59 +1837,72 @@ fn grubby_files(f: &EnableFacts) -> Vec<PathBuf> {
     out
 }
 
-/// Edits `GRUB_CMDLINE_LINUX_DEFAULT` in `/etc/default/grub` (and drops contradicting
-/// arguments from `GRUB_CMDLINE_LINUX`), keeping every other line as it is.
-pub fn edit_grub_default(text: &str, add: &[String], remove: &[String]) -> String {
-    let mut out = String::new();
-    let mut done = false;
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    // The last assignment wins in a shell file: edit that one.
-    let last_default = lines
-        .iter()
-        .rposition(|l| l.trim_start().starts_with("GRUB_CMDLINE_LINUX_DEFAULT="));
-    for (i, line) in lines.iter().enumerate() {
-        let trimmed = line.trim_start();
-        let is_default = Some(i) == last_default;
-        let is_linux = trimmed.starts_with("GRUB_CMDLINE_LINUX=");
-        if is_default || is_linux {
-            let key = if is_default {
-                "GRUB_CMDLINE_LINUX_DEFAULT"
-            } else {
-                "GRUB_CMDLINE_LINUX"
-            };
-            let value = boot::shell_var(trimmed, key).unwrap_or_default();
-            let new = if is_default {
-                done = true;
-                cmdline_edit::edit(&value, add, remove)
-            } else {
-                cmdline_edit::edit(&value, &[], remove)
-            };
-            if new == value && !is_default {
-                out.push_str(line);
-                continue;
-            }
-            let indent = &line[..line.len() - trimmed.len()];
-            out.push_str(&format!("{indent}{key}=\"{new}\"\n"));
-            continue;
+/// The kernel command lines `/etc/default/grub` sets, as the shell reads them:
+/// `(GRUB_CMDLINE_LINUX, GRUB_CMDLINE_LINUX_DEFAULT)`, empty when unset. An error
+/// when the file is more than plain assignments or a value is not plain text.
+pub fn grub_cmdlines(text: &str) -> Result<(String, String), EditError> {
+    let list = shell::assignments(text)?;
+    let value = |name: &str| -> Result<String, EditError> {
+        match shell::last(&list, name) {
+            None => Ok(String::new()),
+            Some(a) => a
+                .scalar()
+                .map(|(_, v)| v.to_string())
+                .map_err(EditError::Unsupported),
         }
-        out.push_str(line);
+    };
+    Ok((
+        value("GRUB_CMDLINE_LINUX")?,
+        value("GRUB_CMDLINE_LINUX_DEFAULT")?,
+    ))
+}
+
+/// Edits `GRUB_CMDLINE_LINUX_DEFAULT` in `/etc/default/grub` (and drops contradicting
+/// arguments from `GRUB_CMDLINE_LINUX`): the last assignment of each, the one the
+/// shell keeps, gets its new value in the quoting it had; every other byte stays.
+/// Refused when the file is more than plain assignments, or when a value refers to a
+/// variable or runs a command (passthru cannot know what it is).
+pub fn edit_grub_default(
+    text: &str,
+    add: &[String],
+    remove: &[String],
+) -> Result<String, EditError> {
+    let list = shell::assignments(text)?;
+    let mut edits = Vec::new();
+    let mut seen_default = false;
+    for (name, add) in [
+        ("GRUB_CMDLINE_LINUX_DEFAULT", add),
+        ("GRUB_CMDLINE_LINUX", &[][..]),
+    ] {
+        let Some(a) = shell::last(&list, name) else {
+            continue;
+        };
+        seen_default |= name == "GRUB_CMDLINE_LINUX_DEFAULT";
+        let (word, value) = a.scalar().map_err(EditError::Unsupported)?;
+        let new = cmdline_edit::edit(value, add, remove)?;
+        if new != value {
+            let raw = &text[word.span.clone()];
+            edits.push((word.span.clone(), shell::quote_like(raw, &new)));
+        }
     }
-    if !done {
+    let mut out = shell::splice(text, edits);
+    if !seen_default {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         out.push_str(&format!(
-            "GRUB_CMDLINE_LINUX_DEFAULT=\"{}\"\n",
-            add.join(" ")
+            "GRUB_CMDLINE_LINUX_DEFAULT={}\n",
+            shell::quote_like("\"\"", &add.join(" "))
         ));
     }
-    out
+    Ok(out)
 }
 
 /// A map from a root-relative path to its content, for tests and previews.
 pub type Files = BTreeMap<PathBuf, String>;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -1488,7 +1917,8 @@ mod tests {
             text,
             &s(&["intel_iommu=on", "iommu=pt"]),
             &s(&["intel_iommu=off"]),
-        );
+        )
+        .unwrap();
         assert_eq!(
             out,
             "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash intel_iommu=on iommu=pt\"\nGRUB_CMDLINE_LINUX=\"\"\n"
@@ -1498,7 +1928,8 @@ mod tests {
                 &out,
                 &s(&["intel_iommu=on", "iommu=pt"]),
                 &s(&["intel_iommu=off"])
-            ),
+            )
+            .unwrap(),
             out
         );
     }
@@ -1522,15 +1953,19 @@ mod tests {
     #[test]
     fn bash_arrays_get_vfio_first() {
         let conf = "# MODULES\n#     MODULES=(usbhid xhci_hcd)\nMODULES=(nvidia nvidia_modeset)\n\nFILES=()\n";
-        let out = edit_bash_array(conf, "MODULES", VFIO_MODULES, true);
+        let out = edit_bash_array(conf, "MODULES", VFIO_MODULES, true).unwrap();
         assert_eq!(out, "# MODULES\n#     MODULES=(usbhid xhci_hcd)\nMODULES=(vfio vfio_iommu_type1 vfio_pci nvidia nvidia_modeset)\n\nFILES=()\n");
-        assert_eq!(edit_bash_array(&out, "MODULES", VFIO_MODULES, true), out);
+        assert_eq!(
+            edit_bash_array(&out, "MODULES", VFIO_MODULES, true).unwrap(),
+            out
+        );
         let out = edit_bash_array(
             &out,
             "FILES",
             &["/etc/modprobe.d/passthru-vfio.conf"],
             false,
-        );
+        )
+        .unwrap();
         assert!(
             out.ends_with("FILES=(/etc/modprobe.d/passthru-vfio.conf)\n"),
             "{out}"
@@ -1541,7 +1976,7 @@ mod tests {
     fn booster_yaml_keeps_the_rest() {
         // booster's manpage sample, abridged, with a force-loaded module of the user's.
         let yaml = "network:\n  dhcp: on\nuniversal: false\nmodules: -*,hid_apple,kernel/fs/btrfs/btrfs.ko\ncompression: zstd\nmodules_force_load: usbhid # keyboard for the LUKS prompt\n";
-        let out = edit_booster_yaml(yaml, BOOSTER_FORCE_LOAD);
+        let out = edit_booster_yaml(yaml, BOOSTER_FORCE_LOAD).unwrap();
         assert_eq!(
             out,
             yaml.replace(
@@ -1549,25 +1984,28 @@ mod tests {
                 "modules_force_load: vfio_pci,vfio,vfio_iommu_type1,usbhid"
             )
         );
-        assert_eq!(edit_booster_yaml(&out, BOOSTER_FORCE_LOAD), out);
+        assert_eq!(edit_booster_yaml(&out, BOOSTER_FORCE_LOAD).unwrap(), out);
         // quoted, with one of them written with a dash
         assert_eq!(
             edit_booster_yaml(
                 "modules_force_load: \"vfio-pci, nvme\"\n",
                 BOOSTER_FORCE_LOAD
-            ),
+            )
+            .unwrap(),
             "modules_force_load: \"vfio,vfio_iommu_type1,vfio-pci,nvme\"\n"
         );
         // absent (or no file): appended
         assert_eq!(
-            edit_booster_yaml("compression: lz4", BOOSTER_FORCE_LOAD),
+            edit_booster_yaml("compression: lz4", BOOSTER_FORCE_LOAD).unwrap(),
             "compression: lz4\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1\n"
         );
         // an indented key belongs to another mapping: not booster's
         assert!(
-            edit_booster_yaml("network:\n  modules_force_load: x\n", BOOSTER_FORCE_LOAD).ends_with(
-                "  modules_force_load: x\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1\n"
-            )
+            edit_booster_yaml("network:\n  modules_force_load: x\n", BOOSTER_FORCE_LOAD)
+                .unwrap()
+                .ends_with(
+                    "  modules_force_load: x\nmodules_force_load: vfio_pci,vfio,vfio_iommu_type1\n"
+                )
         );
     }
 
@@ -1575,11 +2013,144 @@ mod tests {
     fn loader_entry_options_line() {
         // An Arch systemd-boot entry.
         let entry = "title   Arch Linux\nlinux   /vmlinuz-linux\ninitrd  /amd-ucode.img\ninitrd  /initramfs-linux.img\noptions root=PARTUUID=1f3a-... rw rootfstype=ext4\n";
-        let out = edit_loader_entry(entry, &s(&["iommu=pt"]), &[]);
+        let out = edit_loader_entry(entry, &s(&["iommu=pt"]), &[]).unwrap();
         assert!(
             out.ends_with("options root=PARTUUID=1f3a-... rw rootfstype=ext4 iommu=pt\n"),
             "{out}"
         );
-        assert_eq!(edit_loader_entry(&out, &s(&["iommu=pt"]), &[]), out);
+        assert_eq!(
+            edit_loader_entry(&out, &s(&["iommu=pt"]), &[]).unwrap(),
+            out
+        );
+    }
+
+    /// Ubuntu 22.04's /etc/default/grub (abridged), with a quoted value in the user's
+    /// arguments: `splash` stays, the quotes stay escaped, every other byte stays.
+    #[test]
+    fn grub_default_keeps_escaped_quotes() {
+        let text = "# If you change this file, run 'update-grub' afterwards to update\n\
+            # /boot/grub/grub.cfg.\n\
+            GRUB_DEFAULT=0\n\
+            GRUB_TIMEOUT_STYLE=hidden\n\
+            GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\n\
+            GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" splash\"\n\
+            GRUB_CMDLINE_LINUX=\"\"\n\
+            #GRUB_TERMINAL=console\n";
+        let out = edit_grub_default(text, &s(&["iommu=pt"]), &s(&["intel_iommu=off"])).unwrap();
+        assert_eq!(out, text.replace("splash\"\n", "splash iommu=pt\"\n"));
+        assert!(out.contains(
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" splash iommu=pt\"\n"
+        ));
+        // single quotes and bare words keep their style
+        assert_eq!(
+            edit_grub_default(
+                "GRUB_CMDLINE_LINUX_DEFAULT='quiet'\n",
+                &s(&["iommu=pt"]),
+                &[]
+            )
+            .unwrap(),
+            "GRUB_CMDLINE_LINUX_DEFAULT='quiet iommu=pt'\n"
+        );
+        assert_eq!(
+            edit_grub_default(
+                "GRUB_CMDLINE_LINUX_DEFAULT=quiet # x\n",
+                &s(&["iommu=pt"]),
+                &[]
+            )
+            .unwrap(),
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet iommu=pt\" # x\n"
+        );
+        // absent: appended
+        assert_eq!(
+            edit_grub_default("GRUB_DEFAULT=0", &s(&["iommu=pt"]), &[]).unwrap(),
+            "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"iommu=pt\"\n"
+        );
+        // `+=` (bash) builds on a value set elsewhere
+        assert!(matches!(
+            edit_grub_default(
+                "GRUB_CMDLINE_LINUX_DEFAULT+=\" x\"\n",
+                &s(&["iommu=pt"]),
+                &[]
+            ),
+            Err(EditError::Unsupported(_))
+        ));
+    }
+
+    /// mkinitcpio v39's default MODULES, written over several lines by a user.
+    #[test]
+    fn bash_arrays_over_lines_and_strings() {
+        let conf = "MODULES=(\n  # GPU first\n  amdgpu\n)\n";
+        assert_eq!(
+            edit_bash_array(conf, "MODULES", VFIO_MODULES, true).unwrap(),
+            "MODULES=(\n  # GPU first\n  vfio vfio_iommu_type1 vfio_pci amdgpu\n)\n"
+        );
+        // present with a dash, or in a later `+=`: not added again
+        let conf = "MODULES=(vfio-pci)\nMODULES+=(vfio vfio_iommu_type1)\n";
+        assert_eq!(
+            edit_bash_array(conf, "MODULES", VFIO_MODULES, true).unwrap(),
+            conf
+        );
+        // an empty array, an array with a quoted path
+        assert_eq!(
+            edit_bash_array("FILES=(\"/etc/a b\")\n", "FILES", &["/etc/c"], false).unwrap(),
+            "FILES=(\"/etc/a b\" /etc/c)\n"
+        );
+        assert!(matches!(
+            edit_bash_array("MODULES=\"amdgpu\"\n", "MODULES", VFIO_MODULES, true),
+            Err(EditError::Unsupported(_))
+        ));
+        assert!(matches!(
+            edit_bash_array("MODULES=(amdgpu\n", "MODULES", VFIO_MODULES, true),
+            Err(EditError::Shell(_))
+        ));
+    }
+
+    #[test]
+    fn loader_entry_every_options_line() {
+        let entry = "title Fedora\noptions root=UUID=1 ro\noptions intel_iommu=off rhgb quiet\n";
+        assert_eq!(
+            edit_loader_entry(
+                entry,
+                &s(&["intel_iommu=on", "iommu=pt"]),
+                &s(&["intel_iommu=off"])
+            )
+            .unwrap(),
+            "title Fedora\noptions root=UUID=1 ro\noptions rhgb quiet intel_iommu=on iommu=pt\n"
+        );
+        // present on the first line: nothing to add anywhere
+        let entry = "options iommu=pt\noptions quiet\n";
+        assert_eq!(
+            edit_loader_entry(entry, &s(&["iommu=pt"]), &[]).unwrap(),
+            entry
+        );
+    }
+
+    #[test]
+    fn booster_yaml_refuses_what_it_cannot_read() {
+        for yaml in [
+            "modules_force_load: usbhid,\n  hid_generic\n",
+            "modules_force_load:\n  - usbhid\n",
+            "modules_force_load: [usbhid]\n",
+            "modules_force_load: \"a\\tb\"\n",
+            "modules_force_load: 'it''s'\n",
+            "modules_force_load: \"usbhid\n",
+        ] {
+            assert!(
+                matches!(
+                    edit_booster_yaml(yaml, BOOSTER_FORCE_LOAD),
+                    Err(EditError::Unsupported(_))
+                ),
+                "{yaml}"
+            );
+        }
+        // a comment line after it is no continuation
+        assert_eq!(
+            edit_booster_yaml(
+                "modules_force_load: usbhid\n  # note\nstrip: true\n",
+                &["vfio"]
+            )
+            .unwrap(),
+            "modules_force_load: vfio,usbhid\n  # note\nstrip: true\n"
+        );
     }
 }
