@@ -288,29 +288,23 @@ fn tools_are_not_run_from_a_world_writable_path_entry() {
     std::fs::create_dir(&evil).unwrap();
     std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o777)).unwrap();
     let marker = dir.path().join("ran");
-    let fake = evil.join("qemu-system-x86_64");
+    // `vm stop` asks libvirt through `virsh`, looked up on PATH.
+    let fake = evil.join("virsh");
     std::fs::write(
         &fake,
         format!("#!/bin/sh\ntouch {}\nexit 1\n", marker.display()),
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let spec = dir.path().join("small.toml");
-    std::fs::write(
-        &spec,
-        "name = \"small\"\nmemory = \"256M\"\ncpus = 1\nnetwork = \"none\"\n\n[firmware]\nuefi = false\n",
-    )
-    .unwrap();
     let path = format!(
         "{}:{}",
         evil.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_passthru"))
-        .args(["vm", "check", spec.to_str().unwrap(), "--accel", "tcg"])
+        .args(["vm", "stop", "passthru-no-such-domain", "--timeout", "1"])
         .env_remove("PASSTHRU_ROOT")
         .env("PATH", path)
-        .env("PASSTHRU_VM_STATE_DIR", dir.path().join("state"))
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
