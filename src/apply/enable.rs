@@ -195,18 +195,68 @@ impl Applier {
         let log2 = log.try_clone().map_err(|e| fail(e.to_string()))?;
         progress(&format!("running `{line}` ({})", c.why));
         let started = Instant::now();
-        let mut child = Command::new(&c.argv[0])
-            .args(&c.argv[1..])
+        // The child is a `/bin/sh` that waits for a line on this pipe (its descriptor
+        // 3), written once the child's record is in RUNNING, and only then becomes
+        // the command (`exec`, same pid): killed in between, passthru never writes
+        // it, the shell reads end-of-file and exits, and no regenerator runs that the
+        // next run could not find and stop.
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array it is given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(fail(format!(
+                "cannot create a pipe: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let (go_read, go_write) = (fds[0], fds[1]);
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg("read -r _ <&3 && exec \"$@\" 3<&-")
+            .arg("sh")
+            .args(&c.argv)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| fail(format!("cannot start it: {e}")))?;
+            .process_group(0);
+        // SAFETY: the hook runs in the child between fork and exec and calls only
+        // dup2, which is async-signal-safe; the copy (descriptor 3) is not
+        // close-on-exec, the original and the write end are.
+        unsafe {
+            command.pre_exec(move || {
+                // dup2 onto itself keeps close-on-exec: clear it either way.
+                if libc::dup2(go_read, 3) == 3 && libc::fcntl(3, libc::F_SETFD, 0) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let spawned = command.spawn();
+        // SAFETY: the parent's copy of the read end is no longer needed.
+        unsafe {
+            libc::close(go_read);
+        }
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                // SAFETY: closing the descriptor this function created.
+                unsafe {
+                    libc::close(go_write);
+                }
+                return Err(fail(format!("cannot start it: {e}")));
+            }
+        };
         let record = self.running_record(c, &child);
         if let Ok(json) = serde_json::to_vec_pretty(&record) {
             // Best effort: without the record an interrupted run is only not stopped.
             let _ = self.write_atomic(Path::new(RUNNING), &json);
+        }
+        // SAFETY: one byte from a valid buffer to the descriptor this function
+        // created, then closed.
+        unsafe {
+            libc::write(go_write, b"\n".as_ptr().cast(), 1);
+            libc::close(go_write);
         }
         let mut next_note = Duration::from_secs(15);
         let status = loop {
