@@ -52,7 +52,9 @@ pub const EXIT_ERROR: u8 = 2;
 /// stands between this machine and near-native VMs with real devices (VFIO), and
 /// says what to do about it. `check`, `list` and `report` only read the host; `bind`
 /// and `enable` change it, show their plan first with `--dry-run`, and are undone
-/// exactly by `unbind` and `undo`; `vm` runs guests with the devices.
+/// exactly by `unbind` and `undo`; `vm` runs guests with the devices. Commands that
+/// change the host run one at a time: a second one waits up to 10 seconds, then
+/// refuses (exit code 1), naming the process that holds `/run/passthru/lock`.
 #[derive(Debug, Parser)]
 #[command(
     name = "passthru",

@@ -166,7 +166,12 @@ fn snapshot(c: &Chroot, rels: &[&str]) -> std::collections::BTreeMap<String, Str
             let Ok(meta) = p.symlink_metadata() else {
                 continue;
             };
-            let key = format!("/{rel}{}", p.strip_prefix(&base).unwrap().display());
+            let below = p.strip_prefix(&base).unwrap();
+            let mut key = std::path::Path::new("/").join(rel);
+            if !below.as_os_str().is_empty() {
+                key.push(below);
+            }
+            let key = key.display().to_string();
             let value = if meta.is_symlink() {
                 format!("link -> {}", std::fs::read_link(&p).unwrap().display())
             } else if meta.is_dir() {
@@ -188,6 +193,25 @@ fn snapshot(c: &Chroot, rels: &[&str]) -> std::collections::BTreeMap<String, Str
         }
     }
     out
+}
+
+/// Asserts two snapshots are equal, naming the paths that differ and how.
+fn assert_same(
+    before: &std::collections::BTreeMap<String, String>,
+    now: &std::collections::BTreeMap<String, String>,
+    ctx: &str,
+) {
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(now.keys()).collect();
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|k| before.get(*k) != now.get(*k))
+        .map(|k| format!("{k}: {:?} -> {:?}", before.get(k), now.get(k)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{ctx}: these paths differ:\n{}",
+        differ.join("\n")
+    );
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
@@ -346,11 +370,7 @@ fn chroot_enable_and_undo_survive_kills_at_random_points() {
     let undo_started = Instant::now();
     c.ok(&["passthru", "undo", "--yes"]);
     let undo_time = undo_started.elapsed();
-    assert_eq!(
-        before,
-        snapshot(&c, WATCHED),
-        "undo did not restore the files"
-    );
+    assert_same(&before, &snapshot(&c, WATCHED), "after undo");
     assert_eq!(vfio_traces(&c, rel), Vec::<String>::new(), "after undo");
 
     // Kills at random points of enable or undo, then undo to recover.
@@ -391,11 +411,13 @@ fn chroot_enable_and_undo_survive_kills_at_random_points() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(
-            before,
-            snapshot(&c, WATCHED),
-            "round {round} (seed {seed}, {} killed after {delay:?}): files differ",
-            argv[1]
+        assert_same(
+            &before,
+            &snapshot(&c, WATCHED),
+            &format!(
+                "round {round} (seed {seed}, {} killed after {delay:?})",
+                argv[1]
+            ),
         );
         assert_eq!(
             vfio_traces(&c, rel),
