@@ -30,6 +30,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 // The fixture is an API for tests to come (builder options, paths) beyond what these use.
 #[allow(dead_code)]
 #[path = "testbed/mod.rs"]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::journal::UndoPhase;
 use super::{Applier, ApplyError};
 use crate::enable::{EnablePlan, Inspection, PlannedCommand};
 
@@ -59,9 +60,31 @@ const LONG_COMMAND_LIMIT: Duration = Duration::from_secs(3600);
 impl Applier {
     /// Journals, then writes, every file of the plan (no commands).
     pub fn apply_files(&self, plan: &EnablePlan) -> Result<(), ApplyError> {
+        self.check_unchanged(plan)?;
         self.journal_plan(plan)?;
         self.write_files(plan, false)?;
         self.write_files(plan, true)
+    }
+
+    /// Fails, before anything changes, when a file the plan edits is no longer what
+    /// the plan was made from: an edit made while `enable` waited at its prompt would
+    /// otherwise be silently replaced.
+    pub fn check_unchanged(&self, plan: &EnablePlan) -> Result<(), ApplyError> {
+        for f in &plan.files {
+            let target = self.write_target(&f.path)?;
+            let real = self.root().path(&target);
+            let now = match std::fs::read(&real) {
+                Ok(bytes) => Some(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(source) => return Err(ApplyError::Journal { path: real, source }),
+            };
+            if now.as_deref() != f.before.as_deref().map(str::as_bytes) {
+                return Err(ApplyError::Changed {
+                    path: Path::new("/").join(&f.path),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Journals every file the plan writes and every file its commands may change.
@@ -84,7 +107,7 @@ impl Applier {
                     self.write_config(&f.path, text.as_bytes())?;
                     if let (Some(mode), None) = (f.mode, &f.before) {
                         use std::os::unix::fs::PermissionsExt;
-                        let real = self.root().path(&f.path);
+                        let real = self.root().path(self.write_target(&f.path)?);
                         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode))
                             .map_err(|source| ApplyError::Journal { path: real, source })?;
                     }
@@ -102,6 +125,7 @@ impl Applier {
         plan: &EnablePlan,
         progress: &mut dyn FnMut(&str),
     ) -> Result<(), ApplyError> {
+        self.check_unchanged(plan)?;
         self.stop_interrupted(progress)?;
         self.journal_plan(plan)?;
         self.write_files(plan, false)?;
@@ -115,23 +139,37 @@ impl Applier {
         Ok(())
     }
 
-    /// Restores every file `enable` changed and regenerates the boot files from them.
-    pub fn undo(&self, progress: &mut dyn FnMut(&str)) -> Result<bool, ApplyError> {
-        if self.journal()?.is_none() {
-            return Ok(false);
-        }
+    /// What `undo` does before it reads the journal: stops a regenerator an
+    /// interrupted run left behind, and removes a journal directory a kill left
+    /// without manifest. Only then is "nothing to undo" a true answer.
+    pub fn prepare_undo(&self, progress: &mut dyn FnMut(&str)) -> Result<(), ApplyError> {
         self.stop_interrupted(progress)?;
-        progress("restoring the files enable changed");
-        let Some(journal) = self.roll_back_journal()? else {
+        self.clean_unfinished_journal()
+    }
+
+    /// Restores every file `enable` changed and regenerates the boot files from them,
+    /// in two phases (see [`super::journal`]): the journal is kept, marked, until
+    /// every regenerator succeeded. Returns whether there was anything to undo.
+    pub fn undo(&self, progress: &mut dyn FnMut(&str)) -> Result<bool, ApplyError> {
+        self.prepare_undo(progress)?;
+        let Some(mut journal) = self.journal()? else {
             return Ok(false);
         };
+        if journal.undo.is_none() {
+            progress("restoring the files enable changed");
+            self.restore_files(&journal)?;
+            journal.undo = Some(UndoPhase::Regenerating);
+            self.save_journal(&mut journal)?;
+        } else {
+            progress("the files were restored by an interrupted undo: regenerating the boot files from them");
+        }
         for c in &journal.regenerate {
             self.run_logged(c, progress)?;
         }
         // The regenerators' logs were only kept for an error message: with them gone,
         // the directories passthru created go too.
         let _ = std::fs::remove_dir_all(self.root().path(LOG_DIR));
-        self.remove_created_dirs(&journal);
+        self.forget_journal(&journal)?;
         Ok(true)
     }
 
@@ -157,18 +195,68 @@ impl Applier {
         let log2 = log.try_clone().map_err(|e| fail(e.to_string()))?;
         progress(&format!("running `{line}` ({})", c.why));
         let started = Instant::now();
-        let mut child = Command::new(&c.argv[0])
-            .args(&c.argv[1..])
+        // The child is a `/bin/sh` that waits for a line on this pipe (its descriptor
+        // 3), written once the child's record is in RUNNING, and only then becomes
+        // the command (`exec`, same pid): killed in between, passthru never writes
+        // it, the shell reads end-of-file and exits, and no regenerator runs that the
+        // next run could not find and stop.
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array it is given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(fail(format!(
+                "cannot create a pipe: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let (go_read, go_write) = (fds[0], fds[1]);
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg("read -r _ <&3 && exec \"$@\" 3<&-")
+            .arg("sh")
+            .args(&c.argv)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| fail(format!("cannot start it: {e}")))?;
+            .process_group(0);
+        // SAFETY: the hook runs in the child between fork and exec and calls only
+        // dup2, which is async-signal-safe; the copy (descriptor 3) is not
+        // close-on-exec, the original and the write end are.
+        unsafe {
+            command.pre_exec(move || {
+                // dup2 onto itself keeps close-on-exec: clear it either way.
+                if libc::dup2(go_read, 3) == 3 && libc::fcntl(3, libc::F_SETFD, 0) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let spawned = command.spawn();
+        // SAFETY: the parent's copy of the read end is no longer needed.
+        unsafe {
+            libc::close(go_read);
+        }
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                // SAFETY: closing the descriptor this function created.
+                unsafe {
+                    libc::close(go_write);
+                }
+                return Err(fail(format!("cannot start it: {e}")));
+            }
+        };
         let record = self.running_record(c, &child);
         if let Ok(json) = serde_json::to_vec_pretty(&record) {
             // Best effort: without the record an interrupted run is only not stopped.
             let _ = self.write_atomic(Path::new(RUNNING), &json);
+        }
+        // SAFETY: one byte from a valid buffer to the descriptor this function
+        // created, then closed.
+        unsafe {
+            libc::write(go_write, b"\n".as_ptr().cast(), 1);
+            libc::close(go_write);
         }
         let mut next_note = Duration::from_secs(15);
         let status = loop {

@@ -14,7 +14,9 @@
 pub mod bind;
 pub mod enable;
 pub mod journal;
+pub mod lock;
 pub mod man;
+pub mod safe_path;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,6 +71,31 @@ pub enum ApplyError {
     /// The state after a change is not what it should be.
     #[error("{0}")]
     Verify(String),
+    /// A file the plan edits changed after the plan was made from it.
+    #[error(
+        "{} changed since the plan was made from it (edited while passthru waited?): \
+         nothing was changed; run the command again to plan from the file as it is now",
+        path.display()
+    )]
+    Changed {
+        /// The file (root-relative, as the plan names it).
+        path: PathBuf,
+    },
+    /// A file the plan edits is a symlink passthru does not write through.
+    #[error("{} is a symlink passthru does not write through: {why}", path.display())]
+    UnsafeLink {
+        /// The link (root-relative).
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An `undo` was interrupted after it restored the files: the boot files are
+    /// still to be regenerated from them.
+    #[error(
+        "an interrupted `passthru undo` restored the files but did not finish regenerating \
+         the boot files from them: run `passthru undo` again first"
+    )]
+    UndoUnfinished,
     /// A journal record could not be written or removed.
     #[error("cannot update {}", path.display())]
     Journal {
@@ -182,8 +209,27 @@ impl Applier {
         }
     }
 
-    /// Writes a file atomically: beside it, fsync, rename, fsync the directory.
+    /// Writes a file atomically: beside it, fsync, rename, fsync the directory. A new
+    /// file gets mode 0644 and the caller's owner; see [`Applier::write_atomic_as`].
     pub fn write_atomic(&self, rel: &Path, content: &[u8]) -> Result<(), ApplyError> {
+        self.write_atomic_as(rel, content, &Attributes::new(0o644))
+    }
+
+    /// Writes a file atomically with the given mode, owner and SELinux label, all
+    /// set on the temporary file before the rename: the file never exists, not even
+    /// for a moment, with more permissive attributes than it ends with.
+    ///
+    /// The temporary file has a random name beside the file (see [`journal::temp_path`])
+    /// and is created with `O_EXCL` and `O_NOFOLLOW`, so a name planted in advance (a
+    /// symlink, a file of another user) is never written through: a second passthru
+    /// or anyone else cannot make two writes share one temporary file.
+    pub fn write_atomic_as(
+        &self,
+        rel: &Path,
+        content: &[u8],
+        attrs: &Attributes,
+    ) -> Result<(), ApplyError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = self.root.path(rel);
         let err = |source| ApplyError::Journal {
             path: path.clone(),
@@ -191,11 +237,38 @@ impl Applier {
         };
         let dir = path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(dir).map_err(err)?;
-        let tmp = journal::temp_path(&path);
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(content).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)?;
+        let prefix = journal::temp_path(&path);
+        let (tmp, mut f) = loop {
+            let tmp = PathBuf::from(format!("{}.{:016x}", prefix.display(), random_u64()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)
+            {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(err(e)),
+            }
+        };
+        let written = (|| {
+            f.write_all(content)?;
+            if let Some((uid, gid)) = attrs.owner {
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+            }
+            // After the chown, which clears the set-id bits.
+            f.set_permissions(std::fs::Permissions::from_mode(attrs.mode & 0o7777))?;
+            if let Some(label) = &attrs.selinux {
+                journal::xattr_set(&tmp, "security.selinux", label);
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e));
+        }
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -246,6 +319,45 @@ fn wait_with_timeout(
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// The attributes a file is written with (see [`Applier::write_atomic_as`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributes {
+    /// Permission bits (with set-id and sticky bits).
+    pub mode: u32,
+    /// Owner and group; `None` leaves the writer's.
+    pub owner: Option<(u32, u32)>,
+    /// The SELinux label (`security.selinux`) to keep, if the file had one.
+    pub selinux: Option<Vec<u8>>,
+}
+
+impl Attributes {
+    /// Mode `mode`, the writer's owner, no label.
+    pub fn new(mode: u32) -> Self {
+        Self {
+            mode,
+            owner: None,
+            selinux: None,
+        }
+    }
+}
+
+/// 64 random bits from the kernel (`getrandom`), for names nobody can predict.
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: the buffer is valid for its length; flags 0 blocks only until the
+    // kernel's pool is initialised, which it is long before passthru runs.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != 8 {
+        // No getrandom (very old kernels): time and pid are unique enough, as
+        // O_EXCL refuses a name that exists anyway.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return t ^ (u64::from(std::process::id()) << 32);
+    }
+    u64::from_ne_bytes(buf)
 }
 
 /// The seconds since the Unix epoch.

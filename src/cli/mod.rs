@@ -52,7 +52,9 @@ pub const EXIT_ERROR: u8 = 2;
 /// stands between this machine and near-native VMs with real devices (VFIO), and
 /// says what to do about it. `check`, `list` and `report` only read the host; `bind`
 /// and `enable` change it, show their plan first with `--dry-run`, and are undone
-/// exactly by `unbind` and `undo`; `vm` runs guests with the devices.
+/// exactly by `unbind` and `undo`; `vm` runs guests with the devices. Commands that
+/// change the host run one at a time: a second one waits up to 10 seconds, then
+/// refuses (exit code 1), naming the process that holds `/run/passthru/lock`.
 #[derive(Debug, Parser)]
 #[command(
     name = "passthru",
@@ -456,6 +458,14 @@ pub fn main() -> ExitCode {
     {
         return sysfs_write(&args[2..]);
     }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        // Tools run by name as root are found only where no one else can write (see
+        // `apply::safe_path`). Single-threaded still: nothing reads the environment
+        // concurrently.
+        let path = crate::apply::safe_path::sanitise(std::env::var_os("PATH").as_deref());
+        std::env::set_var("PATH", path);
+    }
     let cli = Cli::parse_from(args);
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
@@ -536,6 +546,56 @@ fn this_machine_only(root: &HostRoot, command: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Whether the command changes the host (and so takes the host lock): every one of
+/// `bind`, `unbind`, `enable`, `disable`, `undo`, and the `vm` commands that write
+/// specs or act on VMs, unless it only shows its plan (`--dry-run`).
+fn changes_host(command: &Command) -> bool {
+    match command {
+        Command::Bind { dry_run, .. }
+        | Command::Unbind { dry_run, .. }
+        | Command::Enable { dry_run, .. }
+        | Command::Disable { dry_run, .. }
+        | Command::Undo { dry_run, .. } => !dry_run,
+        Command::Vm { action } => matches!(
+            action,
+            VmAction::New(_)
+                | VmAction::Edit { .. }
+                | VmAction::Rm { .. }
+                | VmAction::Define(_)
+                | VmAction::Start(_)
+                | VmAction::Stop(_)
+                | VmAction::Run(_)
+        ),
+        _ => false,
+    }
+}
+
+/// Takes the host lock for a command that changes the host, run as root (anyone
+/// else cannot change it; `bind` and `enable` refuse them). `Ok(Err(_))` is a
+/// refusal: another passthru holds the lock.
+fn host_lock(
+    cli: &Cli,
+) -> anyhow::Result<Result<Option<crate::apply::lock::HostLock>, crate::apply::lock::LockError>> {
+    use crate::apply::lock::{HostLock, LockError, WAIT};
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if !changes_host(&cli.command) || unsafe { libc::geteuid() } != 0 {
+        return Ok(Ok(None));
+    }
+    let command: Vec<String> = std::env::args()
+        .map(|a| a.chars().filter(|c| !c.is_control()).collect())
+        .collect();
+    let json = cli.json;
+    match HostLock::acquire(&HostRoot::system(), &command.join(" "), WAIT, &mut |m| {
+        if !json {
+            eprintln!("passthru: {m}");
+        }
+    }) {
+        Ok(lock) => Ok(Ok(Some(lock))),
+        Err(e @ LockError::Held { .. }) => Ok(Err(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     // These two describe passthru itself, not a host: --root does not apply to them.
     match &cli.command {
@@ -545,6 +605,14 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     }
     let root = host_root(cli)?;
     let style = Style::new(cli.color);
+    // Held until passthru exits (see `apply::lock`).
+    let _lock = match host_lock(cli)? {
+        Ok(lock) => lock,
+        Err(refusal) => {
+            eprintln!("passthru: {refusal}");
+            return Ok(EXIT_PROBLEMS);
+        }
+    };
     match &cli.command {
         Command::Check {
             verbose,

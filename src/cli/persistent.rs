@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::binding::{confirm, parse_targets, print_refusals, progress, require_live};
 use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
 use crate::apply::journal::Journal;
-use crate::apply::Applier;
+use crate::apply::{Applier, ApplyError};
 use crate::bind::{self, Overrides, Refusal};
 use crate::enable::{self, verify, EnableError, EnableFacts, EnablePlan, Enabled};
 use crate::host_root::HostRoot;
@@ -191,9 +191,17 @@ fn plan_and_apply(
     }
     if let Some(e) = error {
         eprintln!("passthru: {action} failed: {e}");
-        eprintln!(
-            "passthru: every change is journaled: `passthru undo` restores the previous setup."
+        let untouched = matches!(
+            result,
+            Err(ApplyError::Changed { .. }
+                | ApplyError::UnsafeLink { .. }
+                | ApplyError::UndoUnfinished)
         );
+        if !untouched {
+            eprintln!(
+                "passthru: every change is journaled: `passthru undo` restores the previous setup."
+            );
+        }
         return Ok(EXIT_PROBLEMS);
     }
     if !json {
@@ -290,6 +298,15 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
         require_live(root, "undo")?;
     }
     let applier = applier(root)?;
+    if !opts.dry_run {
+        // An orphaned regenerator is stopped, and a journal a kill left without
+        // manifest removed, before "nothing to undo" can be the answer.
+        let mut progress = progress(json);
+        if let Err(e) = applier.prepare_undo(&mut progress) {
+            eprintln!("passthru: undo failed: {}", crate::facts::error_chain(&e));
+            return Ok(EXIT_PROBLEMS);
+        }
+    }
     let journal: Journal = match applier.journal()? {
         Some(j) => j,
         None => {
@@ -303,10 +320,23 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
             return Ok(0);
         }
     };
-    if !json {
+    if !json && journal.undo.is_some() {
+        println!(
+            "An interrupted undo already restored the files; passthru regenerates the boot files from them again:"
+        );
+        for c in &journal.regenerate {
+            println!("  {}", c.argv.join(" "));
+        }
+    } else if !json {
         println!("passthru restores:");
         for e in &journal.entries {
-            if e.existed {
+            if let (true, Some(link)) = (e.existed, &e.link) {
+                println!(
+                    "  /{}  (its previous content; the symlink /{} to it stays)",
+                    e.path.display(),
+                    link.display()
+                );
+            } else if e.existed {
                 println!("  /{}  (its previous content)", e.path.display());
             } else {
                 println!("  /{}  (removed: passthru created it)", e.path.display());

@@ -517,6 +517,8 @@ fn mirror() -> String {
 /// Mount points at or below `dir`, deepest first (from `/proc/self/mountinfo`, whose
 /// fifth field is the mount point).
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    // mountinfo names canonical paths: `target/testbed` may be a symlink.
+    let dir = &fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut found: Vec<PathBuf> = info
         .lines()

@@ -17,6 +17,7 @@
 //! missing: the tests print `SKIPPED` with the reason and pass — unless `CI=true`, where
 //! a missing prerequisite fails them.
 
+pub mod chroot;
 pub mod debian;
 pub mod kernel;
 pub mod layouts;
