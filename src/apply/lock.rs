@@ -69,7 +69,10 @@ pub enum LockError {
 /// The host lock, held while this value lives.
 #[derive(Debug)]
 pub struct HostLock {
-    _file: File,
+    file: File,
+    /// What the lock file says while this value holds it: the pid and command line.
+    record: String,
+    path: PathBuf,
 }
 
 impl HostLock {
@@ -152,10 +155,64 @@ impl HostLock {
             std::thread::sleep(Duration::from_millis(100));
         }
         let record = format!("{}\n{command}\n", std::process::id());
-        file.set_len(0).map_err(io)?;
-        file.rewind().map_err(io)?;
-        file.write_all(record.as_bytes()).map_err(io)?;
-        Ok(Self { _file: file })
+        let lock = Self { file, record, path };
+        lock.write_record()?;
+        Ok(lock)
+    }
+
+    /// Writes the holder's pid and command line into the lock file.
+    fn write_record(&self) -> Result<(), LockError> {
+        let io = |source| LockError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut f = &self.file;
+        f.set_len(0).map_err(io)?;
+        f.rewind().map_err(io)?;
+        f.write_all(self.record.as_bytes()).map_err(io)
+    }
+
+    /// Lets other commands change the host while this one waits on something that
+    /// changes nothing itself: a `vm run` while its guest runs (hours, often beside
+    /// other VMs of their own devices). [`HostLock::retake`] takes it back before
+    /// the command changes the host again.
+    pub fn release(&self) {
+        // SAFETY: flock on a descriptor this value owns; no memory involved.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+
+    /// Takes the lock back after [`HostLock::release`], waiting as long as another
+    /// command holds it: what follows must run (a `vm run` giving its devices back),
+    /// so it is queued, not refused. `waiting` hears whom it waits for, every
+    /// [`WAIT`].
+    pub fn retake(&self, waiting: &mut dyn FnMut(&str)) -> Result<(), LockError> {
+        let mut next_note = Instant::now();
+        loop {
+            // SAFETY: flock on a descriptor this value owns; no memory involved.
+            let r = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r == 0 {
+                return self.write_record();
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(LockError::Io {
+                    path: self.path.clone(),
+                    source: e,
+                });
+            }
+            if Instant::now() >= next_note {
+                let mut f = &self.file;
+                let mut text = String::new();
+                let _ = f.rewind();
+                let _ = f.read_to_string(&mut text);
+                let (pid, holder) = parse_holder(&text);
+                waiting(&format!(
+                    "waiting for process {pid} (`{holder}`), which is changing this host"
+                ));
+                next_note += WAIT;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -216,6 +273,38 @@ mod tests {
         // Released with its holder: the next one takes it.
         drop(first);
         HostLock::acquire(&root, "passthru bind 02:00.0", WAIT, &mut |_| {}).unwrap();
+    }
+
+    /// A `vm run` lets go while its guest runs: another command takes the lock then,
+    /// and the teardown waits for it (and says for whom) instead of being refused.
+    #[test]
+    fn released_while_the_guest_runs_and_taken_back_after_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        let root = HostRoot::new(dir.path());
+        let run = HostLock::acquire(&root, "passthru vm run a", WAIT, &mut |_| {}).unwrap();
+        run.release();
+        let other = HostLock::acquire(&root, "passthru vm run b", WAIT, &mut |_| {}).unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        assert!(std::fs::read_to_string(&path).unwrap().contains("vm run b"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let mut said = Vec::new();
+            run.retake(&mut |m| said.push(m.to_string())).unwrap();
+            tx.send(()).unwrap();
+            (run, said)
+        });
+        // Still held by the other: the teardown waits (longer than a refusal would).
+        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+        drop(other);
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (run, said) = waiter.join().unwrap();
+        assert!(said[0].contains("vm run b"), "{said:?}");
+        assert!(std::fs::read_to_string(&path).unwrap().contains("vm run a"));
+        // Held again: a third command is refused.
+        let third = HostLock::acquire(&root, "passthru bind", Duration::ZERO, &mut |_| {});
+        assert!(matches!(third, Err(LockError::Held { .. })), "{third:?}");
+        drop(run);
     }
 
     #[test]

@@ -605,8 +605,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     }
     let root = host_root(cli)?;
     let style = Style::new(cli.color);
-    // Held until passthru exits (see `apply::lock`).
-    let _lock = match host_lock(cli)? {
+    // Held until passthru exits (see `apply::lock`); `vm run` lets go of it while its
+    // guest runs.
+    let lock = match host_lock(cli)? {
         Ok(lock) => lock,
         Err(refusal) => {
             eprintln!("passthru: {refusal}");
@@ -763,7 +764,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 this_machine_only(&root, "vm console")?;
                 vm_libvirt::console(args)
             }
-            VmAction::Run(args) => vm_run::run(cli.json, &root, args),
+            VmAction::Run(args) => vm_run::run(cli.json, &root, args, lock.as_ref()),
         },
         Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
         Command::Report { output } => {

@@ -55,7 +55,12 @@ struct RunReport<'a> {
 }
 
 /// `passthru vm run`.
-pub(super) fn run(json: bool, root: &HostRoot, args: &RunArgs) -> anyhow::Result<u8> {
+pub(super) fn run(
+    json: bool,
+    root: &HostRoot,
+    args: &RunArgs,
+    host_lock: Option<&crate::apply::lock::HostLock>,
+) -> anyhow::Result<u8> {
     if !root.is_system() {
         anyhow::bail!("vm run starts a VM on this host: it cannot work with --root");
     }
@@ -72,6 +77,7 @@ pub(super) fn run(json: bool, root: &HostRoot, args: &RunArgs) -> anyhow::Result
         progress(n);
     }
     let options = RunOptions {
+        host_lock,
         overrides: Overrides::from(args.risks),
         sysfs_timeout: Duration::from_secs(args.timeout.max(1)),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

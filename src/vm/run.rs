@@ -43,7 +43,11 @@ use crate::pci::PciAddress;
 
 /// How to run.
 #[derive(Debug, Clone)]
-pub struct RunOptions {
+pub struct RunOptions<'a> {
+    /// The host lock this command holds (see [`crate::apply::lock`]), let go while
+    /// the guest runs — other VMs may start and stop meanwhile — and taken back
+    /// before the devices are given back.
+    pub host_lock: Option<&'a crate::apply::lock::HostLock>,
     /// Risks accepted, as for `passthru bind`.
     pub overrides: Overrides,
     /// How long each driver write may take before it is called stuck.
@@ -708,7 +712,7 @@ fn connect_qmp(plan: &VmPlan, child: &mut Child) -> Option<Result<Qmp, QmpError>
 pub fn run(
     root: &HostRoot,
     resolution: &Resolution,
-    options: &RunOptions,
+    options: &RunOptions<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<RunOutcome, RunError> {
     let mut blockers = resolution.blockers();
@@ -837,6 +841,10 @@ pub fn run(
         }
     };
 
+    // The host is set up: while the guest runs, other commands may change it.
+    if let Some(lock) = options.host_lock {
+        lock.release();
+    }
     let status = wait(&mut child, qmp.as_mut(), options.shutdown_timeout, progress);
     let stopped_by = match SignalGuard::received() {
         (s, n) if n > 0 => Some(s),
@@ -852,6 +860,11 @@ pub fn run(
         Err(_) => QemuExit::Code(1),
     };
     progress(&exit.to_string());
+    if let Some(lock) = options.host_lock {
+        if let Err(e) = lock.retake(progress) {
+            progress(&format!("{e}: giving the devices back all the same"));
+        }
+    }
     let cleanup_failures = session.cleanup(progress);
     drop(signals);
     Ok(RunOutcome {
@@ -1037,8 +1050,9 @@ mod tests {
         }
     }
 
-    fn options() -> RunOptions {
+    fn options() -> RunOptions<'static> {
         RunOptions {
+            host_lock: None,
             overrides: Overrides::default(),
             sysfs_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(1),
