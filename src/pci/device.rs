@@ -11,14 +11,13 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::host_root::{HostError, HostRoot};
+use crate::host_root::{not_regular, read_capped, resolve_in_root, HostError, HostRoot};
 use crate::pci::address::PciAddress;
 
 /// What kind of device a PCI class code describes, for role hints and filters.
@@ -140,25 +139,32 @@ pub fn kind_of_class(class: u32) -> DeviceKind {
 /// that are larger are read on in a second step.
 const ATTR_BUF: usize = 4096;
 
-/// A device directory opened once (`O_PATH`), so that each attribute is opened and
-/// each link read relative to it (`openat`, `readlinkat`) instead of walking the
-/// whole path again: about a third less kernel time on a 4096-device tree. When the
-/// directory cannot be opened that way, plain paths are used.
-struct DevDir<'a> {
-    path: &'a Path,
-    fd: Option<OwnedFd>,
+/// The most bytes read from one attribute file: sysfs writes at most a page, so a
+/// larger file in a captured tree is refused rather than read on.
+const ATTR_CAP: usize = 64 << 10;
+
+/// A device directory opened once (`O_PATH`, resolved inside the host root), so that
+/// each attribute is opened and each link read relative to it (`openat`,
+/// `readlinkat`) instead of walking the whole path again: about a third less kernel
+/// time on a 4096-device tree.
+///
+/// In a captured tree (any root but `/`) an attribute is one name opened with
+/// `O_NOFOLLOW`, so it cannot lead out of the directory; it must be a regular file
+/// (checked with `fstatat` before opening, so a FIFO or device node is never opened,
+/// and with `fstat` after), and it is opened `O_NONBLOCK`.
+struct DevDir {
+    path: PathBuf,
+    fd: File,
+    captured: bool,
 }
 
-impl<'a> DevDir<'a> {
-    fn open(path: &'a Path) -> Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        let fd = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-            .open(path)
-            .ok()
-            .map(OwnedFd::from);
-        Self { path, fd }
+impl DevDir {
+    fn open(root: &HostRoot, rel: &Path) -> Result<Self, HostError> {
+        Ok(Self {
+            path: root.path(rel),
+            fd: root.open_dir_path(rel)?,
+            captured: !root.is_system(),
+        })
     }
 
     /// The full path of an entry, for errors.
@@ -167,50 +173,40 @@ impl<'a> DevDir<'a> {
     }
 
     fn open_file(&self, name: &CStr) -> io::Result<File> {
-        let Some(fd) = &self.fd else {
-            return File::open(self.join(name));
-        };
-        // SAFETY: `fd` is an open directory descriptor owned by `self` and `name` a
-        // NUL-terminated string; `openat` touches nothing else.
-        let raw = unsafe {
-            libc::openat(
-                fd.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+        if !self.captured {
+            return resolve_in_root::openat(&self.fd, name, flags);
         }
-        // SAFETY: `raw` is a descriptor `openat` just returned, owned by nobody else.
-        Ok(unsafe { File::from_raw_fd(raw) })
+        let st = resolve_in_root::stat_at(&self.fd, name)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file: a captured tree is read only from regular files",
+            ));
+        }
+        let file = resolve_in_root::openat(&self.fd, name, flags | libc::O_NOFOLLOW)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(not_regular(&meta));
+        }
+        Ok(file)
     }
 
     fn read_link(&self, name: &CStr) -> io::Result<PathBuf> {
-        let Some(fd) = &self.fd else {
-            return std::fs::read_link(self.join(name));
-        };
-        let mut buf = [0u8; 4096];
-        // SAFETY: `buf` is valid for `buf.len()` bytes, `name` is NUL-terminated and
-        // `fd` an open directory descriptor.
-        let n = unsafe {
-            libc::readlinkat(
-                fd.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        Ok(PathBuf::from(OsStr::from_bytes(&buf[..n])))
+        resolve_in_root::read_link(&self.fd, name)
+    }
+
+    /// Whether the entry `name` exists (a link is not followed).
+    fn has(&self, name: &CStr) -> bool {
+        resolve_in_root::stat_at(&self.fd, name).is_ok()
     }
 }
 
 /// Reads a small file with one `open` and (for sysfs attributes and small captured
 /// files) one `read`: no `stat` for a size hint, no second read to see end-of-file
 /// unless the first one filled the buffer. `Ok(None)` when the file does not exist.
-fn read_attr(dir: &DevDir<'_>, name: &CStr) -> Result<Option<String>, HostError> {
-    use std::io::Read;
+/// At most [`ATTR_CAP`] bytes.
+fn read_attr(dir: &DevDir, name: &CStr) -> Result<Option<String>, HostError> {
     let err = |source| HostError {
         path: dir.join(name),
         source,
@@ -234,14 +230,19 @@ fn read_attr(dir: &DevDir<'_>, name: &CStr) -> Result<Option<String>, HostError>
         return Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned()));
     }
     let mut all = buf.to_vec();
-    file.read_to_end(&mut all).map_err(err)?;
+    all.extend(read_capped(&mut file, 0, ATTR_CAP - n).map_err(|_| {
+        err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "larger than 64 KiB, more than any sysfs attribute holds",
+        ))
+    })?);
     Ok(Some(String::from_utf8_lossy(&all).into_owned()))
 }
 
 /// The last component of a symlink's target, `Ok(None)` when the link is absent.
 /// Only the name matters (`…/drivers/nvidia` → `nvidia`), so the link is read, never
 /// followed.
-fn link_name(dir: &DevDir<'_>, name: &CStr) -> Result<Option<String>, HostError> {
+fn link_name(dir: &DevDir, name: &CStr) -> Result<Option<String>, HostError> {
     match dir.read_link(name) {
         Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -273,7 +274,7 @@ fn parse_hex(path: &Path, content: &str, max: u32) -> Result<u32, PciError> {
 }
 
 /// A required hex attribute: absence is an error naming the file.
-fn required_hex(dir: &DevDir<'_>, name: &CStr, max: u32) -> Result<u32, PciError> {
+fn required_hex(dir: &DevDir, name: &CStr, max: u32) -> Result<u32, PciError> {
     let path = dir.join(name);
     match read_attr(dir, name)? {
         Some(c) => parse_hex(&path, &c, max),
@@ -285,28 +286,26 @@ fn required_hex(dir: &DevDir<'_>, name: &CStr, max: u32) -> Result<u32, PciError
 }
 
 /// An optional hex attribute.
-fn optional_hex(dir: &DevDir<'_>, name: &CStr, max: u32) -> Result<Option<u32>, PciError> {
+fn optional_hex(dir: &DevDir, name: &CStr, max: u32) -> Result<Option<u32>, PciError> {
     let path = dir.join(name);
     read_attr(dir, name)?
         .map(|c| parse_hex(&path, &c, max))
         .transpose()
 }
 
-/// Reads one device from its real sysfs directory `dir` (an absolute path on the
-/// analysing machine); `sysfs_path` is the same directory relative to the host root,
-/// from which the parent bridges are taken.
+/// Reads one device from its real sysfs directory `sysfs_path` (relative to the host
+/// root, links resolved), from which the parent bridges are also taken.
 ///
 /// Each attribute is read once (open + read); the `driver` and `iommu_group` links are
 /// read with `readlink`, not followed. `vendor`, `device` and `class` are required; all
 /// other files may be absent. A `numa_node` of `-1` (the kernel's "no node", as on
 /// every single-socket machine) is reported as `None`.
 pub fn read_device_dir(
+    root: &HostRoot,
     address: PciAddress,
-    dir: &Path,
     sysfs_path: &Path,
 ) -> Result<PciDevice, PciError> {
-    let path = dir;
-    let dir = &DevDir::open(path);
+    let dir = &DevDir::open(root, sysfs_path)?;
     // The limits make the narrowing casts below lossless.
     let vendor_id = required_hex(dir, c"vendor", 0xffff)? as u16;
     let device_id = required_hex(dir, c"device", 0xffff)? as u16;
@@ -349,7 +348,7 @@ pub fn read_device_dir(
     let has_reset = match &reset_methods {
         Some(methods) => !methods.is_empty(),
         // Kernels before 5.15 create `reset` exactly when a reset method exists.
-        None => path.join("reset").symlink_metadata().is_ok(),
+        None => dir.has(c"reset"),
     };
 
     let numa_path = dir.join(c"numa_node");
@@ -419,9 +418,9 @@ fn resolve_entry(
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     };
-    let target = match std::fs::read_link(root.path(&entry)) {
+    let target = match root.link_target(&entry) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.is_not_found() => return Ok(None),
         // Not a link (a real directory in some captures), or unreadable.
         Err(_) => return full(root),
     };
@@ -455,10 +454,10 @@ fn resolve_entry(
         },
     };
     let resolved = resolved_parent.join(last);
-    match root.path(&resolved).symlink_metadata() {
+    match root.symlink_metadata(&resolved) {
         Ok(meta) if meta.file_type().is_symlink() => full(root),
         Ok(_) => Ok(Some(resolved)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(_) => full(root),
     }
 }
@@ -482,8 +481,7 @@ pub fn read_all(root: &HostRoot) -> Result<Vec<PciDevice>, PciError> {
         let Some(resolved) = resolve_entry(root, &base, &name, &mut parents)? else {
             continue;
         };
-        let dir = root.path(&resolved);
-        out.push(read_device_dir(address, &dir, &resolved)?);
+        out.push(read_device_dir(root, address, &resolved)?);
     }
     out.sort_by_key(|d| d.address);
     Ok(out)
@@ -676,14 +674,14 @@ mod tests {
         let dir = tmp.path().join("sys/devices/pci0000:00/0000:00:03.0");
         let rel = Path::new("/sys/devices/pci0000:00/0000:00:03.0");
         std::fs::write(dir.join("reset_method"), "\n").unwrap();
-        let d = read_device_dir(addr("0000:00:03.0"), &dir, rel).unwrap();
+        let d = read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).unwrap();
         assert_eq!(d.reset_methods, Some(vec![]));
         assert!(!d.has_reset);
 
         // A pre-5.15 kernel: no reset_method, but a write-only `reset` file.
         std::fs::remove_file(dir.join("reset_method")).unwrap();
         std::fs::write(dir.join("reset"), "").unwrap();
-        let d = read_device_dir(addr("0000:00:03.0"), &dir, rel).unwrap();
+        let d = read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).unwrap();
         assert_eq!(d.reset_methods, None);
         assert!(d.has_reset);
     }
@@ -697,7 +695,7 @@ mod tests {
         let rel = Path::new("/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0");
         std::fs::write(dir.join("numa_node"), "1\n").unwrap();
         std::fs::write(dir.join("boot_vga"), "1\n").unwrap();
-        let d = read_device_dir(addr("0000:01:00.0"), &dir, rel).unwrap();
+        let d = read_device_dir(&HostRoot::new(tmp.path()), addr("0000:01:00.0"), rel).unwrap();
         assert_eq!(d.numa_node, Some(1));
         assert_eq!(d.boot_vga, Some(true));
     }
@@ -709,15 +707,17 @@ mod tests {
         let rel = Path::new("/sys/devices/pci0000:00/0000:00:03.0");
 
         std::fs::write(dir.join("class"), "0xzz\n").unwrap();
-        let err = read_device_dir(addr("0000:00:03.0"), &dir, rel).unwrap_err();
+        let err =
+            read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).unwrap_err();
         assert!(matches!(err, PciError::Content { ref path, .. } if path.ends_with("class")));
         assert!(err.to_string().contains("0xzz"), "{err}");
 
         std::fs::write(dir.join("class"), "0x1000000\n").unwrap();
-        assert!(read_device_dir(addr("0000:00:03.0"), &dir, rel).is_err());
+        assert!(read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).is_err());
 
         std::fs::remove_file(dir.join("class")).unwrap();
-        let err = read_device_dir(addr("0000:00:03.0"), &dir, rel).unwrap_err();
+        let err =
+            read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).unwrap_err();
         let PciError::Read(e) = err else {
             panic!("expected a read error, got {err}")
         };
@@ -731,7 +731,8 @@ mod tests {
         let dir = tmp.path().join("sys/devices/pci0000:00/0000:00:03.0");
         symlink("../../../kernel/iommu_groups/x", dir.join("iommu_group")).unwrap();
         let rel = Path::new("/sys/devices/pci0000:00/0000:00:03.0");
-        let err = read_device_dir(addr("0000:00:03.0"), &dir, rel).unwrap_err();
+        let err =
+            read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).unwrap_err();
         assert!(
             matches!(err, PciError::Content { ref path, .. } if path.ends_with("iommu_group")),
             "{err}"
