@@ -428,12 +428,26 @@ impl HostRoot {
             .map_err(|e| self.err(rel, e))
     }
 
-    /// Opens the directory `rel` (`O_PATH`, following links inside the root), so
-    /// that its entries can be opened relative to it; see [`crate::pci::device`].
-    pub(crate) fn open_dir_path(&self, rel: impl AsRef<Path>) -> Result<File, HostError> {
+    /// Opens the directory `rel` (links followed inside the root; with `follow_last`
+    /// false, a link as the last component is an error), so that its entries can be
+    /// opened relative to it; see [`crate::pci::device`]. On the system it is opened
+    /// `O_PATH`; in a captured tree for reading, so that it can also be listed with
+    /// [`resolve_in_root::list`].
+    pub(crate) fn open_dir(
+        &self,
+        rel: impl AsRef<Path>,
+        follow_last: bool,
+    ) -> Result<File, HostError> {
         let rel = rel.as_ref();
-        self.open(rel, libc::O_PATH | libc::O_DIRECTORY)
-            .map_err(|e| self.err(rel, e))
+        let mut flags = if self.is_system() {
+            libc::O_PATH | libc::O_DIRECTORY
+        } else {
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK
+        };
+        if !follow_last {
+            flags |= libc::O_NOFOLLOW;
+        }
+        self.open(rel, flags).map_err(|e| self.err(rel, e))
     }
 
     /// The names in a directory, sorted. A missing directory is an error; use
@@ -452,10 +466,10 @@ impl HostRoot {
             let dir = self
                 .open(rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK)
                 .map_err(err)?;
-            resolve_in_root::list(dir)
+            resolve_in_root::list(&dir)
                 .map_err(err)?
                 .iter()
-                .map(|n| n.to_string_lossy().into_owned())
+                .map(|(n, _)| n.to_string_lossy().into_owned())
                 .collect()
         };
         names.sort();
@@ -581,7 +595,7 @@ pub(crate) mod resolve_in_root {
     use std::ffi::{CStr, OsStr, OsString};
     use std::fs::File;
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU8, Ordering};
@@ -684,44 +698,45 @@ pub(crate) mod resolve_in_root {
         Ok(unsafe { st.assume_init() })
     }
 
-    /// The names in the directory `dir` (opened for reading), without `.` and `..`.
-    pub(crate) fn list(dir: File) -> io::Result<Vec<OsString>> {
-        let fd = dir.into_raw_fd();
-        // SAFETY: `fd` is an open directory descriptor whose ownership passes to the
-        // stream (closed by `closedir` below, or here when `fdopendir` fails).
-        let stream = unsafe { libc::fdopendir(fd) };
-        if stream.is_null() {
-            let e = io::Error::last_os_error();
-            // SAFETY: `fdopendir` failed, so `fd` is still ours to close.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-            return Err(e);
+    /// The entries of the directory `dir` (opened for reading), without `.` and
+    /// `..`: each name with its `d_type` (`libc::DT_REG`, `DT_DIR`, `DT_LNK`, … or
+    /// `DT_UNKNOWN` where the filesystem does not say).
+    pub(crate) fn list(dir: &File) -> io::Result<Vec<(OsString, u8)>> {
+        // `struct linux_dirent64`: d_ino (8 bytes), d_off (8), d_reclen (2),
+        // d_type (1), then the NUL-terminated name.
+        const NAME: usize = 19;
+        let mut buf = [0u8; 4096];
+        let mut out = Vec::new();
+        loop {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is what
+            // the kernel may fill; `dir` is an open descriptor.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    dir.as_raw_fd(),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            if n == 0 {
+                return Ok(out);
+            }
+            let mut at = 0;
+            while at + NAME < n {
+                let reclen = usize::from(u16::from_ne_bytes([buf[at + 16], buf[at + 17]]));
+                if reclen <= NAME || at + reclen > n {
+                    return Err(io::Error::other("malformed directory entry"));
+                }
+                let d_type = buf[at + 18];
+                let name = &buf[at + NAME..at + reclen];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if name != b"." && name != b".." {
+                    out.push((OsStr::from_bytes(name).to_os_string(), d_type));
+                }
+                at += reclen;
+            }
         }
-        let mut names = Vec::new();
-        let result = loop {
-            // SAFETY: errno is thread-local; clearing it tells the end of the stream
-            // (NULL, errno 0) from an error (NULL, errno set).
-            unsafe { *libc::__errno_location() = 0 };
-            // SAFETY: `stream` is a live directory stream owned by this function.
-            let entry = unsafe { libc::readdir64(stream) };
-            if entry.is_null() {
-                let e = io::Error::last_os_error();
-                break if e.raw_os_error() == Some(0) {
-                    Ok(())
-                } else {
-                    Err(e)
-                };
-            }
-            // SAFETY: a non-NULL entry points to a `dirent64` valid until the next
-            // `readdir64`, and `d_name` holds a NUL-terminated name.
-            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
-            let bytes = name.to_bytes();
-            if bytes != b"." && bytes != b".." {
-                names.push(OsStr::from_bytes(bytes).to_os_string());
-            }
-        };
-        // SAFETY: `stream` is live and closed exactly once, which also closes `fd`.
-        unsafe { libc::closedir(stream) };
-        result.map(|()| names)
     }
 
     /// Opens the root-relative `rel` (no leading `/`) inside `root` with `flags`; see
@@ -889,5 +904,136 @@ mod tests {
             .list_dir_optional("sys/kernel/iommu_groups")
             .unwrap()
             .is_empty());
+    }
+
+    /// A tree with links that lead out of it (absolute, and `../` climbing past the
+    /// root) and kernel-style links inside it; `outside` holds what must not be read.
+    fn hostile_tree() -> (tempfile::TempDir, tempfile::TempDir) {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "outside\n").unwrap();
+        std::fs::create_dir(outside.path().join("d")).unwrap();
+        std::fs::write(outside.path().join("d/f"), "outside\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("proc")).unwrap();
+        std::fs::create_dir_all(r.join("etc/d")).unwrap();
+        std::fs::create_dir_all(r.join("sys/devices/x")).unwrap();
+        std::fs::write(r.join("sys/devices/x/vendor"), "0x8086\n").unwrap();
+        std::fs::write(r.join("etc/d/f"), "inside\n").unwrap();
+        let abs = outside.path().join("secret");
+        let climb = format!(
+            "{}{}",
+            "../".repeat(r.components().count() + 3),
+            outside.path().strip_prefix("/").unwrap().display()
+        );
+        // Absolute: means <root><abs>, which does not exist.
+        symlink(&abs, r.join("proc/cmdline")).unwrap();
+        // Climbing: `..` stops at the root, so this means <root><outside>/secret.
+        symlink(format!("{climb}/secret"), r.join("proc/cpuinfo")).unwrap();
+        symlink(format!("{climb}/d"), r.join("etc/climb")).unwrap();
+        symlink("/etc/d", r.join("etc/abs")).unwrap();
+        symlink("../../../../../../../../etc/d", r.join("etc/up")).unwrap();
+        symlink("devices/x", r.join("sys/link")).unwrap();
+        symlink("../sys/devices/x", r.join("etc/dev")).unwrap();
+        (dir, outside)
+    }
+
+    fn check_hostile_reads(root: &HostRoot) {
+        let not_found = |rel: &str| {
+            let e = root.read_to_string(rel).unwrap_err();
+            assert!(e.is_not_found(), "{rel}: {e:?}");
+        };
+        not_found("proc/cmdline");
+        not_found("proc/cpuinfo");
+        not_found("etc/climb/f");
+        assert!(root.list_dir("etc/climb").unwrap_err().is_not_found());
+        assert!(!root.exists("etc/climb/f"));
+        assert!(root.metadata("proc/cpuinfo").is_err());
+        // Links that stay inside work, relative to the root.
+        assert_eq!(root.read_to_string("etc/abs/f").unwrap(), "inside\n");
+        assert_eq!(root.read_to_string("etc/up/f").unwrap(), "inside\n");
+        assert_eq!(root.list_dir("etc/up").unwrap(), ["f"]);
+        assert_eq!(root.read_to_string("sys/link/vendor").unwrap(), "0x8086\n");
+        assert_eq!(
+            root.read_link("etc/abs").unwrap(),
+            PathBuf::from("/etc/d"),
+            "the link itself is read, not followed"
+        );
+        assert!(root.symlink_metadata("etc/abs").unwrap().is_symlink());
+        assert!(root.metadata("etc/abs").unwrap().is_dir());
+    }
+
+    #[test]
+    fn reads_never_leave_a_captured_root() {
+        let (dir, _outside) = hostile_tree();
+        check_hostile_reads(&HostRoot::new(dir.path()));
+    }
+
+    #[test]
+    fn the_component_walk_resolves_as_openat2_does() {
+        // The fallback for kernels without openat2, called directly: the same
+        // answers for every path of the hostile tree.
+        let (dir, _outside) = hostile_tree();
+        let root = File::open(dir.path()).unwrap();
+        let read = |rel: &str| -> io::Result<String> {
+            let mut f = resolve_in_root::walk(&root, Path::new(rel), libc::O_RDONLY)?;
+            let mut s = String::new();
+            f.read_to_string(&mut s)?;
+            Ok(s)
+        };
+        for rel in ["proc/cmdline", "proc/cpuinfo", "etc/climb/f"] {
+            assert_eq!(
+                read(rel).unwrap_err().kind(),
+                io::ErrorKind::NotFound,
+                "{rel}"
+            );
+        }
+        for rel in ["etc/abs/f", "etc/up/f", "etc/d/../d/f", "../../etc/d/f"] {
+            assert_eq!(read(rel).unwrap(), "inside\n", "{rel}");
+        }
+        assert_eq!(read("sys/link/vendor").unwrap(), "0x8086\n");
+        assert_eq!(read("etc/dev/vendor").unwrap(), "0x8086\n");
+        // O_NOFOLLOW opens the last link itself; a directory path ends at the root.
+        let link =
+            resolve_in_root::walk(&root, Path::new("etc/abs"), libc::O_PATH | libc::O_NOFOLLOW)
+                .unwrap();
+        assert!(link.metadata().unwrap().is_symlink());
+        let top = resolve_in_root::walk(&root, Path::new("etc/.."), libc::O_PATH).unwrap();
+        assert_eq!(
+            top.metadata().unwrap().ino(),
+            root.metadata().unwrap().ino()
+        );
+        // Loops end.
+        symlink("loop", dir.path().join("loop")).unwrap();
+        assert_eq!(
+            resolve_in_root::walk(&root, Path::new("loop"), libc::O_RDONLY)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ELOOP)
+        );
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_reads_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        // The machine's /dev/zero, reached from inside the root: in the root it
+        // means <root>/dev/zero, absent; and a device node there is refused.
+        symlink("/dev/zero", dir.path().join("zero")).unwrap();
+        std::fs::write(dir.path().join("big"), vec![b'x'; 5000]).unwrap();
+        let root = HostRoot::new(dir.path());
+        let e = root.read_bytes("fifo").unwrap_err();
+        assert!(e.source.to_string().contains("FIFO"), "{e:?}");
+        assert!(root.read_bytes("zero").unwrap_err().is_not_found());
+        let e = root.read_bytes_up_to("big", 4096).unwrap_err();
+        assert!(e.source.to_string().contains("4 KiB"), "{e:?}");
+        assert_eq!(root.read_bytes_up_to("big", 5000).unwrap().len(), 5000);
+        let e = root.list_dir("fifo").unwrap_err();
+        assert!(!e.is_not_found());
     }
 }

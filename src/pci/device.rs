@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
@@ -143,28 +143,62 @@ const ATTR_BUF: usize = 4096;
 /// larger file in a captured tree is refused rather than read on.
 const ATTR_CAP: usize = 64 << 10;
 
-/// A device directory opened once (`O_PATH`, resolved inside the host root), so that
-/// each attribute is opened and each link read relative to it (`openat`,
-/// `readlinkat`) instead of walking the whole path again: about a third less kernel
-/// time on a 4096-device tree.
+/// A device directory opened once (resolved inside the host root), so that each
+/// attribute is opened and each link read relative to it (`openat`, `readlinkat`)
+/// instead of walking the whole path again: about a third less kernel time on a
+/// 4096-device tree.
 ///
-/// In a captured tree (any root but `/`) an attribute is one name opened with
-/// `O_NOFOLLOW`, so it cannot lead out of the directory; it must be a regular file
-/// (checked with `fstatat` before opening, so a FIFO or device node is never opened,
-/// and with `fstat` after), and it is opened `O_NONBLOCK`.
+/// In a captured tree (any root but `/`) the directory is listed once
+/// (`getdents64`, which also gives each entry's type), and an attribute is read only
+/// when the listing shows a regular file: a FIFO or device node is never opened, and
+/// an absent attribute costs no further system call. The attribute is then opened
+/// by its one name with `O_NOFOLLOW | O_NONBLOCK`, so it cannot lead out of the
+/// directory or block, and checked again with `fstat` on the open descriptor.
 struct DevDir {
     path: PathBuf,
     fd: File,
-    captured: bool,
+    /// The entries and their `d_type`, sorted by name (captured trees only).
+    entries: Option<Vec<(Vec<u8>, u8)>>,
+}
+
+/// The error for an attribute of a captured tree that is not a regular file.
+fn not_a_file(d_type: u8) -> io::Error {
+    let what = match d_type {
+        libc::DT_FIFO => "a FIFO",
+        libc::DT_CHR => "a character device",
+        libc::DT_BLK => "a block device",
+        libc::DT_SOCK => "a socket",
+        libc::DT_DIR => "a directory",
+        libc::DT_LNK => "a symlink",
+        _ => "not a plain file",
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what}, not a regular file"),
+    )
 }
 
 impl DevDir {
-    fn open(root: &HostRoot, rel: &Path) -> Result<Self, HostError> {
-        Ok(Self {
-            path: root.path(rel),
-            fd: root.open_dir_path(rel)?,
-            captured: !root.is_system(),
-        })
+    /// Opens the device directory `rel`; with `follow_last` false, a link as its last
+    /// component is an error.
+    fn open(root: &HostRoot, rel: &Path, follow_last: bool) -> Result<Self, HostError> {
+        let path = root.path(rel);
+        let fd = root.open_dir(rel, follow_last)?;
+        let entries = if root.is_system() {
+            None
+        } else {
+            let mut entries: Vec<(Vec<u8>, u8)> = resolve_in_root::list(&fd)
+                .map_err(|source| HostError {
+                    path: path.clone(),
+                    source,
+                })?
+                .into_iter()
+                .map(|(name, t)| (name.into_vec(), t))
+                .collect();
+            entries.sort_unstable();
+            Some(entries)
+        };
+        Ok(Self { path, fd, entries })
     }
 
     /// The full path of an entry, for errors.
@@ -172,17 +206,30 @@ impl DevDir {
         self.path.join(OsStr::from_bytes(name.to_bytes()))
     }
 
+    /// The listed type of `name` (captured trees): `Err(NotFound)` when absent.
+    fn listed(&self, entries: &[(Vec<u8>, u8)], name: &CStr) -> io::Result<u8> {
+        let key = name.to_bytes();
+        entries
+            .binary_search_by(|(n, _)| n.as_slice().cmp(key))
+            .map(|i| entries[i].1)
+            .map_err(|_| io::Error::from(io::ErrorKind::NotFound))
+    }
+
     fn open_file(&self, name: &CStr) -> io::Result<File> {
         let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
-        if !self.captured {
+        let Some(entries) = &self.entries else {
             return resolve_in_root::openat(&self.fd, name, flags);
-        }
-        let st = resolve_in_root::stat_at(&self.fd, name)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file: a captured tree is read only from regular files",
-            ));
+        };
+        match self.listed(entries, name)? {
+            libc::DT_REG => {}
+            // The filesystem does not say: ask.
+            libc::DT_UNKNOWN => {
+                let st = resolve_in_root::stat_at(&self.fd, name)?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                    return Err(not_a_file(libc::DT_UNKNOWN));
+                }
+            }
+            other => return Err(not_a_file(other)),
         }
         let file = resolve_in_root::openat(&self.fd, name, flags | libc::O_NOFOLLOW)?;
         let meta = file.metadata()?;
@@ -193,12 +240,18 @@ impl DevDir {
     }
 
     fn read_link(&self, name: &CStr) -> io::Result<PathBuf> {
+        if let Some(entries) = &self.entries {
+            self.listed(entries, name)?;
+        }
         resolve_in_root::read_link(&self.fd, name)
     }
 
     /// Whether the entry `name` exists (a link is not followed).
     fn has(&self, name: &CStr) -> bool {
-        resolve_in_root::stat_at(&self.fd, name).is_ok()
+        match &self.entries {
+            Some(entries) => self.listed(entries, name).is_ok(),
+            None => resolve_in_root::stat_at(&self.fd, name).is_ok(),
+        }
     }
 }
 
@@ -305,7 +358,15 @@ pub fn read_device_dir(
     address: PciAddress,
     sysfs_path: &Path,
 ) -> Result<PciDevice, PciError> {
-    let dir = &DevDir::open(root, sysfs_path)?;
+    read_device(&DevDir::open(root, sysfs_path, true)?, address, sysfs_path)
+}
+
+/// [`read_device_dir`] on the opened directory.
+fn read_device(
+    dir: &DevDir,
+    address: PciAddress,
+    sysfs_path: &Path,
+) -> Result<PciDevice, PciError> {
     // The limits make the narrowing casts below lossless.
     let vendor_id = required_hex(dir, c"vendor", 0xffff)? as u16;
     let device_id = required_hex(dir, c"device", 0xffff)? as u16;
@@ -399,28 +460,37 @@ pub fn read_device_dir(
 /// Where the kernel lists every PCI function.
 const DEVICES: &str = "sys/bus/pci/devices";
 
-/// Resolves `base/name` (root-relative, `base` already resolved) like
-/// [`HostRoot::resolve`], with fewer system calls: a kernel-made link such as
-/// `../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0` is applied to `base`
-/// lexically, its parent directory is resolved once per directory (`parents` caches
-/// it: devices behind one bridge share it), and only the last component is checked
-/// for being a link. Any other shape of link goes through [`HostRoot::resolve`].
-/// `Ok(None)` when the entry no longer exists.
+/// Resolves `base/name` (root-relative, `base` already resolved and opened as
+/// `bus`) like [`HostRoot::resolve`], with fewer system calls, and opens the device
+/// directory it leads to: a kernel-made link such as
+/// `../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0` is read relative to `bus`
+/// and applied to `base` lexically, its parent directory is resolved once per
+/// directory (`parents` caches it: devices behind one bridge share it), and the
+/// directory is opened with `O_NOFOLLOW`, which fails when the last component is a
+/// link. Any other shape of link goes through [`HostRoot::resolve`]. `Ok(None)` when
+/// the entry no longer exists.
 fn resolve_entry(
     root: &HostRoot,
-    base: &Path,
+    (bus, base): (&File, &Path),
     name: &str,
     parents: &mut HashMap<PathBuf, PathBuf>,
-) -> Result<Option<PathBuf>, HostError> {
+) -> Result<Option<(PathBuf, DevDir)>, PciError> {
     let entry = base.join(name);
-    let full = |root: &HostRoot| match root.resolve(&entry) {
-        Ok(p) => Ok(Some(p)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
+    let full = |root: &HostRoot| -> Result<Option<(PathBuf, DevDir)>, PciError> {
+        let resolved = match root.resolve(&entry) {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let dir = DevDir::open(root, &resolved, true)?;
+        Ok(Some((resolved, dir)))
     };
-    let target = match root.link_target(&entry) {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return Ok(None);
+    };
+    let target = match resolve_in_root::read_link(bus, &cname) {
         Ok(t) => t,
-        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         // Not a link (a real directory in some captures), or unreadable.
         Err(_) => return full(root),
     };
@@ -450,14 +520,14 @@ fn resolve_entry(
                 p
             }
             Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         },
     };
     let resolved = resolved_parent.join(last);
-    match root.symlink_metadata(&resolved) {
-        Ok(meta) if meta.file_type().is_symlink() => full(root),
-        Ok(_) => Ok(Some(resolved)),
+    match DevDir::open(root, &resolved, false) {
+        Ok(dir) => Ok(Some((resolved, dir))),
         Err(e) if e.is_not_found() => Ok(None),
+        // A link (or no directory) at the end: resolve it the long way.
         Err(_) => full(root),
     }
 }
@@ -472,16 +542,17 @@ pub fn read_all(root: &HostRoot) -> Result<Vec<PciDevice>, PciError> {
         return Ok(Vec::new());
     }
     let base = root.resolve(DEVICES)?;
+    let bus = root.open_dir(&base, true)?;
     let mut parents = HashMap::new();
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let Ok(address) = name.parse::<PciAddress>() else {
             continue;
         };
-        let Some(resolved) = resolve_entry(root, &base, &name, &mut parents)? else {
+        let Some((resolved, dir)) = resolve_entry(root, (&bus, &base), &name, &mut parents)? else {
             continue;
         };
-        out.push(read_device_dir(root, address, &resolved)?);
+        out.push(read_device(&dir, address, &resolved)?);
     }
     out.sort_by_key(|d| d.address);
     Ok(out)
@@ -759,5 +830,47 @@ mod tests {
     fn missing_bus_directory_is_empty() {
         let tmp = tempfile::tempdir().unwrap();
         assert!(read_all(&HostRoot::new(tmp.path())).unwrap().is_empty());
+    }
+
+    #[test]
+    fn attributes_are_read_only_from_regular_files_inside_the_root() {
+        let tmp = desktop();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("vendor"), "0x1234\n").unwrap();
+        let dir = tmp.path().join("sys/devices/pci0000:00/0000:00:03.0");
+        let rel = Path::new("/sys/devices/pci0000:00/0000:00:03.0");
+        let root = HostRoot::new(tmp.path());
+        // An attribute that is a link (here: out of the root) is not followed.
+        std::fs::remove_file(dir.join("revision")).unwrap();
+        symlink(outside.path().join("vendor"), dir.join("revision")).unwrap();
+        let err = read_device_dir(&root, addr("0000:00:03.0"), rel).unwrap_err();
+        assert!(err.to_string().ends_with("0000:00:03.0/revision"), "{err}");
+        // A FIFO is refused, not opened (opening it would block).
+        std::fs::remove_file(dir.join("revision")).unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(dir.join("revision"))
+            .status()
+            .unwrap()
+            .success());
+        let err = read_device_dir(&root, addr("0000:00:03.0"), rel).unwrap_err();
+        let PciError::Read(e) = err else {
+            panic!("expected a read error, got {err}")
+        };
+        assert_eq!(e.source.kind(), io::ErrorKind::InvalidInput, "{e:?}");
+        // Oversized attributes are refused.
+        std::fs::remove_file(dir.join("revision")).unwrap();
+        std::fs::write(dir.join("revision"), vec![b'0'; ATTR_CAP + 1]).unwrap();
+        assert!(read_device_dir(&root, addr("0000:00:03.0"), rel).is_err());
+        // A device directory linked from outside the root is the one inside it.
+        std::fs::remove_file(dir.join("revision")).unwrap();
+        let bus = tmp.path().join("sys/bus/pci/devices");
+        std::fs::remove_file(bus.join("0000:00:03.0")).unwrap();
+        symlink(
+            format!("../../../../../../../../../../..{}", dir.display()),
+            bus.join("0000:00:03.0"),
+        )
+        .unwrap();
+        let all = read_all(&root).unwrap();
+        assert_eq!(all.len(), 3, "the link leads to nothing inside the root");
     }
 }

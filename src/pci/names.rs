@@ -629,4 +629,21 @@ C 04  Multimedia controller
         let n = PciNames::load_from(&[missing], true);
         assert!(n.source().starts_with("embedded"));
     }
+
+    #[test]
+    fn only_a_regular_pci_ids_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pci.ids");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        for path in [Path::new("/dev/zero"), &fifo] {
+            let err = read_ids_file(path).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+            let names = PciNames::load_from(&[path.to_path_buf()], true);
+            assert_eq!(names.source(), format!("embedded {EMBEDDED_VERSION}"));
+        }
+    }
 }
