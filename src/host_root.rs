@@ -698,6 +698,19 @@ pub(crate) mod resolve_in_root {
         Ok(unsafe { st.assume_init() })
     }
 
+    /// `fstat(file)`: the type and size of an open file, one system call.
+    pub(crate) fn fstat(file: &File) -> io::Result<libc::stat> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is valid for one `struct stat`, which the call fills on
+        // success; `file` is an open descriptor.
+        let rc = unsafe { libc::fstat(file.as_raw_fd(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fstat` returned 0, so it wrote the whole struct.
+        Ok(unsafe { st.assume_init() })
+    }
+
     /// The entries of the directory `dir` (opened for reading), without `.` and
     /// `..`: each name with its `d_type` (`libc::DT_REG`, `DT_DIR`, `DT_LNK`, … or
     /// `DT_UNKNOWN` where the filesystem does not say).

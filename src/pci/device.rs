@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::host_root::{not_regular, read_capped, resolve_in_root, HostError, HostRoot};
+use crate::host_root::{read_capped, resolve_in_root, HostError, HostRoot};
 use crate::pci::address::PciAddress;
 
 /// What kind of device a PCI class code describes, for role hints and filters.
@@ -178,6 +178,11 @@ fn not_a_file(d_type: u8) -> io::Error {
     )
 }
 
+/// The `d_type` of a `st_mode` (`IFTODT`: the type bits, shifted).
+fn dt_of_mode(mode: libc::mode_t) -> u8 {
+    u8::try_from((mode & libc::S_IFMT) >> 12).unwrap_or(libc::DT_UNKNOWN)
+}
+
 impl DevDir {
     /// Opens the device directory `rel`; with `follow_last` false, a link as its last
     /// component is an error.
@@ -226,15 +231,15 @@ impl DevDir {
             libc::DT_UNKNOWN => {
                 let st = resolve_in_root::stat_at(&self.fd, name)?;
                 if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-                    return Err(not_a_file(libc::DT_UNKNOWN));
+                    return Err(not_a_file(dt_of_mode(st.st_mode)));
                 }
             }
             other => return Err(not_a_file(other)),
         }
         let file = resolve_in_root::openat(&self.fd, name, flags | libc::O_NOFOLLOW)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(not_regular(&meta));
+        let st = resolve_in_root::fstat(&file)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(not_a_file(dt_of_mode(st.st_mode)));
         }
         Ok(file)
     }
@@ -872,5 +877,17 @@ mod tests {
         .unwrap();
         let all = read_all(&root).unwrap();
         assert_eq!(all.len(), 3, "the link leads to nothing inside the root");
+    }
+
+    #[test]
+    fn a_device_directory_that_is_itself_a_link_is_resolved_the_long_way() {
+        let tmp = desktop();
+        let devices = tmp.path().join("sys/devices");
+        std::fs::rename(devices.join("pci0000:00/0000:00:03.0"), devices.join("edu")).unwrap();
+        symlink("/sys/devices/edu", devices.join("pci0000:00/0000:00:03.0")).unwrap();
+        let all = read_all(&HostRoot::new(tmp.path())).unwrap();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[1].device_id, 0x11e8);
+        assert_eq!(all[1].sysfs_path, PathBuf::from("/sys/devices/edu"));
     }
 }
