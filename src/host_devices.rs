@@ -255,7 +255,10 @@ fn underlying_disks(
         return Ok(());
     }
     let mut dev = dev.to_path_buf();
-    if root.path(dev.join("partition")).is_file() {
+    if root
+        .metadata(dev.join("partition"))
+        .is_ok_and(|m| m.is_file())
+    {
         if let Some(parent) = dev.parent() {
             dev = parent.to_path_buf();
         }

@@ -15,11 +15,48 @@
 //! record is what `passthru report` archives, so a report holds exactly what the tool
 //! reads and nothing else, and reading the report with `--root` sees the same host.
 
+//!
+//! # A captured tree is untrusted
+//!
+//! A tree given with `--root` may come from someone else (a report attached to a bug),
+//! and passthru reads it as root. So for every root but `/`:
+//!
+//! - **nothing outside the root is reached**: every path is opened with `openat2(2)`
+//!   and `RESOLVE_IN_ROOT` relative to the root directory, so a link such as
+//!   `proc/cmdline -> /etc/shadow` or `-> ../../../etc/shadow` means
+//!   `<root>/etc/shadow`, exactly as [`HostRoot::resolve`] computes it. Where
+//!   `openat2` is unavailable (Linux before 5.6, or filtered by a sandbox) the same
+//!   resolution is done by hand, one component at a time with `O_NOFOLLOW`;
+//! - **only regular files are read**: a FIFO would block the reader forever and a
+//!   character device such as `/dev/zero` never ends, so an entry that is not a
+//!   regular file is refused before it is opened, and checked again with `fstat` on
+//!   the open descriptor (opened `O_NONBLOCK`, so even a FIFO slipped in between
+//!   cannot block);
+//! - **every read is capped**: [`READ_CAP`] per file, [`LOG_CAP`] for the kernel log.
+//!
+//! On the live system (`/`) paths are opened as they are: `/dev/kmsg`, sysfs and
+//! procfs files are not regular files in the usual sense (sysfs attributes report a
+//! size of 4096, procfs files 0), and the system's own links are trusted. Reads are
+//! capped there too.
+
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::io;
+use std::ffi::{CString, OsString};
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The most bytes read from one file of a host: far more than any sysfs attribute
+/// (one page), `/proc/cpuinfo` of a 1024-thread machine (about 1.5 MiB), a kernel
+/// config (about 300 KiB) or a bootloader configuration. A larger file is an error,
+/// not a truncated read.
+pub const READ_CAP: usize = 16 << 20;
+
+/// The most bytes read from the kernel log: the kernel's ring buffer is at most
+/// 32 MiB (`log_buf_len`), and a captured `dmesg` text is about as large.
+pub const LOG_CAP: usize = 64 << 20;
 
 /// An I/O failure while reading the host, with the path that was touched.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +101,9 @@ pub type Capture = BTreeMap<PathBuf, Captured>;
 #[derive(Debug, Clone)]
 pub struct HostRoot {
     root: PathBuf,
+    /// The root directory, opened once (`O_PATH`) the first time a captured tree is
+    /// read: every path inside it is resolved relative to this descriptor.
+    dir_fd: Arc<OnceLock<File>>,
     recorder: Option<Arc<Mutex<Capture>>>,
 }
 
@@ -81,6 +121,61 @@ impl Default for HostRoot {
     }
 }
 
+/// The error for a file that is read only when it is a regular file (any file of a
+/// captured tree, a pci.ids file) but is something else.
+pub(crate) fn not_regular(meta: &Metadata) -> io::Error {
+    let ft = meta.file_type();
+    let what = if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "not a plain file"
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what}, not a regular file"),
+    )
+}
+
+/// Reads `file` whole, failing (rather than truncating) when it holds more than `cap`
+/// bytes; `size_hint` is what `fstat` said (0 for procfs, 4096 for sysfs).
+pub(crate) fn read_capped(file: &mut File, size_hint: u64, cap: usize) -> io::Result<Vec<u8>> {
+    let hint = usize::try_from(size_hint).unwrap_or(cap).min(cap);
+    let mut bytes = Vec::with_capacity(hint.saturating_add(1));
+    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(limit).read_to_end(&mut bytes)?;
+    if bytes.len() > cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "larger than {}, more than any such file holds",
+                size_text(cap)
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `16 MiB`, `64 KiB`, `100 bytes`.
+fn size_text(n: usize) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 impl HostRoot {
     /// The running machine itself (`/`).
     pub fn system() -> Self {
@@ -91,6 +186,7 @@ impl HostRoot {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
+            dir_fd: Arc::new(OnceLock::new()),
             recorder: None,
         }
     }
@@ -99,6 +195,7 @@ impl HostRoot {
     pub fn recording(&self) -> Self {
         Self {
             root: self.root.clone(),
+            dir_fd: Arc::clone(&self.dir_fd),
             recorder: Some(Arc::new(Mutex::new(Capture::new()))),
         }
     }
@@ -144,18 +241,13 @@ impl HostRoot {
         if self.recorder.is_none() {
             return;
         }
-        let Ok(meta) = self.path(rel).symlink_metadata() else {
+        let Ok((meta, target)) = self.lstat_link(rel) else {
             return;
         };
-        let entry = if meta.file_type().is_symlink() {
-            match std::fs::read_link(self.path(rel)) {
-                Ok(target) => Captured::Symlink(target),
-                Err(_) => return,
-            }
-        } else if meta.is_dir() {
-            Captured::Dir
-        } else {
-            Captured::Present
+        let entry = match target {
+            Some(target) => Captured::Symlink(target),
+            None if meta.is_dir() => Captured::Dir,
+            None => Captured::Present,
         };
         self.record(rel, entry);
     }
@@ -170,7 +262,9 @@ impl HostRoot {
         self.root == Path::new("/")
     }
 
-    /// The real path of `rel` (relative to the root) without resolving symlinks.
+    /// The real path of `rel` (relative to the root) without resolving symlinks, for
+    /// messages. Reading through it would follow links out of a captured tree: read
+    /// with this type's methods instead.
     pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
         let rel = rel.as_ref();
         let rel = rel.strip_prefix("/").unwrap_or(rel);
@@ -182,6 +276,84 @@ impl HostRoot {
             path: self.path(rel),
             source,
         }
+    }
+
+    /// The root directory's descriptor (captured trees only).
+    fn root_fd(&self) -> io::Result<&File> {
+        if let Some(fd) = self.dir_fd.get() {
+            return Ok(fd);
+        }
+        let fd = open_path_dir(&self.root)?;
+        // Another clone may have won the race: either descriptor is the same root.
+        let _ = self.dir_fd.set(fd);
+        self.dir_fd
+            .get()
+            .ok_or_else(|| io::Error::other("the root directory descriptor vanished"))
+    }
+
+    /// Opens `rel` with `flags` (`O_CLOEXEC` is added): on the system as the path
+    /// says, in a captured tree resolved inside the root (see the module doc).
+    fn open(&self, rel: &Path, flags: libc::c_int) -> io::Result<File> {
+        if self.is_system() {
+            return open_plain(&self.path(rel), flags);
+        }
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        resolve_in_root::open(self.root_fd()?, rel, flags)
+    }
+
+    /// The metadata of `rel` itself (a symlink is not followed) and, for a symlink,
+    /// its target.
+    fn lstat_link(&self, rel: &Path) -> io::Result<(Metadata, Option<PathBuf>)> {
+        if self.is_system() {
+            let path = self.path(rel);
+            let meta = path.symlink_metadata()?;
+            let target = if meta.file_type().is_symlink() {
+                Some(std::fs::read_link(&path)?)
+            } else {
+                None
+            };
+            return Ok((meta, target));
+        }
+        let fd = self.open(rel, libc::O_PATH | libc::O_NOFOLLOW)?;
+        let meta = fd.metadata()?;
+        let target = if meta.file_type().is_symlink() {
+            Some(resolve_in_root::read_link(&fd, c"")?)
+        } else {
+            None
+        };
+        Ok((meta, target))
+    }
+
+    /// Opens a file for reading: on the system as it is, in a captured tree only a
+    /// regular file (checked before opening, so a device node is never opened, and
+    /// again on the open descriptor). Opened `O_NONBLOCK` either way.
+    pub fn open_for_reading(&self, rel: impl AsRef<Path>) -> Result<(File, Metadata), HostError> {
+        let rel = rel.as_ref();
+        let err = |e| self.err(rel, e);
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+        if self.is_system() {
+            let file = self.open(rel, flags).map_err(err)?;
+            let meta = file.metadata().map_err(err)?;
+            return Ok((file, meta));
+        }
+        let before = self
+            .open(rel, libc::O_PATH)
+            .and_then(|f| f.metadata())
+            .map_err(err)?;
+        if !before.is_file() {
+            return Err(err(not_regular(&before)));
+        }
+        let file = self.open(rel, flags).map_err(err)?;
+        let meta = file.metadata().map_err(err)?;
+        if !meta.is_file() {
+            return Err(err(not_regular(&meta)));
+        }
+        if (meta.dev(), meta.ino()) != (before.dev(), before.ino()) {
+            return Err(err(io::Error::other(
+                "the file was replaced while it was opened",
+            )));
+        }
+        Ok((file, meta))
     }
 
     /// Reads a whole file as text (lossily: sysfs and logs are not always UTF-8).
@@ -202,10 +374,20 @@ impl HostRoot {
         }
     }
 
-    /// Reads raw bytes.
+    /// Reads raw bytes, at most [`READ_CAP`].
     pub fn read_bytes(&self, rel: impl AsRef<Path>) -> Result<Vec<u8>, HostError> {
+        self.read_bytes_up_to(rel, READ_CAP)
+    }
+
+    /// Reads raw bytes, failing when the file holds more than `cap`.
+    pub fn read_bytes_up_to(
+        &self,
+        rel: impl AsRef<Path>,
+        cap: usize,
+    ) -> Result<Vec<u8>, HostError> {
         let rel = rel.as_ref();
-        let bytes = std::fs::read(self.path(rel)).map_err(|e| self.err(rel, e))?;
+        let (mut file, meta) = self.open_for_reading(rel)?;
+        let bytes = read_capped(&mut file, meta.len(), cap).map_err(|e| self.err(rel, e))?;
         if self.recorder.is_some() {
             // Record the file where it really is, so links on the way are kept too.
             let real = self.resolve(rel).unwrap_or_else(|_| rel.to_path_buf());
@@ -217,19 +399,79 @@ impl HostRoot {
     /// Whether `rel` exists (following symlinks relative to the root).
     pub fn exists(&self, rel: impl AsRef<Path>) -> bool {
         self.resolve(rel)
-            .is_ok_and(|p| self.path(p).symlink_metadata().is_ok())
+            .is_ok_and(|p| self.symlink_metadata(p).is_ok())
+    }
+
+    /// The metadata of `rel`, following symlinks inside the root.
+    pub fn metadata(&self, rel: impl AsRef<Path>) -> Result<Metadata, HostError> {
+        let rel = rel.as_ref();
+        if self.is_system() {
+            return self.path(rel).metadata().map_err(|e| self.err(rel, e));
+        }
+        self.open(rel, libc::O_PATH)
+            .and_then(|f| f.metadata())
+            .map_err(|e| self.err(rel, e))
+    }
+
+    /// The metadata of `rel` itself: a symlink at the end is not followed (links
+    /// before it are, inside the root).
+    pub fn symlink_metadata(&self, rel: impl AsRef<Path>) -> Result<Metadata, HostError> {
+        let rel = rel.as_ref();
+        if self.is_system() {
+            return self
+                .path(rel)
+                .symlink_metadata()
+                .map_err(|e| self.err(rel, e));
+        }
+        self.open(rel, libc::O_PATH | libc::O_NOFOLLOW)
+            .and_then(|f| f.metadata())
+            .map_err(|e| self.err(rel, e))
+    }
+
+    /// Opens the directory `rel` (links followed inside the root; with `follow_last`
+    /// false, a link as the last component is an error), so that its entries can be
+    /// opened relative to it; see [`crate::pci::device`]. On the system it is opened
+    /// `O_PATH`; in a captured tree for reading, so that it can also be listed with
+    /// [`resolve_in_root::list`].
+    pub(crate) fn open_dir(
+        &self,
+        rel: impl AsRef<Path>,
+        follow_last: bool,
+    ) -> Result<File, HostError> {
+        let rel = rel.as_ref();
+        let mut flags = if self.is_system() {
+            libc::O_PATH | libc::O_DIRECTORY
+        } else {
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK
+        };
+        if !follow_last {
+            flags |= libc::O_NOFOLLOW;
+        }
+        self.open(rel, flags).map_err(|e| self.err(rel, e))
     }
 
     /// The names in a directory, sorted. A missing directory is an error; use
     /// [`HostRoot::list_dir_optional`] where absence is normal.
     pub fn list_dir(&self, rel: impl AsRef<Path>) -> Result<Vec<String>, HostError> {
         let rel = rel.as_ref();
-        let entries = std::fs::read_dir(self.path(rel)).map_err(|e| self.err(rel, e))?;
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| self.err(rel, e))?;
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
+        let err = |e| self.err(rel, e);
+        let mut names: Vec<String> = if self.is_system() {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(self.path(rel)).map_err(err)? {
+                let entry = entry.map_err(err)?;
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+            names
+        } else {
+            let dir = self
+                .open(rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK)
+                .map_err(err)?;
+            resolve_in_root::list(&dir)
+                .map_err(err)?
+                .iter()
+                .map(|(n, _)| n.to_string_lossy().into_owned())
+                .collect()
+        };
         names.sort();
         if self.recorder.is_some() {
             let dir = self.resolve(rel).unwrap_or_else(|_| rel.to_path_buf());
@@ -250,12 +492,24 @@ impl HostRoot {
         }
     }
 
-    /// The raw target of a symlink.
+    /// The raw target of a symlink (links before it are followed inside the root).
     pub fn read_link(&self, rel: impl AsRef<Path>) -> Result<PathBuf, HostError> {
         let rel = rel.as_ref();
-        let target = std::fs::read_link(self.path(rel)).map_err(|e| self.err(rel, e))?;
+        let target = self.link_target(rel)?;
         self.record(rel, Captured::Symlink(target.clone()));
         Ok(target)
+    }
+
+    /// [`HostRoot::read_link`] without recording.
+    pub(crate) fn link_target(&self, rel: &Path) -> Result<PathBuf, HostError> {
+        let err = |e| self.err(rel, e);
+        if self.is_system() {
+            return std::fs::read_link(self.path(rel)).map_err(err);
+        }
+        let fd = self
+            .open(rel, libc::O_PATH | libc::O_NOFOLLOW)
+            .map_err(err)?;
+        resolve_in_root::read_link(&fd, c"").map_err(err)
     }
 
     /// Resolves every symlink in `rel` *inside the root* and returns the canonical
@@ -272,23 +526,21 @@ impl HostRoot {
                 continue;
             }
             let candidate = done.join(&name);
-            let real = self.path(&candidate);
-            match real.symlink_metadata() {
-                Ok(meta) if meta.file_type().is_symlink() => {
+            match self.lstat_link(&candidate) {
+                Ok((_, Some(target))) => {
                     links += 1;
                     if links > MAX_SYMLINKS {
                         return Err(
                             self.err(rel, io::Error::other("too many levels of symbolic links"))
                         );
                     }
-                    let target = std::fs::read_link(&real).map_err(|e| self.err(&candidate, e))?;
                     self.record(&candidate, Captured::Symlink(target.clone()));
                     if target.is_absolute() {
                         done = PathBuf::from("/");
                     }
                     pending.extend(components_rev(&target));
                 }
-                Ok(_) => done = candidate,
+                Ok((_, None)) => done = candidate,
                 Err(e) => return Err(self.err(&candidate, e)),
             }
         }
@@ -296,6 +548,22 @@ impl HostRoot {
         self.record_kind(&done);
         Ok(done)
     }
+}
+
+/// Opens an absolute path on the analysing machine as it is.
+fn open_plain(path: &Path, flags: libc::c_int) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // std adds O_CLOEXEC; the access mode (read) is in `flags` as O_RDONLY (0), or
+    // replaced by O_PATH.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+}
+
+/// Opens a root directory as the base of resolutions.
+fn open_path_dir(path: &Path) -> io::Result<File> {
+    open_plain(path, libc::O_PATH | libc::O_DIRECTORY)
 }
 
 /// The normal components of a path, reversed (so they can be popped in order);
@@ -313,6 +581,253 @@ fn components_rev(path: &Path) -> Vec<OsString> {
     out
 }
 
+/// A path as a C string (paths never hold NUL bytes; one that does cannot exist).
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::NotFound, "a path with a NUL byte"))
+}
+
+/// Opening paths inside a directory as if it were `/` (see the module doc), and the
+/// few descriptor-relative calls that go with it. The unsafe system calls of the host
+/// root live here, one small function each.
+pub(crate) mod resolve_in_root {
+    use super::{c_path, components_rev, MAX_SYMLINKS};
+    use std::ffi::{CStr, OsStr, OsString};
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// `struct open_how` of `<linux/openat2.h>` (its first version, 24 bytes).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+
+    /// Whether `openat2` works here: 0 not yet known, 1 yes, 2 no.
+    static OPENAT2: AtomicU8 = AtomicU8::new(0);
+
+    /// How often `openat2` is retried when it says `EAGAIN` (a rename raced with a
+    /// `..`), before the component walk is used instead.
+    const EAGAIN_RETRIES: usize = 8;
+
+    /// `openat2(dir, path, {flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS})`: opens
+    /// `path` as if `dir` were `/`, so that no absolute link, `..` or `/proc` magic
+    /// link leads out of it.
+    fn openat2_in_root(dir: &File, path: &CStr, flags: libc::c_int) -> io::Result<File> {
+        let how = OpenHow {
+            // The flags are a bit set; the sign bit is not one of them.
+            flags: u64::from((flags | libc::O_CLOEXEC) as u32),
+            mode: 0,
+            resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+        };
+        // SAFETY: `dir` is an open descriptor borrowed for the call, `path` is
+        // NUL-terminated, and `how` is a live `open_how` whose exact size is passed;
+        // the kernel only reads these. The result is a new descriptor or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &raw const how,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::other("bad descriptor"))?;
+        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// `openat(dir, name, flags | O_CLOEXEC)`.
+    pub(crate) fn openat(dir: &File, name: &CStr, flags: libc::c_int) -> io::Result<File> {
+        // SAFETY: `dir` is an open descriptor and `name` NUL-terminated; the result is
+        // a new descriptor or -1.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// `readlinkat(dir, name)`; with an empty `name`, the target of the link that
+    /// `dir` itself is (opened `O_PATH | O_NOFOLLOW`).
+    pub(crate) fn read_link(dir: &File, name: &CStr) -> io::Result<PathBuf> {
+        let mut buf = [0u8; libc::PATH_MAX as usize];
+        // SAFETY: `buf` is valid for `buf.len()` bytes, `name` is NUL-terminated and
+        // `dir` an open descriptor.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        if n == buf.len() {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        Ok(PathBuf::from(OsStr::from_bytes(&buf[..n])))
+    }
+
+    /// The metadata of `name` in `dir` itself (`fstatat` with `AT_SYMLINK_NOFOLLOW`).
+    pub(crate) fn stat_at(dir: &File, name: &CStr) -> io::Result<libc::stat> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is valid for one `struct stat`, which the call fills on
+        // success; `name` is NUL-terminated and `dir` an open descriptor.
+        let rc = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fstatat` returned 0, so it wrote the whole struct.
+        Ok(unsafe { st.assume_init() })
+    }
+
+    /// `fstat(file)`: the type and size of an open file, one system call.
+    pub(crate) fn fstat(file: &File) -> io::Result<libc::stat> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is valid for one `struct stat`, which the call fills on
+        // success; `file` is an open descriptor.
+        let rc = unsafe { libc::fstat(file.as_raw_fd(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fstat` returned 0, so it wrote the whole struct.
+        Ok(unsafe { st.assume_init() })
+    }
+
+    /// The entries of the directory `dir` (opened for reading), without `.` and
+    /// `..`: each name with its `d_type` (`libc::DT_REG`, `DT_DIR`, `DT_LNK`, … or
+    /// `DT_UNKNOWN` where the filesystem does not say).
+    pub(crate) fn list(dir: &File) -> io::Result<Vec<(OsString, u8)>> {
+        // `struct linux_dirent64`: d_ino (8 bytes), d_off (8), d_reclen (2),
+        // d_type (1), then the NUL-terminated name.
+        const NAME: usize = 19;
+        let mut buf = [0u8; 4096];
+        let mut out = Vec::new();
+        loop {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is what
+            // the kernel may fill; `dir` is an open descriptor.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    dir.as_raw_fd(),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            if n == 0 {
+                return Ok(out);
+            }
+            let mut at = 0;
+            while at + NAME < n {
+                let reclen = usize::from(u16::from_ne_bytes([buf[at + 16], buf[at + 17]]));
+                if reclen <= NAME || at + reclen > n {
+                    return Err(io::Error::other("malformed directory entry"));
+                }
+                let d_type = buf[at + 18];
+                let name = &buf[at + NAME..at + reclen];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if name != b"." && name != b".." {
+                    out.push((OsStr::from_bytes(name).to_os_string(), d_type));
+                }
+                at += reclen;
+            }
+        }
+    }
+
+    /// Opens the root-relative `rel` (no leading `/`) inside `root` with `flags`; see
+    /// the module doc.
+    pub(crate) fn open(root: &File, rel: &Path, flags: libc::c_int) -> io::Result<File> {
+        let path = if rel.as_os_str().is_empty() {
+            c".".to_owned()
+        } else {
+            c_path(rel)?
+        };
+        if OPENAT2.load(Ordering::Relaxed) != 2 {
+            for _ in 0..EAGAIN_RETRIES {
+                match openat2_in_root(root, &path, flags) {
+                    Ok(f) => {
+                        OPENAT2.store(1, Ordering::Relaxed);
+                        return Ok(f);
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                    // Linux before 5.6, or a sandbox that filters the call.
+                    Err(e)
+                        if OPENAT2.load(Ordering::Relaxed) == 0
+                            && matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) =>
+                    {
+                        OPENAT2.store(2, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        walk(root, rel, flags)
+    }
+
+    /// What `openat2` with `RESOLVE_IN_ROOT` does, by hand: each component is opened
+    /// `O_PATH | O_NOFOLLOW` relative to the directory before it; a symlink's target
+    /// is walked in its place (from `root` when absolute), `..` goes back one
+    /// directory and never above `root`, and the last component is opened with
+    /// `flags` and `O_NOFOLLOW`, so a link swapped in meanwhile fails rather than
+    /// being followed.
+    pub(crate) fn walk(root: &File, rel: &Path, flags: libc::c_int) -> io::Result<File> {
+        let follow_last = flags & libc::O_NOFOLLOW == 0;
+        let mut dirs: Vec<File> = Vec::new();
+        let mut pending = components_rev(rel);
+        let mut links = 0;
+        while let Some(name) = pending.pop() {
+            if name == ".." {
+                dirs.pop();
+                continue;
+            }
+            let at = dirs.last().unwrap_or(root);
+            let cname = c_path(Path::new(&name))?;
+            let fd = openat(at, &cname, libc::O_PATH | libc::O_NOFOLLOW)?;
+            let meta = fd.metadata()?;
+            let last = pending.is_empty();
+            if meta.file_type().is_symlink() && (!last || follow_last) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = read_link(&fd, c"")?;
+                if target.is_absolute() {
+                    dirs.clear();
+                }
+                pending.extend(components_rev(&target));
+                continue;
+            }
+            if last {
+                return openat(at, &cname, flags | libc::O_NOFOLLOW);
+            }
+            if !meta.is_dir() {
+                return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+            }
+            dirs.push(fd);
+        }
+        // The path ended at a directory (`a/..`, or the root itself).
+        openat(dirs.last().unwrap_or(root), c".", flags)
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,5 +917,136 @@ mod tests {
             .list_dir_optional("sys/kernel/iommu_groups")
             .unwrap()
             .is_empty());
+    }
+
+    /// A tree with links that lead out of it (absolute, and `../` climbing past the
+    /// root) and kernel-style links inside it; `outside` holds what must not be read.
+    fn hostile_tree() -> (tempfile::TempDir, tempfile::TempDir) {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "outside\n").unwrap();
+        std::fs::create_dir(outside.path().join("d")).unwrap();
+        std::fs::write(outside.path().join("d/f"), "outside\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("proc")).unwrap();
+        std::fs::create_dir_all(r.join("etc/d")).unwrap();
+        std::fs::create_dir_all(r.join("sys/devices/x")).unwrap();
+        std::fs::write(r.join("sys/devices/x/vendor"), "0x8086\n").unwrap();
+        std::fs::write(r.join("etc/d/f"), "inside\n").unwrap();
+        let abs = outside.path().join("secret");
+        let climb = format!(
+            "{}{}",
+            "../".repeat(r.components().count() + 3),
+            outside.path().strip_prefix("/").unwrap().display()
+        );
+        // Absolute: means <root><abs>, which does not exist.
+        symlink(&abs, r.join("proc/cmdline")).unwrap();
+        // Climbing: `..` stops at the root, so this means <root><outside>/secret.
+        symlink(format!("{climb}/secret"), r.join("proc/cpuinfo")).unwrap();
+        symlink(format!("{climb}/d"), r.join("etc/climb")).unwrap();
+        symlink("/etc/d", r.join("etc/abs")).unwrap();
+        symlink("../../../../../../../../etc/d", r.join("etc/up")).unwrap();
+        symlink("devices/x", r.join("sys/link")).unwrap();
+        symlink("../sys/devices/x", r.join("etc/dev")).unwrap();
+        (dir, outside)
+    }
+
+    fn check_hostile_reads(root: &HostRoot) {
+        let not_found = |rel: &str| {
+            let e = root.read_to_string(rel).unwrap_err();
+            assert!(e.is_not_found(), "{rel}: {e:?}");
+        };
+        not_found("proc/cmdline");
+        not_found("proc/cpuinfo");
+        not_found("etc/climb/f");
+        assert!(root.list_dir("etc/climb").unwrap_err().is_not_found());
+        assert!(!root.exists("etc/climb/f"));
+        assert!(root.metadata("proc/cpuinfo").is_err());
+        // Links that stay inside work, relative to the root.
+        assert_eq!(root.read_to_string("etc/abs/f").unwrap(), "inside\n");
+        assert_eq!(root.read_to_string("etc/up/f").unwrap(), "inside\n");
+        assert_eq!(root.list_dir("etc/up").unwrap(), ["f"]);
+        assert_eq!(root.read_to_string("sys/link/vendor").unwrap(), "0x8086\n");
+        assert_eq!(
+            root.read_link("etc/abs").unwrap(),
+            PathBuf::from("/etc/d"),
+            "the link itself is read, not followed"
+        );
+        assert!(root.symlink_metadata("etc/abs").unwrap().is_symlink());
+        assert!(root.metadata("etc/abs").unwrap().is_dir());
+    }
+
+    #[test]
+    fn reads_never_leave_a_captured_root() {
+        let (dir, _outside) = hostile_tree();
+        check_hostile_reads(&HostRoot::new(dir.path()));
+    }
+
+    #[test]
+    fn the_component_walk_resolves_as_openat2_does() {
+        // The fallback for kernels without openat2, called directly: the same
+        // answers for every path of the hostile tree.
+        let (dir, _outside) = hostile_tree();
+        let root = File::open(dir.path()).unwrap();
+        let read = |rel: &str| -> io::Result<String> {
+            let mut f = resolve_in_root::walk(&root, Path::new(rel), libc::O_RDONLY)?;
+            let mut s = String::new();
+            f.read_to_string(&mut s)?;
+            Ok(s)
+        };
+        for rel in ["proc/cmdline", "proc/cpuinfo", "etc/climb/f"] {
+            assert_eq!(
+                read(rel).unwrap_err().kind(),
+                io::ErrorKind::NotFound,
+                "{rel}"
+            );
+        }
+        for rel in ["etc/abs/f", "etc/up/f", "etc/d/../d/f", "../../etc/d/f"] {
+            assert_eq!(read(rel).unwrap(), "inside\n", "{rel}");
+        }
+        assert_eq!(read("sys/link/vendor").unwrap(), "0x8086\n");
+        assert_eq!(read("etc/dev/vendor").unwrap(), "0x8086\n");
+        // O_NOFOLLOW opens the last link itself; a directory path ends at the root.
+        let link =
+            resolve_in_root::walk(&root, Path::new("etc/abs"), libc::O_PATH | libc::O_NOFOLLOW)
+                .unwrap();
+        assert!(link.metadata().unwrap().is_symlink());
+        let top = resolve_in_root::walk(&root, Path::new("etc/.."), libc::O_PATH).unwrap();
+        assert_eq!(
+            top.metadata().unwrap().ino(),
+            root.metadata().unwrap().ino()
+        );
+        // Loops end.
+        symlink("loop", dir.path().join("loop")).unwrap();
+        assert_eq!(
+            resolve_in_root::walk(&root, Path::new("loop"), libc::O_RDONLY)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ELOOP)
+        );
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_reads_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        // The machine's /dev/zero, reached from inside the root: in the root it
+        // means <root>/dev/zero, absent; and a device node there is refused.
+        symlink("/dev/zero", dir.path().join("zero")).unwrap();
+        std::fs::write(dir.path().join("big"), vec![b'x'; 5000]).unwrap();
+        let root = HostRoot::new(dir.path());
+        let e = root.read_bytes("fifo").unwrap_err();
+        assert!(e.source.to_string().contains("FIFO"), "{e:?}");
+        assert!(root.read_bytes("zero").unwrap_err().is_not_found());
+        let e = root.read_bytes_up_to("big", 4096).unwrap_err();
+        assert!(e.source.to_string().contains("4 KiB"), "{e:?}");
+        assert_eq!(root.read_bytes_up_to("big", 5000).unwrap().len(), 5000);
+        let e = root.list_dir("fifo").unwrap_err();
+        assert!(!e.is_not_found());
     }
 }

@@ -95,7 +95,7 @@ pub fn capture(root: &HostRoot) -> Result<Capture, ReportError> {
     for d in &devices {
         for attr in PCI_ATTRIBUTES {
             let path = d.sysfs_path.join(attr);
-            let Ok(meta) = rec.path(&path).symlink_metadata() else {
+            let Ok(meta) = rec.symlink_metadata(&path) else {
                 continue;
             };
             if meta.file_type().is_symlink() {
@@ -136,13 +136,13 @@ fn without_pid(capture: Capture) -> Capture {
 }
 
 fn capture_config(rec: &HostRoot, path: &Path) {
-    let Ok(meta) = rec.path(path).metadata() else {
+    let Ok(meta) = rec.metadata(path) else {
         return;
     };
     if meta.is_dir() {
         for name in rec.list_dir(path).unwrap_or_default() {
             let child = path.join(name);
-            if rec.path(&child).is_file() {
+            if rec.metadata(&child).is_ok_and(|m| m.is_file()) {
                 let _ = rec.read_bytes(&child);
             }
         }
@@ -179,7 +179,13 @@ pub fn write_archive(capture: &Capture, about: &str, out: impl Write) -> std::io
                 tar.append_data(&mut h, rel, std::io::empty())?;
             }
             Captured::File(bytes) => {
-                let mut h = header(tar::EntryType::Regular, bytes.len() as u64, 0o644);
+                // The kernel log is root's only on the host: keep it so when extracted.
+                let mode = if rel == Path::new("dev/kmsg") {
+                    0o600
+                } else {
+                    0o644
+                };
+                let mut h = header(tar::EntryType::Regular, bytes.len() as u64, mode);
                 tar.append_data(&mut h, rel, bytes.as_slice())?;
             }
             Captured::Present => {
@@ -203,32 +209,55 @@ pub fn write_report(root: &HostRoot, path: &Path) -> Result<usize, ReportError> 
         env!("CARGO_PKG_VERSION"),
         root.dir().display()
     );
-    let write_err = |source| ReportError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    // Write beside the target and rename, so a failed report leaves no half archive.
+    write_private(path, |w| write_archive(&capture, &about, w)).map_err(|source| {
+        ReportError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(capture.len())
+}
+
+/// Writes a file that only its owner may read (the archive holds the kernel log,
+/// which the kernel shows to root only), with `write` filling it.
+///
+/// The content goes to a new file beside `path` with a random name, created with
+/// `O_CREAT | O_EXCL | O_NOFOLLOW` and mode 0600 (set again with `fchmod` whatever the
+/// umask, before any byte is written), and is then renamed over `path`. So a failed
+/// report leaves no half archive, no symlink placed at either name is ever written
+/// through (`rename` replaces a link at `path`, it does not follow it), and the file
+/// never exists under a predictable name with wider permissions.
+fn write_private(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.partial",
-        path.file_name()
-            .map_or("report".into(), |n| n.to_string_lossy())
-    ));
-    let result = std::fs::File::create(&tmp)
-        .and_then(|f| {
-            let mut w = std::io::BufWriter::new(f);
-            write_archive(&capture, &about, &mut w)?;
-            w.into_inner()
-                .map_err(std::io::IntoInnerError::into_error)?
-                .sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(write_err(e));
-    }
-    Ok(capture.len())
+    let name = path
+        .file_name()
+        .map_or("report".into(), |n| n.to_string_lossy());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .make_in(dir, |p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(p)
+        })?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    let mut w = std::io::BufWriter::new(tmp.as_file().try_clone()?);
+    write(&mut w)?;
+    w.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?
+        .sync_all()?;
+    // On failure the temporary file is removed when `tmp` is dropped.
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }

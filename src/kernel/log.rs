@@ -7,11 +7,11 @@
 //! (`[    0.081810] DMAR: IOMMU enabled`); both are parsed, line by line.
 
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::FileTypeExt;
 
 use serde::Serialize;
 
-use crate::host_root::{HostError, HostRoot};
+use crate::host_root::{HostError, HostRoot, LOG_CAP};
 
 /// One log message.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,27 +58,28 @@ impl KernelLog {
         Self { lines }
     }
 
-    /// Reads `dev/kmsg` under the root: a character device is read record by record
-    /// without blocking; a plain file is read whole. `Ok(None)` when absent.
+    /// Reads `dev/kmsg` under the root: on the live system the character device is
+    /// read record by record without blocking; a plain file (a captured root) is read
+    /// whole. At most [`LOG_CAP`] bytes either way. `Ok(None)` when absent.
+    ///
+    /// In a captured root only a regular file is read (see [`crate::host_root`]): a
+    /// device node or FIFO there is an error, never opened.
     ///
     /// Reading `/dev/kmsg` needs privileges when `kernel.dmesg_restrict` is set: a
     /// permission error is returned as an error (with the path), not as an empty log.
     pub fn read(root: &HostRoot) -> Result<Option<Self>, HostError> {
         const KMSG: &str = "dev/kmsg";
-        let real = match root.resolve(KMSG) {
-            Ok(real) => real,
+        let (file, meta) = match root.open_for_reading(KMSG) {
+            Ok(opened) => opened,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
-        let path = root.path(&real);
-        let meta = std::fs::metadata(&path).map_err(|source| HostError {
-            path: path.clone(),
-            source,
-        })?;
         if meta.file_type().is_char_device() {
-            read_kmsg_device(&path).map(Some)
+            read_kmsg_device(file, &root.path(KMSG)).map(Some)
         } else {
-            Ok(Some(Self::parse(&root.read_to_string(&real)?)))
+            drop(file);
+            let bytes = root.read_bytes_up_to(KMSG, LOG_CAP)?;
+            Ok(Some(Self::parse(&String::from_utf8_lossy(&bytes))))
         }
     }
 
@@ -94,24 +95,26 @@ impl KernelLog {
 const KMSG_BUFFER: usize = 8192;
 
 /// Reads every record now in the kernel's ring buffer from the `/dev/kmsg` device
-/// at `path`, without waiting for new ones.
-fn read_kmsg_device(path: &std::path::Path) -> Result<KernelLog, HostError> {
+/// `file` (opened `O_NONBLOCK`) at `path`, without waiting for new ones, and stops
+/// after [`LOG_CAP`] bytes (the ring buffer is smaller; a log written faster than it
+/// is read would otherwise never end).
+fn read_kmsg_device(
+    mut file: std::fs::File,
+    path: &std::path::Path,
+) -> Result<KernelLog, HostError> {
     let err = |source: std::io::Error| HostError {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(err)?;
     let mut buf = vec![0u8; KMSG_BUFFER];
     let mut lines = Vec::new();
-    loop {
+    let mut total = 0usize;
+    while total < LOG_CAP {
         match file.read(&mut buf) {
             // Not expected from kmsg, but it means there is nothing more.
             Ok(0) => break,
             Ok(n) => {
+                total += n;
                 let record = String::from_utf8_lossy(&buf[..n]);
                 lines.extend(record.lines().filter_map(parse_line));
             }

@@ -8,7 +8,8 @@
 //!
 //! The environment variable `PASSTHRU_PCI_IDS` names a pci.ids file to use instead of
 //! the standard locations; a file named there is used whatever its version (an
-//! explicit choice), and when it cannot be read the embedded copy is used.
+//! explicit choice), and when it cannot be read (or is not a regular file, or is larger
+//! than [`IDS_CAP`]) the embedded copy is used.
 //!
 //! # The pci.ids format
 //!
@@ -79,7 +80,7 @@ impl PciNames {
     /// newer than the embedded one; the embedded database otherwise.
     pub fn load_from(paths: &[PathBuf], always: bool) -> Self {
         for path in paths {
-            let Ok(text) = std::fs::read_to_string(path) else {
+            let Ok(text) = read_ids_file(path) else {
                 continue;
             };
             let newer = pci_ids_version(&text).is_some_and(|v| v > EMBEDDED_VERSION);
@@ -189,6 +190,26 @@ impl PciNames {
                 .copied(),
         }
     }
+}
+
+/// The most bytes read from a pci.ids file: the database is about 1.4 MB today.
+pub const IDS_CAP: usize = 64 << 20;
+
+/// Reads a pci.ids file, which must be a regular file of at most [`IDS_CAP`] bytes:
+/// opened `O_NONBLOCK` (a FIFO named in `PASSTHRU_PCI_IDS` cannot block) and checked
+/// with `fstat` on the open descriptor (`/dev/zero` is refused, not read forever).
+fn read_ids_file(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(crate::host_root::not_regular(&meta));
+    }
+    let bytes = crate::host_root::read_capped(&mut file, meta.len(), IDS_CAP)?;
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// The `#<TAB>Version: 2025.07.11` of a pci.ids text (looked for in the header only).
@@ -607,5 +628,22 @@ C 04  Multimedia controller
         );
         let n = PciNames::load_from(&[missing], true);
         assert!(n.source().starts_with("embedded"));
+    }
+
+    #[test]
+    fn only_a_regular_pci_ids_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pci.ids");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        for path in [Path::new("/dev/zero"), &fifo] {
+            let err = read_ids_file(path).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+            let names = PciNames::load_from(&[path.to_path_buf()], true);
+            assert_eq!(names.source(), format!("embedded {EMBEDDED_VERSION}"));
+        }
     }
 }
