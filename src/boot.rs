@@ -170,12 +170,29 @@ pub fn shell_var(text: &str, key: &str) -> Option<String> {
     value
 }
 
-/// Removes one level of shell quoting from a simple value.
+/// Removes one level of shell quoting from a simple value. A backslash escapes the
+/// next character outside quotes, and `"` or `\` inside double quotes (elsewhere it
+/// stays); before `$` or `` ` `` it stays with it, as the reference is kept as
+/// written. Single quotes escape nothing.
 fn unquote(raw: &str) -> String {
     let mut out = String::new();
     let mut quote: Option<char> = None;
-    for c in raw.chars() {
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
         match (quote, c) {
+            (None | Some('"'), '\\') => match chars.peek().copied() {
+                None => out.push('\\'),
+                Some(n @ ('$' | '`')) => {
+                    out.push('\\');
+                    out.push(n);
+                    chars.next();
+                }
+                Some(n) if quote.is_none() || matches!(n, '"' | '\\') => {
+                    out.push(n);
+                    chars.next();
+                }
+                Some(_) => out.push('\\'),
+            },
             (None, '"' | '\'') => quote = Some(c),
             (Some(q), c) if c == q => quote = None,
             (None, '#') if out.is_empty() || out.ends_with(' ') => break,
@@ -183,6 +200,22 @@ fn unquote(raw: &str) -> String {
             (_, c) => out.push(c),
         }
     }
+    out
+}
+
+/// `value` as a double-quoted shell word that [`shell_var`] reads back as `value`:
+/// `"` and `\` are escaped, except a `\` before `$` or `` ` `` (kept as written, as
+/// references are).
+pub fn double_quoted(value: &str) -> String {
+    let mut out = String::from('"');
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '"' || (c == '\\' && !matches!(chars.peek(), Some('$' | '`'))) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
     out
 }
 
@@ -211,5 +244,20 @@ GRUB_CMDLINE_LINUX=""
         assert_eq!(shell_var(text, "GRUB_CMDLINE_LINUX").as_deref(), Some(""));
         assert_eq!(shell_var(text, "GRUB_TIMEOUT").as_deref(), Some("0"));
         assert_eq!(shell_var(text, "GRUB_TERMINAL"), None);
+    }
+
+    #[test]
+    fn grub_default_values_with_escaped_quotes() {
+        // A quoted argument inside the double-quoted value, as wiki guides write
+        // acpi_osi: the backslash escapes are the shell's, the value holds the quotes.
+        let text = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" a\\\\b\"\n";
+        assert_eq!(
+            shell_var(text, "GRUB_CMDLINE_LINUX_DEFAULT").as_deref(),
+            Some("quiet acpi_osi=\"Windows 2015\" a\\b")
+        );
+        // Outside quotes a backslash escapes any character; inside single quotes none.
+        assert_eq!(shell_var("K=a\\ b\n", "K").as_deref(), Some("a b"));
+        assert_eq!(shell_var("K='a\\\"b'\n", "K").as_deref(), Some("a\\\"b"));
+        assert_eq!(shell_var("K=\"a\\nb\"\n", "K").as_deref(), Some("a\\nb"));
     }
 }

@@ -1450,7 +1450,7 @@ pub fn edit_grub_default(text: &str, add: &[String], remove: &[String]) -> Strin
                 continue;
             }
             let indent = &line[..line.len() - trimmed.len()];
-            out.push_str(&format!("{indent}{key}=\"{new}\"\n"));
+            out.push_str(&format!("{indent}{key}={}\n", boot::double_quoted(&new)));
             continue;
         }
         out.push_str(line);
@@ -1497,6 +1497,29 @@ mod tests {
                 &s(&["intel_iommu=off"])
             ),
             out
+        );
+    }
+
+    #[test]
+    fn grub_default_keeps_quotes_inside_the_value() {
+        // The user's `acpi_osi="Windows 2015"` survives the edit, still escaped.
+        let text = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\"\"\n";
+        let out = edit_grub_default(text, &s(&["iommu=pt"]), &[]);
+        assert_eq!(
+            out,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" iommu=pt\"\n"
+        );
+        assert_eq!(edit_grub_default(&out, &s(&["iommu=pt"]), &[]), out);
+        // A value in single quotes that holds a double quote is written escaped.
+        let out = edit_grub_default(
+            "GRUB_CMDLINE_LINUX_DEFAULT='a\"b'\n",
+            &s(&["iommu=pt"]),
+            &[],
+        );
+        assert_eq!(out, "GRUB_CMDLINE_LINUX_DEFAULT=\"a\\\"b iommu=pt\"\n");
+        assert_eq!(
+            boot::shell_var(&out, "GRUB_CMDLINE_LINUX_DEFAULT").as_deref(),
+            Some("a\"b iommu=pt")
         );
     }
 
