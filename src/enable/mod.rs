@@ -639,8 +639,10 @@ fn entry_changes(
         .collect()
 }
 
-/// Edits the `options` line of a systemd-boot entry.
-fn edit_loader_entry(text: &str, add: &[String], remove: &[String]) -> String {
+/// Edits the `options` line of a systemd-boot entry: the first `options` line gets
+/// `add` and loses `remove` (see [`cmdline_edit::edit`]); an entry without one gets
+/// one. Every other line stays as it is.
+pub fn edit_loader_entry(text: &str, add: &[String], remove: &[String]) -> String {
     let mut found = false;
     let mut out = String::new();
     for line in text.split_inclusive('\n') {

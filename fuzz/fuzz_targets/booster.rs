@@ -1,0 +1,28 @@
+//! booster's `/etc/booster.yaml`: `enable`'s edit of `modules_force_load` lists every
+//! module once and changes nothing when run again.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use passthru::enable::edit_booster_yaml;
+
+const MODULES: [&str; 3] = ["vfio_pci", "vfio", "vfio_iommu_type1"];
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let once = edit_booster_yaml(text, &MODULES);
+    let line = once
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("modules_force_load:"))
+        .expect("a modules_force_load line");
+    for m in MODULES {
+        assert!(line.contains(m), "{m} missing from {line:?}");
+    }
+    assert_eq!(
+        edit_booster_yaml(&once, &MODULES),
+        once,
+        "not idempotent: {text:?}"
+    );
+});
