@@ -192,4 +192,19 @@ GRUB_CMDLINE_LINUX=""
         assert_eq!(shell_var(text, "GRUB_TIMEOUT").as_deref(), Some("0"));
         assert_eq!(shell_var(text, "GRUB_TERMINAL"), None);
     }
+
+    #[test]
+    fn grub_default_values_with_escaped_quotes() {
+        // A quoted argument inside the double-quoted value, as wiki guides write
+        // acpi_osi: the backslash escapes are the shell's, the value holds the quotes.
+        let text = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" a\\\\b\"\n";
+        assert_eq!(
+            shell_var(text, "GRUB_CMDLINE_LINUX_DEFAULT").as_deref(),
+            Some("quiet acpi_osi=\"Windows 2015\" a\\b")
+        );
+        // Outside quotes a backslash escapes any character; inside single quotes none.
+        assert_eq!(shell_var("K=a\\ b\n", "K").as_deref(), Some("a b"));
+        assert_eq!(shell_var("K='a\\\"b'\n", "K").as_deref(), Some("a\\\"b"));
+        assert_eq!(shell_var("K=\"a\\nb\"\n", "K").as_deref(), Some("a\\nb"));
+    }
 }

@@ -130,21 +130,29 @@ pub fn conflicts(root: &HostRoot, release: Option<&str>) -> BTreeMap<String, Con
         let Ok(Some(text)) = root.read_optional(&path) else {
             continue;
         };
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or("");
-            let mut words = line.split_whitespace();
-            let (Some(kind), Some(module)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let conflict = match kind {
-                "install" => Conflict::Install(format!("/{path}")),
-                "softdep" => Conflict::Softdep(format!("/{path}")),
-                _ => continue,
-            };
-            found.entry(normalize(module)).or_insert(conflict);
-        }
+        conflicts_in(&text, &path, &mut found);
     }
     found
+}
+
+/// Adds the `install` and `softdep` lines of one modprobe.d (or `modules.softdep`)
+/// text, read from the root-relative `path`, to `found`; a module already there keeps
+/// its first conflict. Comments (`#` to the end of the line) and other commands are
+/// skipped.
+pub fn conflicts_in(text: &str, path: &str, found: &mut BTreeMap<String, Conflict>) {
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let (Some(kind), Some(module)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let conflict = match kind {
+            "install" => Conflict::Install(format!("/{path}")),
+            "softdep" => Conflict::Softdep(format!("/{path}")),
+            _ => continue,
+        };
+        found.entry(normalize(module)).or_insert(conflict);
+    }
 }
 
 /// The `install` lines of passthru's modprobe.d file: one per hooked host module.

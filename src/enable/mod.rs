@@ -797,7 +797,11 @@ fn args_by_hand(place: &str, add: &[String], remove: &[String]) -> String {
 /// present on any of them, a contradiction is dropped from each, and the missing
 /// arguments go on the last one; an entry without one gets one. Every other byte —
 /// other keys, comments, the spacing after `options` — stays.
-fn edit_loader_entry(text: &str, add: &[String], remove: &[String]) -> Result<String, EditError> {
+pub fn edit_loader_entry(
+    text: &str,
+    add: &[String],
+    remove: &[String],
+) -> Result<String, EditError> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     // (line index, where its value starts, where it ends)
     let mut options = Vec::new();
@@ -1932,6 +1936,29 @@ mod tests {
             .unwrap(),
             out
         );
+    }
+
+    #[test]
+    fn grub_default_keeps_quotes_inside_the_value() {
+        // The user's `acpi_osi="Windows 2015"` survives the edit, still escaped.
+        let text = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\"\"\n";
+        let out = edit_grub_default(text, &s(&["iommu=pt"]), &[]).unwrap();
+        assert_eq!(
+            out,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" iommu=pt\"\n"
+        );
+        assert_eq!(
+            edit_grub_default(&out, &s(&["iommu=pt"]), &[]).unwrap(),
+            out
+        );
+        // A value in single quotes that holds a lone double quote: the kernel would
+        // read everything after it as one quoted argument, so it is not edited.
+        assert!(edit_grub_default(
+            "GRUB_CMDLINE_LINUX_DEFAULT='a\"b'\n",
+            &s(&["iommu=pt"]),
+            &[],
+        )
+        .is_err());
     }
 
     #[test]
