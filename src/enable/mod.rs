@@ -626,12 +626,11 @@ pub fn edit_bash_array(
 ) -> Result<String, EditError> {
     let list = shell::assignments(text)?;
     let Some(a) = list.iter().rev().find(|a| a.name == name && !a.append) else {
-        let mut out = text.to_string();
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str(&format!("{name}=({})\n", items.join(" ")));
-        return Ok(out);
+        return Ok(shell::append(
+            text,
+            name,
+            &format!("{name}=({})", items.join(" ")),
+        )?);
     };
     let shell::Assigned::Array { open, close, words } = &a.value else {
         return Err(EditError::Unsupported(format!(
@@ -1891,13 +1890,14 @@ pub fn edit_grub_default(
     }
     let mut out = shell::splice(text, edits);
     if !seen_default {
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str(&format!(
-            "GRUB_CMDLINE_LINUX_DEFAULT={}\n",
-            shell::quote_like("\"\"", &add.join(" "))
-        ));
+        out = shell::append(
+            &out,
+            "GRUB_CMDLINE_LINUX_DEFAULT",
+            &format!(
+                "GRUB_CMDLINE_LINUX_DEFAULT={}",
+                shell::quote_like("\"\"", &add.join(" "))
+            ),
+        )?;
     }
     Ok(out)
 }

@@ -136,6 +136,38 @@ pub fn quote_like(raw: &str, value: &str) -> String {
     s
 }
 
+/// `text` with the assignment `line` (`NAME=…`, no newline) added at its end, on a
+/// line of its own — or why the shell would not read it so: after a last line that
+/// ends in a lone `\`, the shell joins the new line to it (`A=x\` then `B=y` reads as
+/// `A=xB=y`). The result is read back, and must end with an assignment to `name`.
+pub fn append(text: &str, name: &str, line: &str) -> Result<String, ShellError> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let backslashes = body.bytes().rev().take_while(|&b| b == b'\\').count();
+    let last_line = body.lines().count().max(1);
+    if backslashes % 2 == 1 {
+        return Err(ShellError {
+            line: last_line,
+            reason: "the file ends in a line continued with `\\`, which would join a \
+                     line added after it"
+                .into(),
+        });
+    }
+    let mut out = text.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(line);
+    out.push('\n');
+    let list = assignments(&out)?;
+    if list.last().map(|a| a.name.as_str()) != Some(name) {
+        return Err(ShellError {
+            line: last_line,
+            reason: format!("`{line}` added at the end would not read as an assignment of {name}"),
+        });
+    }
+    Ok(out)
+}
+
 /// Replaces byte ranges of `text` (which must not overlap).
 pub fn splice(text: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
     edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
@@ -630,6 +662,22 @@ mod tests {
             &last(&list, "FILES").unwrap().value,
             Assigned::Array { words, .. } if words.is_empty()
         ));
+    }
+
+    /// Found by the fuzzer: a file whose last line ends in `\` would swallow the line
+    /// added after it.
+    #[test]
+    fn a_line_is_appended_only_where_the_shell_reads_it_alone() {
+        for text in ["confFULES=_drm\\", "A=1\nB=x\\\n"] {
+            let e = append(text, "MODULES", "MODULES=(vfio)").unwrap_err();
+            assert!(e.reason.contains("continued"), "{e}");
+        }
+        assert_eq!(
+            append("A=x\\\\", "MODULES", "MODULES=(vfio)").unwrap(),
+            "A=x\\\\\nMODULES=(vfio)\n"
+        );
+        assert_eq!(append("", "B", "B=1").unwrap(), "B=1\n");
+        assert_eq!(append("A=1\n", "B", "B=1").unwrap(), "A=1\nB=1\n");
     }
 
     #[test]
