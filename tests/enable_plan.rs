@@ -8,7 +8,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{json, passthru, Fixture};
+use support::{assert_same, json, passthru, snapshot, Fixture};
 
 /// The plan without what depends on the fixture's temporary path.
 fn plan_of(f: &Fixture, args: &[&str]) -> Value {
@@ -426,44 +426,6 @@ fn refusals_and_bad_input() {
     assert!(String::from_utf8(out.stderr)
         .unwrap()
         .contains("nothing is enabled"));
-}
-
-/// Every regular file and symlink under `dir`, with its bytes (or target) and mode.
-fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<String, (Vec<u8>, u32)> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let meta = e.path().symlink_metadata().unwrap();
-            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
-            if meta.is_symlink() {
-                let t = std::fs::read_link(e.path()).unwrap();
-                out.insert(rel, (t.display().to_string().into_bytes(), 0));
-            } else if meta.is_dir() {
-                out.insert(rel + "/", (Vec::new(), meta.permissions().mode()));
-                stack.push(e.path());
-            } else {
-                out.insert(
-                    rel,
-                    (std::fs::read(e.path()).unwrap(), meta.permissions().mode()),
-                );
-            }
-        }
-    }
-    out
-}
-
-/// Asserts two snapshots are equal, naming only the paths that differ.
-fn assert_same(
-    a: &std::collections::BTreeMap<String, (Vec<u8>, u32)>,
-    b: &std::collections::BTreeMap<String, (Vec<u8>, u32)>,
-    ctx: &str,
-) {
-    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    let differ: Vec<&&String> = keys.iter().filter(|k| a.get(**k) != b.get(**k)).collect();
-    assert!(differ.is_empty(), "{ctx}: these paths differ: {differ:?}");
 }
 
 fn files_plan(root: &std::path::Path, named: &str) -> passthru::enable::EnablePlan {

@@ -7,51 +7,10 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use support::Fixture;
-
-/// Every regular file, directory and symlink under `dir`: bytes (or link target),
-/// mode, and owner.
-fn snapshot(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32, u32)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let meta = e.path().symlink_metadata().unwrap();
-            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
-            if meta.is_symlink() {
-                let t = std::fs::read_link(e.path()).unwrap();
-                out.insert(
-                    rel + " -> link",
-                    (t.display().to_string().into_bytes(), 0, meta.uid()),
-                );
-            } else if meta.is_dir() {
-                out.insert(rel + "/", (Vec::new(), meta.mode(), meta.uid()));
-                stack.push(e.path());
-            } else {
-                out.insert(
-                    rel,
-                    (std::fs::read(e.path()).unwrap(), meta.mode(), meta.uid()),
-                );
-            }
-        }
-    }
-    out
-}
-
-fn assert_same(
-    a: &BTreeMap<String, (Vec<u8>, u32, u32)>,
-    b: &BTreeMap<String, (Vec<u8>, u32, u32)>,
-    ctx: &str,
-) {
-    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    let differ: Vec<&&String> = keys.iter().filter(|k| a.get(**k) != b.get(**k)).collect();
-    assert!(differ.is_empty(), "{ctx}: these paths differ: {differ:?}");
-}
+use support::{assert_same, snapshot, Fixture};
 
 fn plan(root: &Path, named: &str) -> passthru::enable::EnablePlan {
     let host = passthru::host_root::HostRoot::new(root);

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use passthru::enable::edit_bash_array;
-use passthru::enable::shell::{assignments, last, Assigned};
+use passthru::enable::shell::{assignments, Assigned};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -24,15 +24,20 @@ fuzz_target!(|data: &[u8]| {
         let Ok(once) = edit_bash_array(text, name, items, front) else {
             continue;
         };
-        // Read back as the shell does: the last assignment is an array with each item.
+        // Read back as the shell does: the last `NAME=(…)` and every `NAME+=(…)` after
+        // it make the array.
         let list = assignments(&once).expect("its own output is plain assignments");
-        let Some(Assigned::Array { words, .. }) = last(&list, name).map(|a| &a.value) else {
-            panic!("no {name} array in {once:?}");
-        };
-        let values: Vec<&str> = words
+        let from = list
             .iter()
-            .filter_map(|w| w.value.as_deref().ok())
-            .collect();
+            .rposition(|a| a.name == name && !a.append)
+            .unwrap_or_else(|| panic!("no {name} array in {once:?}"));
+        let mut values: Vec<&str> = Vec::new();
+        for a in list[from..].iter().filter(|a| a.name == name) {
+            let Assigned::Array { words, .. } = &a.value else {
+                panic!("{name} is no array in {once:?}");
+            };
+            values.extend(words.iter().filter_map(|w| w.value.as_deref().ok()));
+        }
         for it in items {
             assert!(values.contains(it), "{it} missing from {values:?}");
         }

@@ -105,8 +105,9 @@ pub fn assignments(text: &str) -> Result<Vec<Assignment>, ShellError> {
     Ok(out)
 }
 
-/// The last assignment to `name` (the one the shell keeps), ignoring `+=`, which
-/// only adds to it.
+/// The last assignment to `name`, `+=` included: for a string that is the value the
+/// shell keeps unless it is a `+=` (which [`Assignment::scalar`] refuses); an array's
+/// elements are those of its last `=` and every `+=` after it.
 pub fn last<'a>(list: &'a [Assignment], name: &str) -> Option<&'a Assignment> {
     list.iter().rev().find(|a| a.name == name)
 }

@@ -1060,14 +1060,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn swtpm_is_never_given_a_comma() {
+    /// Runs `spec` with its state directory at `state` (under a fresh root): the run
+    /// must be blocked, and nothing created. Returns the blockers.
+    fn blocked_run(spec: &str, state: &str) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
-        let spec = crate::vm::spec::VmSpec::parse(
-            "name = \"u\"\nmemory = \"1G\"\ncpus = 1\n[firmware]\nuefi = false\ntpm = true\n",
-        )
-        .unwrap();
-        let state = dir.path().join("a,b");
+        let spec = crate::vm::spec::VmSpec::parse(spec).unwrap();
+        let state = dir.path().join(state);
         let resolution = Resolution {
             plan: test_plan(spec, &state),
             hugepages: None,
@@ -1082,39 +1080,27 @@ mod tests {
             &mut |_| {},
         )
         .unwrap_err();
-        assert!(
-            matches!(&err, RunError::Blocked(b) if b[0].contains("which swtpm cannot take")),
-            "{err}"
-        );
         assert!(!state.exists(), "nothing was created");
+        match err {
+            RunError::Blocked(b) => b,
+            other => panic!("not blocked: {other}"),
+        }
+    }
+
+    #[test]
+    fn swtpm_is_never_given_a_comma() {
+        let b = blocked_run(
+            "name = \"u\"\nmemory = \"1G\"\ncpus = 1\n[firmware]\nuefi = false\ntpm = true\n",
+            "a,b",
+        );
+        assert!(b[0].contains("which swtpm cannot take"), "{b:?}");
     }
 
     #[test]
     fn a_blocked_plan_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
         // UEFI asked for, no OVMF found on the host.
-        let spec =
-            crate::vm::spec::VmSpec::parse("name = \"u\"\nmemory = \"1G\"\ncpus = 1\n").unwrap();
-        let state = dir.path().join("u");
-        let resolution = Resolution {
-            plan: test_plan(spec, &state),
-            hugepages: None,
-            notes: Vec::new(),
-            qemu_blockers: Vec::new(),
-            host_blockers: Vec::new(),
-        };
-        let err = run(
-            &HostRoot::new(dir.path()),
-            &resolution,
-            &options(),
-            &mut |_| {},
-        )
-        .unwrap_err();
-        assert!(
-            matches!(&err, RunError::Blocked(b) if b[0].contains("no UEFI firmware")),
-            "{err}"
-        );
-        assert!(!state.exists(), "nothing was created");
+        let b = blocked_run("name = \"u\"\nmemory = \"1G\"\ncpus = 1\n", "u");
+        assert!(b[0].contains("no UEFI firmware"), "{b:?}");
     }
 
     /// QEMU's edu device (1234:11e8, class 00ff00) on a host whose IOMMU is off: no

@@ -17,7 +17,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::fmt::Write as _;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -237,4 +237,44 @@ pub fn finding<'a>(check: &'a serde_json::Value, id: &str) -> &'a serde_json::Va
         .iter()
         .find(|f| f["id"] == id)
         .unwrap_or_else(|| panic!("no finding {id} in {check:#}"))
+}
+
+/// A tree as [`snapshot`] records it: for each path (a link's with ` -> link`), its
+/// bytes (or link target), mode and owner.
+pub type Tree = std::collections::BTreeMap<String, (Vec<u8>, u32, u32)>;
+
+/// Every regular file, directory and symlink under `dir`: bytes (or link target),
+/// mode, and owner.
+pub fn snapshot(dir: &Path) -> Tree {
+    let mut out = Tree::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.path().symlink_metadata().unwrap();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            if meta.is_symlink() {
+                let t = std::fs::read_link(e.path()).unwrap();
+                out.insert(
+                    rel + " -> link",
+                    (t.display().to_string().into_bytes(), 0, meta.uid()),
+                );
+            } else if meta.is_dir() {
+                out.insert(rel + "/", (Vec::new(), meta.mode(), meta.uid()));
+                stack.push(e.path());
+            } else {
+                out.insert(
+                    rel,
+                    (std::fs::read(e.path()).unwrap(), meta.mode(), meta.uid()),
+                );
+            }
+        }
+    }
+    out
+}
+
+pub fn assert_same(a: &Tree, b: &Tree, ctx: &str) {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let differ: Vec<&&String> = keys.iter().filter(|k| a.get(**k) != b.get(**k)).collect();
+    assert!(differ.is_empty(), "{ctx}: these paths differ: {differ:?}");
 }
