@@ -638,6 +638,18 @@ pub fn edit_bash_array(
             a.line
         )));
     };
+    // `NAME+=word` after the array appends to its first element (bash): with an item
+    // put in front, it would change that item's name.
+    let after = list.iter().skip_while(|b| !std::ptr::eq(*b, a)).skip(1);
+    if let Some(b) = after
+        .filter(|b| b.name == name && b.append)
+        .find(|b| matches!(b.value, shell::Assigned::Scalar(_)))
+    {
+        return Err(EditError::Unsupported(format!(
+            "line {}: {name}+= appends a string to the first element of the array",
+            b.line
+        )));
+    }
     let module = |m: &str| {
         if m.contains('/') {
             m.to_string()
@@ -2104,6 +2116,20 @@ mod tests {
     }
 
     /// mkinitcpio v39's default MODULES, written over several lines by a user.
+    /// Found by the fuzzer: `NAME+=word` after the array changes its first element.
+    #[test]
+    fn a_string_appended_to_an_array_is_left_by_hand() {
+        let text = "MODULES=(nvidia)\nMODULES+=_drm\n";
+        let e = edit_bash_array(text, "MODULES", &["vfio_pci"], true).unwrap_err();
+        assert!(e.to_string().contains("line 2: MODULES+="), "{e}");
+        // Arrays appended to are fine: their elements are elements.
+        let text = "MODULES=(nvidia)\nMODULES+=(nvidia_drm)\n";
+        assert_eq!(
+            edit_bash_array(text, "MODULES", &["vfio_pci"], true).unwrap(),
+            "MODULES=(vfio_pci nvidia)\nMODULES+=(nvidia_drm)\n"
+        );
+    }
+
     #[test]
     fn bash_arrays_over_lines_and_strings() {
         let conf = "MODULES=(\n  # GPU first\n  amdgpu\n)\n";
