@@ -1499,6 +1499,29 @@ fn vm_specs_are_bounded_by_the_host() {
             && text.contains("FAIL  disks      disk / is a directory"),
         "{text}"
     );
+    // `vm new` does not write a spec this host could never start.
+    let specs = dir.path().join("specs");
+    let out = with_vm_dir(
+        &specs,
+        &[
+            "vm",
+            "new",
+            "big2",
+            "--memory",
+            "99999999T",
+            "--cpus",
+            "2",
+            "--root",
+            root,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("99999999T is more than this host has (32011 MiB"),
+        "{err}"
+    );
+    assert!(!specs.join("big2.toml").exists());
     // Someone else's spec, read by root.
     if unsafe { libc::geteuid() } == 0 {
         std::os::unix::fs::chown(&spec, Some(65534), None).unwrap();

@@ -272,6 +272,10 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
         hugepages: args.hugepages,
     };
     spec.validate()?;
+    // A VM larger than the host could never start here (`vm check` would fail it).
+    if let Some(why) = crate::vm::hostdisk::memory_blocker(root, &spec) {
+        anyhow::bail!("{why}: give the VM less (--memory)");
+    }
     let path = dir.join(format!("{name}.toml"));
     if path.exists() && !args.force {
         anyhow::bail!("{} exists already (--force replaces it)", path.display());
