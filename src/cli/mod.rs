@@ -547,15 +547,16 @@ fn this_machine_only(root: &HostRoot, command: &str) -> anyhow::Result<()> {
 }
 
 /// Whether the command changes the host (and so takes the host lock): every one of
-/// `bind`, `unbind`, `enable`, `disable`, `undo`, and the `vm` commands that write
-/// specs or act on VMs, unless it only shows its plan (`--dry-run`).
-fn changes_host(command: &Command) -> bool {
+/// `bind`, `unbind`, `enable`, `disable`, `undo` on this host (with `--root` they only
+/// read a tree, or refuse), unless it only shows its plan (`--dry-run`), and the `vm`
+/// commands that write specs or act on VMs.
+fn changes_host(command: &Command, system_root: bool) -> bool {
     match command {
         Command::Bind { dry_run, .. }
         | Command::Unbind { dry_run, .. }
         | Command::Enable { dry_run, .. }
         | Command::Disable { dry_run, .. }
-        | Command::Undo { dry_run, .. } => !dry_run,
+        | Command::Undo { dry_run, .. } => system_root && !dry_run,
         Command::Vm { action } => matches!(
             action,
             VmAction::New(_)
@@ -575,10 +576,11 @@ fn changes_host(command: &Command) -> bool {
 /// refusal: another passthru holds the lock.
 fn host_lock(
     cli: &Cli,
+    root: &HostRoot,
 ) -> anyhow::Result<Result<Option<crate::apply::lock::HostLock>, crate::apply::lock::LockError>> {
     use crate::apply::lock::{HostLock, LockError, WAIT};
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if !changes_host(&cli.command) || unsafe { libc::geteuid() } != 0 {
+    if !changes_host(&cli.command, root.is_system()) || unsafe { libc::geteuid() } != 0 {
         return Ok(Ok(None));
     }
     let command: Vec<String> = std::env::args()
@@ -607,7 +609,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let style = Style::new(cli.color);
     // Held until passthru exits (see `apply::lock`); `vm run` lets go of it while its
     // guest runs.
-    let lock = match host_lock(cli)? {
+    let lock = match host_lock(cli, &root)? {
         Ok(lock) => lock,
         Err(refusal) => {
             eprintln!("passthru: {refusal}");
