@@ -121,6 +121,18 @@ pub struct FileChange {
 }
 
 impl FileChange {
+    /// An edit of the existing (or missing) file at `path`, written before the
+    /// plan's commands, with its mode kept.
+    pub fn edit(path: &str, before: Option<String>, after: String) -> Self {
+        Self {
+            path: path.into(),
+            before,
+            after: Some(after),
+            mode: None,
+            after_commands: false,
+        }
+    }
+
     /// Whether it changes anything.
     pub fn is_change(&self) -> bool {
         self.before != self.after
@@ -1090,13 +1102,10 @@ pub fn plan(
             let path = "etc/initramfs-tools/modules";
             if !vfio_modules.is_empty() {
                 match f.read_editable(path) {
-                    Ok(before) => files.push(FileChange {
-                        path: path.into(),
-                        after: Some(append_modules(before.as_deref(), &vfio_modules)),
-                        before,
-                        mode: None,
-                        after_commands: false,
-                    }),
+                    Ok(before) => {
+                        let after = append_modules(before.as_deref(), &vfio_modules);
+                        files.push(FileChange::edit(path, before, after));
+                    }
                     Err(e) => by_hand_initramfs.push(by_hand(
                         path,
                         &e,
@@ -1234,13 +1243,7 @@ pub fn plan(
                 Ok((before, after))
             });
             match edited {
-                Ok((before, after)) => files.push(FileChange {
-                    path: path.into(),
-                    after: Some(after),
-                    before,
-                    mode: None,
-                    after_commands: false,
-                }),
+                Ok((before, after)) => files.push(FileChange::edit(path, before, after)),
                 Err(e) => by_hand_initramfs.push(by_hand(
                     path,
                     &e,
