@@ -1522,6 +1522,21 @@ fn vm_specs_are_bounded_by_the_host() {
         "{err}"
     );
     assert!(!specs.join("big2.toml").exists());
+    // Without --memory, a host with 1 GiB gets a VM that fits it: half of it.
+    let small = Fixture::new("intel-desktop");
+    four_cores(&small);
+    small.write(
+        "proc/meminfo",
+        "MemTotal:        1002644 kB\nMemFree:          500000 kB\n",
+    );
+    let small_root = small.root().to_str().unwrap();
+    let out = with_vm_dir(
+        &specs,
+        &["vm", "new", "small", "--disk", "none", "--root", small_root],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(specs.join("small.toml")).unwrap();
+    assert!(written.contains("memory = \"256M\""), "{written}");
     // Someone else's spec, read by root.
     if unsafe { libc::geteuid() } == 0 {
         std::os::unix::fs::chown(&spec, Some(65534), None).unwrap();

@@ -1773,7 +1773,7 @@ fn debian_deb_installs_and_removes() {
 
     // passthru's state: a VM spec written by the installed passthru, and by hand what
     // a setup of `enable` (its journal and logs) and a VM's files leave.
-    vm.sh("passthru vm new demo --disk none --no-network --display none >/dev/null 2>&1");
+    vm.sh("passthru vm new demo --disk none --no-network --display none >/dev/null");
     vm.sh(
         "test -f /etc/passthru/vms/demo.toml
          mkdir -p /var/lib/passthru/journal /var/lib/passthru/logs /var/lib/passthru/vms/demo

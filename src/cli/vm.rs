@@ -154,9 +154,10 @@ pub struct NewArgs {
     /// vCPUs.
     #[arg(long, default_value_t = 4)]
     cpus: u32,
-    /// Memory, e.g. 16G.
-    #[arg(long, default_value = "8G")]
-    memory: String,
+    /// Memory, e.g. 16G. Default: 8G, or half of the host's memory on a host with less
+    /// than 16G.
+    #[arg(long)]
+    memory: Option<String>,
     /// An installer (or driver) ISO (repeatable).
     #[arg(long = "iso", value_name = "FILE")]
     isos: Vec<PathBuf>,
@@ -209,6 +210,16 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The memory of a new VM when `--memory` is not given: 8 GiB, but never more than half
+/// of what the host has (the host keeps the other half), in steps of 256 MiB.
+fn default_memory(host_mib: Option<u64>) -> String {
+    const DEFAULT_MIB: u64 = 8 * 1024;
+    match host_mib {
+        Some(total) if total / 2 < DEFAULT_MIB => format!("{}M", (total / 2 / 256 * 256).max(256)),
+        _ => "8G".to_string(),
+    }
+}
+
 /// `passthru vm new`.
 pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
     use crate::vm::spec::{DirectKernel, Disk, Firmware, Network, UsbDevice};
@@ -232,7 +243,10 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
     let no_device = devices.is_empty();
     let spec = VmSpec {
         name: name.to_string(),
-        memory: args.memory.clone(),
+        memory: args
+            .memory
+            .clone()
+            .unwrap_or_else(|| default_memory(crate::vm::hostdisk::mem_total_mib(root))),
         cpus: Cpus::Count(args.cpus),
         devices,
         usb: args.usb.iter().map(|id| UsbDevice { id: *id }).collect(),
@@ -528,4 +542,19 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
         }
     }
     Ok(if failed { super::EXIT_PROBLEMS } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_memory;
+
+    #[test]
+    fn the_default_memory_leaves_the_host_half() {
+        assert_eq!(default_memory(None), "8G");
+        assert_eq!(default_memory(Some(32011)), "8G");
+        assert_eq!(default_memory(Some(16384)), "8G");
+        assert_eq!(default_memory(Some(16000)), "7936M");
+        assert_eq!(default_memory(Some(979)), "256M");
+        assert_eq!(default_memory(Some(100)), "256M");
+    }
 }
