@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::host_devices::{RootDiskController, RouteNic, StorageUse};
-use crate::pci::device::{DeviceKind, PciDevice};
-use crate::pci::names::PciNames;
-use crate::pci::PciAddress;
+use crate::host::pci::device::{DeviceKind, PciDevice};
+use crate::host::pci::names::PciNames;
+use crate::host::pci::PciAddress;
+use crate::host::usage::{RootDiskController, RouteNic, StorageUse};
 
 /// The JSON schema version of [`ListReport`].
 pub const SCHEMA_VERSION: u32 = 1;
@@ -150,7 +150,7 @@ impl Filter {
     }
 }
 
-/// What the host uses, found by [`crate::host_devices`].
+/// What the host uses, found by [`crate::host::usage`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostUse {
     /// Root-disk controllers.

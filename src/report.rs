@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use crate::facts::HostFacts;
-use crate::host_devices;
-use crate::host_root::{Capture, Captured, HostRoot};
-use crate::pci;
+use crate::host::facts::HostFacts;
+use crate::host::pci;
+use crate::host::root::{Capture, Captured, HostRoot};
+use crate::host::usage;
 
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum ReportError {
 }
 
 /// The sysfs attributes of a PCI device that passthru reads (see
-/// [`crate::pci::device`]).
+/// [`crate::host::pci::device`]).
 pub const PCI_ATTRIBUTES: &[&str] = &[
     "vendor",
     "device",
@@ -105,11 +105,11 @@ pub fn capture(root: &HostRoot) -> Result<Capture, ReportError> {
             }
         }
     }
-    let _ = crate::state::read_all(&rec);
+    let _ = crate::host::records::read_all(&rec);
     // Failures here are findings for `list`, not reasons to fail a report.
-    let _ = host_devices::root_disk_controllers(&rec);
-    let _ = host_devices::default_route_nics(&rec);
-    let _ = host_devices::storage_in_use(&rec, false);
+    let _ = usage::root_disk_controllers(&rec);
+    let _ = usage::default_route_nics(&rec);
+    let _ = usage::storage_in_use(&rec, false);
     for path in BOOT_CONFIG {
         capture_config(&rec, Path::new(path));
     }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{now, Applier, ApplyError};
-use crate::bind::{Plan, Step, VFIO_PCI};
-use crate::pci::PciAddress;
-use crate::state::BindRecord;
+use crate::host::pci::PciAddress;
+use crate::host::records::BindRecord;
+use crate::plan::bind::{Plan, Step, VFIO_PCI};
 
 /// A group ready for a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::UndoPhase;
 use super::{Applier, ApplyError};
-use crate::enable::{EnablePlan, Inspection, PlannedCommand};
+use crate::plan::enable::{EnablePlan, Inspection, PlannedCommand};
 
 /// Where the output of long commands is kept.
 pub const LOG_DIR: &str = "var/lib/passthru/logs";

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Applier, ApplyError, Attributes};
-use crate::enable::PlannedCommand;
+use crate::plan::enable::PlannedCommand;
 
 /// Where the journal lives, relative to the root.
 pub const JOURNAL_DIR: &str = "var/lib/passthru/journal";

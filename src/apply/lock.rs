@@ -25,7 +25,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::host_root::HostRoot;
+use crate::host::root::HostRoot;
 
 /// The lock file, relative to the root.
 pub const LOCK_FILE: &str = "run/passthru/lock";

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::host_root::HostRoot;
+use crate::host::root::HostRoot;
 
 /// The first argument that makes the passthru binary the child of
 /// [`Applier::write_sysfs`]: `passthru __sysfs-write FILE VALUE` writes VALUE to FILE

@@ -5,9 +5,9 @@
 //! its state from the kernel (IOMMU groups, log lines) — never from the CPU vendor.
 
 use super::{Finding, IommuKind, IommuState, IommuSummary, Status, Switch};
-use crate::facts::HostFacts;
-use crate::kernel::config::ConfigValue;
-use crate::kernel::log::LogLine;
+use crate::host::facts::HostFacts;
+use crate::host::kernel::config::ConfigValue;
+use crate::host::kernel::log::LogLine;
 
 const CMDLINE: &str = "/proc/cmdline";
 const TABLES: &str = "/sys/firmware/acpi/tables";

@@ -5,9 +5,9 @@
 use serde::Serialize;
 
 use super::{Finding, IommuKind, Provision, Status};
-use crate::facts::HostFacts;
-use crate::kernel::config::{ConfigValue, KernelConfig};
-use crate::kernel::modules::{ModuleAvailability, ModuleIndex};
+use crate::host::facts::HostFacts;
+use crate::host::kernel::config::{ConfigValue, KernelConfig};
+use crate::host::kernel::modules::{ModuleAvailability, ModuleIndex};
 
 /// A kernel option passthrough depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -11,7 +11,7 @@ pub mod platform;
 
 use serde::Serialize;
 
-use crate::facts::HostFacts;
+use crate::host::facts::HostFacts;
 
 pub use kernel::{kernel_config_fragment, RequiredOption};
 

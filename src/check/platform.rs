@@ -1,15 +1,15 @@
 //! Checks of the machine itself: CPU virtualization, KVM, tools, memory, topology.
 
 use super::{Finding, KvmState, Status};
-use crate::cpu::CpuVendor;
-use crate::facts::{Distro, HostFacts, KvmNode};
-use crate::kernel::modules::ModuleAvailability;
+use crate::host::cpu::CpuVendor;
+use crate::host::facts::{Distro, HostFacts, KvmNode};
+use crate::host::kernel::modules::ModuleAvailability;
 
 const CPUINFO: &str = "/proc/cpuinfo";
 
 /// The vendor as one word for the summary.
 pub fn vendor_word(facts: &HostFacts) -> &'static str {
-    match facts.cpu.as_ref().map(crate::cpu::CpuInfo::vendor) {
+    match facts.cpu.as_ref().map(crate::host::cpu::CpuInfo::vendor) {
         Ok(CpuVendor::Intel) => "intel",
         Ok(CpuVendor::Amd) => "amd",
         Ok(CpuVendor::Other(_)) => "other",
@@ -107,7 +107,7 @@ fn kernel_line(facts: &HostFacts, needles: &[&str]) -> Option<String> {
     needles
         .iter()
         .find_map(|n| log.find(n))
-        .map(crate::kernel::log::LogLine::display)
+        .map(crate::host::kernel::log::LogLine::display)
 }
 
 /// The state of `/dev/kvm` in a word.
@@ -247,7 +247,7 @@ fn loaded_kvm_evidence(f: Finding, facts: &HostFacts) -> Finding {
 }
 
 /// A part of QEMU that modular builds ship as a loadable file (`<module dir>/NAME.so`,
-/// see [`crate::facts::QEMU_MODULE_DIRS`]) and that distributions package apart from
+/// see [`crate::host::facts::QEMU_MODULE_DIRS`]) and that distributions package apart from
 /// QEMU's binary. QEMU loads it on demand: without the file, `-device help` does not
 /// list its devices and its options do not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -562,7 +562,7 @@ pub fn topology(facts: &HostFacts) -> Option<Finding> {
     let domains: Vec<String> = s
         .l3_domains
         .iter()
-        .map(|d| crate::cpu::format_cpu_list(d))
+        .map(|d| crate::host::cpu::format_cpu_list(d))
         .collect();
     let mut f = Finding::new(id, Status::Ok, text);
     if !domains.is_empty() {
@@ -577,7 +577,7 @@ pub fn topology(facts: &HostFacts) -> Option<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host_root::HostRoot;
+    use crate::host::root::HostRoot;
 
     fn distro(os_release: &str) -> Distro {
         Distro::parse(os_release)

@@ -10,10 +10,10 @@ use serde::Serialize;
 use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
 use crate::apply::bind::GroupNode;
 use crate::apply::Applier;
-use crate::bind::host_state::HostState;
-use crate::bind::{self, Overrides, Plan, Refusal, Target};
-use crate::host_root::HostRoot;
-use crate::pci::PciAddress;
+use crate::host::pci::PciAddress;
+use crate::host::root::HostRoot;
+use crate::plan::bind::host_state::HostState;
+use crate::plan::bind::{self, Overrides, Plan, Refusal, Target};
 
 /// The `--json` document of `bind` and `unbind`.
 #[derive(Debug, Serialize)]
@@ -38,7 +38,7 @@ struct Failure {
 pub(super) fn read_host(root: &HostRoot) -> anyhow::Result<HostState> {
     let (state, errors) = HostState::read(root)?;
     for e in errors {
-        eprintln!("passthru: warning: {}", crate::facts::error_chain(&e));
+        eprintln!("passthru: warning: {}", crate::host::facts::error_chain(&e));
     }
     Ok(state)
 }
@@ -203,7 +203,7 @@ pub(super) fn bind(
             Ok(n) => nodes = n,
             Err(e) => failures.push(Failure {
                 address: None,
-                error: crate::facts::error_chain(&e),
+                error: crate::host::facts::error_chain(&e),
             }),
         }
     }
@@ -280,7 +280,7 @@ pub(super) fn unbind(
             .into_iter()
             .map(|(a, e)| Failure {
                 address: Some(a),
-                error: crate::facts::error_chain(&e),
+                error: crate::host::facts::error_chain(&e),
             })
             .collect();
     }

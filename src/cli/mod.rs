@@ -12,14 +12,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::bind::Overrides;
 use crate::check::{self, CheckReport, Status};
-use crate::facts::HostFacts;
-use crate::host_devices;
-use crate::host_root::HostRoot;
+use crate::host::facts::HostFacts;
+use crate::host::pci::device::DeviceKind;
+use crate::host::pci::names::PciNames;
+use crate::host::root::HostRoot;
+use crate::host::usage;
 use crate::list::{self, Filter, HostUse};
-use crate::pci::device::DeviceKind;
-use crate::pci::names::PciNames;
+use crate::plan::bind::Overrides;
 use crate::report;
 
 mod binding;
@@ -471,7 +471,10 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let _ = std::io::stdout().flush();
-            eprintln!("passthru: error: {}", crate::facts::error_chain(e.as_ref()));
+            eprintln!(
+                "passthru: error: {}",
+                crate::host::facts::error_chain(e.as_ref())
+            );
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -654,12 +657,12 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 kinds,
                 group: *group,
             };
-            let devices = crate::pci::device::read_all(&root)?;
+            let devices = crate::host::pci::device::read_all(&root)?;
             let host = HostUse {
-                root_disks: host_devices::root_disk_controllers(&root).unwrap_or_default(),
-                route_nics: host_devices::default_route_nics(&root).unwrap_or_default(),
-                storage: host_devices::storage_in_use(&root, root.is_system()).unwrap_or_default(),
-                held_by_passthru: crate::state::read_all(&root)
+                root_disks: usage::root_disk_controllers(&root).unwrap_or_default(),
+                route_nics: usage::default_route_nics(&root).unwrap_or_default(),
+                storage: usage::storage_in_use(&root, root.is_system()).unwrap_or_default(),
+                held_by_passthru: crate::host::records::read_all(&root)
                     .0
                     .iter()
                     .map(|r| (r.address, r.since))

@@ -10,11 +10,12 @@ use super::binding::{confirm, parse_targets, print_refusals, progress, require_l
 use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
 use crate::apply::journal::Journal;
 use crate::apply::{Applier, ApplyError};
-use crate::bind::{self, Overrides, Refusal};
-use crate::enable::{self, verify, EnableError, EnableFacts, EnablePlan, Enabled};
-use crate::host_root::HostRoot;
-use crate::pci::names::PciNames;
-use crate::pci::PciAddress;
+use crate::host::pci::names::PciNames;
+use crate::host::pci::PciAddress;
+use crate::host::root::HostRoot;
+use crate::plan::bind::{self, Overrides, Refusal};
+use crate::plan::enable::{self, EnableError, EnableFacts, EnablePlan, Enabled};
+use crate::plan::verify;
 
 #[derive(Debug, Serialize)]
 struct EnableReport<'a> {
@@ -37,7 +38,7 @@ fn print_plan(plan: &EnablePlan) {
         println!("Nothing to change: the setup is already in place.");
         return;
     }
-    let list = |a: &[crate::pci::PciAddress]| {
+    let list = |a: &[crate::host::pci::PciAddress]| {
         a.iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
@@ -121,7 +122,7 @@ fn report_refusals(
 fn inputs<'a>(
     facts: &'a EnableFacts,
     names: &'a PciNames,
-    holders: &'a bind::holders::Holders,
+    holders: &'a crate::host::holders::Holders,
 ) -> bind::Inputs<'a> {
     bind::Inputs {
         devices: &facts.devices,
@@ -177,7 +178,10 @@ fn plan_and_apply(
     let applier = applier(root)?;
     let mut progress = progress(json);
     let result = applier.enable(&plan, &mut progress);
-    let error = result.as_ref().err().map(|e| crate::facts::error_chain(e));
+    let error = result
+        .as_ref()
+        .err()
+        .map(|e| crate::host::facts::error_chain(e));
     if json {
         print_json(&EnableReport {
             schema_version: 1,
@@ -227,7 +231,7 @@ pub(super) fn enable(
     }
     let facts = EnableFacts::gather(root)?;
     let names = PciNames::load();
-    let holders = bind::holders::Holders::new();
+    let holders = crate::host::holders::Holders::new();
     let inputs = inputs(&facts, &names, &holders);
     let mut named = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
     // Enabling more devices adds them to what is enabled already.
@@ -255,7 +259,7 @@ pub(super) fn disable(
         bail!("nothing is enabled (no /{})", enable::ENABLED_STATE);
     };
     let names = PciNames::load();
-    let holders = bind::holders::Holders::new();
+    let holders = crate::host::holders::Holders::new();
     let inputs = inputs(&facts, &names, &holders);
     let remove = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
     let group_of = |a: &PciAddress| {
@@ -303,7 +307,10 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
         // manifest removed, before "nothing to undo" can be the answer.
         let mut progress = progress(json);
         if let Err(e) = applier.prepare_undo(&mut progress) {
-            eprintln!("passthru: undo failed: {}", crate::facts::error_chain(&e));
+            eprintln!(
+                "passthru: undo failed: {}",
+                crate::host::facts::error_chain(&e)
+            );
             return Ok(EXIT_PROBLEMS);
         }
     }
@@ -365,7 +372,7 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
             "schema_version": 1,
             "action": "undo",
             "restored": journal.entries.iter().map(|e| &e.path).collect::<Vec<_>>(),
-            "error": result.as_ref().err().map(|e| crate::facts::error_chain(e)),
+            "error": result.as_ref().err().map(|e| crate::host::facts::error_chain(e)),
         }))?;
     }
     match result {
@@ -376,7 +383,10 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
             Ok(0)
         }
         Err(e) => {
-            eprintln!("passthru: undo failed: {}", crate::facts::error_chain(&e));
+            eprintln!(
+                "passthru: undo failed: {}",
+                crate::host::facts::error_chain(&e)
+            );
             Ok(EXIT_PROBLEMS)
         }
     }
@@ -392,8 +402,8 @@ pub(super) fn verify(json: bool, root: &HostRoot) -> anyhow::Result<u8> {
             enable::ENABLED_STATE
         ),
     };
-    let facts = crate::facts::HostFacts::gather(root);
-    let devices = crate::pci::device::read_all(root)?;
+    let facts = crate::host::facts::HostFacts::gather(root);
+    let devices = crate::host::pci::device::read_all(root)?;
     let items = verify::verify(&enabled, &facts, &devices);
     let ok = items.iter().all(|i| i.ok);
     if json {

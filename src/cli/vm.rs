@@ -7,8 +7,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::print_json;
-use crate::host_root::HostRoot;
-use crate::pci::PciAddress;
+use crate::host::pci::PciAddress;
+use crate::host::root::HostRoot;
 use crate::vm::render::{self, Accel};
 use crate::vm::resolve::{self, Resolution, ResolveOptions};
 use crate::vm::spec::{Cpus, Display, IdPair, OsType, VmSpec};
@@ -94,11 +94,11 @@ pub(super) fn plan(json: bool, root: &HostRoot, path: &Path) -> anyhow::Result<u
     println!("  vCPU → host CPU: {}", host.join(" "));
     println!(
         "  QEMU's own threads: {}",
-        crate::cpu::format_cpu_list(&pinning.emulator)
+        crate::host::cpu::format_cpu_list(&pinning.emulator)
     );
     println!(
         "  left to the host: {}",
-        crate::cpu::format_cpu_list(&pinning.host_keeps)
+        crate::host::cpu::format_cpu_list(&pinning.host_keeps)
     );
     if let Some(n) = pinning.numa_node {
         println!("  memory from NUMA node {n}");
@@ -229,7 +229,7 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
     let windows = args.os == OsType::Windows;
     // Each device is written with its identity (IDs and subsystem), so the spec
     // still finds it after the buses are renumbered.
-    let host = crate::pci::device::read_all(root)?;
+    let host = crate::host::pci::device::read_all(root)?;
     let devices = args
         .devices
         .iter()
@@ -328,7 +328,7 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
             .map(|(p, s)| match s {
                 Ok(s) => serde_json::json!({"path": p, "spec": s}),
                 Err(e) => {
-                    serde_json::json!({"path": p, "error": crate::facts::error_chain(e.as_ref())})
+                    serde_json::json!({"path": p, "error": crate::host::facts::error_chain(e.as_ref())})
                 }
             })
             .collect();
@@ -362,7 +362,7 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
             Err(e) => println!(
                 "{}: invalid spec: {}",
                 p.display(),
-                crate::facts::error_chain(e.as_ref())
+                crate::host::facts::error_chain(e.as_ref())
             ),
         }
     }
@@ -484,7 +484,8 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
     let bind_refusals = if found.is_empty() {
         Vec::new()
     } else {
-        match crate::bind::plan_bind(&inputs, &found, crate::bind::Overrides::default()) {
+        match crate::plan::bind::plan_bind(&inputs, &found, crate::plan::bind::Overrides::default())
+        {
             Ok(_) => Vec::new(),
             Err(refusals) => refusals
                 .into_iter()
@@ -498,7 +499,7 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
             None => Err(format!(
                 "QEMU is not installed: {}",
                 crate::check::platform::install_command(
-                    &crate::facts::Distro::read(root),
+                    &crate::host::facts::Distro::read(root),
                     &[crate::check::platform::Need::Qemu],
                     None
                 )

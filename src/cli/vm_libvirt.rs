@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::print_json;
-use crate::host_root::HostRoot;
+use crate::host::root::HostRoot;
 use crate::vm::libvirt::{self, Defined, DomainState, FirstBoot, LibvirtError, Virsh};
 use crate::vm::render::Accel;
 use crate::vm::store;
@@ -128,13 +128,13 @@ fn print_defined(d: &Defined) {
 fn refuse_disks_in_use(
     root: &HostRoot,
     what: &str,
-    devices: &[crate::pci::PciAddress],
+    devices: &[crate::host::pci::PciAddress],
     allow: bool,
 ) -> anyhow::Result<Option<u8>> {
     if devices.is_empty() {
         return Ok(None);
     }
-    let o = crate::bind::Overrides {
+    let o = crate::plan::bind::Overrides {
         disk_in_use: allow,
         ..Default::default()
     };

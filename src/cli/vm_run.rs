@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::binding::{print_refusals, require_live};
 use super::{print_json, RiskArgs, EXIT_PROBLEMS};
-use crate::bind::Overrides;
-use crate::host_root::HostRoot;
+use crate::host::root::HostRoot;
+use crate::plan::bind::Overrides;
 use crate::vm::render::Accel;
 use crate::vm::run::{self, QemuExit, RunError, RunOptions};
 

@@ -24,10 +24,10 @@ use super::resolve::find_ovmf;
 use super::spec::{Cpus, Display, Network, VmSpec};
 use crate::check::platform::{self, Need, QemuModule};
 use crate::check::Status;
-use crate::cpu::CpuTopology;
-use crate::facts::{Distro, QemuModuleDir};
-use crate::host_root::HostRoot;
-use crate::pci::PciDevice;
+use crate::host::cpu::CpuTopology;
+use crate::host::facts::{Distro, QemuModuleDir};
+use crate::host::pci::PciDevice;
+use crate::host::root::HostRoot;
 
 /// One check's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -318,7 +318,11 @@ pub struct CheckInputs<'a> {
     pub devices: &'a [PciDevice],
     /// Refusals `passthru bind` would give for the VM's devices, as
     /// (address, reason, override flag); empty when all can be bound.
-    pub bind_refusals: Vec<(Option<crate::pci::PciAddress>, String, Option<&'static str>)>,
+    pub bind_refusals: Vec<(
+        Option<crate::host::pci::PciAddress>,
+        String,
+        Option<&'static str>,
+    )>,
     /// QEMU's capabilities, or why they are unknown.
     pub qemu: Result<QemuCaps, String>,
     /// KVM or TCG.
@@ -396,7 +400,7 @@ pub fn check(root: &HostRoot, spec: &VmSpec, inputs: &CheckInputs<'_>) -> Vec<Vm
         Ok(topology) => {
             let request = match &spec.cpus {
                 Cpus::Count(n) => Ok(CpuRequest::Count(*n)),
-                Cpus::Host(l) => crate::cpu::parse_cpu_list(l)
+                Cpus::Host(l) => crate::host::cpu::parse_cpu_list(l)
                     .map(CpuRequest::Host)
                     .map_err(|e| e.to_string()),
             };
@@ -407,7 +411,7 @@ pub fn check(root: &HostRoot, spec: &VmSpec, inputs: &CheckInputs<'_>) -> Vec<Vm
                     format!(
                         "{} vCPUs pinned to host CPUs {}",
                         p.vcpus.len(),
-                        crate::cpu::format_cpu_list(
+                        crate::host::cpu::format_cpu_list(
                             &p.vcpus.iter().map(|(_, h)| *h).collect::<Vec<_>>()
                         )
                     ),

@@ -17,8 +17,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use super::spec::VmSpec;
-use crate::host_root::HostRoot;
-use crate::mounts::{parse_mountinfo, parse_swaps, Mount};
+use crate::host::mounts::{parse_mountinfo, parse_swaps, Mount};
+use crate::host::root::HostRoot;
 
 /// A block device number.
 type DevNo = (u32, u32);

@@ -15,7 +15,7 @@
 
 use serde::Serialize;
 
-use crate::host_root::HostRoot;
+use crate::host::root::HostRoot;
 
 /// One hugepage pool of the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -9,7 +9,7 @@
 //! the address to tell them apart, it refuses and says what is there now: passing the
 //! wrong device through (a host's disk controller, say) is far worse than not starting.
 
-use crate::pci::{PciAddress, PciDevice};
+use crate::host::pci::{PciAddress, PciDevice};
 use crate::vm::spec::{DeviceRef, IdPair};
 
 /// A device of the spec, found.

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::cpu::{format_cpu_list, CoreKind, CpuTopology};
+use crate::host::cpu::{format_cpu_list, CoreKind, CpuTopology};
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -473,7 +473,7 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::LogicalCpu;
+    use crate::host::cpu::LogicalCpu;
 
     /// One online logical CPU, as `CpuTopology::read` would build it from sysfs.
     fn cpu(n: u32, siblings: &[u32], l3: &[u32], node: u32, kind: Option<CoreKind>) -> LogicalCpu {

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::pinning::PinningPlan;
 use super::spec::{Display, Network, OsType, VmSpec};
-use crate::cpu::format_cpu_list;
-use crate::pci::PciAddress;
+use crate::host::cpu::format_cpu_list;
+use crate::host::pci::PciAddress;
 
 /// UEFI firmware images for the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

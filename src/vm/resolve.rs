@@ -14,11 +14,11 @@ use super::identity::{self, IdentityError};
 use super::pinning::{self, CpuRequest, PinningError};
 use super::render::{Accel, Ovmf, VmPlan};
 use super::spec::{Cpus, VmSpec};
-use crate::cpu::{CpuInfo, CpuTopology, CpuVendor};
-use crate::host_root::{HostError, HostRoot};
+use crate::host::cpu::{CpuInfo, CpuTopology, CpuVendor};
+use crate::host::pci::device::PciError;
+use crate::host::pci::{PciAddress, PciDevice};
+use crate::host::root::{HostError, HostRoot};
 use crate::list::is_host_side_bridge;
-use crate::pci::device::PciError;
-use crate::pci::{PciAddress, PciDevice};
 
 /// UEFI code and variable-store templates, by distribution: (code, vars, Secure Boot).
 const OVMF_PAIRS: &[(&str, &str, bool)] = &[
@@ -214,7 +214,7 @@ pub fn resolve(
     spec: VmSpec,
     options: &ResolveOptions,
 ) -> Result<Resolution, ResolveError> {
-    let devices = crate::pci::device::read_all(root)?;
+    let devices = crate::host::pci::device::read_all(root)?;
     let (found, passed, mut notes) = expand(&spec, &devices)?;
     let mut roms = BTreeMap::new();
     for (want, at) in spec.devices.iter().zip(&found) {
@@ -231,7 +231,8 @@ pub fn resolve(
     let request = match &spec.cpus {
         Cpus::Count(n) => CpuRequest::Count(*n),
         Cpus::Host(list) => CpuRequest::Host(
-            crate::cpu::parse_cpu_list(list).map_err(|e| ResolveError::CpuList(e.to_string()))?,
+            crate::host::cpu::parse_cpu_list(list)
+                .map_err(|e| ResolveError::CpuList(e.to_string()))?,
         ),
     };
     let pinning = pinning::plan(&topology, &request, node)?;

@@ -35,11 +35,11 @@ use super::qmp::{Qmp, QmpError, VcpuThread};
 use super::render::{qemu_argv, VmPlan};
 use super::resolve::Resolution;
 use crate::apply::{Applier, ApplyError};
-use crate::bind::host_state::HostState;
-use crate::bind::{self, Overrides, Refusal, VFIO_PCI};
-use crate::cpu::{format_cpu_list, parse_cpu_list};
-use crate::host_root::HostRoot;
-use crate::pci::PciAddress;
+use crate::host::cpu::{format_cpu_list, parse_cpu_list};
+use crate::host::pci::PciAddress;
+use crate::host::root::HostRoot;
+use crate::plan::bind::host_state::HostState;
+use crate::plan::bind::{self, Overrides, Refusal, VFIO_PCI};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ pub enum RunError {
     Refused(Vec<Refusal>),
     /// The host's devices could not be read.
     #[error("cannot read the PCI devices: {0}")]
-    Pci(#[from] crate::pci::device::PciError),
+    Pci(#[from] crate::host::pci::device::PciError),
     /// A file of the VM could not be prepared.
     #[error("cannot prepare {}: {source}", path.display())]
     Prepare {
@@ -505,7 +505,7 @@ impl Session<'_> {
         if let Err(e) = written {
             return Err(RunError::Hugepages(format!(
                 "cannot reserve hugepages: {}",
-                crate::facts::error_chain(&e)
+                crate::host::facts::error_chain(&e)
             )));
         }
         if free < h.pages {
@@ -601,7 +601,7 @@ impl Session<'_> {
             if let Err(e) = self.applier.write_sysfs(&r.file, &r.before.to_string()) {
                 failures.push(format!(
                     "hugepages not released: {} (write {} to /{} yourself)",
-                    crate::facts::error_chain(&e),
+                    crate::host::facts::error_chain(&e),
                     r.before,
                     r.file.display()
                 ));
@@ -638,7 +638,7 @@ impl Session<'_> {
             .map(|(a, e)| {
                 format!(
                     "could not give {a} back: {} (`passthru unbind {a}` tries again)",
-                    crate::facts::error_chain(&e)
+                    crate::host::facts::error_chain(&e)
                 )
             })
             .collect()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pci::PciAddress;
+use crate::host::pci::PciAddress;
 
 /// The guest operating system, for defaults (TPM and Secure Boot for Windows 11,
 /// Hyper-V enlightenments).
@@ -443,7 +443,9 @@ impl VmSpec {
         }
         match &self.cpus {
             Cpus::Count(0) => return invalid("cpus", "a VM needs at least one vCPU".into()),
-            Cpus::Host(list) if crate::cpu::parse_cpu_list(list).map_or(true, |l| l.is_empty()) => {
+            Cpus::Host(list)
+                if crate::host::cpu::parse_cpu_list(list).map_or(true, |l| l.is_empty()) =>
+            {
                 return invalid(
                     "cpus",
                     format!("'{list}' is not a host CPU list (write e.g. \"2-7,10-15\")"),

@@ -17,8 +17,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::host_root::{read_capped, resolve_in_root, HostError, HostRoot};
-use crate::pci::address::PciAddress;
+use crate::host::pci::address::PciAddress;
+use crate::host::root::{read_capped, resolve_in_root, HostError, HostRoot};
 
 /// What kind of device a PCI class code describes, for role hints and filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::host_root::{HostError, HostRoot};
-use crate::kernel::log::{KernelLog, LogLine};
-use crate::pci::address::PciAddress;
+use crate::host::kernel::log::{KernelLog, LogLine};
+use crate::host::pci::address::PciAddress;
+use crate::host::root::{HostError, HostRoot};
 
 /// Which IOMMU tables the ACPI firmware provides (`sys/firmware/acpi/tables/`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::host_root::{HostError, HostRoot};
+use crate::host::root::{HostError, HostRoot};
 
 /// The CPU maker, from the `vendor_id` field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -206,9 +206,9 @@ fn read_ids_file(path: &Path) -> std::io::Result<String> {
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(crate::host_root::not_regular(&meta));
+        return Err(crate::host::root::not_regular(&meta));
     }
-    let bytes = crate::host_root::read_capped(&mut file, meta.len(), IDS_CAP)?;
+    let bytes = crate::host::root::read_capped(&mut file, meta.len(), IDS_CAP)?;
     String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 

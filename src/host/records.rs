@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host_root::{HostError, HostRoot};
-use crate::pci::PciAddress;
+use crate::host::pci::PciAddress;
+use crate::host::root::{HostError, HostRoot};
 
 /// Where bind records live, relative to the root.
 pub const BOUND_DIR: &str = "run/passthru/bound";

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::host_root::{HostError, HostRoot};
+use crate::host::root::{HostError, HostRoot};
 
 /// The state of one option.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

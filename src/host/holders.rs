@@ -19,8 +19,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::host_root::HostRoot;
-use crate::pci::{PciAddress, PciDevice};
+use crate::host::pci::{PciAddress, PciDevice};
+use crate::host::root::HostRoot;
 
 /// A process holding a device open.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -41,7 +41,7 @@ fn devices_of(root: &HostRoot, target: &str, devices: &[PciDevice]) -> Vec<PciAd
     let device_link = |class_path: String| {
         root.resolve(class_path)
             .ok()
-            .and_then(|p| crate::host_devices::last_pci_address(&p))
+            .and_then(|p| crate::host::usage::last_pci_address(&p))
             .into_iter()
             .collect::<Vec<_>>()
     };

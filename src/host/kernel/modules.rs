@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::host_root::{HostError, HostRoot};
+use crate::host::root::{HostError, HostRoot};
 
 /// Whether the kernel can use a module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

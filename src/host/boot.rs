@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::host_root::HostRoot;
+use crate::host::root::HostRoot;
 
 /// The initramfs generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -157,12 +157,14 @@ pub fn detect(root: &HostRoot) -> BootSetup {
 
 /// The value of a shell variable assignment in a file like `/etc/default/grub`
 /// (`KEY="a b"`, `KEY='a b'`, `KEY=a`, `export KEY=…`; the last assignment wins), as
-/// the shell reads it ([`crate::enable::shell`]). `None` when it is not set, when its
+/// the shell reads it ([`crate::plan::enable::shell`]). `None` when it is not set, when its
 /// value refers to a variable or runs a command, or when the file is more than plain
 /// assignments: what only running the file could tell is never guessed.
 pub fn shell_var(text: &str, key: &str) -> Option<String> {
-    let list = crate::enable::shell::assignments(text).ok()?;
-    let (_, value) = crate::enable::shell::last(&list, key)?.scalar().ok()?;
+    let list = crate::plan::enable::shell::assignments(text).ok()?;
+    let (_, value) = crate::plan::enable::shell::last(&list, key)?
+        .scalar()
+        .ok()?;
     Some(value.to_string())
 }
 

@@ -4,15 +4,16 @@
 //! console runs on the boot display, and passthru's own bind records.
 //! `passthru bind`, `vm check` and `vm run` all plan from this same reading.
 
-use crate::host_devices;
-use crate::host_root::HostRoot;
+use crate::host::pci::device::PciError;
+use crate::host::pci::names::PciNames;
+use crate::host::pci::{PciAddress, PciDevice};
+use crate::host::records::{self, BindRecord, StateError};
+use crate::host::root::HostRoot;
+use crate::host::usage;
 use crate::list::HostUse;
-use crate::pci::device::PciError;
-use crate::pci::names::PciNames;
-use crate::pci::{PciAddress, PciDevice};
-use crate::state::{self, BindRecord, StateError};
 
-use super::{holders, Inputs, Overrides, Refusal};
+use super::{Inputs, Overrides, Refusal};
+use crate::host::holders;
 
 /// The host as the bind planner sees it.
 #[derive(Debug)]
@@ -30,14 +31,14 @@ impl HostState {
     /// Reads the host; bind records that could not be read come back beside it
     /// (they only cannot mark a device as held: the caller decides whether to warn).
     pub fn read(root: &HostRoot) -> Result<(Self, Vec<StateError>), PciError> {
-        let devices = crate::pci::device::read_all(root)?;
-        let (records, errors) = state::read_all(root);
+        let devices = crate::host::pci::device::read_all(root)?;
+        let (records, errors) = records::read_all(root);
         let state = Self {
             holders: holders::find(root, &devices),
             host: HostUse {
-                root_disks: host_devices::root_disk_controllers(root).unwrap_or_default(),
-                route_nics: host_devices::default_route_nics(root).unwrap_or_default(),
-                storage: host_devices::storage_in_use(root, root.is_system()).unwrap_or_default(),
+                root_disks: usage::root_disk_controllers(root).unwrap_or_default(),
+                route_nics: usage::default_route_nics(root).unwrap_or_default(),
+                storage: usage::storage_in_use(root, root.is_system()).unwrap_or_default(),
                 held_by_passthru: records.iter().map(|r| (r.address, r.since)).collect(),
             },
             names: PciNames::load(),

@@ -12,7 +12,6 @@
 //! decides what would be refused and why, and lists the steps. [`crate::apply`]
 //! carries them out.
 
-pub mod holders;
 pub mod host_state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,11 +19,11 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use crate::host::holders::Holders;
+use crate::host::pci::names::PciNames;
+use crate::host::pci::{PciAddress, PciDevice};
+use crate::host::records::BindRecord;
 use crate::list::{is_host_side_bridge, HostUse};
-use crate::pci::names::PciNames;
-use crate::pci::{PciAddress, PciDevice};
-use crate::state::BindRecord;
-use holders::Holders;
 
 /// The driver that holds devices for VMs.
 pub const VFIO_PCI: &str = "vfio-pci";
@@ -48,7 +47,7 @@ pub enum TargetError {
     Group(String),
     /// Something that looks like an address but is not one.
     #[error(transparent)]
-    Address(#[from] crate::pci::address::AddressError),
+    Address(#[from] crate::host::pci::address::AddressError),
     /// Empty text.
     #[error("an empty name matches nothing")]
     Empty,
@@ -114,7 +113,7 @@ pub struct Overrides {
 pub const ALLOW_DISK_IN_USE: &str = "--allow-disk-in-use";
 
 /// Refuses `d` when the host uses a disk on it besides `/` (see
-/// [`crate::host_devices::storage_in_use`]): a mounted filesystem, swap, an LVM /
+/// [`crate::host::usage::storage_in_use`]): a mounted filesystem, swap, an LVM /
 /// dm-crypt / md RAID member or a device node a process holds open. `bind` and
 /// `enable` (and `vm run`, which binds) refuse alike.
 pub fn storage_refusal(inputs: &Inputs<'_>, d: &PciDevice, o: Overrides) -> Option<Refusal> {
@@ -123,7 +122,7 @@ pub fn storage_refusal(inputs: &Inputs<'_>, d: &PciDevice, o: Overrides) -> Opti
         .storage
         .iter()
         .filter(|u| u.address == d.address)
-        .map(crate::host_devices::StorageUse::describe)
+        .map(crate::host::usage::StorageUse::describe)
         .collect();
     if uses.is_empty() || o.disk_in_use {
         return None;
@@ -269,7 +268,7 @@ fn holders_text(inputs: &Inputs<'_>, a: PciAddress) -> Option<String> {
         .holders
         .get(&a)
         .filter(|h| !h.is_empty())
-        .map(|h| holders::describe(h))
+        .map(|h| crate::host::holders::describe(h))
 }
 
 /// Plans binding `named` (and what must come with them) to vfio-pci.

@@ -29,9 +29,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::host_root::HostRoot;
-use crate::kernel::modules::normalize;
-use crate::pci::PciAddress;
+use crate::host::kernel::modules::normalize;
+use crate::host::pci::PciAddress;
+use crate::host::root::HostRoot;
 
 use super::{HEADER, MODPROBE_FILE, OVERRIDE_SCRIPT, WAY_BACK_ARG};
 

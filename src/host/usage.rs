@@ -23,8 +23,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::host_root::{HostError, HostRoot};
-use crate::pci::address::PciAddress;
+use crate::host::pci::address::PciAddress;
+use crate::host::root::{HostError, HostRoot};
 
 /// A PCI controller that the root filesystem lives on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -522,10 +522,10 @@ pub const SYS_FS_BTRFS: &str = "sys/fs/btrfs";
 /// point (`/` too: the root disk check knows only the device mountinfo names).
 fn btrfs_members(
     root: &HostRoot,
-    mounts: &[crate::mounts::Mount],
+    mounts: &[crate::host::mounts::Mount],
     out: &mut Vec<StorageUse>,
 ) -> Result<(), HostError> {
-    let mut named: Vec<(String, &crate::mounts::Mount)> = Vec::new();
+    let mut named: Vec<(String, &crate::host::mounts::Mount)> = Vec::new();
     for m in mounts.iter().filter(|m| m.fs_type == "btrfs") {
         if let Some(dev) = block_device_dir(root, m.major, m.minor, &m.source)? {
             if let Some(n) = dev.file_name() {
@@ -589,14 +589,14 @@ pub fn storage_in_use(root: &HostRoot, processes: bool) -> Result<Vec<StorageUse
             stack_names(root, &dev, 0, &mut root_stack)?;
         }
     }
-    let is_root_device = |m: &crate::mounts::Mount| {
+    let is_root_device = |m: &crate::host::mounts::Mount| {
         root_mount.is_some_and(|r| {
             m.mount_point == "/"
                 || (r.major != 0 && (m.major, m.minor) == (r.major, r.minor))
                 || (r.major == 0 && m.source == r.source && m.fs_type == r.fs_type)
         })
     };
-    let mounts = crate::mounts::parse_mountinfo(&text);
+    let mounts = crate::host::mounts::parse_mountinfo(&text);
     btrfs_members(root, &mounts, &mut out)?;
     for m in mounts {
         if DISKLESS_FS.contains(&m.fs_type.as_str()) || is_root_device(&m) {
@@ -616,7 +616,7 @@ pub fn storage_in_use(root: &HostRoot, processes: bool) -> Result<Vec<StorageUse
         }
     }
     let swaps = root.read_optional(SWAPS)?.unwrap_or_default();
-    for s in crate::mounts::parse_swaps(&swaps) {
+    for s in crate::host::mounts::parse_swaps(&swaps) {
         if !s.is_block_device() {
             continue;
         }

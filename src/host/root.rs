@@ -430,7 +430,7 @@ impl HostRoot {
 
     /// Opens the directory `rel` (links followed inside the root; with `follow_last`
     /// false, a link as the last component is an error), so that its entries can be
-    /// opened relative to it; see [`crate::pci::device`]. On the system it is opened
+    /// opened relative to it; see [`crate::host::pci::device`]. On the system it is opened
     /// `O_PATH`; in a captured tree for reading, so that it can also be listed with
     /// [`resolve_in_root::list`].
     pub(crate) fn open_dir(

@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use super::{cmdline_edit, Enabled};
-use crate::facts::HostFacts;
-use crate::pci::PciDevice;
+use super::enable::{cmdline_edit, Enabled};
+use crate::host::facts::HostFacts;
+use crate::host::pci::PciDevice;
 
 /// One verified fact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,22 +59,22 @@ pub fn verify(enabled: &Enabled, facts: &HostFacts, devices: &[PciDevice]) -> Ve
     for a in &enabled.devices {
         let d = devices.iter().find(|d| d.address == *a);
         let driver = d.and_then(|d| d.driver.clone());
-        let ok = driver.as_deref() == Some(crate::bind::VFIO_PCI);
+        let ok = driver.as_deref() == Some(crate::plan::bind::VFIO_PCI);
         let by_address = enabled.by_address.contains(a);
         let cause = match (d, driver.as_deref()) {
             (None, _) => Some("the device is gone: was it moved to another slot? run `passthru enable` again with its new address".to_string()),
-            (Some(_), Some(crate::bind::VFIO_PCI)) => None,
+            (Some(_), Some(crate::plan::bind::VFIO_PCI)) => None,
             (Some(_), Some(other)) if by_address => Some(format!(
                 "{other} took it before passthru's hook could claim it by address: the hook runs when \
                  modprobe loads {other}'s module; an initramfs rebuilt without /{} and /{} (or one \
                  whose generator loads modules itself, like booster's) loads {other} without it"
-                , super::MODPROBE_FILE, super::OVERRIDE_SCRIPT
+                , super::enable::MODPROBE_FILE, super::enable::OVERRIDE_SCRIPT
             )),
             (Some(_), None) if by_address => Some(format!(
                 "no driver took it: passthru's hook claimed it, but vfio-pci did not bind it (is \
                  /{} executable, and did vfio-pci load? `passthru check` shows whether the kernel \
                  has it)",
-                super::OVERRIDE_SCRIPT
+                super::enable::OVERRIDE_SCRIPT
             )),
             (Some(_), Some(other)) => Some(format!(
                 "{other} took it before vfio-pci: the initramfs was not rebuilt with the softdep, or {other} is built into the kernel (then vfio-pci must be built in too, or bind it with `passthru bind`)"

@@ -5,7 +5,7 @@ pub mod config;
 pub mod log;
 pub mod modules;
 
-use crate::host_root::{HostError, HostRoot};
+use crate::host::root::{HostError, HostRoot};
 
 /// The kernel release (`uname -r`), read from `proc/sys/kernel/osrelease`.
 pub fn read_release(root: &HostRoot) -> Result<Option<String>, HostError> {

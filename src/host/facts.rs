@@ -7,14 +7,14 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use crate::cpu::{CpuInfo, CpuTopology};
-use crate::host_root::HostRoot;
-use crate::iommu::{self, AcpiTables, IommuGroups, IommuLog};
-use crate::kernel::cmdline::Cmdline;
-use crate::kernel::config::KernelConfig;
-use crate::kernel::log::KernelLog;
-use crate::kernel::modules::{self, ModuleIndex};
-use crate::kernel::read_release;
+use crate::host::cpu::{CpuInfo, CpuTopology};
+use crate::host::iommu::{self, AcpiTables, IommuGroups, IommuLog};
+use crate::host::kernel::cmdline::Cmdline;
+use crate::host::kernel::config::KernelConfig;
+use crate::host::kernel::log::KernelLog;
+use crate::host::kernel::modules::{self, ModuleIndex};
+use crate::host::kernel::read_release;
+use crate::host::root::HostRoot;
 
 /// A fact, or why it is unknown.
 pub type Known<T> = Result<T, String>;

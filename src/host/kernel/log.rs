@@ -11,7 +11,7 @@ use std::os::unix::fs::FileTypeExt;
 
 use serde::Serialize;
 
-use crate::host_root::{HostError, HostRoot, LOG_CAP};
+use crate::host::root::{HostError, HostRoot, LOG_CAP};
 
 /// One log message.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -62,7 +62,7 @@ impl KernelLog {
     /// read record by record without blocking; a plain file (a captured root) is read
     /// whole. At most [`LOG_CAP`] bytes either way. `Ok(None)` when absent.
     ///
-    /// In a captured root only a regular file is read (see [`crate::host_root`]): a
+    /// In a captured root only a regular file is read (see [`crate::host::root`]): a
     /// device node or FIFO there is an error, never opened.
     ///
     /// Reading `/dev/kmsg` needs privileges when `kernel.dmesg_restrict` is set: a
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn dmesg_lines() {
-        // From the Broadwell excerpt used in crate::iommu's tests.
+        // From the Broadwell excerpt used in crate::host::iommu's tests.
         let log = KernelLog::parse(
             "[    0.015053] ACPI: DMAR 0x00000000AC9D3420 0000B8 (v01 INTEL  BDW      00000001 INTL 00000001)\n\
              [    0.081810] DMAR: IOMMU enabled\r\n\
@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn plain_text_without_times() {
         // `dmesg -t` output (real lines from an AMD host with firmware bugs,
-        // see crate::iommu's tests): brackets that hold no time are text.
+        // see crate::host::iommu's tests): brackets that hold no time are text.
         let log = KernelLog::parse(
             "[Firmware Bug]: AMD-Vi: IOAPIC[9] not in IVRS table\n\
              AMD-Vi: Disabling interrupt remapping\n\

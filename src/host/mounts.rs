@@ -5,7 +5,7 @@
 //! tab, a newline or a backslash in a path is written as a backslash and three octal
 //! digits (`/mnt/my\040disk` is the directory `/mnt/my disk`). The parsers here take
 //! the text and give typed entries with the paths unescaped; they never fail, a line
-//! they cannot read is skipped. [`crate::host_devices`] maps the entries to the disks
+//! they cannot read is skipped. [`crate::host::usage`] maps the entries to the disks
 //! and PCI controllers beneath them.
 
 /// One mounted filesystem, as a line of `/proc/self/mountinfo` describes it.

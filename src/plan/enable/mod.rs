@@ -22,24 +22,23 @@
 pub mod by_address;
 pub mod cmdline_edit;
 pub mod shell;
-pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bind::{self, Overrides, Refusal};
-use crate::boot::{self, BootSetup, Bootloader, Initramfs};
 use crate::check::{IommuKind, Provision};
-use crate::facts::HostFacts;
-use crate::host_root::HostRoot;
-use crate::kernel::config::ConfigValue;
-use crate::kernel::modules::normalize;
+use crate::host::boot::{self, BootSetup, Bootloader, Initramfs};
+use crate::host::facts::HostFacts;
+use crate::host::kernel::config::ConfigValue;
+use crate::host::kernel::modules::normalize;
+use crate::host::pci::names::PciNames;
+use crate::host::pci::{PciAddress, PciDevice};
+use crate::host::records::BindRecord;
+use crate::host::root::HostRoot;
 use crate::list::HostUse;
-use crate::pci::names::PciNames;
-use crate::pci::{PciAddress, PciDevice};
-use crate::state::BindRecord;
+use crate::plan::bind::{self, Overrides, Refusal};
 
 use by_address::HostDriver;
 
@@ -254,16 +253,16 @@ pub struct EnableFacts {
 
 impl EnableFacts {
     /// Reads everything `enable` plans from.
-    pub fn gather(root: &HostRoot) -> Result<Self, crate::pci::device::PciError> {
-        let devices = crate::pci::device::read_all(root)?;
-        let (records, _) = crate::state::read_all(root);
+    pub fn gather(root: &HostRoot) -> Result<Self, crate::host::pci::device::PciError> {
+        let devices = crate::host::pci::device::read_all(root)?;
+        let (records, _) = crate::host::records::read_all(root);
         Ok(Self {
             facts: HostFacts::gather(root),
             boot: boot::detect(root),
             host: HostUse {
-                root_disks: crate::host_devices::root_disk_controllers(root).unwrap_or_default(),
-                route_nics: crate::host_devices::default_route_nics(root).unwrap_or_default(),
-                storage: crate::host_devices::storage_in_use(root, root.is_system())
+                root_disks: crate::host::usage::root_disk_controllers(root).unwrap_or_default(),
+                route_nics: crate::host::usage::default_route_nics(root).unwrap_or_default(),
+                storage: crate::host::usage::storage_in_use(root, root.is_system())
                     .unwrap_or_default(),
                 held_by_passthru: Vec::new(),
             },
@@ -954,7 +953,7 @@ pub fn plan(
     // The same group logic as a runtime bind; the host drivers and the boot display
     // matter even more at boot, when nothing can be closed first.
     let names = PciNames::load();
-    let holders = bind::holders::Holders::new();
+    let holders = crate::host::holders::Holders::new();
     let inputs = bind::Inputs {
         devices: &f.devices,
         names: &names,
