@@ -340,7 +340,7 @@ fn unbind_gives_back_what_bind_took_and_list_shows_it() {
 #[test]
 fn a_driver_write_that_never_returns_is_reported_not_waited_on() {
     use passthru::apply::{Applier, ApplyError};
-    use passthru::host_root::HostRoot;
+    use passthru::host::root::HostRoot;
     use std::time::{Duration, Instant};
     // A FIFO without a reader blocks its writer in open(), as a driver stuck in
     // `unbind` blocks the write to its sysfs file.

@@ -1534,7 +1534,11 @@ fn vm_specs_are_bounded_by_the_host() {
         &specs,
         &["vm", "new", "small", "--disk", "none", "--root", small_root],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written = std::fs::read_to_string(specs.join("small.toml")).unwrap();
     assert!(written.contains("memory = \"256M\""), "{written}");
     // Someone else's spec, read by root.

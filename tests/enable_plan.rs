@@ -428,19 +428,21 @@ fn refusals_and_bad_input() {
         .contains("nothing is enabled"));
 }
 
-fn files_plan(root: &std::path::Path, named: &str) -> passthru::enable::EnablePlan {
+fn files_plan(root: &std::path::Path, named: &str) -> passthru::plan::enable::EnablePlan {
     files_plan_of(root, &[named])
 }
 
-fn files_plan_of(root: &std::path::Path, named: &[&str]) -> passthru::enable::EnablePlan {
-    let host = passthru::host_root::HostRoot::new(root);
-    let facts = passthru::enable::EnableFacts::gather(&host).unwrap();
-    let named: Vec<passthru::pci::PciAddress> = named.iter().map(|n| n.parse().unwrap()).collect();
-    passthru::enable::plan(&facts, &named, passthru::bind::Overrides::default()).unwrap()
+fn files_plan_of(root: &std::path::Path, named: &[&str]) -> passthru::plan::enable::EnablePlan {
+    let host = passthru::host::root::HostRoot::new(root);
+    let facts = passthru::plan::enable::EnableFacts::gather(&host).unwrap();
+    let named: Vec<passthru::host::pci::PciAddress> =
+        named.iter().map(|n| n.parse().unwrap()).collect();
+    passthru::plan::enable::plan(&facts, &named, passthru::plan::bind::Overrides::default())
+        .unwrap()
 }
 
 /// Plans `enable` for `named` and writes its files (the commands are not run).
-fn enable_files(f: &Fixture, named: &[&str]) -> passthru::enable::EnablePlan {
+fn enable_files(f: &Fixture, named: &[&str]) -> passthru::plan::enable::EnablePlan {
     let plan = files_plan_of(f.root(), named);
     applier(f.root()).apply_files(&plan).unwrap();
     plan
@@ -448,7 +450,7 @@ fn enable_files(f: &Fixture, named: &[&str]) -> passthru::enable::EnablePlan {
 
 fn applier(root: &std::path::Path) -> passthru::apply::Applier {
     passthru::apply::Applier::new(
-        passthru::host_root::HostRoot::new(root),
+        passthru::host::root::HostRoot::new(root),
         std::time::Duration::from_secs(10),
         env!("CARGO_BIN_EXE_passthru").into(),
     )

@@ -242,11 +242,12 @@ fn links_out_of_the_root_read_nothing_outside_it() {
 /// Writes the files of `passthru enable <device>` into the tree (the commands are not
 /// run), so that `verify` has a setup to compare with.
 fn enable_files(root: &Path, device: &str) {
-    let host = passthru::host_root::HostRoot::new(root);
-    let facts = passthru::enable::EnableFacts::gather(&host).unwrap();
+    let host = passthru::host::root::HostRoot::new(root);
+    let facts = passthru::plan::enable::EnableFacts::gather(&host).unwrap();
     let named = [device.parse().unwrap()];
     let plan =
-        passthru::enable::plan(&facts, &named, passthru::bind::Overrides::default()).unwrap();
+        passthru::plan::enable::plan(&facts, &named, passthru::plan::bind::Overrides::default())
+            .unwrap();
     passthru::apply::Applier::new(
         host,
         Duration::from_secs(10),

@@ -12,20 +12,20 @@ use std::path::{Path, PathBuf};
 
 use support::{assert_same, snapshot, Fixture};
 
-fn plan(root: &Path, named: &str) -> passthru::enable::EnablePlan {
-    let host = passthru::host_root::HostRoot::new(root);
-    let facts = passthru::enable::EnableFacts::gather(&host).unwrap();
-    passthru::enable::plan(
+fn plan(root: &Path, named: &str) -> passthru::plan::enable::EnablePlan {
+    let host = passthru::host::root::HostRoot::new(root);
+    let facts = passthru::plan::enable::EnableFacts::gather(&host).unwrap();
+    passthru::plan::enable::plan(
         &facts,
         &[named.parse().unwrap()],
-        passthru::bind::Overrides::default(),
+        passthru::plan::bind::Overrides::default(),
     )
     .unwrap()
 }
 
 fn applier(root: &Path) -> passthru::apply::Applier {
     passthru::apply::Applier::new(
-        passthru::host_root::HostRoot::new(root),
+        passthru::host::root::HostRoot::new(root),
         std::time::Duration::from_secs(10),
         env!("CARGO_BIN_EXE_passthru").into(),
     )
@@ -107,7 +107,7 @@ fn undo_keeps_the_journal_until_every_regenerator_succeeded() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let before = snapshot(f.root());
     let mut p = plan(f.root(), "01:00.0");
-    p.enabled.regenerate = vec![passthru::enable::PlannedCommand {
+    p.enabled.regenerate = vec![passthru::plan::enable::PlannedCommand {
         argv: vec![script.display().to_string()],
         why: "regenerate the boot files".into(),
     }];
@@ -205,7 +205,7 @@ fn a_second_command_is_refused_naming_the_holder() {
         eprintln!("SKIPPED a_second_command_is_refused_naming_the_holder: needs root");
         return;
     }
-    let root = passthru::host_root::HostRoot::system();
+    let root = passthru::host::root::HostRoot::system();
     let _held = passthru::apply::lock::HostLock::acquire(
         &root,
         "passthru enable 01:00.0 (held by the journal test)",

@@ -8,7 +8,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use passthru::cpu::{CpuTopology, LogicalCpu};
+use passthru::host::cpu::{CpuTopology, LogicalCpu};
 use passthru::vm::pinning::{plan, CpuRequest};
 use passthru::vm::render::{libvirt_xml, qemu_argv, Accel, Ovmf, VmPlan};
 use passthru::vm::spec::VmSpec;
@@ -353,7 +353,7 @@ fn write_cpus(f: &support::Fixture, rows: &[CpuRow]) {
     for (node, cpus) in nodes {
         f.write(
             &format!("sys/devices/system/node/node{node}/cpulist"),
-            &format!("{}\n", passthru::cpu::format_cpu_list(&cpus)),
+            &format!("{}\n", passthru::host::cpu::format_cpu_list(&cpus)),
         );
     }
     f.write("usr/share/OVMF/OVMF_CODE_4M.fd", "");
@@ -396,7 +396,7 @@ fn resolve_on(f: &support::Fixture, spec: &str) -> (String, Vec<String>) {
         allow_host_disks: false,
     };
     let r = resolve(
-        &passthru::host_root::HostRoot::new(f.root()),
+        &passthru::host::root::HostRoot::new(f.root()),
         spec,
         &options,
     )

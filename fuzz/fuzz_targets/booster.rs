@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::enable::edit_booster_yaml;
+use passthru::plan::enable::edit_booster_yaml;
 
 const MODULES: [&str; 3] = ["vfio_pci", "vfio", "vfio_iommu_type1"];
 

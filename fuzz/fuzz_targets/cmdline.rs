@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::kernel::cmdline::{Arg, Cmdline};
+use passthru::host::kernel::cmdline::{Arg, Cmdline};
 
 /// Writes one argument so that the kernel's splitting reads it back unchanged:
 /// quoted when it holds whitespace, is empty, or is a lone `--`.

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::cpu::{format_cpu_list, parse_cpu_list};
+use passthru::host::cpu::{format_cpu_list, parse_cpu_list};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::boot::shell_var;
-use passthru::enable::cmdline_edit::has_arg;
-use passthru::enable::edit_grub_default;
+use passthru::host::boot::shell_var;
+use passthru::plan::enable::cmdline_edit::has_arg;
+use passthru::plan::enable::edit_grub_default;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::host_devices::{parse_default_routes_v4, parse_default_routes_v6, parse_root_mount};
-use passthru::mounts::{parse_mountinfo, parse_swaps, unescape};
+use passthru::host::usage::{parse_default_routes_v4, parse_default_routes_v6, parse_root_mount};
+use passthru::host::mounts::{parse_mountinfo, parse_swaps, unescape};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::kernel::config::{ConfigValue, KernelConfig};
+use passthru::host::kernel::config::{ConfigValue, KernelConfig};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

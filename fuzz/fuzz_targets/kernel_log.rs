@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::iommu::IommuLog;
-use passthru::kernel::log::KernelLog;
+use passthru::host::iommu::IommuLog;
+use passthru::host::kernel::log::KernelLog;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::enable::cmdline_edit::has_arg;
-use passthru::enable::edit_loader_entry;
+use passthru::plan::enable::cmdline_edit::has_arg;
+use passthru::plan::enable::edit_loader_entry;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::enable::edit_bash_array;
-use passthru::enable::shell::{assignments, Assigned};
+use passthru::plan::enable::edit_bash_array;
+use passthru::plan::enable::shell::{assignments, Assigned};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::kernel::modules::{module_name_from_path, normalize, ModuleIndex};
+use passthru::host::kernel::modules::{module_name_from_path, normalize, ModuleIndex};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

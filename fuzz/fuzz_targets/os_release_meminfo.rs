@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::facts::{Distro, Hugepages};
+use passthru::host::facts::{Distro, Hugepages};
 use passthru::vm::hugepages::parse_meminfo;
 
 fuzz_target!(|data: &[u8]| {

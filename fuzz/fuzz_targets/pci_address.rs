@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passthru::pci::PciAddress;
+use passthru::host::pci::PciAddress;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= 7 {
