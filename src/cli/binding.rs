@@ -1,13 +1,14 @@
 //! `passthru bind` and `passthru unbind` on the command line: gather, plan, print,
 //! confirm, apply.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
+use super::output::{confirm, print_json, print_refusals, progress};
+use super::{ChangeOptions, EXIT_PROBLEMS};
 use crate::apply::bind::GroupNode;
 use crate::apply::Applier;
 use crate::host::pci::PciAddress;
@@ -90,35 +91,6 @@ fn print_steps(title: &str, plan: &Plan) {
         let group = s.group.map_or_else(|| "-".into(), |g| g.to_string());
         println!("  group {group:>3}  {}  {change}", s.description);
     }
-}
-
-pub(super) fn print_refusals(what: &str, refusals: &[Refusal]) {
-    eprintln!("passthru: {what} refused; nothing was changed:");
-    for r in refusals {
-        match r.override_flag {
-            Some(flag) => eprintln!("  - {} (to accept this, add {flag})", r.reason),
-            None => eprintln!("  - {}", r.reason),
-        }
-    }
-}
-
-/// Prints progress lines: on stdout, or on stderr when stdout carries JSON.
-pub(super) fn progress(json: bool) -> impl FnMut(&str) {
-    move |line: &str| {
-        if json {
-            eprintln!("passthru: {line}");
-        } else {
-            println!("  … {line}");
-        }
-    }
-}
-
-pub(super) fn confirm(question: &str) -> anyhow::Result<bool> {
-    print!("{question} [y/N] ");
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
 /// Reports refusals (as JSON too, when asked) and returns the exit code.

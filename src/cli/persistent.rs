@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::binding::{confirm, parse_targets, print_refusals, progress, require_live};
+use super::binding::{parse_targets, require_live};
+use super::output::{confirm, print_refusals, progress};
 use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
 use crate::apply::journal::Journal;
 use crate::apply::{Applier, ApplyError};

@@ -1,29 +1,17 @@
-//! `passthru vm plan` and `passthru vm render`: a VM spec turned into a plan, and the
-//! plan into libvirt XML or a QEMU command line.
+//! `passthru vm new`, `list`, `rm` and `edit`: the VM specs; and the loading and
+//! resolving of a spec that the other `vm` commands share.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Serialize;
 
 use super::print_json;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
-use crate::vm::render::{self, Accel};
+use crate::vm::render::Accel;
 use crate::vm::resolve::{self, Resolution, ResolveOptions};
 use crate::vm::spec::{Cpus, Display, IdPair, OsType, VmSpec};
 use crate::vm::store;
-
-#[derive(Debug, Serialize)]
-struct PlanReport<'a> {
-    schema_version: u32,
-    name: &'a str,
-    devices: &'a [PciAddress],
-    pinning: &'a crate::vm::pinning::PinningPlan,
-    hugepages: Option<serde_json::Value>,
-    notes: &'a [String],
-    blockers: Vec<String>,
-}
 
 /// Loads the spec named or pointed at by `arg` and resolves it on `root`.
 pub(super) fn load(
@@ -59,87 +47,6 @@ pub(super) fn load_to_start(
         r.qemu_blockers = crate::vm::check::qemu_blockers(root, &r.plan);
     }
     Ok(r)
-}
-
-/// `passthru vm plan SPEC`.
-pub(super) fn plan(json: bool, root: &HostRoot, path: &Path) -> anyhow::Result<u8> {
-    let r = load(root, path, Accel::Kvm, false)?;
-    let (spec, pinning, devices) = (&r.plan.spec, &r.plan.pinning, &r.plan.devices);
-    if json {
-        print_json(&PlanReport {
-            schema_version: 1,
-            name: &spec.name,
-            devices,
-            pinning,
-            hugepages: serde_json::to_value(&r)
-                .ok()
-                .and_then(|v| v.get("hugepages").cloned()),
-            notes: &r.notes,
-            blockers: r.blockers(),
-        })?;
-        return Ok(0);
-    }
-    let host: Vec<String> = pinning
-        .vcpus
-        .iter()
-        .map(|(v, h)| format!("{v}→{h}"))
-        .collect();
-    println!(
-        "VM {}: {} vCPUs ({} core(s) × {} thread(s))",
-        spec.name,
-        pinning.vcpus.len(),
-        pinning.cores,
-        pinning.threads
-    );
-    println!("  vCPU → host CPU: {}", host.join(" "));
-    println!(
-        "  QEMU's own threads: {}",
-        crate::host::cpu::format_cpu_list(&pinning.emulator)
-    );
-    println!(
-        "  left to the host: {}",
-        crate::host::cpu::format_cpu_list(&pinning.host_keeps)
-    );
-    if let Some(n) = pinning.numa_node {
-        println!("  memory from NUMA node {n}");
-    }
-    let devs: Vec<String> = devices.iter().map(ToString::to_string).collect();
-    println!(
-        "  devices (whole IOMMU groups): {}",
-        if devs.is_empty() {
-            "none".into()
-        } else {
-            devs.join(", ")
-        }
-    );
-    println!("Why:");
-    for why in pinning.reasons.iter().chain(&r.notes) {
-        println!("  - {why}");
-    }
-    let blockers = r.blockers();
-    if !blockers.is_empty() {
-        println!("Before it can start:");
-        for b in &blockers {
-            println!("  - {b}");
-        }
-    }
-    Ok(0)
-}
-
-/// `passthru vm render SPEC [--qemu]`.
-pub(super) fn render(root: &HostRoot, path: &Path, qemu: bool, accel: Accel) -> anyhow::Result<u8> {
-    let r = load(root, path, accel, false)?;
-    let spec = &r.plan.spec;
-    if spec.firmware.uefi && r.plan.ovmf.is_none() {
-        // The first blocker is the missing firmware, with its remedy.
-        anyhow::bail!("{}", r.blockers().remove(0));
-    }
-    if qemu {
-        println!("{}", render::qemu_argv(&r.plan).join("\n"));
-    } else {
-        print!("{}", render::libvirt_xml(&r.plan));
-    }
-    Ok(0)
 }
 
 /// `vm new`.
@@ -453,96 +360,10 @@ pub(super) fn edit(arg: &Path) -> anyhow::Result<u8> {
             return Ok(0);
         };
         eprintln!("passthru: the edited spec is not valid: {problem}");
-        if !std::io::stdin().is_terminal() || !super::binding::confirm("Edit it again?")? {
+        if !std::io::stdin().is_terminal() || !super::output::confirm("Edit it again?")? {
             anyhow::bail!("{} is unchanged", path.display());
         }
     }
-}
-
-#[derive(Debug, Serialize)]
-struct CheckReportJson<'a> {
-    schema_version: u32,
-    vm: &'a str,
-    ok: bool,
-    findings: &'a [crate::vm::check::VmFinding],
-}
-
-/// `passthru vm check`.
-pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> anyhow::Result<u8> {
-    use crate::check::Status;
-    use crate::vm::check::{self as vmcheck, CheckInputs, QemuCaps};
-    let (_, spec) = store::load(arg)?;
-    let gathered = super::binding::read_host(root)?;
-    let inputs = gathered.inputs();
-    // What `passthru bind` would say about the devices that can be found.
-    let found: Vec<PciAddress> = spec
-        .devices
-        .iter()
-        .filter_map(|d| crate::vm::identity::find(inputs.devices, d).ok())
-        .map(|f| f.address)
-        .collect();
-    let bind_refusals = if found.is_empty() {
-        Vec::new()
-    } else {
-        match crate::plan::bind::plan_bind(&inputs, &found, crate::plan::bind::Overrides::default())
-        {
-            Ok(_) => Vec::new(),
-            Err(refusals) => refusals
-                .into_iter()
-                .map(|r| (r.address, r.reason, r.override_flag))
-                .collect(),
-        }
-    };
-    let qemu = if root.is_system() {
-        match vmcheck::find_qemu(root) {
-            Some(q) => QemuCaps::probe(Path::new(&q)),
-            None => Err(format!(
-                "QEMU is not installed: {}",
-                crate::check::platform::install_command(
-                    &crate::host::facts::Distro::read(root),
-                    &[crate::check::platform::Need::Qemu],
-                    None
-                )
-            )),
-        }
-    } else {
-        Err("QEMU was not run: --root is another host's tree".into())
-    };
-    let findings = vmcheck::check(
-        root,
-        &spec,
-        &CheckInputs {
-            devices: inputs.devices,
-            bind_refusals,
-            qemu,
-            accel,
-        },
-    );
-    let failed = findings.iter().any(|f| f.status == Status::Fail);
-    if json {
-        print_json(&CheckReportJson {
-            schema_version: 1,
-            vm: &spec.name,
-            ok: !failed,
-            findings: &findings,
-        })?;
-    } else {
-        for f in &findings {
-            println!("{:<5} {:<10} {}", f.status.label(), f.check, f.summary);
-            if let Some(r) = &f.remedy {
-                println!("{:16} → {r}", "");
-            }
-        }
-        if failed {
-            println!(
-                "VM {} cannot start yet: fix the FAIL lines above.",
-                spec.name
-            );
-        } else {
-            println!("VM {} is ready to start.", spec.name);
-        }
-    }
-    Ok(if failed { super::EXIT_PROBLEMS } else { 0 })
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ fn refuse_disks_in_use(
     if refusals.is_empty() {
         return Ok(None);
     }
-    super::binding::print_refusals(what, &refusals);
+    super::output::print_refusals(what, &refusals);
     Ok(Some(super::EXIT_PROBLEMS))
 }
 
