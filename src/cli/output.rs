@@ -19,6 +19,22 @@ pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serialises `value` with the keys of every object in it sorted, as a
+/// `serde_json::Value` prints them. The documents of `report`, `undo`, `verify`,
+/// `vm list` (and the hugepages of `vm plan`) have printed their keys in that order
+/// since `schema_version` 1: their envelopes list their fields alphabetically, and
+/// the values they carry go through this.
+pub(super) fn keys_sorted<T, S>(value: &T, s: S) -> Result<S::Ok, S::Error>
+where
+    T: serde::Serialize + ?Sized,
+    S: serde::Serializer,
+{
+    use serde::Serialize;
+    serde_json::to_value(value)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(s)
+}
+
 /// Terminal styling.
 pub(super) struct Style {
     color: bool,

@@ -1,13 +1,14 @@
 //! `passthru enable`, `disable`, `undo` and `verify` on the command line.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::binding::{parse_targets, require_live};
-use super::output::{confirm, print_refusals, progress};
+use super::output::{confirm, keys_sorted, print_refusals, progress};
 use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
 use crate::apply::journal::Journal;
 use crate::apply::{Applier, ApplyError};
@@ -27,6 +28,45 @@ struct EnableReport<'a> {
     refusals: &'a [Refusal],
     applied: bool,
     error: Option<String>,
+}
+
+/// The `--json` document of `undo`: one of three shapes, each with its keys in
+/// alphabetical order (as schema 1 has them).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum UndoReport<'a> {
+    /// There was nothing to undo.
+    Nothing {
+        action: &'static str,
+        restored: [&'a Path; 0],
+        schema_version: u32,
+    },
+    /// `--dry-run`: the files the journal would restore.
+    DryRun {
+        action: &'static str,
+        dry_run: bool,
+        journal: Vec<&'a Path>,
+        schema_version: u32,
+    },
+    /// The files restored, and the error that stopped the undo, if one did.
+    Done {
+        action: &'static str,
+        error: Option<String>,
+        restored: Vec<&'a Path>,
+        schema_version: u32,
+    },
+}
+
+/// The `--json` document of `verify` (its keys in alphabetical order, as schema 1
+/// has them).
+#[derive(Debug, Serialize)]
+struct VerifyReport<'a> {
+    #[serde(serialize_with = "keys_sorted")]
+    enabled: &'a Enabled,
+    #[serde(serialize_with = "keys_sorted")]
+    items: &'a [verify::Item],
+    ok: bool,
+    schema_version: u32,
 }
 
 fn applier(root: &HostRoot) -> anyhow::Result<Applier> {
@@ -319,9 +359,11 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
         Some(j) => j,
         None => {
             if json {
-                print_json(
-                    &serde_json::json!({"schema_version": 1, "action": "undo", "restored": []}),
-                )?;
+                print_json(&UndoReport::Nothing {
+                    action: "undo",
+                    restored: [],
+                    schema_version: 1,
+                })?;
             } else {
                 println!("Nothing to undo: passthru has not changed the boot setup.");
             }
@@ -356,9 +398,12 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
     }
     if opts.dry_run {
         if json {
-            print_json(
-                &serde_json::json!({"schema_version": 1, "action": "undo", "dry_run": true, "journal": journal.entries.iter().map(|e| &e.path).collect::<Vec<_>>()}),
-            )?;
+            print_json(&UndoReport::DryRun {
+                action: "undo",
+                dry_run: true,
+                journal: journal.entries.iter().map(|e| e.path.as_path()).collect(),
+                schema_version: 1,
+            })?;
         }
         return Ok(0);
     }
@@ -369,12 +414,15 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
     let mut progress = progress(json);
     let result = applier.undo(&mut progress);
     if json {
-        print_json(&serde_json::json!({
-            "schema_version": 1,
-            "action": "undo",
-            "restored": journal.entries.iter().map(|e| &e.path).collect::<Vec<_>>(),
-            "error": result.as_ref().err().map(|e| crate::host::facts::error_chain(e)),
-        }))?;
+        print_json(&UndoReport::Done {
+            action: "undo",
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| crate::host::facts::error_chain(e)),
+            restored: journal.entries.iter().map(|e| e.path.as_path()).collect(),
+            schema_version: 1,
+        })?;
     }
     match result {
         Ok(_) => {
@@ -408,12 +456,12 @@ pub(super) fn verify(json: bool, root: &HostRoot) -> anyhow::Result<u8> {
     let items = verify::verify(&enabled, &facts, &devices);
     let ok = items.iter().all(|i| i.ok);
     if json {
-        print_json(&serde_json::json!({
-            "schema_version": 1,
-            "ok": ok,
-            "enabled": enabled,
-            "items": items,
-        }))?;
+        print_json(&VerifyReport {
+            enabled: &enabled,
+            items: &items,
+            ok,
+            schema_version: 1,
+        })?;
     } else {
         for i in &items {
             println!("{} {}", if i.ok { "ok  " } else { "FAIL" }, i.what);

@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::Serialize;
 
-use super::print_json;
+use super::output::{keys_sorted, print_json};
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
 use crate::vm::render::Accel;
@@ -212,6 +213,30 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// The `--json` document of `vm list` (its keys in alphabetical order, as schema 1
+/// has them).
+#[derive(Debug, Serialize)]
+struct VmListReport<'a> {
+    dir: &'a Path,
+    schema_version: u32,
+    vms: Vec<VmRow<'a>>,
+}
+
+/// One spec file of `vm list --json`: the spec, or why it is not valid.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum VmRow<'a> {
+    Spec {
+        path: &'a Path,
+        #[serde(serialize_with = "keys_sorted")]
+        spec: &'a VmSpec,
+    },
+    Invalid {
+        error: String,
+        path: &'a Path,
+    },
+}
+
 /// `passthru vm list`.
 pub(super) fn list(json: bool) -> anyhow::Result<u8> {
     let dir = store::spec_dir();
@@ -230,16 +255,21 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
         })
         .collect();
     if json {
-        let rows: Vec<serde_json::Value> = specs
+        let vms = specs
             .iter()
-            .map(|(p, s)| match s {
-                Ok(s) => serde_json::json!({"path": p, "spec": s}),
-                Err(e) => {
-                    serde_json::json!({"path": p, "error": crate::host::facts::error_chain(e.as_ref())})
-                }
+            .map(|(path, s)| match s {
+                Ok(spec) => VmRow::Spec { path, spec },
+                Err(e) => VmRow::Invalid {
+                    error: crate::host::facts::error_chain(e.as_ref()),
+                    path,
+                },
             })
             .collect();
-        print_json(&serde_json::json!({"schema_version": 1, "dir": dir, "vms": rows}))?;
+        print_json(&VmListReport {
+            dir: &dir,
+            schema_version: 1,
+            vms,
+        })?;
         return Ok(0);
     }
     if specs.is_empty() {

@@ -5,10 +5,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::print_json;
+use super::output::{keys_sorted, print_json};
 use super::vm::load;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
+use crate::vm::hugepages::HugepagePlan;
 use crate::vm::render::{self, Accel};
 
 #[derive(Debug, Serialize)]
@@ -17,9 +18,18 @@ struct PlanReport<'a> {
     name: &'a str,
     devices: &'a [PciAddress],
     pinning: &'a crate::vm::pinning::PinningPlan,
-    hugepages: Option<serde_json::Value>,
+    hugepages: Option<HugepagesJson<'a>>,
     notes: &'a [String],
     blockers: Vec<String>,
+}
+
+/// The hugepages of `vm plan --json`: the plan (its keys in alphabetical order, as
+/// schema 1 has them), or why the VM cannot have them.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum HugepagesJson<'a> {
+    Plan(#[serde(serialize_with = "keys_sorted")] &'a HugepagePlan),
+    Error { error: String },
 }
 
 /// `passthru vm plan SPEC`.
@@ -32,9 +42,12 @@ pub(super) fn plan(json: bool, root: &HostRoot, path: &Path) -> anyhow::Result<u
             name: &spec.name,
             devices,
             pinning,
-            hugepages: serde_json::to_value(&r)
-                .ok()
-                .and_then(|v| v.get("hugepages").cloned()),
+            hugepages: r.hugepages.as_ref().map(|h| match h {
+                Ok(plan) => HugepagesJson::Plan(plan),
+                Err(e) => HugepagesJson::Error {
+                    error: e.to_string(),
+                },
+            }),
             notes: &r.notes,
             blockers: r.blockers(),
         })?;
