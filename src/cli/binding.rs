@@ -39,7 +39,7 @@ struct Failure {
 pub(super) fn read_host(root: &HostRoot) -> anyhow::Result<HostState> {
     let (state, errors) = HostState::read(root)?;
     for e in errors {
-        eprintln!("passthru: warning: {}", crate::host::facts::error_chain(&e));
+        eprintln!("passthru: warning: {}", crate::error::error_chain(&e));
     }
     Ok(state)
 }
@@ -175,7 +175,7 @@ pub(super) fn bind(
             Ok(n) => nodes = n,
             Err(e) => failures.push(Failure {
                 address: None,
-                error: crate::host::facts::error_chain(&e),
+                error: crate::error::error_chain(&e),
             }),
         }
     }
@@ -252,7 +252,7 @@ pub(super) fn unbind(
             .into_iter()
             .map(|(a, e)| Failure {
                 address: Some(a),
-                error: crate::host::facts::error_chain(&e),
+                error: crate::error::error_chain(&e),
             })
             .collect();
     }

@@ -31,7 +31,7 @@ mod vm_run;
 use list::ClassFilter;
 use output::{print_json, Style};
 
-use crate::vm::render::Accel;
+use crate::vm::plan::Accel;
 
 /// How `bind` and `unbind` run.
 #[derive(Debug, Clone, Copy)]
@@ -401,10 +401,7 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let _ = std::io::stdout().flush();
-            eprintln!(
-                "passthru: error: {}",
-                crate::host::facts::error_chain(e.as_ref())
-            );
+            eprintln!("passthru: error: {}", crate::error::error_chain(e.as_ref()));
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -219,10 +219,7 @@ fn plan_and_apply(
     let applier = applier(root)?;
     let mut progress = progress(json);
     let result = applier.enable(&plan, &mut progress);
-    let error = result
-        .as_ref()
-        .err()
-        .map(|e| crate::host::facts::error_chain(e));
+    let error = result.as_ref().err().map(|e| crate::error::error_chain(e));
     if json {
         print_json(&EnableReport {
             schema_version: 1,
@@ -348,10 +345,7 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
         // manifest removed, before "nothing to undo" can be the answer.
         let mut progress = progress(json);
         if let Err(e) = applier.prepare_undo(&mut progress) {
-            eprintln!(
-                "passthru: undo failed: {}",
-                crate::host::facts::error_chain(&e)
-            );
+            eprintln!("passthru: undo failed: {}", crate::error::error_chain(&e));
             return Ok(EXIT_PROBLEMS);
         }
     }
@@ -416,10 +410,7 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
     if json {
         print_json(&UndoReport::Done {
             action: "undo",
-            error: result
-                .as_ref()
-                .err()
-                .map(|e| crate::host::facts::error_chain(e)),
+            error: result.as_ref().err().map(|e| crate::error::error_chain(e)),
             restored: journal.entries.iter().map(|e| e.path.as_path()).collect(),
             schema_version: 1,
         })?;
@@ -432,10 +423,7 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
             Ok(0)
         }
         Err(e) => {
-            eprintln!(
-                "passthru: undo failed: {}",
-                crate::host::facts::error_chain(&e)
-            );
+            eprintln!("passthru: undo failed: {}", crate::error::error_chain(&e));
             Ok(EXIT_PROBLEMS)
         }
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::output::{keys_sorted, print_json};
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
-use crate::vm::render::Accel;
+use crate::vm::plan::Accel;
 use crate::vm::resolve::{self, Resolution, ResolveOptions};
 use crate::vm::spec::{Cpus, Display, IdPair, OsType, VmSpec};
 use crate::vm::store;
@@ -260,7 +260,7 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
             .map(|(path, s)| match s {
                 Ok(spec) => VmRow::Spec { path, spec },
                 Err(e) => VmRow::Invalid {
-                    error: crate::host::facts::error_chain(e.as_ref()),
+                    error: crate::error::error_chain(e.as_ref()),
                     path,
                 },
             })
@@ -299,7 +299,7 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
             Err(e) => println!(
                 "{}: invalid spec: {}",
                 p.display(),
-                crate::host::facts::error_chain(e.as_ref())
+                crate::error::error_chain(e.as_ref())
             ),
         }
     }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::output::print_json;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
-use crate::vm::render::Accel;
+use crate::vm::plan::Accel;
 use crate::vm::store;
 
 #[derive(Debug, Serialize)]

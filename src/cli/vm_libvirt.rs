@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::print_json;
 use crate::host::root::HostRoot;
 use crate::vm::libvirt::{self, Defined, DomainState, FirstBoot, LibvirtError, Virsh};
-use crate::vm::render::Accel;
+use crate::vm::plan::Accel;
 use crate::vm::store;
 
 /// `vm define`.

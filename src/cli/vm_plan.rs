@@ -10,7 +10,8 @@ use super::vm::load;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
 use crate::vm::hugepages::HugepagePlan;
-use crate::vm::render::{self, Accel};
+use crate::vm::plan::Accel;
+use crate::vm::render;
 
 #[derive(Debug, Serialize)]
 struct PlanReport<'a> {

@@ -11,7 +11,7 @@ use super::output::print_refusals;
 use super::{print_json, RiskArgs, EXIT_PROBLEMS};
 use crate::host::root::HostRoot;
 use crate::plan::bind::Overrides;
-use crate::vm::render::Accel;
+use crate::vm::plan::Accel;
 use crate::vm::run::{self, QemuExit, RunError, RunOptions};
 
 /// `vm run`.
