@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::output::{confirm, print_json, print_refusals, progress};
-use super::{ChangeOptions, EXIT_PROBLEMS};
+use super::{ChangeOptions, EXIT_ERROR, EXIT_PROBLEMS};
 use crate::apply::bind::GroupNode;
 use crate::apply::Applier;
 use crate::host::pci::PciAddress;
@@ -179,6 +179,9 @@ pub(super) fn bind(
             }),
         }
     }
+    // A driver write that failed or got stuck is passthru failing to do what it
+    // was asked (exit code 2), not a refusal.
+    let code = if failures.is_empty() { 0 } else { EXIT_ERROR };
     if json {
         print_json(&ChangeReport {
             schema_version: 1,
@@ -190,12 +193,12 @@ pub(super) fn bind(
             nodes: &nodes,
             failures,
         })?;
-        return Ok(0);
+        return Ok(code);
     }
     if let Some(f) = failures.first() {
         eprintln!("passthru: bind failed: {}", f.error);
         eprintln!("passthru: `passthru unbind --all` gives back what was already taken.");
-        return Ok(EXIT_PROBLEMS);
+        return Ok(code);
     }
     if opts.dry_run {
         println!("(dry run: nothing was changed)");
@@ -280,5 +283,7 @@ pub(super) fn unbind(
             println!("(dry run: nothing was changed)");
         }
     }
+    // A device not given back is a problem found on the host (exit code 1, as the
+    // README says), to be looked at before the next try.
     Ok(if failed { EXIT_PROBLEMS } else { 0 })
 }

@@ -1,7 +1,11 @@
 //! The command line: a thin layer over the library.
 //!
-//! Exit codes: 0 success (and `check` found nothing failing), 1 `check` found
-//! problems, 2 the tool itself failed (bad arguments, unreadable host).
+//! Exit codes: 0 success (and `check` found nothing failing); 1 problems found or
+//! refused (a failing check, a refusal with its reason, the host lock held by another
+//! passthru, a question answered no, `verify` or `vm check` finding what does not
+//! hold, devices not given back); 2 the tool itself failed (bad arguments, an
+//! unreadable host, a change that failed while it was applied: a driver write, a
+//! regenerator, a journal record).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -41,9 +45,9 @@ struct ChangeOptions {
     timeout: u64,
 }
 
-/// Exit code when `check` finds a failing check.
+/// Exit code when a command finds problems or refuses.
 pub const EXIT_PROBLEMS: u8 = 1;
-/// Exit code when the tool itself fails.
+/// Exit code when the tool itself fails, also while applying a change.
 pub const EXIT_ERROR: u8 = 2;
 
 /// Check a Linux host for PCI passthrough, set up VFIO reversibly, and run VMs with real

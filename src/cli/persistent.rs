@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::binding::{parse_targets, require_live};
 use super::output::{confirm, keys_sorted, print_refusals, progress};
-use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
+use super::{print_json, ChangeOptions, EXIT_ERROR, EXIT_PROBLEMS};
 use crate::apply::journal::Journal;
 use crate::apply::{Applier, ApplyError};
 use crate::host::pci::names::PciNames;
@@ -239,12 +239,17 @@ fn plan_and_apply(
                 | ApplyError::UnsafeLink { .. }
                 | ApplyError::UndoUnfinished)
         );
-        if !untouched {
-            eprintln!(
-                "passthru: every change is journaled: `passthru undo` restores the previous setup."
-            );
+        if untouched {
+            // Refused before anything changed: a file edited since the plan was
+            // made, a symlink passthru does not write through, an unfinished undo.
+            return Ok(EXIT_PROBLEMS);
         }
-        return Ok(EXIT_PROBLEMS);
+        eprintln!(
+            "passthru: every change is journaled: `passthru undo` restores the previous setup."
+        );
+        // A change that failed while it was applied (a write, a regenerator, the look
+        // inside the new initramfs) is passthru failing, not a refusal.
+        return Ok(EXIT_ERROR);
     }
     if !json {
         println!("\nDone. Reboot, then run `passthru verify`. `passthru undo` reverses all of it.");
@@ -346,7 +351,7 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
         let mut progress = progress(json);
         if let Err(e) = applier.prepare_undo(&mut progress) {
             eprintln!("passthru: undo failed: {}", crate::error::error_chain(&e));
-            return Ok(EXIT_PROBLEMS);
+            return Ok(EXIT_ERROR);
         }
     }
     let journal: Journal = match applier.journal()? {
@@ -424,7 +429,7 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
         }
         Err(e) => {
             eprintln!("passthru: undo failed: {}", crate::error::error_chain(&e));
-            Ok(EXIT_PROBLEMS)
+            Ok(EXIT_ERROR)
         }
     }
 }
