@@ -64,6 +64,8 @@ pub(super) fn require_live(root: &HostRoot, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The executor, waiting at most `timeout` seconds (`--timeout`) for each driver
+/// write and for `modprobe`.
 fn applier(root: &HostRoot, timeout: u64) -> anyhow::Result<Applier> {
     let exe = std::env::current_exe().context("cannot find the passthru binary itself")?;
     Ok(Applier::new(
@@ -123,6 +125,7 @@ pub(super) fn bind(
     devices: &[String],
     overrides: Overrides,
     opts: ChangeOptions,
+    timeout: u64,
 ) -> anyhow::Result<u8> {
     let targets = parse_targets(devices)?;
     if !opts.dry_run {
@@ -169,7 +172,7 @@ pub(super) fn bind(
     let mut nodes = Vec::new();
     let mut failures = Vec::new();
     if !opts.dry_run {
-        let applier = applier(root, opts.timeout)?;
+        let applier = applier(root, timeout)?;
         let mut progress = progress(json);
         match applier.bind(&plan, &mut progress) {
             Ok(n) => nodes = n,
@@ -218,6 +221,7 @@ pub(super) fn unbind(
     devices: &[String],
     all: bool,
     opts: ChangeOptions,
+    timeout: u64,
 ) -> anyhow::Result<u8> {
     let targets = parse_targets(devices)?;
     if !opts.dry_run {
@@ -248,7 +252,7 @@ pub(super) fn unbind(
     }
     let mut failures = Vec::new();
     if !opts.dry_run {
-        let applier = applier(root, opts.timeout)?;
+        let applier = applier(root, timeout)?;
         let mut progress = progress(json);
         failures = applier
             .unbind(&plan, &mut progress)

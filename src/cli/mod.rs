@@ -37,12 +37,14 @@ use output::{print_json, Style};
 
 use crate::vm::plan::Accel;
 
-/// How `bind` and `unbind` run.
+/// How a command that changes the host runs: `bind`, `unbind`, `enable`, `disable`,
+/// `undo`.
 #[derive(Debug, Clone, Copy)]
 struct ChangeOptions {
+    /// Only print the plan.
     dry_run: bool,
+    /// Do not ask before applying.
     yes: bool,
-    timeout: u64,
 }
 
 /// Exit code when a command finds problems or refuses.
@@ -562,9 +564,15 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: *yes,
-                timeout: *timeout,
             };
-            binding::bind(json, &root, devices, Overrides::from(*risks), opts)
+            binding::bind(
+                json,
+                &root,
+                devices,
+                Overrides::from(*risks),
+                opts,
+                *timeout,
+            )
         }
         Command::Unbind {
             devices,
@@ -575,9 +583,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: true,
-                timeout: *timeout,
             };
-            binding::unbind(json, &root, devices, *all, opts)
+            binding::unbind(json, &root, devices, *all, opts, *timeout)
         }
         Command::Enable {
             devices,
@@ -588,7 +595,6 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: *yes,
-                timeout: 10,
             };
             persistent::enable(json, &root, devices, Overrides::from(*risks), opts)
         }
@@ -600,7 +606,6 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: *yes,
-                timeout: 10,
             };
             persistent::disable(json, &root, devices, opts)
         }
@@ -608,7 +613,6 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: *yes,
-                timeout: 10,
             };
             persistent::undo(json, &root, opts)
         }

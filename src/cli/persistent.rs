@@ -16,6 +16,7 @@ use crate::host::pci::names::PciNames;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
 use crate::plan::bind::{self, Overrides, Refusal};
+use crate::plan::disable::{self, DisableError, Remaining};
 use crate::plan::enable::{self, EnableError, EnableFacts, EnablePlan, Enabled};
 use crate::plan::verify;
 
@@ -69,6 +70,10 @@ struct VerifyReport<'a> {
     schema_version: u32,
 }
 
+/// The executor of `enable`, `disable` and `undo`. They write files and run
+/// regenerators, no driver file: the applier's wait for a driver write never comes
+/// into play, and the regenerators have their own limit and progress notes (see
+/// [`crate::apply::enable`]), so these commands take no `--timeout`.
 fn applier(root: &HostRoot) -> anyhow::Result<Applier> {
     let exe = std::env::current_exe().context("cannot find the passthru binary itself")?;
     Ok(Applier::new(root.clone(), Duration::from_secs(30), exe))
@@ -305,29 +310,18 @@ pub(super) fn disable(
     let holders = crate::host::holders::Holders::new();
     let inputs = inputs(&facts, &names, &holders);
     let remove = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
-    let group_of = |a: &PciAddress| {
-        facts
-            .devices
-            .iter()
-            .find(|d| d.address == *a)
-            .and_then(|d| d.iommu_group)
-    };
-    let gone: Vec<Option<u32>> = remove.iter().map(group_of).collect();
-    let remaining: Vec<PciAddress> = prev
-        .named
-        .iter()
-        .copied()
-        .filter(|a| !remove.contains(a) && !gone.contains(&group_of(a)))
-        .collect();
-    if remaining.len() == prev.named.len() {
-        bail!("{} is not among the enabled devices", devices.join(", "));
-    }
-    if remaining.is_empty() {
-        if !json {
-            println!("No device would remain enabled: undoing the whole setup.");
+    let remaining = match disable::remaining(&prev.named, &remove, &facts.devices) {
+        Ok(Remaining::Some(left)) => left,
+        Ok(Remaining::None) => {
+            if !json {
+                println!("No device would remain enabled: undoing the whole setup.");
+            }
+            return undo(json, root, opts);
         }
-        return undo(json, root, opts);
-    }
+        Err(DisableError::NotEnabled(_)) => {
+            bail!("{} is not among the enabled devices", devices.join(", "))
+        }
+    };
     plan_and_apply(
         json,
         "disable",

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::output::{keys_sorted, print_json};
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
+use crate::vm::new::{NewVm, NewVmHost};
 use crate::vm::plan::Accel;
 use crate::vm::resolve::{self, Resolution, ResolveOptions};
 use crate::vm::spec::{Cpus, Display, IdPair, OsType, VmSpec};
@@ -118,81 +119,36 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// The memory of a new VM when `--memory` is not given: 8 GiB, but never more than half
-/// of what the host has (the host keeps the other half), in steps of 256 MiB.
-fn default_memory(host_mib: Option<u64>) -> String {
-    const DEFAULT_MIB: u64 = 8 * 1024;
-    match host_mib {
-        Some(total) if total / 2 < DEFAULT_MIB => format!("{}M", (total / 2 / 256 * 256).max(256)),
-        _ => "8G".to_string(),
-    }
-}
-
 /// `passthru vm new`.
 pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
-    use crate::vm::spec::{DirectKernel, Disk, Firmware, Network, UsbDevice};
     let name = args.name.as_str();
     let dir = store::spec_dir();
-    let data = store::data_dir();
-    let windows = args.os == OsType::Windows;
-    // Each device is written with its identity (IDs and subsystem), so the spec
-    // still finds it after the buses are renumbered.
-    let host = crate::host::pci::device::read_all(root)?;
-    let devices = args
-        .devices
-        .iter()
-        .map(|a| {
-            host.iter()
-                .find(|d| d.address == *a)
-                .map(crate::vm::identity::identity_of)
-                .with_context(|| format!("no PCI device at {a} on this host (see `passthru list`)"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let no_device = devices.is_empty();
-    let spec = VmSpec {
-        name: name.to_string(),
-        memory: args
-            .memory
-            .clone()
-            .unwrap_or_else(|| default_memory(crate::vm::hostdisk::mem_total_mib(root))),
-        cpus: Cpus::Count(args.cpus),
-        devices,
-        usb: args.usb.iter().map(|id| UsbDevice { id: *id }).collect(),
-        evdev: args.evdev.iter().map(|p| absolute(p)).collect(),
-        kernel: args.kernel.as_deref().map(|path| DirectKernel {
-            path: absolute(path),
-            initrd: args.initrd.as_deref().map(absolute),
-            cmdline: args.cmdline.clone().unwrap_or_default(),
-        }),
-        disks: if args.disk.eq_ignore_ascii_case("none") {
-            Vec::new()
-        } else {
-            vec![Disk {
-                path: data.join(name).join(format!("{name}.qcow2")),
-                size: Some(args.disk.clone()),
-                format: "qcow2".into(),
-            }]
-        },
+    let request = NewVm {
+        name: args.name.clone(),
+        devices: args.devices.clone(),
+        cpus: args.cpus,
+        memory: args.memory.clone(),
         isos: args.isos.iter().map(|p| absolute(p)).collect(),
-        firmware: Firmware {
-            uefi: !args.bios,
-            secure_boot: windows && !args.bios,
-            tpm: windows,
-        },
+        disk: (!args.disk.eq_ignore_ascii_case("none")).then(|| args.disk.clone()),
+        bios: args.bios,
+        display: args.display,
+        no_network: args.no_network,
+        bridge: args.bridge.clone(),
+        kernel: args.kernel.as_deref().map(absolute),
+        initrd: args.initrd.as_deref().map(absolute),
+        cmdline: args.cmdline.clone(),
         os: args.os,
-        // Without a passed device the guest needs an emulated display.
-        display: args.display.unwrap_or(if no_device {
-            Display::Spice
-        } else {
-            Display::None
-        }),
-        network: match (&args.bridge, args.no_network) {
-            (Some(br), _) => Network::Bridge(br.clone()),
-            (None, true) => Network::None,
-            (None, false) => Network::User,
-        },
         hugepages: args.hugepages,
+        usb: args.usb.clone(),
+        evdev: args.evdev.iter().map(|p| absolute(p)).collect(),
     };
+    let devices = crate::host::pci::device::read_all(root)?;
+    let host = NewVmHost {
+        devices: &devices,
+        mem_total_mib: crate::vm::hostdisk::mem_total_mib(root),
+        data_dir: &store::data_dir(),
+    };
+    let spec = crate::vm::new::new_spec(&request, &host)?;
     spec.validate()?;
     // A VM larger than the host could never start here (`vm check` would fail it).
     if let Some(why) = crate::vm::hostdisk::memory_blocker(root, &spec) {
@@ -393,20 +349,5 @@ pub(super) fn edit(arg: &Path) -> anyhow::Result<u8> {
         if !std::io::stdin().is_terminal() || !super::output::confirm("Edit it again?")? {
             anyhow::bail!("{} is unchanged", path.display());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::default_memory;
-
-    #[test]
-    fn the_default_memory_leaves_the_host_half() {
-        assert_eq!(default_memory(None), "8G");
-        assert_eq!(default_memory(Some(32011)), "8G");
-        assert_eq!(default_memory(Some(16384)), "8G");
-        assert_eq!(default_memory(Some(16000)), "7936M");
-        assert_eq!(default_memory(Some(979)), "256M");
-        assert_eq!(default_memory(Some(100)), "256M");
     }
 }

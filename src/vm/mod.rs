@@ -8,6 +8,7 @@ pub mod hostdisk;
 pub mod hugepages;
 pub mod identity;
 pub mod libvirt;
+pub mod new;
 pub mod pinning;
 pub mod plan;
 pub mod qemu;
