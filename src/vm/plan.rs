@@ -94,3 +94,55 @@ impl VmPlan {
         self.state_dir.join("tpm")
     }
 }
+
+/// What `vm start` does with a VM in libvirt.
+///
+/// The spec is the source of truth: when it exists, the domain is defined again from
+/// it before it starts (missing disks are created, and the boot order follows the
+/// disks: the installer ISO first while every disk is blank). Without a spec the
+/// domain starts as libvirt has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartStep {
+    /// The domain runs already: nothing is done.
+    AlreadyRunning,
+    /// Start the domain, after defining it again from its spec when `redefine`.
+    Start {
+        /// Define the domain from its spec first.
+        redefine: bool,
+    },
+    /// libvirt has no such domain, and there is no spec to define it from.
+    UnknownDomain,
+}
+
+/// Decides [`StartStep`] from what libvirt says of the domain (`None`: not defined;
+/// `Some(active)`) and whether the VM's spec exists.
+pub fn start_step(domain_active: Option<bool>, has_spec: bool) -> StartStep {
+    match (domain_active, has_spec) {
+        (Some(true), _) => StartStep::AlreadyRunning,
+        (_, true) => StartStep::Start { redefine: true },
+        (Some(false), false) => StartStep::Start { redefine: false },
+        (None, false) => StartStep::UnknownDomain,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_redefines_from_the_spec_unless_the_domain_runs() {
+        assert_eq!(start_step(Some(true), true), StartStep::AlreadyRunning);
+        assert_eq!(start_step(Some(true), false), StartStep::AlreadyRunning);
+        assert_eq!(
+            start_step(Some(false), true),
+            StartStep::Start { redefine: true }
+        );
+        // A spec of a VM never defined: defined from it, then started.
+        assert_eq!(start_step(None, true), StartStep::Start { redefine: true });
+        assert_eq!(
+            start_step(Some(false), false),
+            StartStep::Start { redefine: false }
+        );
+        assert_eq!(start_step(None, false), StartStep::UnknownDomain);
+    }
+}
