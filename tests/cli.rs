@@ -1692,3 +1692,59 @@ fn vm_plan_json_carries_the_hugepage_plan() {
     assert_eq!(code, 0);
     assert!(doc["hugepages"].is_null(), "{doc:#}");
 }
+
+/// `vm check --json`: each finding with `check`, `status`, `summary` in that order,
+/// and `remedy` only when there is one — no evidence.
+#[test]
+fn vm_check_json_findings_name_their_check() {
+    let f = Fixture::new("intel-desktop");
+    four_cores(&f);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("c.toml");
+    std::fs::write(
+        &spec,
+        "name = \"c\"\nmemory = \"1G\"\ncpus = 2\nisos = [\"/nonexistent/installer.iso\"]\n",
+    )
+    .unwrap();
+    let root = f.root().to_str().unwrap();
+    let out = passthru(&[
+        "vm",
+        "check",
+        spec.to_str().unwrap(),
+        "--json",
+        "--root",
+        root,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["vm"], "c");
+    assert_eq!(doc["ok"], false);
+    let at = |key: &str| text.find(&format!("\"{key}\":")).unwrap();
+    assert!(
+        at("schema_version") < at("vm") && at("vm") < at("ok") && at("ok") < at("findings"),
+        "{text}"
+    );
+    let findings = doc["findings"].as_array().unwrap();
+    let iso = findings
+        .iter()
+        .find(|f| f["check"] == "isos")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(iso["status"], "fail");
+    assert!(iso["remedy"].is_string(), "{iso}");
+    for f in findings {
+        let keys: Vec<&String> = f.as_object().unwrap().keys().collect();
+        let want: &[&str] = if f.get("remedy").is_some() {
+            &["check", "remedy", "status", "summary"]
+        } else {
+            &["check", "status", "summary"]
+        };
+        assert_eq!(keys, want, "{f}");
+    }
+    let first = &text[text.find("\"findings\"").unwrap()..];
+    assert!(
+        first.find("\"check\"").unwrap() < first.find("\"status\"").unwrap()
+            && first.find("\"status\"").unwrap() < first.find("\"summary\"").unwrap(),
+        "{text}"
+    );
+}

@@ -12,6 +12,7 @@ use super::output::{confirm, keys_sorted, print_refusals, progress};
 use super::{print_json, ChangeOptions, EXIT_ERROR, EXIT_PROBLEMS};
 use crate::apply::journal::Journal;
 use crate::apply::{Applier, ApplyError};
+use crate::check::{Finding, Status};
 use crate::host::pci::names::PciNames;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
@@ -64,10 +65,30 @@ enum UndoReport<'a> {
 struct VerifyReport<'a> {
     #[serde(serialize_with = "keys_sorted")]
     enabled: &'a Enabled,
-    #[serde(serialize_with = "keys_sorted")]
-    items: &'a [verify::Item],
+    items: Vec<VerifyItem<'a>>,
     ok: bool,
     schema_version: u32,
+}
+
+/// A finding of `verify` as its `--json` prints it (see [`verify::verify`]): what was
+/// verified, whether it holds, what was found, and the likely cause when it does not.
+#[derive(Debug, Serialize)]
+struct VerifyItem<'a> {
+    cause: Option<&'a str>,
+    found: &'a str,
+    ok: bool,
+    what: &'a str,
+}
+
+impl<'a> From<&'a Finding> for VerifyItem<'a> {
+    fn from(f: &'a Finding) -> Self {
+        Self {
+            cause: f.remedy.as_deref(),
+            found: &f.summary,
+            ok: f.status == Status::Ok,
+            what: &f.id,
+        }
+    }
 }
 
 /// The executor of `enable`, `disable` and `undo`. They write files and run
@@ -440,12 +461,13 @@ pub(super) fn verify(json: bool, root: &HostRoot) -> anyhow::Result<u8> {
     };
     let facts = crate::host::facts::HostFacts::gather(root);
     let devices = crate::host::pci::device::read_all(root)?;
-    let items = verify::verify(&enabled, &facts, &devices);
+    let findings = verify::verify(&enabled, &facts, &devices);
+    let items: Vec<VerifyItem> = findings.iter().map(VerifyItem::from).collect();
     let ok = items.iter().all(|i| i.ok);
     if json {
         print_json(&VerifyReport {
             enabled: &enabled,
-            items: &items,
+            items,
             ok,
             schema_version: 1,
         })?;
@@ -454,7 +476,7 @@ pub(super) fn verify(json: bool, root: &HostRoot) -> anyhow::Result<u8> {
             println!("{} {}", if i.ok { "ok  " } else { "FAIL" }, i.what);
             if !i.ok {
                 println!("     found: {}", i.found);
-                if let Some(c) = &i.cause {
+                if let Some(c) = i.cause {
                     println!("     likely cause: {c}");
                 }
             }

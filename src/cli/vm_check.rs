@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::output::print_json;
+use crate::check::{Finding, Status};
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
 use crate::vm::plan::Accel;
@@ -16,12 +17,33 @@ struct CheckReportJson<'a> {
     schema_version: u32,
     vm: &'a str,
     ok: bool,
-    findings: &'a [crate::vm::check::VmFinding],
+    findings: Vec<FindingJson<'a>>,
+}
+
+/// A finding as `vm check --json` prints it: its id as `check`, no evidence, and
+/// the remedy only when there is one.
+#[derive(Debug, Serialize)]
+struct FindingJson<'a> {
+    check: &'a str,
+    status: Status,
+    summary: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remedy: Option<&'a str>,
+}
+
+impl<'a> From<&'a Finding> for FindingJson<'a> {
+    fn from(f: &'a Finding) -> Self {
+        Self {
+            check: &f.id,
+            status: f.status,
+            summary: &f.summary,
+            remedy: f.remedy.as_deref(),
+        }
+    }
 }
 
 /// `passthru vm check`.
 pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> anyhow::Result<u8> {
-    use crate::check::Status;
     use crate::vm::check::{self as vmcheck, CheckInputs, QemuCaps};
     let (_, spec) = store::load(arg)?;
     let gathered = super::binding::read_host(root)?;
@@ -76,11 +98,11 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
             schema_version: 1,
             vm: &spec.name,
             ok: !failed,
-            findings: &findings,
+            findings: findings.iter().map(FindingJson::from).collect(),
         })?;
     } else {
         for f in &findings {
-            println!("{:<5} {:<10} {}", f.status.label(), f.check, f.summary);
+            println!("{:<5} {:<10} {}", f.status.label(), f.id, f.summary);
             if let Some(r) = &f.remedy {
                 println!("{:16} → {r}", "");
             }
