@@ -354,6 +354,36 @@ pub(super) fn disable(
     )
 }
 
+/// What `undo` restores and runs, from the journal.
+fn print_journal(journal: &Journal) {
+    if journal.undo.is_some() {
+        println!(
+            "An interrupted undo already restored the files; passthru regenerates the boot files from them again:"
+        );
+        for c in &journal.regenerate {
+            println!("  {}", c.argv.join(" "));
+        }
+    } else {
+        println!("passthru restores:");
+        for e in &journal.entries {
+            if let (true, Some(link)) = (e.existed, &e.link) {
+                println!(
+                    "  /{}  (its previous content; the symlink /{} to it stays)",
+                    e.path.display(),
+                    link.display()
+                );
+            } else if e.existed {
+                println!("  /{}  (its previous content)", e.path.display());
+            } else {
+                println!("  /{}  (removed: passthru created it)", e.path.display());
+            }
+        }
+        for c in &journal.regenerate {
+            println!("then runs: {}", c.argv.join(" "));
+        }
+    }
+}
+
 /// `passthru undo`.
 pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::Result<u8> {
     if !opts.dry_run {
@@ -384,31 +414,8 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
             return Ok(0);
         }
     };
-    if !json && journal.undo.is_some() {
-        println!(
-            "An interrupted undo already restored the files; passthru regenerates the boot files from them again:"
-        );
-        for c in &journal.regenerate {
-            println!("  {}", c.argv.join(" "));
-        }
-    } else if !json {
-        println!("passthru restores:");
-        for e in &journal.entries {
-            if let (true, Some(link)) = (e.existed, &e.link) {
-                println!(
-                    "  /{}  (its previous content; the symlink /{} to it stays)",
-                    e.path.display(),
-                    link.display()
-                );
-            } else if e.existed {
-                println!("  /{}  (its previous content)", e.path.display());
-            } else {
-                println!("  /{}  (removed: passthru created it)", e.path.display());
-            }
-        }
-        for c in &journal.regenerate {
-            println!("then runs: {}", c.argv.join(" "));
-        }
+    if !json {
+        print_journal(&journal);
     }
     if opts.dry_run {
         if json {
@@ -420,6 +427,9 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
             })?;
         }
         return Ok(0);
+    }
+    if json && !opts.yes {
+        bail!("--json needs --yes (or --dry-run): there is no one to ask");
     }
     if !json && !ask_or_refuse(opts, "Restore?")? {
         println!("Nothing was changed.");

@@ -430,8 +430,9 @@ fn chroot_enable_and_undo_survive_kills_at_random_points() {
 }
 
 /// A regenerator that fails is passthru failing — exit code 2, not the 1 of a
-/// refusal or of problems found — for `enable` and for `undo` alike; the journal keeps
-/// what `undo` needs, so once the tool works again `undo` restores every file.
+/// refusal or of problems found — for `enable` (also with `--json`) and for `undo`
+/// alike; the journal keeps what `undo` needs, so once the tool works again `undo`
+/// restores every file. `undo --json` without `--yes` changes nothing.
 #[test]
 fn chroot_a_failing_regenerator_exits_2() {
     const TEST: &str = "chroot_a_failing_regenerator_exits_2";
@@ -455,13 +456,17 @@ fn chroot_a_failing_regenerator_exits_2() {
     let before = snapshot(&c, WATCHED);
     let tool = c.path("usr/sbin/update-initramfs");
     let real = c.path("usr/sbin/update-initramfs.real");
-    std::fs::rename(&tool, &real).unwrap();
-    std::fs::write(
-        &tool,
-        "#!/bin/sh\necho 'update-initramfs: the disk is full' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let break_tool = || {
+        std::fs::rename(&tool, &real).unwrap();
+        std::fs::write(
+            &tool,
+            "#!/bin/sh\necho 'update-initramfs: the disk is full' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    let mend_tool = || std::fs::rename(&real, &tool).unwrap();
     let text = |out: &Output| {
         format!(
             "{}\n{}",
@@ -470,6 +475,7 @@ fn chroot_a_failing_regenerator_exits_2() {
         )
     };
 
+    break_tool();
     let out = c.run(&["passthru", "enable", "--yes", "01:00.0"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -480,6 +486,21 @@ fn chroot_a_failing_regenerator_exits_2() {
         "{stderr}"
     );
 
+    // `undo --json` has no one to ask: it needs --yes, and changes nothing without.
+    let journaled = snapshot(&c, WATCHED);
+    let out = c.run(&["passthru", "undo", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--json needs --yes"),
+        "{}",
+        text(&out)
+    );
+    assert_same(
+        &journaled,
+        &snapshot(&c, WATCHED),
+        "after undo --json without --yes",
+    );
+
     let out = c.run(&["passthru", "undo", "--yes"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
@@ -487,12 +508,25 @@ fn chroot_a_failing_regenerator_exits_2() {
         "{}",
         text(&out)
     );
-
-    std::fs::rename(&real, &tool).unwrap();
+    mend_tool();
     c.ok(&["passthru", "undo", "--yes"]);
     assert_same(
         &before,
         &snapshot(&c, WATCHED),
         "after the undo that succeeded",
     );
+
+    // With --json the document says the change was not applied, and why.
+    break_tool();
+    let out = c.run(&["passthru", "enable", "--yes", "--json", "01:00.0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["applied"], false, "{doc:#}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("update-initramfs"),
+        "{doc:#}"
+    );
+    mend_tool();
+    c.ok(&["passthru", "undo", "--yes"]);
+    assert_same(&before, &snapshot(&c, WATCHED), "after the second undo");
 }
