@@ -523,6 +523,9 @@ fn host_lock(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Runs the parsed command — the host root, the host lock, then the command's own
+/// function (one file each) — and returns its exit code.
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     // These two describe passthru itself, not a host: --root does not apply to them.
     match &cli.command {
