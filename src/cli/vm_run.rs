@@ -6,11 +6,12 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::binding::{print_refusals, require_live};
+use super::binding::require_live;
+use super::output::print_refusals;
 use super::{print_json, RiskArgs, EXIT_PROBLEMS};
 use crate::host::root::HostRoot;
 use crate::plan::bind::Overrides;
-use crate::vm::render::Accel;
+use crate::vm::plan::Accel;
 use crate::vm::run::{self, QemuExit, RunError, RunOptions};
 
 /// `vm run`.

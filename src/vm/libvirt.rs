@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::disk::{self, DiskError};
-use super::render::{self, Accel};
+use super::plan::Accel;
+use super::render;
 use super::resolve::Resolution;
 
 /// The connection used when neither `--connect` nor `LIBVIRT_DEFAULT_URI` says.

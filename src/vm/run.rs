@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 
 use super::disk::{self, DiskError};
 use super::hugepages::{pool_dir, HugepagePlan};
+use super::plan::VmPlan;
 use super::qmp::{Qmp, QmpError, VcpuThread};
-use super::render::{qemu_argv, VmPlan};
+use super::render::qemu_argv;
 use super::resolve::Resolution;
 use crate::apply::{Applier, ApplyError};
 use crate::host::cpu::{format_cpu_list, parse_cpu_list};
@@ -505,7 +506,7 @@ impl Session<'_> {
         if let Err(e) = written {
             return Err(RunError::Hugepages(format!(
                 "cannot reserve hugepages: {}",
-                crate::host::facts::error_chain(&e)
+                crate::error::error_chain(&e)
             )));
         }
         if free < h.pages {
@@ -601,7 +602,7 @@ impl Session<'_> {
             if let Err(e) = self.applier.write_sysfs(&r.file, &r.before.to_string()) {
                 failures.push(format!(
                     "hugepages not released: {} (write {} to /{} yourself)",
-                    crate::host::facts::error_chain(&e),
+                    crate::error::error_chain(&e),
                     r.before,
                     r.file.display()
                 ));
@@ -638,7 +639,7 @@ impl Session<'_> {
             .map(|(a, e)| {
                 format!(
                     "could not give {a} back: {} (`passthru unbind {a}` tries again)",
-                    crate::host::facts::error_chain(&e)
+                    crate::error::error_chain(&e)
                 )
             })
             .collect()
@@ -1043,7 +1044,7 @@ mod tests {
             devices: Vec::new(),
             roms: BTreeMap::new(),
             amd: false,
-            accel: crate::vm::render::Accel::Tcg,
+            accel: crate::vm::plan::Accel::Tcg,
             ovmf: None,
             hugepage_kib: None,
             state_dir: state.to_path_buf(),
