@@ -397,9 +397,21 @@ impl HostRoot {
     }
 
     /// Whether `rel` exists (following symlinks relative to the root).
+    ///
+    /// One system call when not recording: `stat` on the system, an `O_PATH` open
+    /// resolved inside the root otherwise. A recording root walks the path one
+    /// component at a time instead, so that the links on the way are recorded.
     pub fn exists(&self, rel: impl AsRef<Path>) -> bool {
-        self.resolve(rel)
-            .is_ok_and(|p| self.symlink_metadata(p).is_ok())
+        let rel = rel.as_ref();
+        if self.recorder.is_some() {
+            return self
+                .resolve(rel)
+                .is_ok_and(|p| self.symlink_metadata(p).is_ok());
+        }
+        if self.is_system() {
+            return self.path(rel).metadata().is_ok();
+        }
+        self.open(rel, libc::O_PATH).is_ok()
     }
 
     /// The metadata of `rel`, following symlinks inside the root.
@@ -616,33 +628,67 @@ impl HostRoot {
     ) -> Result<HostDir<'_>, HostError> {
         let rel = rel.as_ref();
         let fd = self.open_dir(rel, follow_last)?;
-        let entries = if self.is_system() {
-            None
-        } else {
-            let mut entries: Vec<(Vec<u8>, u8)> = resolve_in_root::list(&fd)
-                .map_err(|e| self.err(rel, e))?
-                .into_iter()
-                .map(|(name, t)| (name.into_vec(), t))
-                .collect();
-            entries.sort_unstable();
-            Some(entries)
-        };
         let rel = if self.recorder.is_some() {
             // Records the links on the way, and the directory itself.
             self.resolve(rel).unwrap_or_else(|_| rel.to_path_buf())
         } else {
             rel.to_path_buf()
         };
-        Ok(HostDir {
-            root: self,
+        HostDir::new(self, rel, fd)
+    }
+}
+
+impl<'r> HostDir<'r> {
+    /// The directory `rel` of `root`, opened as `fd`: listed in a captured tree.
+    fn new(root: &'r HostRoot, rel: PathBuf, fd: File) -> Result<Self, HostError> {
+        let entries = if root.is_system() {
+            None
+        } else {
+            let mut entries: Vec<(Vec<u8>, u8)> = resolve_in_root::list(&fd)
+                .map_err(|e| root.err(&rel, e))?
+                .into_iter()
+                .map(|(name, t)| (name.into_vec(), t))
+                .collect();
+            entries.sort_unstable();
+            Some(entries)
+        };
+        Ok(Self {
+            root,
             rel,
             fd,
             entries,
         })
     }
+
+    /// Opens the subdirectory `name`, one component that is not a link (a link, a
+    /// file or a name with a `/` is an error), relative to this directory: no path is
+    /// walked again, and nothing outside the directory can be reached.
+    pub fn open_subdir(&self, name: &CStr) -> Result<HostDir<'r>, HostError> {
+        let bytes = name.to_bytes();
+        if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+            return Err(self.err(
+                name,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a directory entry's name"),
+            ));
+        }
+        let flags = if self.root.is_system() {
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW
+        } else {
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK | libc::O_NOFOLLOW
+        };
+        let fd = resolve_in_root::openat(&self.fd, name, flags).map_err(|e| self.err(name, e))?;
+        let rel = self.rel_of(name);
+        self.root.record_kind(&rel);
+        HostDir::new(self.root, rel, fd)
+    }
 }
 
 impl HostDir<'_> {
+    /// The directory, relative to the root.
+    pub fn rel(&self) -> &Path {
+        &self.rel
+    }
+
     /// The root-relative path of the entry `name`.
     fn rel_of(&self, name: &CStr) -> PathBuf {
         self.rel.join(OsStr::from_bytes(name.to_bytes()))
@@ -1179,6 +1225,22 @@ mod tests {
         assert!(e.source.to_string().contains("FIFO"), "{e:?}");
         // Without following the last link, a link to a directory is refused.
         assert!(root.open_host_dir("sys/link", false).is_err());
+        // Subdirectories are opened by one name, never through a link.
+        let sys = root.open_host_dir("sys", true).unwrap();
+        assert!(sys.open_subdir(c"link").is_err());
+        assert!(sys.open_subdir(c"devices/x").is_err());
+        assert!(sys.open_subdir(c"..").is_err());
+        assert!(sys.open_subdir(c"nothing").unwrap_err().is_not_found());
+        let x = sys
+            .open_subdir(c"devices")
+            .unwrap()
+            .open_subdir(c"x")
+            .unwrap();
+        assert_eq!(x.rel(), Path::new("sys/devices/x"));
+        assert_eq!(x.read_attr(c"vendor").unwrap(), Some(b"0x8086\n".to_vec()));
+        assert!(x.read_attr(c"class").is_err(), "the FIFO is still refused");
+        let etc = root.open_host_dir("etc", true).unwrap();
+        assert!(etc.open_subdir(c"climb").is_err(), "a link out of the root");
     }
 
     #[test]

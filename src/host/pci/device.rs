@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
@@ -312,16 +313,16 @@ const DEVICES: &str = "sys/bus/pci/devices";
 /// `bus`) like [`HostRoot::resolve`], with fewer system calls, and opens the device
 /// directory it leads to: a kernel-made link such as
 /// `../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0` is read relative to `bus`
-/// and applied to `base` lexically, its parent directory is resolved once per
-/// directory (`parents` caches it: devices behind one bridge share it), and the
-/// directory is opened with `O_NOFOLLOW`, which fails when the last component is a
-/// link. Any other shape of link goes through [`HostRoot::resolve`]. `Ok(None)` when
+/// and applied to `base` lexically, its parent directory is resolved and opened once
+/// (`parents` caches it: devices behind one bridge share it), and the device's
+/// directory is opened relative to it by its one name with `O_NOFOLLOW`, which fails
+/// when it is a link. Any other shape of link goes through [`HostRoot::resolve`]. `Ok(None)` when
 /// the entry no longer exists.
 fn resolve_entry<'r>(
     root: &'r HostRoot,
     (bus, base): (&HostDir<'r>, &Path),
     name: &str,
-    parents: &mut HashMap<PathBuf, PathBuf>,
+    parents: &mut HashMap<PathBuf, HostDir<'r>>,
 ) -> Result<Option<(PathBuf, HostDir<'r>)>, PciError> {
     let entry = base.join(name);
     let full = |root: &'r HostRoot| -> Result<Option<(PathBuf, HostDir<'r>)>, PciError> {
@@ -360,20 +361,25 @@ fn resolve_entry<'r>(
     let (Some(parent), Some(last)) = (candidate.parent(), candidate.file_name()) else {
         return full(root);
     };
-    let resolved_parent = match parents.get(parent) {
-        Some(p) => p.clone(),
-        None => match root.resolve(parent) {
-            Ok(p) => {
-                parents.insert(parent.to_path_buf(), p.clone());
-                p
-            }
+    if !parents.contains_key(parent) {
+        let opened = match root.resolve(parent) {
+            Ok(resolved) => match root.open_host_dir(&resolved, false) {
+                Ok(opened) => opened,
+                Err(_) => return full(root),
+            },
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
-        },
+        };
+        parents.insert(parent.to_path_buf(), opened);
+    }
+    let Some(parent_dir) = parents.get(parent) else {
+        return Ok(None);
     };
-    let resolved = resolved_parent.join(last);
-    match root.open_host_dir(&resolved, false) {
-        Ok(dir) => Ok(Some((resolved, dir))),
+    let Ok(last) = std::ffi::CString::new(last.as_bytes()) else {
+        return Ok(None);
+    };
+    match parent_dir.open_subdir(&last) {
+        Ok(dir) => Ok(Some((dir.rel().to_path_buf(), dir))),
         Err(e) if e.is_not_found() => Ok(None),
         // A link (or no directory) at the end: resolve it the long way.
         Err(_) => full(root),
