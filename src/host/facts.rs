@@ -307,11 +307,8 @@ impl HostFacts {
     /// Reads every fact from `root`.
     pub fn gather(root: &HostRoot) -> Self {
         let release = read_release(root).ok().flatten();
-        let log = KernelLog::read(root).map_err(|e| error_chain(&e));
-        let iommu_log = match &log {
-            Ok(Some(log)) => IommuLog::analyse(log),
-            _ => IommuLog::default(),
-        };
+        // The slowest read on a live host: on another thread, while the others go on.
+        let pending_log = KernelLog::read_in_background(root);
         let cmdline = root
             .read_to_string("proc/cmdline")
             .map(|s| Cmdline::parse(&s))
@@ -336,6 +333,11 @@ impl HostFacts {
                 .collect();
             h
         });
+        let log = pending_log.wait().map_err(|e| error_chain(&e));
+        let iommu_log = match &log {
+            Ok(Some(log)) => IommuLog::analyse(log),
+            _ => IommuLog::default(),
+        };
         Self {
             cpu: CpuInfo::read(root).map_err(|e| error_chain(&e)),
             topology: CpuTopology::read(root).map_err(|e| error_chain(&e)),

@@ -83,9 +83,51 @@ impl KernelLog {
         }
     }
 
+    /// Starts [`KernelLog::read`] on another thread, so that the other reads of a
+    /// gathering go on meanwhile; [`PendingLog::wait`] gives the result. On a live
+    /// host the log is the slowest thing `check` reads: the kernel formats and hands
+    /// out `/dev/kmsg` one record per `read(2)` (about a microsecond each, a few
+    /// hundred records after boot), and `syslog(2)`'s `READ_ALL`, one call for the
+    /// whole buffer, takes as long, since the formatting is the cost (and it starts at
+    /// the last `dmesg --clear`, which would hide the boot's IOMMU lines). Where no
+    /// thread can be started, the log is read at once.
+    pub fn read_in_background(root: &HostRoot) -> PendingLog {
+        let owned = root.clone();
+        match std::thread::Builder::new()
+            .name("kernel-log".into())
+            .spawn(move || Self::read(&owned))
+        {
+            Ok(handle) => PendingLog(Pending::Reading(handle)),
+            Err(_) => PendingLog(Pending::Read(Self::read(root))),
+        }
+    }
+
     /// The first line whose text contains `needle`.
     pub fn find(&self, needle: &str) -> Option<&LogLine> {
         self.lines.iter().find(|l| l.text.contains(needle))
+    }
+}
+
+/// The kernel log being read by [`KernelLog::read_in_background`].
+#[derive(Debug)]
+pub struct PendingLog(Pending);
+
+#[derive(Debug)]
+enum Pending {
+    Reading(std::thread::JoinHandle<Result<Option<KernelLog>, HostError>>),
+    Read(Result<Option<KernelLog>, HostError>),
+}
+
+impl PendingLog {
+    /// Waits for the reading to end and gives what [`KernelLog::read`] gave (a panic
+    /// of the reading thread goes on here).
+    pub fn wait(self) -> Result<Option<KernelLog>, HostError> {
+        match self.0 {
+            Pending::Reading(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Pending::Read(result) => result,
+        }
     }
 }
 
@@ -341,6 +383,29 @@ mod tests {
 
         let empty = HostRoot::new(dir.path().join("absent"));
         assert!(KernelLog::read(&empty).unwrap().is_none());
+
+        // Read on another thread: the same log, recorded in the same capture.
+        let recording = root.recording();
+        let pending = KernelLog::read_in_background(&recording);
+        assert_eq!(pending.wait().unwrap(), Some(log));
+        assert!(recording
+            .captured()
+            .contains_key(std::path::Path::new("/dev/kmsg")));
+        assert!(KernelLog::read_in_background(&empty)
+            .wait()
+            .unwrap()
+            .is_none());
+        std::fs::write(dir.path().join("dev/kmsg"), vec![b'x'; 10]).unwrap();
+        let fifo = dir.path().join("dev/fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        std::fs::remove_file(dir.path().join("dev/kmsg")).unwrap();
+        std::fs::rename(&fifo, dir.path().join("dev/kmsg")).unwrap();
+        let e = KernelLog::read_in_background(&root).wait().unwrap_err();
+        assert!(e.path.ends_with("dev/kmsg"), "{e}");
     }
 
     #[test]
