@@ -3,10 +3,16 @@
 # generated trees (a desktop-sized host, and an SR-IOV-like host with 4096 functions):
 #   - lspci -nnk reading the tree through its linux-sysfs backend;
 #   - the usual shell loop over /sys/kernel/iommu_groups calling lspci per device.
-# Needs hyperfine and pciutils (apt-get install hyperfine pciutils).
+# Needs hyperfine and pciutils (apt-get install hyperfine pciutils); installs nothing.
 # Usage: benches/list.sh [N]   (N = SR-IOV functions, default 4096)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for tool in hyperfine lspci python3; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "benches/list.sh: needs $tool (see the comment at the top)" >&2
+        exit 2
+    fi
+done
 n=${1:-4096}
 cargo build --release --quiet --bin passthru --example gen_pci_tree
 bin=target/release/passthru
