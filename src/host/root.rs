@@ -562,6 +562,62 @@ impl HostRoot {
     }
 }
 
+/// A read of the host started on another thread by [`HostRoot::read_in_background`].
+#[derive(Debug)]
+pub struct Pending<T>(PendingState<T>);
+
+#[derive(Debug)]
+enum PendingState<T> {
+    /// The thread, which gives `None` only if the job was not there to take (never:
+    /// only a thread that could not start leaves it to the caller).
+    Running(std::thread::JoinHandle<Option<T>>),
+    Done(T),
+}
+
+impl<T> Pending<T> {
+    /// Waits for the read to end and gives its result (a panic of the reading thread
+    /// goes on here).
+    pub fn wait(self) -> T {
+        match self.0 {
+            PendingState::Running(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .expect("a started thread always takes its job"),
+            PendingState::Done(result) => result,
+        }
+    }
+}
+
+impl HostRoot {
+    /// Runs `read` on this root on another thread, so that other reads go on
+    /// meanwhile; [`Pending::wait`] gives its result. A recording root records what
+    /// the thread reads as well. Where no thread can be started, `read` runs at once.
+    pub fn read_in_background<T, F>(&self, read: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&HostRoot) -> T + Send + 'static,
+    {
+        // Shared, so that it can still be run here if the thread cannot start.
+        let job = Arc::new(Mutex::new(Some(read)));
+        let take = |job: &Mutex<Option<F>>| {
+            job.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        };
+        let root = self.clone();
+        let theirs = Arc::clone(&job);
+        let spawned =
+            std::thread::Builder::new().spawn(move || take(&theirs).map(|read| read(&root)));
+        match spawned {
+            Ok(handle) => Pending(PendingState::Running(handle)),
+            Err(_) => {
+                let read = take(&job).expect("no thread started, so the job is still here");
+                Pending(PendingState::Done(read(self)))
+            }
+        }
+    }
+}
+
 /// The most bytes read in one `read()` of a directory entry by [`HostDir::read_attr`]:
 /// the largest sysfs attribute the kernel writes (one page). A larger file in a
 /// captured tree is read on in a second step.

@@ -67,6 +67,13 @@ impl KernelLog {
     ///
     /// Reading `/dev/kmsg` needs privileges when `kernel.dmesg_restrict` is set: a
     /// permission error is returned as an error (with the path), not as an empty log.
+    ///
+    /// On a live host this is the slowest thing `check` reads: the kernel formats
+    /// and hands out one record per `read(2)` (about a microsecond each, a few hundred
+    /// records after boot). `syslog(2)`'s `READ_ALL`, one call for the whole buffer,
+    /// takes as long (the formatting is the cost) and starts at the last `dmesg
+    /// --clear`, which would hide the boot's IOMMU lines; so the log is read here,
+    /// and [`KernelLog::read_in_background`] lets other reads go on meanwhile.
     pub fn read(root: &HostRoot) -> Result<Option<Self>, HostError> {
         const KMSG: &str = "dev/kmsg";
         let (file, meta) = match root.open_for_reading(KMSG) {
@@ -83,23 +90,10 @@ impl KernelLog {
         }
     }
 
-    /// Starts [`KernelLog::read`] on another thread, so that the other reads of a
-    /// gathering go on meanwhile; [`PendingLog::wait`] gives the result. On a live
-    /// host the log is the slowest thing `check` reads: the kernel formats and hands
-    /// out `/dev/kmsg` one record per `read(2)` (about a microsecond each, a few
-    /// hundred records after boot), and `syslog(2)`'s `READ_ALL`, one call for the
-    /// whole buffer, takes as long, since the formatting is the cost (and it starts at
-    /// the last `dmesg --clear`, which would hide the boot's IOMMU lines). Where no
-    /// thread can be started, the log is read at once.
+    /// Starts [`KernelLog::read`] on another thread (see
+    /// [`HostRoot::read_in_background`]), so that other reads go on meanwhile.
     pub fn read_in_background(root: &HostRoot) -> PendingLog {
-        let owned = root.clone();
-        match std::thread::Builder::new()
-            .name("kernel-log".into())
-            .spawn(move || Self::read(&owned))
-        {
-            Ok(handle) => PendingLog(Pending::Reading(handle)),
-            Err(_) => PendingLog(Pending::Read(Self::read(root))),
-        }
+        root.read_in_background(Self::read)
     }
 
     /// The first line whose text contains `needle`.
@@ -109,27 +103,7 @@ impl KernelLog {
 }
 
 /// The kernel log being read by [`KernelLog::read_in_background`].
-#[derive(Debug)]
-pub struct PendingLog(Pending);
-
-#[derive(Debug)]
-enum Pending {
-    Reading(std::thread::JoinHandle<Result<Option<KernelLog>, HostError>>),
-    Read(Result<Option<KernelLog>, HostError>),
-}
-
-impl PendingLog {
-    /// Waits for the reading to end and gives what [`KernelLog::read`] gave (a panic
-    /// of the reading thread goes on here).
-    pub fn wait(self) -> Result<Option<KernelLog>, HostError> {
-        match self.0 {
-            Pending::Reading(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Pending::Read(result) => result,
-        }
-    }
-}
+pub type PendingLog = crate::host::root::Pending<Result<Option<KernelLog>, HostError>>;
 
 /// The size of one `read()` from `/dev/kmsg`. The kernel returns one record per
 /// call and fails with `EINVAL` when the buffer is too small; records are at most
