@@ -18,21 +18,23 @@ for tool in hyperfine virt-host-validate python3; do
     fi
 done
 cargo build --release --quiet --bin passthru
-bin=target/release/passthru
-out=target/bench
+target=${CARGO_TARGET_DIR:-target}
+bin=$target/release/passthru
+out=$target/bench
 mkdir -p "$out"
 
 hyperfine -N -i --warmup 5 --min-runs 50 --export-json "$out/check.json" \
     -n "passthru check --json" "$bin check --json" \
     -n "virt-host-validate qemu" "virt-host-validate qemu"
 
-# One table: mean times and how many times slower than passthru.
+# One table: median times (robust when the machine is shared) and how many times
+# slower than passthru.
 python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
 rows = json.load(open(f"{out}/check.json"))["results"]
-base = rows[0]["mean"]
+base = rows[0]["median"]
 print("\nthis machine:")
 for r in rows:
-    print(f"  {r['command']:<26} {r['mean']*1000:9.1f} ms  {r['mean']/base:6.1f}x")
+    print(f"  {r['command']:<26} {r['median']*1000:9.1f} ms  {r['median']/base:6.1f}x")
 PY

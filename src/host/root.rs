@@ -14,6 +14,9 @@
 //! file's content as read, every directory listed, every symlink followed. That
 //! record is what `passthru report` archives, so a report holds exactly what the tool
 //! reads and nothing else, and reading the report with `--root` sees the same host.
+//! Files read together from one directory (the attributes of a sysfs device) go
+//! through a [`HostDir`], the directory opened once, under the same rules and
+//! recorded the same way.
 
 //!
 //! # A captured tree is untrusted
