@@ -3,15 +3,22 @@
 # generated trees (a desktop-sized host, and an SR-IOV-like host with 4096 functions):
 #   - lspci -nnk reading the tree through its linux-sysfs backend;
 #   - the usual shell loop over /sys/kernel/iommu_groups calling lspci per device.
-# Needs hyperfine and pciutils (apt-get install hyperfine pciutils).
+# Needs hyperfine and pciutils (apt-get install hyperfine pciutils); installs nothing.
 # Usage: benches/list.sh [N]   (N = SR-IOV functions, default 4096)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for tool in hyperfine lspci python3; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "benches/list.sh: needs $tool (see the comment at the top)" >&2
+        exit 2
+    fi
+done
 n=${1:-4096}
 cargo build --release --quiet --bin passthru --example gen_pci_tree
-bin=target/release/passthru
-gen=target/release/examples/gen_pci_tree
-out=target/bench
+target=${CARGO_TARGET_DIR:-target}
+bin=$target/release/passthru
+gen=$target/release/examples/gen_pci_tree
+out=$target/bench
 mkdir -p "$out"
 "$gen" "$out/desktop" desktop
 "$gen" "$out/sriov" sriov "$n"
@@ -41,7 +48,8 @@ for tree in desktop sriov; do
         -n "shell loop + lspci -nns" "bash $out/groups-loop.sh $root"
 done
 
-# One table: mean times and how many times slower than passthru.
+# One table: median times (robust when the machine is shared) and how many times
+# slower than passthru.
 python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
@@ -49,8 +57,8 @@ for tree in ("desktop", "sriov"):
     rows = []
     for part in ("tools", "loop"):
         rows += json.load(open(f"{out}/{tree}-{part}.json"))["results"]
-    base = rows[0]["mean"]
+    base = rows[0]["median"]
     print(f"\n{tree}:")
     for r in rows:
-        print(f"  {r['command']:<26} {r['mean']*1000:9.1f} ms  {r['mean']/base:6.1f}x")
+        print(f"  {r['command']:<26} {r['median']*1000:9.1f} ms  {r['median']/base:6.1f}x")
 PY

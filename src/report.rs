@@ -37,24 +37,6 @@ pub enum ReportError {
     Pci(#[from] pci::device::PciError),
 }
 
-/// The sysfs attributes of a PCI device that passthru reads (see
-/// [`crate::host::pci::device`]).
-pub const PCI_ATTRIBUTES: &[&str] = &[
-    "vendor",
-    "device",
-    "subsystem_vendor",
-    "subsystem_device",
-    "class",
-    "revision",
-    "driver",
-    "iommu_group",
-    "boot_vga",
-    "reset_method",
-    "reset",
-    "numa_node",
-    "driver_override",
-];
-
 /// Configuration files that describe how the host boots (bootloader, initramfs,
 /// module options), captured for planning. Directories are captured with their files.
 pub const BOOT_CONFIG: &[&str] = &[
@@ -91,20 +73,8 @@ pub fn capture(root: &HostRoot) -> Result<Capture, ReportError> {
         let text: String = log.lines.iter().map(|l| l.display() + "\n").collect();
         rec.record("dev/kmsg", Captured::File(text.into_bytes()));
     }
-    let devices = pci::device::read_all(&rec)?;
-    for d in &devices {
-        for attr in PCI_ATTRIBUTES {
-            let path = d.sysfs_path.join(attr);
-            let Ok(meta) = rec.symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.file_type().is_symlink() {
-                let _ = rec.read_link(&path);
-            } else if rec.read_bytes(&path).is_err() {
-                rec.record(&path, Captured::Present);
-            }
-        }
-    }
+    // Every attribute a device is read from is recorded as it is read.
+    pci::device::read_all(&rec)?;
     let _ = crate::host::records::read_all(&rec);
     // Failures here are findings for `list`, not reasons to fail a report.
     let _ = usage::root_disk_controllers(&rec);

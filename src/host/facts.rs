@@ -308,16 +308,19 @@ impl HostFacts {
     /// Reads every fact from `root`.
     pub fn gather(root: &HostRoot) -> Self {
         let release = read_release(root).ok().flatten();
-        let log = KernelLog::read(root).map_err(|e| error_chain(&e));
-        let iommu_log = match &log {
-            Ok(Some(log)) => IommuLog::analyse(log),
-            _ => IommuLog::default(),
-        };
+        // The slowest reads on a live host, the kernel log (one record per read(2))
+        // and the compressed kernel config: on another thread, while the others go on.
+        let config_release = release.clone();
+        let pending = root.read_in_background(move |root| {
+            (
+                KernelLog::read(root),
+                KernelConfig::read(root, config_release.as_deref()),
+            )
+        });
         let cmdline = root
             .read_to_string("proc/cmdline")
             .map(|s| Cmdline::parse(&s))
             .map_err(|e| error_chain(&e));
-        let config = KernelConfig::read(root, release.as_deref()).map_err(|e| error_chain(&e));
         let modules = match &release {
             Some(r) => ModuleIndex::read(root, r).map_err(|e| error_chain(&e)),
             None => Err("the kernel release is unknown (no proc/sys/kernel/osrelease)".into()),
@@ -337,6 +340,13 @@ impl HostFacts {
                 .collect();
             h
         });
+        let (log, config) = pending.wait();
+        let log = log.map_err(|e| error_chain(&e));
+        let config = config.map_err(|e| error_chain(&e));
+        let iommu_log = match &log {
+            Ok(Some(log)) => IommuLog::analyse(log),
+            _ => IommuLog::default(),
+        };
         Self {
             cpu: CpuInfo::read(root).map_err(|e| error_chain(&e)),
             topology: CpuTopology::read(root).map_err(|e| error_chain(&e)),

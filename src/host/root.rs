@@ -14,6 +14,9 @@
 //! file's content as read, every directory listed, every symlink followed. That
 //! record is what `passthru report` archives, so a report holds exactly what the tool
 //! reads and nothing else, and reading the report with `--root` sees the same host.
+//! Files read together from one directory (the attributes of a sysfs device) go
+//! through a [`HostDir`], the directory opened once, under the same rules and
+//! recorded the same way.
 
 //!
 //! # A captured tree is untrusted
@@ -40,10 +43,10 @@
 //! capped there too.
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -397,9 +400,21 @@ impl HostRoot {
     }
 
     /// Whether `rel` exists (following symlinks relative to the root).
+    ///
+    /// One system call when not recording: `stat` on the system, an `O_PATH` open
+    /// resolved inside the root otherwise. A recording root walks the path one
+    /// component at a time instead, so that the links on the way are recorded.
     pub fn exists(&self, rel: impl AsRef<Path>) -> bool {
-        self.resolve(rel)
-            .is_ok_and(|p| self.symlink_metadata(p).is_ok())
+        let rel = rel.as_ref();
+        if self.recorder.is_some() {
+            return self
+                .resolve(rel)
+                .is_ok_and(|p| self.symlink_metadata(p).is_ok());
+        }
+        if self.is_system() {
+            return self.path(rel).metadata().is_ok();
+        }
+        self.open(rel, libc::O_PATH).is_ok()
     }
 
     /// The metadata of `rel`, following symlinks inside the root.
@@ -547,6 +562,314 @@ impl HostRoot {
         // A recorded link must not dangle in the archive: keep what it leads to.
         self.record_kind(&done);
         Ok(done)
+    }
+}
+
+/// A read of the host started on another thread by [`HostRoot::read_in_background`].
+#[derive(Debug)]
+pub struct Pending<T>(PendingState<T>);
+
+#[derive(Debug)]
+enum PendingState<T> {
+    /// The thread, which gives `None` only if the job was not there to take (never:
+    /// only a thread that could not start leaves it to the caller).
+    Running(std::thread::JoinHandle<Option<T>>),
+    Done(T),
+}
+
+impl<T> Pending<T> {
+    /// Waits for the read to end and gives its result (a panic of the reading thread
+    /// goes on here).
+    pub fn wait(self) -> T {
+        match self.0 {
+            PendingState::Running(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .expect("a started thread always takes its job"),
+            PendingState::Done(result) => result,
+        }
+    }
+}
+
+impl HostRoot {
+    /// Runs `read` on this root on another thread, so that other reads go on
+    /// meanwhile; [`Pending::wait`] gives its result. A recording root records what
+    /// the thread reads as well. Where no thread can be started, `read` runs at once.
+    pub fn read_in_background<T, F>(&self, read: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&HostRoot) -> T + Send + 'static,
+    {
+        // Shared, so that it can still be run here if the thread cannot start.
+        let job = Arc::new(Mutex::new(Some(read)));
+        let take = |job: &Mutex<Option<F>>| {
+            job.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        };
+        let root = self.clone();
+        let theirs = Arc::clone(&job);
+        let spawned =
+            std::thread::Builder::new().spawn(move || take(&theirs).map(|read| read(&root)));
+        match spawned {
+            Ok(handle) => Pending(PendingState::Running(handle)),
+            Err(_) => {
+                let read = take(&job).expect("no thread started, so the job is still here");
+                Pending(PendingState::Done(read(self)))
+            }
+        }
+    }
+}
+
+/// The most bytes read in one `read()` of a directory entry by [`HostDir::read_attr`]:
+/// the largest sysfs attribute the kernel writes (one page). A larger file in a
+/// captured tree is read on in a second step.
+const ATTR_BUF: usize = 4096;
+
+/// The most bytes [`HostDir::read_attr`] reads from one file: sysfs writes at most a
+/// page, so a larger file in a captured tree is refused rather than read on.
+pub(crate) const ATTR_CAP: usize = 64 << 10;
+
+/// A directory of the host opened once (resolved inside the root), whose entries are
+/// opened and whose links are read relative to it (`openat`, `readlinkat` on the
+/// directory's descriptor) instead of walking the whole path again for each: a sysfs
+/// device directory holds a dozen attributes that are read together.
+///
+/// Reads through it obey the same rules as the root's own and are recorded the same
+/// way (see the module doc). In a captured tree (any root but `/`) the directory is
+/// listed once (`getdents64`, which also gives each entry's type), and an entry is
+/// opened only when the listing shows a regular file: a FIFO or device node is never
+/// opened, and an absent entry costs no further system call. The entry is then opened
+/// by its one name with `O_NOFOLLOW | O_NONBLOCK`, so it cannot lead out of the
+/// directory or block, and checked again with `fstat` on the open descriptor.
+#[derive(Debug)]
+pub struct HostDir<'r> {
+    root: &'r HostRoot,
+    /// The directory, root-relative; where reads are recorded (on a recording root,
+    /// the path with its links resolved).
+    rel: PathBuf,
+    fd: File,
+    /// The entries and their `d_type`, sorted by name (captured trees only).
+    entries: Option<Vec<(Vec<u8>, u8)>>,
+}
+
+/// The error for an entry of a captured tree that is not a regular file, by its
+/// `d_type`.
+fn not_a_file(d_type: u8) -> io::Error {
+    let what = match d_type {
+        libc::DT_FIFO => "a FIFO",
+        libc::DT_CHR => "a character device",
+        libc::DT_BLK => "a block device",
+        libc::DT_SOCK => "a socket",
+        libc::DT_DIR => "a directory",
+        libc::DT_LNK => "a symlink",
+        _ => "not a plain file",
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what}, not a regular file"),
+    )
+}
+
+/// The `d_type` of a `st_mode` (`IFTODT`: the type bits, shifted).
+fn dt_of_mode(mode: libc::mode_t) -> u8 {
+    u8::try_from((mode & libc::S_IFMT) >> 12).unwrap_or(libc::DT_UNKNOWN)
+}
+
+impl HostRoot {
+    /// Opens the directory `rel` to read its entries relative to it (see
+    /// [`HostDir`]); with `follow_last` false, a link as its last component is an
+    /// error (links before it are followed inside the root).
+    pub fn open_host_dir(
+        &self,
+        rel: impl AsRef<Path>,
+        follow_last: bool,
+    ) -> Result<HostDir<'_>, HostError> {
+        let rel = rel.as_ref();
+        let fd = self.open_dir(rel, follow_last)?;
+        let rel = if self.recorder.is_some() {
+            // Records the links on the way, and the directory itself.
+            self.resolve(rel).unwrap_or_else(|_| rel.to_path_buf())
+        } else {
+            rel.to_path_buf()
+        };
+        HostDir::new(self, rel, fd)
+    }
+}
+
+impl<'r> HostDir<'r> {
+    /// The directory `rel` of `root`, opened as `fd`: listed in a captured tree.
+    fn new(root: &'r HostRoot, rel: PathBuf, fd: File) -> Result<Self, HostError> {
+        let entries = if root.is_system() {
+            None
+        } else {
+            let mut entries: Vec<(Vec<u8>, u8)> = resolve_in_root::list(&fd)
+                .map_err(|e| root.err(&rel, e))?
+                .into_iter()
+                .map(|(name, t)| (name.into_vec(), t))
+                .collect();
+            entries.sort_unstable();
+            Some(entries)
+        };
+        Ok(Self {
+            root,
+            rel,
+            fd,
+            entries,
+        })
+    }
+
+    /// Opens the subdirectory `name`, one component that is not a link (a link, a
+    /// file or a name with a `/` is an error), relative to this directory: no path is
+    /// walked again, and nothing outside the directory can be reached.
+    pub fn open_subdir(&self, name: &CStr) -> Result<HostDir<'r>, HostError> {
+        let bytes = name.to_bytes();
+        if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+            return Err(self.err(
+                name,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a directory entry's name"),
+            ));
+        }
+        let flags = if self.root.is_system() {
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW
+        } else {
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK | libc::O_NOFOLLOW
+        };
+        let fd = resolve_in_root::openat(&self.fd, name, flags).map_err(|e| self.err(name, e))?;
+        let rel = self.rel_of(name);
+        self.root.record_kind(&rel);
+        HostDir::new(self.root, rel, fd)
+    }
+}
+
+impl HostDir<'_> {
+    /// The directory, relative to the root.
+    pub fn rel(&self) -> &Path {
+        &self.rel
+    }
+
+    /// The root-relative path of the entry `name`.
+    fn rel_of(&self, name: &CStr) -> PathBuf {
+        self.rel.join(OsStr::from_bytes(name.to_bytes()))
+    }
+
+    /// The full path of the entry `name` (root included), for messages.
+    pub fn path_of(&self, name: &CStr) -> PathBuf {
+        self.root.path(self.rel_of(name))
+    }
+
+    fn err(&self, name: &CStr, source: io::Error) -> HostError {
+        HostError {
+            path: self.path_of(name),
+            source,
+        }
+    }
+
+    /// The listed type of `name` (captured trees): `Err(NotFound)` when absent.
+    fn listed(entries: &[(Vec<u8>, u8)], name: &CStr) -> io::Result<u8> {
+        let key = name.to_bytes();
+        entries
+            .binary_search_by(|(n, _)| n.as_slice().cmp(key))
+            .map(|i| entries[i].1)
+            .map_err(|_| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn open_file(&self, name: &CStr) -> io::Result<File> {
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let Some(entries) = &self.entries else {
+            return resolve_in_root::openat(&self.fd, name, flags);
+        };
+        match Self::listed(entries, name)? {
+            libc::DT_REG => {}
+            // The filesystem does not say: ask.
+            libc::DT_UNKNOWN => {
+                let st = resolve_in_root::stat_at(&self.fd, name)?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                    return Err(not_a_file(dt_of_mode(st.st_mode)));
+                }
+            }
+            other => return Err(not_a_file(other)),
+        }
+        let file = resolve_in_root::openat(&self.fd, name, flags | libc::O_NOFOLLOW)?;
+        let st = resolve_in_root::fstat(&file)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(not_a_file(dt_of_mode(st.st_mode)));
+        }
+        Ok(file)
+    }
+
+    /// Reads the small file `name` (a sysfs attribute) with one `open` and, for
+    /// sysfs attributes and small captured files, one `read`: no `stat` for a size
+    /// hint, no second read to see end-of-file unless the first one filled the
+    /// buffer. `Ok(None)` when the file does not exist. At most [`ATTR_CAP`] bytes.
+    pub fn read_attr(&self, name: &CStr) -> Result<Option<Vec<u8>>, HostError> {
+        let mut file = match self.open_file(name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.err(name, e)),
+        };
+        let mut buf = [0u8; ATTR_BUF];
+        let n = loop {
+            match file.read(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.err(name, e)),
+            }
+        };
+        let bytes = if n < buf.len() {
+            // sysfs hands out a whole attribute in one read, and a regular file this
+            // small is read whole too.
+            buf[..n].to_vec()
+        } else {
+            let mut all = buf.to_vec();
+            all.extend(read_capped(&mut file, 0, ATTR_CAP - n).map_err(|_| {
+                self.err(
+                    name,
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "larger than 64 KiB, more than any sysfs attribute holds",
+                    ),
+                )
+            })?);
+            all
+        };
+        if self.root.recorder.is_some() {
+            self.root
+                .record(self.rel_of(name), Captured::File(bytes.clone()));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// The target of the symlink `name`, read, never followed; `Ok(None)` when there
+    /// is no such entry.
+    pub fn read_link(&self, name: &CStr) -> Result<Option<PathBuf>, HostError> {
+        if let Some(entries) = &self.entries {
+            match Self::listed(entries, name) {
+                Ok(_) => {}
+                Err(_) => return Ok(None),
+            }
+        }
+        match resolve_in_root::read_link(&self.fd, name) {
+            Ok(target) => {
+                self.root
+                    .record(self.rel_of(name), Captured::Symlink(target.clone()));
+                Ok(Some(target))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(name, e)),
+        }
+    }
+
+    /// Whether the entry `name` exists (a link is not followed), without reading it.
+    pub fn has(&self, name: &CStr) -> bool {
+        let present = match &self.entries {
+            Some(entries) => Self::listed(entries, name).is_ok(),
+            None => resolve_in_root::stat_at(&self.fd, name).is_ok(),
+        };
+        if present {
+            self.root.record_kind(&self.rel_of(name));
+        }
+        present
     }
 }
 
@@ -884,6 +1207,99 @@ mod tests {
             Some(&Captured::Symlink(PathBuf::from("devices/d")))
         );
         assert!(HostRoot::new(dir.path()).captured().is_empty());
+    }
+
+    #[test]
+    fn a_directory_opened_once_records_what_is_read_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("sys/devices/d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("vendor"), "0x8086\n").unwrap();
+        std::fs::write(d.join("class"), "0x030000\n").unwrap();
+        std::fs::write(d.join("reset"), "").unwrap();
+        symlink("../../bus/pci/drivers/i915", d.join("driver")).unwrap();
+        symlink("devices/d", dir.path().join("sys/link")).unwrap();
+        let root = HostRoot::new(dir.path()).recording();
+        let opened = root.open_host_dir("sys/link", true).unwrap();
+        assert_eq!(
+            opened.read_attr(c"vendor").unwrap(),
+            Some(b"0x8086\n".to_vec())
+        );
+        assert_eq!(opened.read_attr(c"numa_node").unwrap(), None);
+        assert_eq!(
+            opened.read_link(c"driver").unwrap(),
+            Some(PathBuf::from("../../bus/pci/drivers/i915"))
+        );
+        assert_eq!(opened.read_link(c"iommu_group").unwrap(), None);
+        assert!(opened.has(c"reset"));
+        assert!(!opened.has(c"boot_vga"));
+        assert!(opened.path_of(c"vendor").ends_with("sys/devices/d/vendor"));
+        let cap = root.captured();
+        let at = |p: &str| cap.get(Path::new(p)).cloned();
+        // Recorded where the files really are, with the link on the way.
+        assert_eq!(
+            at("/sys/devices/d/vendor"),
+            Some(Captured::File(b"0x8086\n".to_vec()))
+        );
+        assert_eq!(
+            at("/sys/devices/d/driver"),
+            Some(Captured::Symlink(PathBuf::from(
+                "../../bus/pci/drivers/i915"
+            )))
+        );
+        assert_eq!(at("/sys/devices/d/reset"), Some(Captured::Present));
+        assert_eq!(at("/sys/link"), Some(Captured::Symlink("devices/d".into())));
+        // What was not read is not taken.
+        assert_eq!(at("/sys/devices/d/class"), None);
+        assert_eq!(at("/sys/devices/d/numa_node"), None);
+        // Not recording: nothing kept.
+        let plain = HostRoot::new(dir.path());
+        let opened = plain.open_host_dir("sys/link", true).unwrap();
+        assert!(opened.read_attr(c"vendor").unwrap().is_some());
+        assert!(opened.path_of(c"vendor").ends_with("sys/link/vendor"));
+        assert!(plain.captured().is_empty());
+    }
+
+    #[test]
+    fn a_directory_opened_once_reads_only_regular_files_inside_it() {
+        let (dir, outside) = hostile_tree();
+        std::fs::write(outside.path().join("vendor"), "0x1234\n").unwrap();
+        let x = dir.path().join("sys/devices/x");
+        symlink(outside.path().join("vendor"), x.join("device")).unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(x.join("class"))
+            .status()
+            .unwrap()
+            .success());
+        let root = HostRoot::new(dir.path());
+        let opened = root.open_host_dir("etc/dev", true).unwrap();
+        assert_eq!(
+            opened.read_attr(c"vendor").unwrap(),
+            Some(b"0x8086\n".to_vec())
+        );
+        // A link is not followed, a FIFO is not opened.
+        let e = opened.read_attr(c"device").unwrap_err();
+        assert!(e.source.to_string().contains("symlink"), "{e:?}");
+        let e = opened.read_attr(c"class").unwrap_err();
+        assert!(e.source.to_string().contains("FIFO"), "{e:?}");
+        // Without following the last link, a link to a directory is refused.
+        assert!(root.open_host_dir("sys/link", false).is_err());
+        // Subdirectories are opened by one name, never through a link.
+        let sys = root.open_host_dir("sys", true).unwrap();
+        assert!(sys.open_subdir(c"link").is_err());
+        assert!(sys.open_subdir(c"devices/x").is_err());
+        assert!(sys.open_subdir(c"..").is_err());
+        assert!(sys.open_subdir(c"nothing").unwrap_err().is_not_found());
+        let x = sys
+            .open_subdir(c"devices")
+            .unwrap()
+            .open_subdir(c"x")
+            .unwrap();
+        assert_eq!(x.rel(), Path::new("sys/devices/x"));
+        assert_eq!(x.read_attr(c"vendor").unwrap(), Some(b"0x8086\n".to_vec()));
+        assert!(x.read_attr(c"class").is_err(), "the FIFO is still refused");
+        let etc = root.open_host_dir("etc", true).unwrap();
+        assert!(etc.open_subdir(c"climb").is_err(), "a link out of the root");
     }
 
     #[test]

@@ -61,13 +61,16 @@ impl KernelConfig {
     /// comments and blank lines are ignored, and so are lines that do not look like
     /// an option.
     pub fn parse(text: &str, source: impl Into<PathBuf>) -> Self {
-        let mut options = BTreeMap::new();
+        // Collected first and built into the map in one step (sorted, the last of
+        // equal names kept): a distribution's config names about 10,000 options, and
+        // inserting them one by one costs a few times more.
+        let mut options: Vec<(&str, ConfigValue)> = Vec::new();
         for line in text.lines() {
             let line = line.trim();
             if let Some(rest) = line.strip_prefix("# ") {
                 if let Some(name) = rest.strip_suffix(" is not set") {
                     if is_option_name(name) {
-                        options.insert(name.to_string(), ConfigValue::NotSet);
+                        options.push((name, ConfigValue::NotSet));
                     }
                 }
                 continue;
@@ -84,11 +87,22 @@ impl KernelConfig {
                 "n" => ConfigValue::NotSet,
                 v => ConfigValue::Value(unquote(v)),
             };
-            options.insert(name.to_string(), value);
+            options.push((name, value));
+        }
+        // A stable sort keeps equal names in file order; of each run the last wins,
+        // as a later line overrides an earlier one.
+        options.sort_by(|a, b| a.0.cmp(b.0));
+        let mut unique: Vec<(String, ConfigValue)> = Vec::with_capacity(options.len());
+        let mut options = options.into_iter().peekable();
+        while let Some((name, value)) = options.next() {
+            if options.peek().is_some_and(|(next, _)| *next == name) {
+                continue;
+            }
+            unique.push((name.to_string(), value));
         }
         Self {
             source: source.into(),
-            options,
+            options: unique.into_iter().collect(),
         }
     }
 
@@ -191,6 +205,18 @@ CONFIG_VFIO_PCI_VGA=y
 CONFIG_LOCALVERSION=\"\"
 CONFIG_SYSTEM_TRUSTED_KEYS=\"debian/certs/debian-uefi-certs.pem\"
 ";
+
+    #[test]
+    fn a_later_line_overrides_an_earlier_one() {
+        let c = KernelConfig::parse(
+            "CONFIG_VFIO=y\nCONFIG_KVM=m\n# CONFIG_VFIO is not set\nCONFIG_VFIO=m\nCONFIG_KVM=y\nCONFIG_A=1\n",
+            "/boot/config",
+        );
+        assert_eq!(c.get("VFIO"), ConfigValue::Module);
+        assert_eq!(c.get("KVM"), ConfigValue::Builtin);
+        assert_eq!(c.get("A"), ConfigValue::Value("1".into()));
+        assert_eq!(c.options.len(), 3);
+    }
 
     #[test]
     fn parses_every_kind_of_line() {

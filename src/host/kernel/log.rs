@@ -67,6 +67,13 @@ impl KernelLog {
     ///
     /// Reading `/dev/kmsg` needs privileges when `kernel.dmesg_restrict` is set: a
     /// permission error is returned as an error (with the path), not as an empty log.
+    ///
+    /// On a live host this is the slowest thing `check` reads: the kernel formats
+    /// and hands out one record per `read(2)` (about a microsecond each, a few hundred
+    /// records after boot). `syslog(2)`'s `READ_ALL`, one call for the whole buffer,
+    /// takes as long (the formatting is the cost) and starts at the last `dmesg
+    /// --clear`, which would hide the boot's IOMMU lines; so the log is read here,
+    /// and [`KernelLog::read_in_background`] lets other reads go on meanwhile.
     pub fn read(root: &HostRoot) -> Result<Option<Self>, HostError> {
         const KMSG: &str = "dev/kmsg";
         let (file, meta) = match root.open_for_reading(KMSG) {
@@ -83,11 +90,20 @@ impl KernelLog {
         }
     }
 
+    /// Starts [`KernelLog::read`] on another thread (see
+    /// [`HostRoot::read_in_background`]), so that other reads go on meanwhile.
+    pub fn read_in_background(root: &HostRoot) -> PendingLog {
+        root.read_in_background(Self::read)
+    }
+
     /// The first line whose text contains `needle`.
     pub fn find(&self, needle: &str) -> Option<&LogLine> {
         self.lines.iter().find(|l| l.text.contains(needle))
     }
 }
+
+/// The kernel log being read by [`KernelLog::read_in_background`].
+pub type PendingLog = crate::host::root::Pending<Result<Option<KernelLog>, HostError>>;
 
 /// The size of one `read()` from `/dev/kmsg`. The kernel returns one record per
 /// call and fails with `EINVAL` when the buffer is too small; records are at most
@@ -341,6 +357,29 @@ mod tests {
 
         let empty = HostRoot::new(dir.path().join("absent"));
         assert!(KernelLog::read(&empty).unwrap().is_none());
+
+        // Read on another thread: the same log, recorded in the same capture.
+        let recording = root.recording();
+        let pending = KernelLog::read_in_background(&recording);
+        assert_eq!(pending.wait().unwrap(), Some(log));
+        assert!(recording
+            .captured()
+            .contains_key(std::path::Path::new("/dev/kmsg")));
+        assert!(KernelLog::read_in_background(&empty)
+            .wait()
+            .unwrap()
+            .is_none());
+        std::fs::write(dir.path().join("dev/kmsg"), vec![b'x'; 10]).unwrap();
+        let fifo = dir.path().join("dev/fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        std::fs::remove_file(dir.path().join("dev/kmsg")).unwrap();
+        std::fs::rename(&fifo, dir.path().join("dev/kmsg")).unwrap();
+        let e = KernelLog::read_in_background(&root).wait().unwrap_err();
+        assert!(e.path.ends_with("dev/kmsg"), "{e}");
     }
 
     #[test]

@@ -9,16 +9,16 @@
 //! a `reset` file exactly when some reset method exists) and `numa_node`.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, OsStr};
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::ffi::CStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::host::pci::address::PciAddress;
-use crate::host::root::{read_capped, resolve_in_root, HostError, HostRoot};
+#[cfg(test)]
+use crate::host::root::ATTR_CAP;
+use crate::host::root::{HostDir, HostError, HostRoot};
 
 /// What kind of device a PCI class code describes, for role hints and filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -135,180 +135,24 @@ pub fn kind_of_class(class: u32) -> DeviceKind {
     }
 }
 
-/// The largest sysfs attribute the kernel writes (one page); files in a captured tree
-/// that are larger are read on in a second step.
-const ATTR_BUF: usize = 4096;
-
-/// The most bytes read from one attribute file: sysfs writes at most a page, so a
-/// larger file in a captured tree is refused rather than read on.
-const ATTR_CAP: usize = 64 << 10;
-
-/// A device directory opened once (resolved inside the host root), so that each
-/// attribute is opened and each link read relative to it (`openat`, `readlinkat`)
-/// instead of walking the whole path again: about a third less kernel time on a
-/// 4096-device tree.
-///
-/// In a captured tree (any root but `/`) the directory is listed once
-/// (`getdents64`, which also gives each entry's type), and an attribute is read only
-/// when the listing shows a regular file: a FIFO or device node is never opened, and
-/// an absent attribute costs no further system call. The attribute is then opened
-/// by its one name with `O_NOFOLLOW | O_NONBLOCK`, so it cannot lead out of the
-/// directory or block, and checked again with `fstat` on the open descriptor.
-struct DevDir {
-    path: PathBuf,
-    fd: File,
-    /// The entries and their `d_type`, sorted by name (captured trees only).
-    entries: Option<Vec<(Vec<u8>, u8)>>,
-}
-
-/// The error for an attribute of a captured tree that is not a regular file.
-fn not_a_file(d_type: u8) -> io::Error {
-    let what = match d_type {
-        libc::DT_FIFO => "a FIFO",
-        libc::DT_CHR => "a character device",
-        libc::DT_BLK => "a block device",
-        libc::DT_SOCK => "a socket",
-        libc::DT_DIR => "a directory",
-        libc::DT_LNK => "a symlink",
-        _ => "not a plain file",
-    };
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("{what}, not a regular file"),
-    )
-}
-
-/// The `d_type` of a `st_mode` (`IFTODT`: the type bits, shifted).
-fn dt_of_mode(mode: libc::mode_t) -> u8 {
-    u8::try_from((mode & libc::S_IFMT) >> 12).unwrap_or(libc::DT_UNKNOWN)
-}
-
-impl DevDir {
-    /// Opens the device directory `rel`; with `follow_last` false, a link as its last
-    /// component is an error.
-    fn open(root: &HostRoot, rel: &Path, follow_last: bool) -> Result<Self, HostError> {
-        let path = root.path(rel);
-        let fd = root.open_dir(rel, follow_last)?;
-        let entries = if root.is_system() {
-            None
-        } else {
-            let mut entries: Vec<(Vec<u8>, u8)> = resolve_in_root::list(&fd)
-                .map_err(|source| HostError {
-                    path: path.clone(),
-                    source,
-                })?
-                .into_iter()
-                .map(|(name, t)| (name.into_vec(), t))
-                .collect();
-            entries.sort_unstable();
-            Some(entries)
-        };
-        Ok(Self { path, fd, entries })
-    }
-
-    /// The full path of an entry, for errors.
-    fn join(&self, name: &CStr) -> PathBuf {
-        self.path.join(OsStr::from_bytes(name.to_bytes()))
-    }
-
-    /// The listed type of `name` (captured trees): `Err(NotFound)` when absent.
-    fn listed(&self, entries: &[(Vec<u8>, u8)], name: &CStr) -> io::Result<u8> {
-        let key = name.to_bytes();
-        entries
-            .binary_search_by(|(n, _)| n.as_slice().cmp(key))
-            .map(|i| entries[i].1)
-            .map_err(|_| io::Error::from(io::ErrorKind::NotFound))
-    }
-
-    fn open_file(&self, name: &CStr) -> io::Result<File> {
-        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
-        let Some(entries) = &self.entries else {
-            return resolve_in_root::openat(&self.fd, name, flags);
-        };
-        match self.listed(entries, name)? {
-            libc::DT_REG => {}
-            // The filesystem does not say: ask.
-            libc::DT_UNKNOWN => {
-                let st = resolve_in_root::stat_at(&self.fd, name)?;
-                if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-                    return Err(not_a_file(dt_of_mode(st.st_mode)));
-                }
-            }
-            other => return Err(not_a_file(other)),
-        }
-        let file = resolve_in_root::openat(&self.fd, name, flags | libc::O_NOFOLLOW)?;
-        let st = resolve_in_root::fstat(&file)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(not_a_file(dt_of_mode(st.st_mode)));
-        }
-        Ok(file)
-    }
-
-    fn read_link(&self, name: &CStr) -> io::Result<PathBuf> {
-        if let Some(entries) = &self.entries {
-            self.listed(entries, name)?;
-        }
-        resolve_in_root::read_link(&self.fd, name)
-    }
-
-    /// Whether the entry `name` exists (a link is not followed).
-    fn has(&self, name: &CStr) -> bool {
-        match &self.entries {
-            Some(entries) => self.listed(entries, name).is_ok(),
-            None => resolve_in_root::stat_at(&self.fd, name).is_ok(),
-        }
-    }
-}
-
-/// Reads a small file with one `open` and (for sysfs attributes and small captured
-/// files) one `read`: no `stat` for a size hint, no second read to see end-of-file
-/// unless the first one filled the buffer. `Ok(None)` when the file does not exist.
-/// At most [`ATTR_CAP`] bytes.
-fn read_attr(dir: &DevDir, name: &CStr) -> Result<Option<String>, HostError> {
-    let err = |source| HostError {
-        path: dir.join(name),
-        source,
-    };
-    let mut file = match dir.open_file(name) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(e)),
-    };
-    let mut buf = [0u8; ATTR_BUF];
-    let n = loop {
-        match file.read(&mut buf) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(err(e)),
-        }
-    };
-    if n < buf.len() {
-        // sysfs hands out a whole attribute in one read, and a regular file this
-        // small is read whole too.
-        return Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned()));
-    }
-    let mut all = buf.to_vec();
-    all.extend(read_capped(&mut file, 0, ATTR_CAP - n).map_err(|_| {
-        err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "larger than 64 KiB, more than any sysfs attribute holds",
-        ))
-    })?);
-    Ok(Some(String::from_utf8_lossy(&all).into_owned()))
+/// Reads a small attribute file as text (lossily), `Ok(None)` when it does not exist;
+/// see [`HostDir::read_attr`].
+fn read_attr(dir: &HostDir<'_>, name: &CStr) -> Result<Option<String>, HostError> {
+    Ok(dir
+        .read_attr(name)?
+        .map(|bytes| match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }))
 }
 
 /// The last component of a symlink's target, `Ok(None)` when the link is absent.
 /// Only the name matters (`…/drivers/nvidia` → `nvidia`), so the link is read, never
 /// followed.
-fn link_name(dir: &DevDir, name: &CStr) -> Result<Option<String>, HostError> {
-    match dir.read_link(name) {
-        Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(HostError {
-            path: dir.join(name),
-            source,
-        }),
-    }
+fn link_name(dir: &HostDir<'_>, name: &CStr) -> Result<Option<String>, HostError> {
+    Ok(dir
+        .read_link(name)?
+        .and_then(|target| target.file_name().map(|n| n.to_string_lossy().into_owned())))
 }
 
 fn content_error(path: &Path, content: &str) -> PciError {
@@ -332,8 +176,8 @@ fn parse_hex(path: &Path, content: &str, max: u32) -> Result<u32, PciError> {
 }
 
 /// A required hex attribute: absence is an error naming the file.
-fn required_hex(dir: &DevDir, name: &CStr, max: u32) -> Result<u32, PciError> {
-    let path = dir.join(name);
+fn required_hex(dir: &HostDir<'_>, name: &CStr, max: u32) -> Result<u32, PciError> {
+    let path = dir.path_of(name);
     match read_attr(dir, name)? {
         Some(c) => parse_hex(&path, &c, max),
         None => Err(PciError::Read(HostError {
@@ -344,8 +188,8 @@ fn required_hex(dir: &DevDir, name: &CStr, max: u32) -> Result<u32, PciError> {
 }
 
 /// An optional hex attribute.
-fn optional_hex(dir: &DevDir, name: &CStr, max: u32) -> Result<Option<u32>, PciError> {
-    let path = dir.join(name);
+fn optional_hex(dir: &HostDir<'_>, name: &CStr, max: u32) -> Result<Option<u32>, PciError> {
+    let path = dir.path_of(name);
     read_attr(dir, name)?
         .map(|c| parse_hex(&path, &c, max))
         .transpose()
@@ -363,12 +207,12 @@ pub fn read_device_dir(
     address: PciAddress,
     sysfs_path: &Path,
 ) -> Result<PciDevice, PciError> {
-    read_device(&DevDir::open(root, sysfs_path, true)?, address, sysfs_path)
+    read_device(&root.open_host_dir(sysfs_path, true)?, address, sysfs_path)
 }
 
 /// [`read_device_dir`] on the opened directory.
 fn read_device(
-    dir: &DevDir,
+    dir: &HostDir<'_>,
     address: PciAddress,
     sysfs_path: &Path,
 ) -> Result<PciDevice, PciError> {
@@ -381,7 +225,7 @@ fn read_device(
     let revision = optional_hex(dir, c"revision", 0xff)?.map(|v| v as u8);
 
     let driver = link_name(dir, c"driver")?;
-    let group_link = dir.join(c"iommu_group");
+    let group_link = dir.path_of(c"iommu_group");
     let iommu_group = match link_name(dir, c"iommu_group")? {
         Some(name) => Some(
             name.parse::<u32>()
@@ -393,7 +237,7 @@ fn read_device(
     // The kernel creates `boot_vga` only for VGA-class devices (`pci_is_vga`: class
     // 0x0300xx, or the pre-2.0 "VGA-compatible unclassified" 0x0001xx): skip the
     // lookup for everything else.
-    let boot_vga_path = dir.join(c"boot_vga");
+    let boot_vga_path = dir.path_of(c"boot_vga");
     let may_have_boot_vga = matches!(class >> 8, 0x0300 | 0x0001);
     let boot_vga_content = if may_have_boot_vga {
         read_attr(dir, c"boot_vga")?
@@ -417,7 +261,7 @@ fn read_device(
         None => dir.has(c"reset"),
     };
 
-    let numa_path = dir.join(c"numa_node");
+    let numa_path = dir.path_of(c"numa_node");
     let numa_node = match read_attr(dir, c"numa_node")? {
         Some(c) => {
             let n: i32 = c
@@ -469,33 +313,33 @@ const DEVICES: &str = "sys/bus/pci/devices";
 /// `bus`) like [`HostRoot::resolve`], with fewer system calls, and opens the device
 /// directory it leads to: a kernel-made link such as
 /// `../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0` is read relative to `bus`
-/// and applied to `base` lexically, its parent directory is resolved once per
-/// directory (`parents` caches it: devices behind one bridge share it), and the
-/// directory is opened with `O_NOFOLLOW`, which fails when the last component is a
-/// link. Any other shape of link goes through [`HostRoot::resolve`]. `Ok(None)` when
+/// and applied to `base` lexically, its parent directory is resolved and opened once
+/// (`parents` caches it: devices behind one bridge share it), and the device's
+/// directory is opened relative to it by its one name with `O_NOFOLLOW`, which fails
+/// when it is a link. Any other shape of link goes through [`HostRoot::resolve`]. `Ok(None)` when
 /// the entry no longer exists.
-fn resolve_entry(
-    root: &HostRoot,
-    (bus, base): (&File, &Path),
+fn resolve_entry<'r>(
+    root: &'r HostRoot,
+    (bus, base): (&HostDir<'r>, &Path),
     name: &str,
-    parents: &mut HashMap<PathBuf, PathBuf>,
-) -> Result<Option<(PathBuf, DevDir)>, PciError> {
+    parents: &mut HashMap<PathBuf, HostDir<'r>>,
+) -> Result<Option<(PathBuf, HostDir<'r>)>, PciError> {
     let entry = base.join(name);
-    let full = |root: &HostRoot| -> Result<Option<(PathBuf, DevDir)>, PciError> {
+    let full = |root: &'r HostRoot| -> Result<Option<(PathBuf, HostDir<'r>)>, PciError> {
         let resolved = match root.resolve(&entry) {
             Ok(p) => p,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let dir = DevDir::open(root, &resolved, true)?;
+        let dir = root.open_host_dir(&resolved, true)?;
         Ok(Some((resolved, dir)))
     };
     let Ok(cname) = std::ffi::CString::new(name) else {
         return Ok(None);
     };
-    let target = match resolve_in_root::read_link(bus, &cname) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+    let target = match bus.read_link(&cname) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(None),
         // Not a link (a real directory in some captures), or unreadable.
         Err(_) => return full(root),
     };
@@ -517,48 +361,106 @@ fn resolve_entry(
     let (Some(parent), Some(last)) = (candidate.parent(), candidate.file_name()) else {
         return full(root);
     };
-    let resolved_parent = match parents.get(parent) {
-        Some(p) => p.clone(),
-        None => match root.resolve(parent) {
-            Ok(p) => {
-                parents.insert(parent.to_path_buf(), p.clone());
-                p
-            }
+    if !parents.contains_key(parent) {
+        let opened = match root.resolve(parent) {
+            Ok(resolved) => match root.open_host_dir(&resolved, false) {
+                Ok(opened) => opened,
+                Err(_) => return full(root),
+            },
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
-        },
+        };
+        parents.insert(parent.to_path_buf(), opened);
+    }
+    let Some(parent_dir) = parents.get(parent) else {
+        return Ok(None);
     };
-    let resolved = resolved_parent.join(last);
-    match DevDir::open(root, &resolved, false) {
-        Ok(dir) => Ok(Some((resolved, dir))),
+    let Ok(last) = std::ffi::CString::new(last.as_bytes()) else {
+        return Ok(None);
+    };
+    match parent_dir.open_subdir(&last) {
+        Ok(dir) => Ok(Some((dir.rel().to_path_buf(), dir))),
         Err(e) if e.is_not_found() => Ok(None),
         // A link (or no directory) at the end: resolve it the long way.
         Err(_) => full(root),
     }
 }
 
+/// Below this many devices they are read on one thread: starting threads would cost
+/// more than it saves (a desktop has 20 to 60 functions; SR-IOV hosts thousands).
+const PARALLEL_MIN: usize = 256;
+
+/// The most threads that read devices: beyond this the kernel's sysfs locks, not the
+/// cores, set the pace.
+const MAX_THREADS: usize = 8;
+
+/// How many threads read `n` devices.
+fn threads_for(n: usize) -> usize {
+    if n < PARALLEL_MIN {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, MAX_THREADS)
+}
+
 /// Reads every device in `sys/bus/pci/devices`, sorted by address. An empty or
 /// missing directory gives an empty list. Entries whose names are not PCI addresses
 /// are skipped, and so is a device whose link no longer resolves (removed while
 /// being listed).
+///
+/// On a large host the devices are read by several threads, each taking one
+/// contiguous part of the sorted listing; the parts are joined in order, so the
+/// result, and the error reported when a device cannot be read (the first in
+/// listing order), are those of a reading on one thread.
 pub fn read_all(root: &HostRoot) -> Result<Vec<PciDevice>, PciError> {
-    let names = root.list_dir_optional(DEVICES)?;
-    if names.is_empty() {
+    let entries: Vec<(PciAddress, String)> = root
+        .list_dir_optional(DEVICES)?
+        .into_iter()
+        .filter_map(|name| Some((name.parse().ok()?, name)))
+        .collect();
+    if entries.is_empty() {
         return Ok(Vec::new());
     }
     let base = root.resolve(DEVICES)?;
-    let bus = root.open_dir(&base, true)?;
-    let mut parents = HashMap::new();
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let Ok(address) = name.parse::<PciAddress>() else {
-            continue;
-        };
-        let Some((resolved, dir)) = resolve_entry(root, (&bus, &base), &name, &mut parents)? else {
-            continue;
-        };
-        out.push(read_device(&dir, address, &resolved)?);
-    }
+    let bus = root.open_host_dir(&base, true)?;
+    let read_part = |part: &[(PciAddress, String)]| -> Result<Vec<PciDevice>, PciError> {
+        let mut parents = HashMap::new();
+        let mut out = Vec::with_capacity(part.len());
+        for (address, name) in part {
+            let Some((resolved, dir)) = resolve_entry(root, (&bus, &base), name, &mut parents)?
+            else {
+                continue;
+            };
+            out.push(read_device(&dir, *address, &resolved)?);
+        }
+        Ok(out)
+    };
+    let threads = threads_for(entries.len());
+    let mut out = if threads <= 1 {
+        read_part(&entries)?
+    } else {
+        let size = entries.len().div_ceil(threads);
+        let mut parts = entries.chunks(size);
+        let first = parts.next().unwrap_or_default();
+        let results: Vec<Result<Vec<PciDevice>, PciError>> = std::thread::scope(|scope| {
+            let others: Vec<_> = parts.map(|part| scope.spawn(|| read_part(part))).collect();
+            let mut results = vec![read_part(first)];
+            for handle in others {
+                results.push(
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+            }
+            results
+        });
+        let mut out = Vec::with_capacity(entries.len());
+        for part in results {
+            out.extend(part?);
+        }
+        out
+    };
     out.sort_by_key(|d| d.address);
     Ok(out)
 }
@@ -567,6 +469,7 @@ pub fn read_all(root: &HostRoot) -> Result<Vec<PciDevice>, PciError> {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use std::io;
     use std::os::unix::fs::symlink;
 
     /// Writes one device directory under `sys/devices/<real>` with the given attribute
@@ -678,6 +581,61 @@ mod tests {
 
     fn addr(s: &str) -> PciAddress {
         s.parse().unwrap()
+    }
+
+    /// A host with more functions than one thread reads: `n` virtual functions
+    /// behind four root ports, each with its own driver link and group.
+    fn many(n: usize) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..n {
+            let port = i % 4;
+            let real = format!(
+                "pci0000:00/0000:00:0{port}.0/0000:{:02x}:{:02x}.{}",
+                port + 1,
+                (i / 4) / 8,
+                (i / 4) % 8
+            );
+            let device = format!("0x{:04x}\n", 0x1000 + i);
+            add_device(
+                tmp.path(),
+                &real,
+                &[
+                    ("vendor", "0x15b3\n"),
+                    ("device", device.as_str()),
+                    ("class", "0x020000\n"),
+                ],
+            );
+            add_links(tmp.path(), &real, "mlx5_core", u32::try_from(i).unwrap());
+        }
+        tmp
+    }
+
+    #[test]
+    fn many_devices_are_read_in_parallel_as_on_one_thread() {
+        let n = PARALLEL_MIN + 60;
+        let tmp = many(n);
+        let root = HostRoot::new(tmp.path());
+        let all = read_all(&root).unwrap();
+        assert_eq!(all.len(), n);
+        // The same devices, in the same order, as reading them one by one.
+        let mut one_by_one: Vec<PciDevice> = all
+            .iter()
+            .map(|d| read_device_dir(&root, d.address, &d.sysfs_path).unwrap())
+            .collect();
+        one_by_one.sort_by_key(|d| d.address);
+        assert_eq!(all, one_by_one);
+        assert!(all.windows(2).all(|w| w[0].address < w[1].address));
+        assert!(all.iter().all(|d| d.driver.as_deref() == Some("mlx5_core")));
+
+        // Two broken devices, one early and one late in the listing: the error is
+        // the first one's, as on one thread.
+        let broken = |d: &PciDevice| tmp.path().join(d.sysfs_path.strip_prefix("/").unwrap());
+        std::fs::write(broken(&all[n - 3]).join("class"), "0xlate\n").unwrap();
+        std::fs::write(broken(&all[5]).join("class"), "0xearly\n").unwrap();
+        for _ in 0..5 {
+            let err = read_all(&root).unwrap_err();
+            assert!(err.to_string().contains("0xearly"), "{err}");
+        }
     }
 
     #[test]

@@ -80,12 +80,21 @@ impl PciNames {
     /// newer than the embedded one; the embedded database otherwise.
     pub fn load_from(paths: &[PathBuf], always: bool) -> Self {
         for path in paths {
-            let Ok(text) = read_ids_file(path) else {
+            // Only the header is read to learn the version: the whole file (about
+            // 1.4 MB) is read only when it is used, which on most hosts it is not.
+            let Ok(mut file) = IdsReader::open(path) else {
                 continue;
             };
-            let newer = pci_ids_version(&text).is_some_and(|v| v > EMBEDDED_VERSION);
+            let Ok(header) = file.read_header() else {
+                continue;
+            };
+            let newer = pci_ids_version(&String::from_utf8_lossy(header))
+                .is_some_and(|v| v > EMBEDDED_VERSION);
             if always || newer {
-                return Self::from_text(path, text);
+                match file.read_rest() {
+                    Ok(text) => return Self::from_text(path, text),
+                    Err(_) => continue,
+                }
             }
             // The first file found is the system's database: if it is older, so
             // are any others a distribution might have left around.
@@ -198,18 +207,103 @@ pub const IDS_CAP: usize = 64 << 20;
 /// Reads a pci.ids file, which must be a regular file of at most [`IDS_CAP`] bytes:
 /// opened `O_NONBLOCK` (a FIFO named in `PASSTHRU_PCI_IDS` cannot block) and checked
 /// with `fstat` on the open descriptor (`/dev/zero` is refused, not read forever).
+#[cfg(test)]
 fn read_ids_file(path: &Path) -> std::io::Result<String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(crate::host::root::not_regular(&meta));
+    let mut file = IdsReader::open(path)?;
+    file.read_header()?;
+    file.read_rest()
+}
+
+/// A pci.ids file being read: first its header (to learn its version), then, when
+/// it is used, the rest.
+struct IdsReader {
+    file: std::fs::File,
+    /// The size `fstat` gave, a hint for the buffer.
+    len: u64,
+    /// What has been read so far.
+    bytes: Vec<u8>,
+}
+
+/// How much of a pci.ids file is read at a time while looking for the end of its
+/// header: the header of the real file is about 1 KiB.
+const HEADER_CHUNK: usize = 8 << 10;
+
+impl IdsReader {
+    /// Opens `path`, which must be a regular file (see [`read_ids_file`]).
+    fn open(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(crate::host::root::not_regular(&meta));
+        }
+        Ok(Self {
+            file,
+            len: meta.len(),
+            bytes: Vec::new(),
+        })
     }
-    let bytes = crate::host::root::read_capped(&mut file, meta.len(), IDS_CAP)?;
-    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+
+    /// Reads on until the header (the comment and empty lines before the first entry)
+    /// has been read whole, or the file ends; returns what has been read, which may go
+    /// on past the header.
+    fn read_header(&mut self) -> std::io::Result<&[u8]> {
+        use std::io::Read;
+        let mut scanned = 0;
+        loop {
+            // Whole lines only: the last one may still be incomplete.
+            while let Some(end) = self.bytes[scanned..].iter().position(|&b| b == b'\n') {
+                let line = &self.bytes[scanned..scanned + end];
+                if !(line.is_empty() || line == b"\r" || line.starts_with(b"#")) {
+                    return Ok(&self.bytes);
+                }
+                scanned += end + 1;
+            }
+            let start = self.bytes.len();
+            if start >= IDS_CAP {
+                return Err(too_large());
+            }
+            self.bytes.resize(start + HEADER_CHUNK, 0);
+            let n = loop {
+                match self.file.read(&mut self.bytes[start..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            self.bytes.truncate(start + n);
+            if n == 0 {
+                return Ok(&self.bytes);
+            }
+        }
+    }
+
+    /// Reads the rest of the file and returns it whole, as text.
+    fn read_rest(mut self) -> std::io::Result<String> {
+        use std::io::Read;
+        let hint = usize::try_from(self.len).unwrap_or(IDS_CAP).min(IDS_CAP);
+        self.bytes
+            .reserve(hint.saturating_sub(self.bytes.len()).saturating_add(1));
+        let room = IDS_CAP.saturating_sub(self.bytes.len());
+        let limit = u64::try_from(room).unwrap_or(u64::MAX).saturating_add(1);
+        (&mut self.file).take(limit).read_to_end(&mut self.bytes)?;
+        if self.bytes.len() > IDS_CAP {
+            return Err(too_large());
+        }
+        String::from_utf8(self.bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// The error for a pci.ids file larger than [`IDS_CAP`].
+fn too_large() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "larger than 64 MiB, more than any pci.ids holds",
+    )
 }
 
 /// The `#<TAB>Version: 2025.07.11` of a pci.ids text (looked for in the header only).
