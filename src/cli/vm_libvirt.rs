@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::print_json;
+use crate::apply::libvirt::{self as virsh_apply, Defined, FirstBoot, Virsh};
 use crate::host::root::HostRoot;
-use crate::vm::libvirt::{self, Defined, DomainState, FirstBoot, LibvirtError, Virsh};
+use crate::vm::libvirt::{self, DomainState, LibvirtError};
 use crate::vm::render::Accel;
 use crate::vm::store;
 
@@ -163,7 +164,7 @@ pub(super) fn define(json: bool, root: &HostRoot, args: &DefineArgs) -> anyhow::
     if let Some(code) = refuse_disks_in_use(root, "vm define", &devices, allow)? {
         return Ok(code);
     }
-    let defined = libvirt::define(&mut res, &virsh(args.connect.as_ref()))?;
+    let defined = virsh_apply::define(&mut res, &virsh(args.connect.as_ref()))?;
     if json {
         print_json(&DefineReport {
             schema_version: 1,
@@ -226,7 +227,7 @@ pub(super) fn start(json: bool, args: &StartArgs) -> anyhow::Result<u8> {
             {
                 return Ok(code);
             }
-            report.defined = Some(libvirt::define(&mut res, &virsh)?);
+            report.defined = Some(virsh_apply::define(&mut res, &virsh)?);
         } else if state.is_none() {
             return Err(LibvirtError::UnknownDomain { name }.into());
         }

@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use super::binding::{print_refusals, require_live};
 use super::{print_json, RiskArgs, EXIT_PROBLEMS};
+use crate::apply::vm_session::{self as run, QemuExit, RunError, RunOptions};
 use crate::host::root::HostRoot;
 use crate::plan::bind::Overrides;
 use crate::vm::render::Accel;
-use crate::vm::run::{self, QemuExit, RunError, RunOptions};
 
 /// `vm run`.
 #[derive(Debug, clap::Args)]
