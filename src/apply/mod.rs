@@ -19,6 +19,7 @@ pub mod libvirt;
 pub mod lock;
 pub mod man;
 pub mod safe_path;
+pub mod spec;
 pub mod vm_session;
 
 use std::io::Write;
