@@ -15,11 +15,14 @@ pub mod bind;
 pub mod disk;
 pub mod enable;
 pub mod journal;
+pub mod kernel_config;
 pub mod libvirt;
 pub mod lock;
 pub mod man;
+pub mod report;
 pub mod safe_path;
 pub mod spec;
+pub mod sysfs_child;
 pub mod vm_session;
 
 use std::io::Write;

@@ -20,7 +20,6 @@ use crate::host::root::HostRoot;
 use crate::host::usage;
 use crate::list::{self, Filter, HostUse};
 use crate::plan::bind::Overrides;
-use crate::report;
 
 mod binding;
 mod completions;
@@ -456,7 +455,14 @@ pub fn main() -> ExitCode {
         .get(1)
         .is_some_and(|a| a == crate::apply::SYSFS_WRITE_ARG)
     {
-        return sysfs_write(&args[2..]);
+        // The child of `Applier::write_sysfs`: its standard error is what the kernel said.
+        return match crate::apply::sysfs_child::run(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("passthru: error: {e}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        };
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
@@ -475,26 +481,6 @@ pub fn main() -> ExitCode {
                 "passthru: error: {}",
                 crate::host::facts::error_chain(e.as_ref())
             );
-            ExitCode::from(EXIT_ERROR)
-        }
-    }
-}
-
-/// `passthru __sysfs-write FILE VALUE`, the child of
-/// [`crate::apply::Applier::write_sysfs`] (see [`crate::apply::SYSFS_WRITE_ARG`]).
-fn sysfs_write(args: &[OsString]) -> ExitCode {
-    use std::os::unix::ffi::OsStrExt;
-    let [file, value] = args else {
-        eprintln!(
-            "passthru: error: {} takes FILE VALUE",
-            crate::apply::SYSFS_WRITE_ARG
-        );
-        return ExitCode::from(EXIT_ERROR);
-    };
-    match std::fs::write(file, value.as_bytes()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("passthru: error: {e}");
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -631,8 +617,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 if path.as_os_str() == "-" {
                     print!("{fragment}");
                 } else {
-                    std::fs::write(path, fragment)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    crate::apply::kernel_config::write_fragment(path, &fragment)?;
                     if !cli.json {
                         eprintln!(
                             "passthru: wrote the kernel config fragment to {}",
@@ -773,7 +758,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         },
         Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
         Command::Report { output } => {
-            let entries = report::write_report(&root, output)?;
+            let entries = crate::apply::report::write_report(&root, output)?;
             if cli.json {
                 print_json(&serde_json::json!({
                     "schema_version": 1,
