@@ -677,7 +677,7 @@ fn the_real_qemu_opens_exactly_the_paths_of_the_spec() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let qmp = passthru::vm::qmp::Qmp::connect(
+    let qmp = passthru::apply::qmp::Qmp::connect(
         &state.join("qmp.sock"),
         std::time::Duration::from_secs(30),
         std::time::Duration::from_secs(30),

@@ -19,6 +19,7 @@ pub mod kernel_config;
 pub mod libvirt;
 pub mod lock;
 pub mod man;
+pub mod qmp;
 pub mod report;
 pub mod safe_path;
 pub mod spec;

@@ -15,7 +15,7 @@
 //!    not given back afterwards;
 //! 4. QEMU starts from [`qemu_argv`] (an argv, never a shell) in a process group of its
 //!    own, so a Ctrl-C in the terminal reaches passthru, not QEMU; through QMP
-//!    ([`crate::vm::qmp`]) each vCPU thread is pinned to its host CPU and QEMU's other
+//!    ([`super::qmp`]) each vCPU thread is pinned to its host CPU and QEMU's other
 //!    threads to the emulator CPUs;
 //! 5. when QEMU exits — the guest powered off, QEMU failed or was killed — or when
 //!    passthru gets SIGINT/SIGTERM/SIGHUP (it then presses the guest's power button
@@ -31,6 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::qmp::Qmp;
 use super::{Applier, ApplyError};
 use crate::host::cpu::parse_cpu_list;
 use crate::host::pci::PciAddress;
@@ -39,7 +40,7 @@ use crate::plan::bind::host_state::HostState;
 use crate::plan::bind::{self, Overrides, Refusal, VFIO_PCI};
 use crate::vm::disk::{self, DiskError};
 use crate::vm::hugepages::{pool_dir, HugepagePlan};
-use crate::vm::qmp::{Qmp, QmpError, VcpuThread};
+use crate::vm::qmp::{QmpError, VcpuThread};
 use crate::vm::render::{qemu_argv, VmPlan};
 use crate::vm::resolve::Resolution;
 use crate::vm::run::{pin_plan, swtpm_argv, swtpm_blocker};
