@@ -134,6 +134,14 @@ impl Virsh {
         self.run(&["destroy", "--", name], Some(name)).map(drop)
     }
 
+    /// `virsh console NAME` in place of passthru (`exec`): the user's terminal goes to
+    /// the guest's serial console until Ctrl+] leaves it. Returns only when virsh
+    /// could not be started.
+    pub fn exec_console(&self, name: &str) -> LibvirtError {
+        use std::os::unix::process::CommandExt;
+        LibvirtError::Spawn(self.command(&["console", "--", name]).exec())
+    }
+
     /// Waits until the domain is no longer active; the last state seen on timeout.
     pub fn wait_inactive(
         &self,

@@ -313,7 +313,6 @@ pub(super) fn stop(json: bool, args: &StopArgs) -> anyhow::Result<u8> {
 
 /// `passthru vm console`: replaces passthru with `virsh console` (Ctrl+] leaves it).
 pub(super) fn console(args: &ConsoleArgs) -> anyhow::Result<u8> {
-    use std::os::unix::process::CommandExt;
     let virsh = virsh(args.connect.as_ref());
     let state = virsh.require_state(&args.name)?;
     if !state.is_active() {
@@ -327,6 +326,5 @@ pub(super) fn console(args: &ConsoleArgs) -> anyhow::Result<u8> {
         "passthru: attaching to the serial console of {} (Ctrl+] leaves it)",
         args.name
     );
-    let err = virsh.command(&["console", "--", args.name.as_str()]).exec();
-    Err(LibvirtError::Spawn(err).into())
+    Err(virsh.exec_console(&args.name).into())
 }
