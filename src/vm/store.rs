@@ -256,12 +256,11 @@ pub fn edit_problem(original_name: Option<&str>, text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     const SPEC: &str = "name = \"t\"\nmemory = \"1G\"\ncpus = 1\n";
 
     fn chmod(p: &Path, mode: u32) {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        crate::testing::chmod(p, mode);
     }
 
     /// Runs as root only (the rule applies to root); the test suite runs as root on
@@ -275,10 +274,10 @@ mod tests {
         // tempdir is in /tmp: root's, sticky and writable by all.
         let dir = tempfile::tempdir().unwrap();
         let specs = dir.path().join("specs");
-        std::fs::create_dir(&specs).unwrap();
+        crate::testing::mkdir(&specs);
         chmod(&specs, 0o755);
         let spec = specs.join("t.toml");
-        std::fs::write(&spec, SPEC).unwrap();
+        crate::testing::write(&spec, SPEC);
         chmod(&spec, 0o644);
         check_trusted_as_root(&spec).unwrap();
         // Not yet existing: checked from its nearest directory.
@@ -317,7 +316,7 @@ mod tests {
         chmod(&specs, 0o755);
         // A symlink leads to what is checked.
         let theirs = dir.path().join("theirs.toml");
-        std::fs::write(&theirs, SPEC).unwrap();
+        crate::testing::write(&theirs, SPEC);
         std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
         let link = specs.join("link.toml");
         std::os::unix::fs::symlink(&theirs, &link).unwrap();
