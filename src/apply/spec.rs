@@ -206,12 +206,12 @@ mod tests {
     fn rm_removes_only_specs_of_the_spec_directory() {
         let dir = tempfile::tempdir().unwrap();
         let specs = dir.path().join("specs");
-        std::fs::create_dir(&specs).unwrap();
+        crate::testing::mkdir(&specs);
         let spec = specs.join("t.toml");
-        std::fs::write(&spec, SPEC).unwrap();
+        crate::testing::write(&spec, SPEC);
         // A file elsewhere, given by path.
         let other = dir.path().join("passwd");
-        std::fs::write(&other, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        crate::testing::write(&other, "root:x:0:0::/root:/bin/sh\n");
         let e = remove_spec(&other, &specs).unwrap_err().to_string();
         assert!(
             e.contains("removes only the VM specs (NAME.toml) in"),
@@ -219,7 +219,7 @@ mod tests {
         );
         // A spec-shaped file elsewhere too.
         let elsewhere = dir.path().join("x.toml");
-        std::fs::write(&elsewhere, SPEC).unwrap();
+        crate::testing::write(&elsewhere, SPEC);
         assert!(remove_spec(&elsewhere, &specs).is_err());
         // ../ out of the directory.
         assert!(remove_spec(Path::new(&format!("{}/../x.toml", specs.display())), &specs).is_err());
@@ -228,12 +228,12 @@ mod tests {
         let e = remove_spec(Path::new("l"), &specs).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
         // A file in the directory that is not a spec.
-        std::fs::write(specs.join("notes.toml"), "todo = 1\n").unwrap();
+        crate::testing::write(specs.join("notes.toml"), "todo = 1\n");
         let e = remove_spec(Path::new("notes"), &specs)
             .unwrap_err()
             .to_string();
         assert!(e.contains("is not a valid VM spec"), "{e}");
-        std::fs::create_dir(specs.join("d.toml")).unwrap();
+        crate::testing::mkdir(specs.join("d.toml"));
         assert!(remove_spec(Path::new("d"), &specs)
             .unwrap_err()
             .to_string()
@@ -253,7 +253,7 @@ mod tests {
         // The spec itself, by name and by path.
         let (removed, s) = remove_spec(Path::new("t"), &specs).unwrap();
         assert_eq!((removed, s.name.as_str()), (spec.clone(), "t"));
-        std::fs::write(&spec, SPEC).unwrap();
+        crate::testing::write(&spec, SPEC);
         remove_spec(&spec, &specs).unwrap();
         assert!(!spec.exists());
     }

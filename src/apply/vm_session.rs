@@ -902,16 +902,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
         let real = r.join("sys/devices/pci0000:00/0000:00:05.0");
-        std::fs::create_dir_all(&real).unwrap();
+        crate::testing::mkdir(&real);
         for (f, v) in [
             ("vendor", "0x1234\n"),
             ("device", "0x11e8\n"),
             ("class", "0x00ff00\n"),
             ("revision", "0x10\n"),
         ] {
-            std::fs::write(real.join(f), v).unwrap();
+            crate::testing::write(real.join(f), v);
         }
-        std::fs::create_dir_all(r.join("sys/bus/pci/devices")).unwrap();
+        crate::testing::mkdir(r.join("sys/bus/pci/devices"));
         std::os::unix::fs::symlink(
             "../../../devices/pci0000:00/0000:00:05.0",
             r.join("sys/bus/pci/devices/0000:00:05.0"),
@@ -950,21 +950,19 @@ mod tests {
     /// the boot-time remedy and gives the pages back.
     #[test]
     fn a_short_hugepage_reservation_is_refused_and_released() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let pool = dir.path().join(pool_dir(2048));
-        std::fs::create_dir_all(&pool).unwrap();
-        std::fs::write(pool.join("nr_hugepages"), "0\n").unwrap();
-        std::fs::write(pool.join("free_hugepages"), "0\n").unwrap();
+        crate::testing::mkdir(&pool);
+        crate::testing::write(pool.join("nr_hugepages"), "0\n");
+        crate::testing::write(pool.join("free_hugepages"), "0\n");
         let writer = dir.path().join("sysfs-write");
-        std::fs::write(
+        crate::testing::write(
             &writer,
             "#!/bin/sh\n# __sysfs-write FILE VALUE, as a kernel that finds only 100 pages\n\
              v=$3; [ \"$v\" -gt 100 ] && v=100\n\
              echo $v > \"$2\"; echo $v > \"$(dirname \"$2\")/free_hugepages\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&writer, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
+        crate::testing::chmod(&writer, 0o755);
         let root = HostRoot::new(dir.path());
         let mut session = Session {
             root: &root,
