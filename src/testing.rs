@@ -33,7 +33,7 @@ pub(crate) fn remove(path: impl AsRef<Path>) {
 
 /// Moves `from` to `to`.
 #[track_caller]
-pub(crate) fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) {
+pub(crate) fn mv(from: impl AsRef<Path>, to: impl AsRef<Path>) {
     let (from, to) = (from.as_ref(), to.as_ref());
     // Test fixture: a file of a temporary directory moved within it.
     std::fs::rename(from, to)
@@ -88,7 +88,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
         let g = dir.path().join("sys/devices/e");
-        rename(f.parent().unwrap(), &g);
+        mv(f.parent().unwrap(), &g);
         remove(g.join("vendor"));
         mkdir(g.join("x/y"));
         assert!(g.join("x/y").is_dir() && !g.join("vendor").exists());

@@ -327,11 +327,11 @@ mod tests {
     #[test]
     fn an_edit_must_parse_and_keep_the_name() {
         assert_eq!(edit_problem(Some("t"), SPEC), None);
-        let renamed = SPEC.replace("\"t\"", "\"u\"");
-        let p = edit_problem(Some("t"), &renamed).unwrap();
+        let other_name = SPEC.replace("\"t\"", "\"u\"");
+        let p = edit_problem(Some("t"), &other_name).unwrap();
         assert!(p.starts_with("name: the VM is called 't'"), "{p}");
         // A spec that did not parse before the edit may get any name.
-        assert_eq!(edit_problem(None, &renamed), None);
+        assert_eq!(edit_problem(None, &other_name), None);
         assert!(edit_problem(Some("t"), "name = ").is_some());
     }
 }
