@@ -35,10 +35,9 @@ impl Virsh {
         }
     }
 
-    /// The command `virsh -c URI ARGS…` (for callers that run it themselves). Every
-    /// command passthru gives virsh ends its options with `--`, so a domain name or a
-    /// file is never read as an option.
-    pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+    /// The command `virsh -c URI ARGS…`. Every command passthru gives virsh ends its
+    /// options with `--`, so a domain name or a file is never read as an option.
+    fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.arg("-c").arg(&self.uri).args(args);
         cmd
