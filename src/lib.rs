@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod check;
 pub mod cli;
+pub mod error;
 pub mod host;
 pub mod list;
 pub mod plan;

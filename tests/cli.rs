@@ -1586,3 +1586,165 @@ fn vm_new_makes_relative_paths_absolute() {
     assert_eq!(k.path, real.join("boot/vmlinuz"));
     assert_eq!(k.initrd, Some(real.join("boot/initrd")));
 }
+
+/// `report --json`: the archive's path and how many entries it holds, the keys in
+/// alphabetical order as schema 1 prints them.
+#[test]
+fn report_json_names_the_archive_and_its_entries() {
+    let f = Fixture::new("intel-desktop");
+    let out_dir = tempfile::tempdir().unwrap();
+    let archive = out_dir.path().join("r.tar.gz");
+    let out = passthru(&[
+        "report",
+        "--json",
+        "-o",
+        archive.to_str().unwrap(),
+        "--root",
+        f.root().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc = support::sorted_json(&out);
+    assert_eq!(
+        doc.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["entries", "path", "schema_version"]
+    );
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["path"], archive.to_str().unwrap());
+    assert!(doc["entries"].as_u64().unwrap() > 10, "{doc:#}");
+}
+
+/// `vm list --json`: each spec file with its spec, or with why it is not valid; the
+/// keys in alphabetical order at every level (the spec's too), as schema 1 prints
+/// them.
+#[test]
+fn vm_list_json_has_each_spec_or_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "name = \"a\"\nmemory = \"1G\"\ncpus = 1\n[firmware]\ntpm = true\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("b.toml"), "name = \"b\"\nbogus = 1\n").unwrap();
+    let out = with_vm_dir(dir.path(), &["vm", "list", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc = support::sorted_json(&out);
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["dir"], dir.path().to_str().unwrap());
+    let vms = doc["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 2, "{doc:#}");
+    assert_eq!(vms[0]["spec"]["name"], "a");
+    assert_eq!(vms[0]["spec"]["firmware"]["tpm"], true);
+    assert!(vms[0].get("error").is_none(), "{doc:#}");
+    assert!(
+        vms[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `bogus`"),
+        "{doc:#}"
+    );
+    assert!(vms[1].get("spec").is_none(), "{doc:#}");
+}
+
+/// `vm plan --json`: the hugepage plan of a VM backed by hugepages, its keys in
+/// alphabetical order as schema 1 prints them; `null` for a VM without.
+#[test]
+fn vm_plan_json_carries_the_hugepage_plan() {
+    let f = Fixture::new("intel-desktop");
+    four_cores(&f);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("h.toml");
+    std::fs::write(
+        &spec,
+        "name = \"h\"\nmemory = \"1G\"\ncpus = 2\nhugepages = true\n",
+    )
+    .unwrap();
+    let root = f.root().to_str().unwrap();
+    let out = passthru(&[
+        "vm",
+        "plan",
+        spec.to_str().unwrap(),
+        "--json",
+        "--root",
+        root,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let h = doc["hugepages"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{doc:#}"));
+    assert_eq!(
+        h.keys().collect::<Vec<_>>(),
+        ["pages", "reason", "size_kib", "to_reserve"]
+    );
+    let at = |key: &str| text.find(&format!("\"{key}\":")).unwrap();
+    assert!(
+        at("hugepages") < at("pages")
+            && at("pages") < at("reason")
+            && at("reason") < at("size_kib")
+            && at("size_kib") < at("to_reserve")
+            && at("to_reserve") < at("notes"),
+        "{text}"
+    );
+
+    std::fs::write(&spec, "name = \"h\"\nmemory = \"1G\"\ncpus = 2\n").unwrap();
+    let (code, doc) = json(&f, &["vm", "plan", spec.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(doc["hugepages"].is_null(), "{doc:#}");
+}
+
+/// `vm check --json`: each finding with `check`, `status`, `summary` in that order,
+/// and `remedy` only when there is one — no evidence.
+#[test]
+fn vm_check_json_findings_name_their_check() {
+    let f = Fixture::new("intel-desktop");
+    four_cores(&f);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("c.toml");
+    std::fs::write(
+        &spec,
+        "name = \"c\"\nmemory = \"1G\"\ncpus = 2\nisos = [\"/nonexistent/installer.iso\"]\n",
+    )
+    .unwrap();
+    let root = f.root().to_str().unwrap();
+    let out = passthru(&[
+        "vm",
+        "check",
+        spec.to_str().unwrap(),
+        "--json",
+        "--root",
+        root,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["vm"], "c");
+    assert_eq!(doc["ok"], false);
+    let at = |key: &str| text.find(&format!("\"{key}\":")).unwrap();
+    assert!(
+        at("schema_version") < at("vm") && at("vm") < at("ok") && at("ok") < at("findings"),
+        "{text}"
+    );
+    let findings = doc["findings"].as_array().unwrap();
+    let iso = findings
+        .iter()
+        .find(|f| f["check"] == "isos")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(iso["status"], "fail");
+    assert!(iso["remedy"].is_string(), "{iso}");
+    for f in findings {
+        let keys: Vec<&String> = f.as_object().unwrap().keys().collect();
+        let want: &[&str] = if f.get("remedy").is_some() {
+            &["check", "remedy", "status", "summary"]
+        } else {
+            &["check", "status", "summary"]
+        };
+        assert_eq!(keys, want, "{f}");
+    }
+    let first = &text[text.find("\"findings\"").unwrap()..];
+    assert!(
+        first.find("\"check\"").unwrap() < first.find("\"status\"").unwrap()
+            && first.find("\"status\"").unwrap() < first.find("\"summary\"").unwrap(),
+        "{text}"
+    );
+}

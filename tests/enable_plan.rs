@@ -1243,3 +1243,43 @@ fn kernelstub_configuration_passthru_cannot_read() {
         "{plan:#}"
     );
 }
+
+/// `verify --json` and `undo --dry-run --json`: the keys in alphabetical order at
+/// every level, as schema 1 prints them; `undo` lists the journaled files, or nothing.
+#[test]
+fn verify_and_undo_json_documents() {
+    let f = Fixture::new("debian-grub");
+    let root = f.root().to_str().unwrap();
+    let out = passthru(&["undo", "--dry-run", "--json", "--root", root]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc = support::sorted_json(&out);
+    assert_eq!(
+        doc,
+        serde_json::json!({"action": "undo", "restored": [], "schema_version": 1})
+    );
+
+    enable_files(&f, &["01:00.0"]);
+    let out = passthru(&["verify", "--json", "--root", root]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc = support::sorted_json(&out);
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["enabled"]["named"], serde_json::json!(["0000:01:00.0"]));
+    assert!(doc["items"].as_array().unwrap().len() > 2, "{doc:#}");
+
+    let out = passthru(&["undo", "--dry-run", "--json", "--root", root]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc = support::sorted_json(&out);
+    assert_eq!(doc["action"], "undo");
+    assert_eq!(doc["dry_run"], true);
+    let journal: Vec<&str> = doc["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        journal.contains(&"etc/modprobe.d/passthru-vfio.conf"),
+        "{doc:#}"
+    );
+}

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use passthru::host::cpu::{CpuTopology, LogicalCpu};
 use passthru::vm::pinning::{plan, CpuRequest};
-use passthru::vm::render::{libvirt_xml, qemu_argv, Accel, Ovmf, VmPlan};
+use passthru::vm::plan::{Accel, Ovmf, VmPlan};
+use passthru::vm::render::{libvirt_xml, qemu_argv};
 use passthru::vm::spec::VmSpec;
 
 /// An 8-core / 16-thread desktop CPU (siblings n and n+8) with one L3 cache.

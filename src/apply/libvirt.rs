@@ -14,7 +14,8 @@ use serde::Serialize;
 use crate::vm::libvirt::{
     accel_of_xml, classify, with_uuid, DomainState, LibvirtError, VirshFailure,
 };
-use crate::vm::render::{self, Accel};
+use crate::vm::plan::Accel;
+use crate::vm::render;
 use crate::vm::resolve::Resolution;
 
 /// The distribution's `virsh`, on one connection.

@@ -40,8 +40,9 @@ use crate::plan::bind::host_state::HostState;
 use crate::plan::bind::{self, Overrides, Refusal, VFIO_PCI};
 use crate::vm::disk::{self, DiskError};
 use crate::vm::hugepages::{pool_dir, HugepagePlan};
+use crate::vm::plan::VmPlan;
 use crate::vm::qmp::{QmpError, VcpuThread};
-use crate::vm::render::{qemu_argv, VmPlan};
+use crate::vm::render::qemu_argv;
 use crate::vm::resolve::Resolution;
 use crate::vm::run::{pin_plan, swtpm_argv, swtpm_blocker};
 
@@ -390,7 +391,7 @@ impl Session<'_> {
         if let Err(e) = written {
             return Err(RunError::Hugepages(format!(
                 "cannot reserve hugepages: {}",
-                crate::host::facts::error_chain(&e)
+                crate::error::error_chain(&e)
             )));
         }
         if free < h.pages {
@@ -486,7 +487,7 @@ impl Session<'_> {
             if let Err(e) = self.applier.write_sysfs(&r.file, &r.before.to_string()) {
                 failures.push(format!(
                     "hugepages not released: {} (write {} to /{} yourself)",
-                    crate::host::facts::error_chain(&e),
+                    crate::error::error_chain(&e),
                     r.before,
                     r.file.display()
                 ));
@@ -523,7 +524,7 @@ impl Session<'_> {
             .map(|(a, e)| {
                 format!(
                     "could not give {a} back: {} (`passthru unbind {a}` tries again)",
-                    crate::host::facts::error_chain(&e)
+                    crate::error::error_chain(&e)
                 )
             })
             .collect()

@@ -9,6 +9,8 @@ mod iommu;
 mod kernel;
 pub mod platform;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::host::facts::HostFacts;
@@ -63,11 +65,17 @@ impl Evidence {
     }
 }
 
-/// The result of one check.
+/// The result of one check: the one finding type of passthru, used by `check` (where
+/// the id is a stable name such as `iommu.kernel`), by `vm check` (the id names the
+/// check: `devices`, `hugepages`, …; see [`crate::vm::check`]) and by `verify` (the id
+/// says what was verified, the summary what was found there, the remedy the likely
+/// cause when it did not hold; see [`crate::plan::verify`]). Each command prints it in
+/// its own documented JSON shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// Stable identifier, e.g. `iommu.kernel`.
-    pub id: &'static str,
+    /// What was checked: a stable identifier (`iommu.kernel`), a check's name, or a
+    /// sentence.
+    pub id: Cow<'static, str>,
     /// The verdict.
     pub status: Status,
     /// One line saying what was found.
@@ -79,9 +87,14 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(id: &'static str, status: Status, summary: impl Into<String>) -> Self {
+    /// A finding without evidence or remedy.
+    pub fn new(
+        id: impl Into<Cow<'static, str>>,
+        status: Status,
+        summary: impl Into<String>,
+    ) -> Self {
         Self {
-            id,
+            id: id.into(),
             status,
             summary: summary.into(),
             evidence: Vec::new(),
@@ -89,12 +102,14 @@ impl Finding {
         }
     }
 
-    fn evidence(mut self, source: impl Into<String>, text: impl Into<String>) -> Self {
+    /// Adds what the verdict rests on.
+    pub fn evidence(mut self, source: impl Into<String>, text: impl Into<String>) -> Self {
         self.evidence.push(Evidence::new(source, text));
         self
     }
 
-    fn remedy(mut self, remedy: impl Into<String>) -> Self {
+    /// Sets the remedy.
+    pub fn remedy(mut self, remedy: impl Into<String>) -> Self {
         self.remedy = Some(remedy.into());
         self
     }

@@ -1,13 +1,14 @@
 //! `passthru bind` and `passthru unbind` on the command line: gather, plan, print,
 //! confirm, apply.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
+use super::output::{confirm, print_json, print_refusals, progress};
+use super::{ChangeOptions, EXIT_ERROR, EXIT_PROBLEMS};
 use crate::apply::bind::GroupNode;
 use crate::apply::Applier;
 use crate::host::pci::PciAddress;
@@ -38,7 +39,7 @@ struct Failure {
 pub(super) fn read_host(root: &HostRoot) -> anyhow::Result<HostState> {
     let (state, errors) = HostState::read(root)?;
     for e in errors {
-        eprintln!("passthru: warning: {}", crate::host::facts::error_chain(&e));
+        eprintln!("passthru: warning: {}", crate::error::error_chain(&e));
     }
     Ok(state)
 }
@@ -63,6 +64,8 @@ pub(super) fn require_live(root: &HostRoot, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The executor, waiting at most `timeout` seconds (`--timeout`) for each driver
+/// write and for `modprobe`.
 fn applier(root: &HostRoot, timeout: u64) -> anyhow::Result<Applier> {
     let exe = std::env::current_exe().context("cannot find the passthru binary itself")?;
     Ok(Applier::new(
@@ -90,35 +93,6 @@ fn print_steps(title: &str, plan: &Plan) {
         let group = s.group.map_or_else(|| "-".into(), |g| g.to_string());
         println!("  group {group:>3}  {}  {change}", s.description);
     }
-}
-
-pub(super) fn print_refusals(what: &str, refusals: &[Refusal]) {
-    eprintln!("passthru: {what} refused; nothing was changed:");
-    for r in refusals {
-        match r.override_flag {
-            Some(flag) => eprintln!("  - {} (to accept this, add {flag})", r.reason),
-            None => eprintln!("  - {}", r.reason),
-        }
-    }
-}
-
-/// Prints progress lines: on stdout, or on stderr when stdout carries JSON.
-pub(super) fn progress(json: bool) -> impl FnMut(&str) {
-    move |line: &str| {
-        if json {
-            eprintln!("passthru: {line}");
-        } else {
-            println!("  … {line}");
-        }
-    }
-}
-
-pub(super) fn confirm(question: &str) -> anyhow::Result<bool> {
-    print!("{question} [y/N] ");
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
 /// Reports refusals (as JSON too, when asked) and returns the exit code.
@@ -151,6 +125,7 @@ pub(super) fn bind(
     devices: &[String],
     overrides: Overrides,
     opts: ChangeOptions,
+    timeout: u64,
 ) -> anyhow::Result<u8> {
     let targets = parse_targets(devices)?;
     if !opts.dry_run {
@@ -197,16 +172,19 @@ pub(super) fn bind(
     let mut nodes = Vec::new();
     let mut failures = Vec::new();
     if !opts.dry_run {
-        let applier = applier(root, opts.timeout)?;
+        let applier = applier(root, timeout)?;
         let mut progress = progress(json);
         match applier.bind(&plan, &mut progress) {
             Ok(n) => nodes = n,
             Err(e) => failures.push(Failure {
                 address: None,
-                error: crate::host::facts::error_chain(&e),
+                error: crate::error::error_chain(&e),
             }),
         }
     }
+    // A driver write that failed or got stuck is passthru failing to do what it
+    // was asked (exit code 2), not a refusal.
+    let code = if failures.is_empty() { 0 } else { EXIT_ERROR };
     if json {
         print_json(&ChangeReport {
             schema_version: 1,
@@ -218,12 +196,12 @@ pub(super) fn bind(
             nodes: &nodes,
             failures,
         })?;
-        return Ok(0);
+        return Ok(code);
     }
     if let Some(f) = failures.first() {
         eprintln!("passthru: bind failed: {}", f.error);
         eprintln!("passthru: `passthru unbind --all` gives back what was already taken.");
-        return Ok(EXIT_PROBLEMS);
+        return Ok(code);
     }
     if opts.dry_run {
         println!("(dry run: nothing was changed)");
@@ -243,6 +221,7 @@ pub(super) fn unbind(
     devices: &[String],
     all: bool,
     opts: ChangeOptions,
+    timeout: u64,
 ) -> anyhow::Result<u8> {
     let targets = parse_targets(devices)?;
     if !opts.dry_run {
@@ -273,14 +252,14 @@ pub(super) fn unbind(
     }
     let mut failures = Vec::new();
     if !opts.dry_run {
-        let applier = applier(root, opts.timeout)?;
+        let applier = applier(root, timeout)?;
         let mut progress = progress(json);
         failures = applier
             .unbind(&plan, &mut progress)
             .into_iter()
             .map(|(a, e)| Failure {
                 address: Some(a),
-                error: crate::host::facts::error_chain(&e),
+                error: crate::error::error_chain(&e),
             })
             .collect();
     }
@@ -308,5 +287,7 @@ pub(super) fn unbind(
             println!("(dry run: nothing was changed)");
         }
     }
+    // A device not given back is a problem found on the host (exit code 1, as the
+    // README says), to be looked at before the next try.
     Ok(if failed { EXIT_PROBLEMS } else { 0 })
 }

@@ -1,47 +1,55 @@
 //! The command line: a thin layer over the library.
 //!
-//! Exit codes: 0 success (and `check` found nothing failing), 1 `check` found
-//! problems, 2 the tool itself failed (bad arguments, unreadable host).
+//! Exit codes: 0 success (and `check` found nothing failing); 1 problems found or
+//! refused (a failing check, a refusal with its reason, the host lock held by another
+//! passthru, a question answered no, `verify` or `vm check` finding what does not
+//! hold, devices not given back); 2 the tool itself failed (bad arguments, an
+//! unreadable host, a change that failed while it was applied: a driver write, a
+//! regenerator, a journal record).
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::check::{self, CheckReport, Status};
-use crate::host::facts::HostFacts;
-use crate::host::pci::device::DeviceKind;
-use crate::host::pci::names::PciNames;
 use crate::host::root::HostRoot;
-use crate::host::usage;
-use crate::list::{self, Filter, HostUse};
 use crate::plan::bind::Overrides;
 
 mod binding;
+mod check;
 mod completions;
+mod list;
 mod man;
+mod output;
 mod persistent;
+mod report;
 mod vm;
+mod vm_check;
 mod vm_libvirt;
+mod vm_plan;
 mod vm_run;
 
-use crate::vm::render::Accel;
+use list::ClassFilter;
+use output::{print_json, Style};
 
-/// How `bind` and `unbind` run.
+use crate::vm::plan::Accel;
+
+/// How a command that changes the host runs: `bind`, `unbind`, `enable`, `disable`,
+/// `undo`.
 #[derive(Debug, Clone, Copy)]
 struct ChangeOptions {
+    /// Only print the plan.
     dry_run: bool,
+    /// Do not ask before applying.
     yes: bool,
-    timeout: u64,
 }
 
-/// Exit code when `check` finds a failing check.
+/// Exit code when a command finds problems or refuses.
 pub const EXIT_PROBLEMS: u8 = 1;
-/// Exit code when the tool itself fails.
+/// Exit code when the tool itself fails, also while applying a change.
 pub const EXIT_ERROR: u8 = 2;
 
 /// Check a Linux host for PCI passthrough, set up VFIO reversibly, and run VMs with real
@@ -81,7 +89,7 @@ pub struct Cli {
 
 /// `--color`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ColorChoice {
+pub(super) enum ColorChoice {
     /// Colour when writing to a terminal and NO_COLOR is not set.
     Auto,
     /// Always colour.
@@ -371,77 +379,6 @@ enum VmAction {
     Run(vm_run::RunArgs),
 }
 
-/// `list --class`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ClassFilter {
-    /// Display controllers.
-    Gpu,
-    /// Audio devices (e.g. a GPU's HDMI audio).
-    Audio,
-    /// USB controllers.
-    Usb,
-    /// NVMe controllers.
-    Nvme,
-    /// Other storage controllers (SATA, SAS, RAID).
-    Storage,
-    /// Network controllers.
-    Net,
-}
-
-impl ClassFilter {
-    fn kind(self) -> DeviceKind {
-        match self {
-            Self::Gpu => DeviceKind::Gpu,
-            Self::Audio => DeviceKind::Audio,
-            Self::Usb => DeviceKind::Usb,
-            Self::Nvme => DeviceKind::Nvme,
-            Self::Storage => DeviceKind::Storage,
-            Self::Net => DeviceKind::Network,
-        }
-    }
-}
-
-/// Terminal styling.
-struct Style {
-    color: bool,
-}
-
-impl Style {
-    fn new(choice: ColorChoice) -> Self {
-        let color = match choice {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                    && std::io::stdout().is_terminal()
-            }
-        };
-        Self { color }
-    }
-
-    fn status(&self, s: Status) -> String {
-        let label = format!("{:<5}", s.label());
-        if !self.color {
-            return label;
-        }
-        let code = match s {
-            Status::Ok => "32",
-            Status::Warn => "33",
-            Status::Fail => "1;31",
-            Status::Unknown => "35",
-        };
-        format!("\x1b[{code}m{label}\x1b[0m")
-    }
-
-    fn dim(&self, s: &str) -> String {
-        if self.color {
-            format!("\x1b[2m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
-    }
-}
-
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     // Behave like other Unix filters when the reader goes away (`passthru list | head`):
@@ -477,10 +414,7 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let _ = std::io::stdout().flush();
-            eprintln!(
-                "passthru: error: {}",
-                crate::host::facts::error_chain(e.as_ref())
-            );
+            eprintln!("passthru: error: {}", crate::error::error_chain(e.as_ref()));
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -509,16 +443,6 @@ fn host_root(cli: &Cli) -> anyhow::Result<HostRoot> {
             Ok(HostRoot::new(dir))
         }
     }
-}
-
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    // stdout is line-buffered: buffer the whole document (thousands of lines for a
-    // large host) instead of one write per line.
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    out.flush()?;
-    Ok(())
 }
 
 /// Refuses `--root` for a command that acts on this machine's libvirt domains, which
@@ -587,6 +511,8 @@ fn host_lock(
     }
 }
 
+/// Runs the parsed command — the host root, the host lock, then the command's own
+/// function (one file each) — and returns its exit code.
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     // These two describe passthru itself, not a host: --root does not apply to them.
     match &cli.command {
@@ -595,7 +521,6 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     let root = host_root(cli)?;
-    let style = Style::new(cli.color);
     // Held until passthru exits (see `apply::lock`); `vm run` lets go of it while its
     // guest runs.
     let lock = match host_lock(cli, &root)? {
@@ -605,68 +530,20 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             return Ok(EXIT_PROBLEMS);
         }
     };
+    let json = cli.json;
     match &cli.command {
         Command::Check {
             verbose,
             kernel_config,
-        } => {
-            let facts = HostFacts::gather(&root);
-            let report = check::run(&facts);
-            if let Some(path) = kernel_config {
-                let fragment = check::kernel_config_fragment(&facts);
-                if path.as_os_str() == "-" {
-                    print!("{fragment}");
-                } else {
-                    crate::apply::kernel_config::write_fragment(path, &fragment)?;
-                    if !cli.json {
-                        eprintln!(
-                            "passthru: wrote the kernel config fragment to {}",
-                            path.display()
-                        );
-                    }
-                }
-            }
-            if cli.json {
-                print_json(&report)?;
-            } else if kernel_config.as_deref() != Some(std::path::Path::new("-")) {
-                print!("{}", render_check(&report, &facts, *verbose, &style));
-            }
-            Ok(if report.failed() { EXIT_PROBLEMS } else { 0 })
-        }
-        Command::List { gpu, class, group } => {
-            let mut kinds: BTreeSet<DeviceKind> = class.iter().map(|c| c.kind()).collect();
-            if *gpu {
-                kinds.insert(DeviceKind::Gpu);
-            }
-            let filter = Filter {
-                kinds,
-                group: *group,
-            };
-            let devices = crate::host::pci::device::read_all(&root)?;
-            let host = HostUse {
-                root_disks: usage::root_disk_controllers(&root).unwrap_or_default(),
-                route_nics: usage::default_route_nics(&root).unwrap_or_default(),
-                storage: usage::storage_in_use(&root, root.is_system()).unwrap_or_default(),
-                held_by_passthru: crate::host::records::read_all(&root)
-                    .0
-                    .iter()
-                    .map(|r| (r.address, r.since))
-                    .collect(),
-            };
-            let names = PciNames::load();
-            let report = list::build(&devices, &names, &host, &filter);
-            if let Some(g) = group {
-                if report.groups.is_empty() {
-                    anyhow::bail!("there is no IOMMU group {g} (see `passthru list`)");
-                }
-            }
-            if cli.json {
-                print_json(&report)?;
-            } else {
-                print!("{}", list::render_text(&report));
-            }
-            Ok(0)
-        }
+        } => check::check(
+            json,
+            &root,
+            *verbose,
+            kernel_config.as_deref(),
+            &Style::new(cli.color),
+        ),
+        Command::List { gpu, class, group } => list::list(json, &root, *gpu, class, *group),
+        Command::Report { output } => report::report(json, &root, output),
         Command::Bind {
             devices,
             dry_run,
@@ -674,13 +551,18 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             risks,
             timeout,
         } => {
-            let overrides = Overrides::from(*risks);
             let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: *yes,
-                timeout: *timeout,
             };
-            binding::bind(cli.json, &root, devices, overrides, opts)
+            binding::bind(
+                json,
+                &root,
+                devices,
+                Overrides::from(*risks),
+                opts,
+                *timeout,
+            )
         }
         Command::Unbind {
             devices,
@@ -691,9 +573,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: true,
-                timeout: *timeout,
             };
-            binding::unbind(cli.json, &root, devices, *all, opts)
+            binding::unbind(json, &root, devices, *all, opts, *timeout)
         }
         Command::Enable {
             devices,
@@ -701,142 +582,64 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             yes,
             risks,
         } => {
-            let overrides = Overrides::from(*risks);
             let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: *yes,
-                timeout: 10,
             };
-            persistent::enable(cli.json, &root, devices, overrides, opts)
+            persistent::enable(json, &root, devices, Overrides::from(*risks), opts)
         }
         Command::Disable {
             devices,
             dry_run,
             yes,
-        } => persistent::disable(
-            cli.json,
-            &root,
-            devices,
-            ChangeOptions {
+        } => {
+            let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: *yes,
-                timeout: 10,
-            },
-        ),
-        Command::Undo { dry_run, yes } => persistent::undo(
-            cli.json,
-            &root,
-            ChangeOptions {
+            };
+            persistent::disable(json, &root, devices, opts)
+        }
+        Command::Undo { dry_run, yes } => {
+            let opts = ChangeOptions {
                 dry_run: *dry_run,
                 yes: *yes,
-                timeout: 10,
-            },
-        ),
-        Command::Verify => persistent::verify(cli.json, &root),
-        Command::Vm { action } => match action {
-            VmAction::New(args) => vm::new(&root, args),
-            VmAction::List => vm::list(cli.json),
-            VmAction::Rm { name } => vm::rm(name),
-            VmAction::Plan { spec } => vm::plan(cli.json, &root, spec),
-            VmAction::Render { spec, qemu, accel } => vm::render(&root, spec, *qemu, *accel),
-            VmAction::Edit { spec } => vm::edit(spec),
-            VmAction::Check { spec, accel } => vm::check(cli.json, &root, spec, *accel),
-            VmAction::Define(args) => vm_libvirt::define(cli.json, &root, args),
-            VmAction::Start(args) => {
-                this_machine_only(&root, "vm start")?;
-                vm_libvirt::start(cli.json, args)
-            }
-            VmAction::Stop(args) => {
-                this_machine_only(&root, "vm stop")?;
-                vm_libvirt::stop(cli.json, args)
-            }
-            VmAction::Console(args) => {
-                this_machine_only(&root, "vm console")?;
-                vm_libvirt::console(args)
-            }
-            VmAction::Run(args) => vm_run::run(cli.json, &root, args, lock.as_ref()),
-        },
+            };
+            persistent::undo(json, &root, opts)
+        }
+        Command::Verify => persistent::verify(json, &root),
+        Command::Vm { action } => vm_command(json, &root, action, lock.as_ref()),
         Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
-        Command::Report { output } => {
-            let entries = crate::apply::report::write_report(&root, output)?;
-            if cli.json {
-                print_json(&serde_json::json!({
-                    "schema_version": 1,
-                    "path": output,
-                    "entries": entries,
-                }))?;
-            } else {
-                println!(
-                    "Wrote {} ({entries} entries). Read it anywhere with:\n  mkdir r && tar xzf {} -C r && passthru check --root r",
-                    output.display(),
-                    output.display()
-                );
-            }
-            Ok(0)
-        }
     }
 }
 
-/// Shortens long evidence (a cpu flags line) for the terminal.
-fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let cut: String = s.chars().take(max - 1).collect();
-    format!("{cut}…")
-}
-
-fn render_check(report: &CheckReport, facts: &HostFacts, verbose: bool, style: &Style) -> String {
-    let mut out = String::new();
-    let cpu = facts
-        .cpu
-        .as_ref()
-        .ok()
-        .and_then(|c| c.model_name.clone())
-        .unwrap_or_else(|| "unknown CPU".into());
-    out.push_str(&format!(
-        "passthru check of {} — kernel {}, {cpu}\n\n",
-        report.root,
-        report.kernel.as_deref().unwrap_or("unknown")
-    ));
-    let width = report
-        .findings
-        .iter()
-        .map(|f| f.id.len())
-        .max()
-        .unwrap_or(10);
-    for f in &report.findings {
-        out.push_str(&format!(
-            "{} {:<width$}  {}\n",
-            style.status(f.status),
-            f.id,
-            f.summary
-        ));
-        let detail = verbose || f.status != Status::Ok;
-        if detail {
-            for e in &f.evidence {
-                out.push_str(&style.dim(&format!(
-                    "      evidence: {}: {}\n",
-                    e.source,
-                    clip(&e.text, 160)
-                )));
-            }
+/// `passthru vm …`.
+fn vm_command(
+    json: bool,
+    root: &HostRoot,
+    action: &VmAction,
+    lock: Option<&crate::apply::lock::HostLock>,
+) -> anyhow::Result<u8> {
+    match action {
+        VmAction::New(args) => vm::new(root, args),
+        VmAction::List => vm::list(json),
+        VmAction::Rm { name } => vm::rm(name),
+        VmAction::Plan { spec } => vm_plan::plan(json, root, spec),
+        VmAction::Render { spec, qemu, accel } => vm_plan::render(root, spec, *qemu, *accel),
+        VmAction::Edit { spec } => vm::edit(spec),
+        VmAction::Check { spec, accel } => vm_check::check(json, root, spec, *accel),
+        VmAction::Define(args) => vm_libvirt::define(json, root, args),
+        VmAction::Start(args) => {
+            this_machine_only(root, "vm start")?;
+            vm_libvirt::start(json, args)
         }
-        if f.status != Status::Ok || verbose {
-            if let Some(r) = &f.remedy {
-                out.push_str(&format!("      remedy:   {r}\n"));
-            }
+        VmAction::Stop(args) => {
+            this_machine_only(root, "vm stop")?;
+            vm_libvirt::stop(json, args)
         }
+        VmAction::Console(args) => {
+            this_machine_only(root, "vm console")?;
+            vm_libvirt::console(args)
+        }
+        VmAction::Run(args) => vm_run::run(json, root, args, lock),
     }
-    let c = &report.counts;
-    out.push_str(&format!(
-        "\n{} ok, {} warnings, {} failed, {} unknown\n",
-        c.ok, c.warn, c.fail, c.unknown
-    ));
-    if c.fail > 0 {
-        out.push_str(
-            "PCI passthrough is not possible on this host until the failed checks are fixed.\n",
-        );
-    }
-    out
 }

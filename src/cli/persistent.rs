@@ -1,19 +1,23 @@
 //! `passthru enable`, `disable`, `undo` and `verify` on the command line.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::binding::{confirm, parse_targets, print_refusals, progress, require_live};
-use super::{print_json, ChangeOptions, EXIT_PROBLEMS};
+use super::binding::{parse_targets, require_live};
+use super::output::{confirm, keys_sorted, print_refusals, progress};
+use super::{print_json, ChangeOptions, EXIT_ERROR, EXIT_PROBLEMS};
 use crate::apply::journal::Journal;
 use crate::apply::{Applier, ApplyError};
+use crate::check::{Finding, Status};
 use crate::host::pci::names::PciNames;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
 use crate::plan::bind::{self, Overrides, Refusal};
+use crate::plan::disable::{self, DisableError, Remaining};
 use crate::plan::enable::{self, EnableError, EnableFacts, EnablePlan, Enabled};
 use crate::plan::verify;
 
@@ -28,6 +32,69 @@ struct EnableReport<'a> {
     error: Option<String>,
 }
 
+/// The `--json` document of `undo`: one of three shapes, each with its keys in
+/// alphabetical order (as schema 1 has them).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum UndoReport<'a> {
+    /// There was nothing to undo.
+    Nothing {
+        action: &'static str,
+        restored: [&'a Path; 0],
+        schema_version: u32,
+    },
+    /// `--dry-run`: the files the journal would restore.
+    DryRun {
+        action: &'static str,
+        dry_run: bool,
+        journal: Vec<&'a Path>,
+        schema_version: u32,
+    },
+    /// The files restored, and the error that stopped the undo, if one did.
+    Done {
+        action: &'static str,
+        error: Option<String>,
+        restored: Vec<&'a Path>,
+        schema_version: u32,
+    },
+}
+
+/// The `--json` document of `verify` (its keys in alphabetical order, as schema 1
+/// has them).
+#[derive(Debug, Serialize)]
+struct VerifyReport<'a> {
+    #[serde(serialize_with = "keys_sorted")]
+    enabled: &'a Enabled,
+    items: Vec<VerifyItem<'a>>,
+    ok: bool,
+    schema_version: u32,
+}
+
+/// A finding of `verify` as its `--json` prints it (see [`verify::verify`]): what was
+/// verified, whether it holds, what was found, and the likely cause when it does not.
+#[derive(Debug, Serialize)]
+struct VerifyItem<'a> {
+    cause: Option<&'a str>,
+    found: &'a str,
+    ok: bool,
+    what: &'a str,
+}
+
+impl<'a> From<&'a Finding> for VerifyItem<'a> {
+    fn from(f: &'a Finding) -> Self {
+        Self {
+            cause: f.remedy.as_deref(),
+            found: &f.summary,
+            ok: f.status == Status::Ok,
+            what: &f.id,
+        }
+    }
+}
+
+/// The executor of `enable`, `disable` and `undo`. They write files and run
+/// regenerators, no driver file: the applier's wait for a driver write never comes
+/// into play, and the regenerators have their own limit and progress notes (see
+/// [`crate::apply::enable`]), so these commands take no `--timeout`.
 fn applier(root: &HostRoot) -> anyhow::Result<Applier> {
     let exe = std::env::current_exe().context("cannot find the passthru binary itself")?;
     Ok(Applier::new(root.clone(), Duration::from_secs(30), exe))
@@ -178,10 +245,7 @@ fn plan_and_apply(
     let applier = applier(root)?;
     let mut progress = progress(json);
     let result = applier.enable(&plan, &mut progress);
-    let error = result
-        .as_ref()
-        .err()
-        .map(|e| crate::host::facts::error_chain(e));
+    let error = result.as_ref().err().map(|e| crate::error::error_chain(e));
     if json {
         print_json(&EnableReport {
             schema_version: 1,
@@ -201,12 +265,17 @@ fn plan_and_apply(
                 | ApplyError::UnsafeLink { .. }
                 | ApplyError::UndoUnfinished)
         );
-        if !untouched {
-            eprintln!(
-                "passthru: every change is journaled: `passthru undo` restores the previous setup."
-            );
+        if untouched {
+            // Refused before anything changed: a file edited since the plan was
+            // made, a symlink passthru does not write through, an unfinished undo.
+            return Ok(EXIT_PROBLEMS);
         }
-        return Ok(EXIT_PROBLEMS);
+        eprintln!(
+            "passthru: every change is journaled: `passthru undo` restores the previous setup."
+        );
+        // A change that failed while it was applied (a write, a regenerator, the look
+        // inside the new initramfs) is passthru failing, not a refusal.
+        return Ok(EXIT_ERROR);
     }
     if !json {
         println!("\nDone. Reboot, then run `passthru verify`. `passthru undo` reverses all of it.");
@@ -262,29 +331,18 @@ pub(super) fn disable(
     let holders = crate::host::holders::Holders::new();
     let inputs = inputs(&facts, &names, &holders);
     let remove = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
-    let group_of = |a: &PciAddress| {
-        facts
-            .devices
-            .iter()
-            .find(|d| d.address == *a)
-            .and_then(|d| d.iommu_group)
-    };
-    let gone: Vec<Option<u32>> = remove.iter().map(group_of).collect();
-    let remaining: Vec<PciAddress> = prev
-        .named
-        .iter()
-        .copied()
-        .filter(|a| !remove.contains(a) && !gone.contains(&group_of(a)))
-        .collect();
-    if remaining.len() == prev.named.len() {
-        bail!("{} is not among the enabled devices", devices.join(", "));
-    }
-    if remaining.is_empty() {
-        if !json {
-            println!("No device would remain enabled: undoing the whole setup.");
+    let remaining = match disable::remaining(&prev.named, &remove, &facts.devices) {
+        Ok(Remaining::Some(left)) => left,
+        Ok(Remaining::None) => {
+            if !json {
+                println!("No device would remain enabled: undoing the whole setup.");
+            }
+            return undo(json, root, opts);
         }
-        return undo(json, root, opts);
-    }
+        Err(DisableError::NotEnabled(_)) => {
+            bail!("{} is not among the enabled devices", devices.join(", "))
+        }
+    };
     plan_and_apply(
         json,
         "disable",
@@ -296,45 +354,16 @@ pub(super) fn disable(
     )
 }
 
-/// `passthru undo`.
-pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::Result<u8> {
-    if !opts.dry_run {
-        require_live(root, "undo")?;
-    }
-    let applier = applier(root)?;
-    if !opts.dry_run {
-        // An orphaned regenerator is stopped, and a journal a kill left without
-        // manifest removed, before "nothing to undo" can be the answer.
-        let mut progress = progress(json);
-        if let Err(e) = applier.prepare_undo(&mut progress) {
-            eprintln!(
-                "passthru: undo failed: {}",
-                crate::host::facts::error_chain(&e)
-            );
-            return Ok(EXIT_PROBLEMS);
-        }
-    }
-    let journal: Journal = match applier.journal()? {
-        Some(j) => j,
-        None => {
-            if json {
-                print_json(
-                    &serde_json::json!({"schema_version": 1, "action": "undo", "restored": []}),
-                )?;
-            } else {
-                println!("Nothing to undo: passthru has not changed the boot setup.");
-            }
-            return Ok(0);
-        }
-    };
-    if !json && journal.undo.is_some() {
+/// What `undo` restores and runs, from the journal.
+fn print_journal(journal: &Journal) {
+    if journal.undo.is_some() {
         println!(
             "An interrupted undo already restored the files; passthru regenerates the boot files from them again:"
         );
         for c in &journal.regenerate {
             println!("  {}", c.argv.join(" "));
         }
-    } else if !json {
+    } else {
         println!("passthru restores:");
         for e in &journal.entries {
             if let (true, Some(link)) = (e.existed, &e.link) {
@@ -353,13 +382,54 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
             println!("then runs: {}", c.argv.join(" "));
         }
     }
+}
+
+/// `passthru undo`.
+pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::Result<u8> {
+    if !opts.dry_run {
+        require_live(root, "undo")?;
+    }
+    let applier = applier(root)?;
+    if !opts.dry_run {
+        // An orphaned regenerator is stopped, and a journal a kill left without
+        // manifest removed, before "nothing to undo" can be the answer.
+        let mut progress = progress(json);
+        if let Err(e) = applier.prepare_undo(&mut progress) {
+            eprintln!("passthru: undo failed: {}", crate::error::error_chain(&e));
+            return Ok(EXIT_ERROR);
+        }
+    }
+    let journal: Journal = match applier.journal()? {
+        Some(j) => j,
+        None => {
+            if json {
+                print_json(&UndoReport::Nothing {
+                    action: "undo",
+                    restored: [],
+                    schema_version: 1,
+                })?;
+            } else {
+                println!("Nothing to undo: passthru has not changed the boot setup.");
+            }
+            return Ok(0);
+        }
+    };
+    if !json {
+        print_journal(&journal);
+    }
     if opts.dry_run {
         if json {
-            print_json(
-                &serde_json::json!({"schema_version": 1, "action": "undo", "dry_run": true, "journal": journal.entries.iter().map(|e| &e.path).collect::<Vec<_>>()}),
-            )?;
+            print_json(&UndoReport::DryRun {
+                action: "undo",
+                dry_run: true,
+                journal: journal.entries.iter().map(|e| e.path.as_path()).collect(),
+                schema_version: 1,
+            })?;
         }
         return Ok(0);
+    }
+    if json && !opts.yes {
+        bail!("--json needs --yes (or --dry-run): there is no one to ask");
     }
     if !json && !ask_or_refuse(opts, "Restore?")? {
         println!("Nothing was changed.");
@@ -368,12 +438,12 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
     let mut progress = progress(json);
     let result = applier.undo(&mut progress);
     if json {
-        print_json(&serde_json::json!({
-            "schema_version": 1,
-            "action": "undo",
-            "restored": journal.entries.iter().map(|e| &e.path).collect::<Vec<_>>(),
-            "error": result.as_ref().err().map(|e| crate::host::facts::error_chain(e)),
-        }))?;
+        print_json(&UndoReport::Done {
+            action: "undo",
+            error: result.as_ref().err().map(|e| crate::error::error_chain(e)),
+            restored: journal.entries.iter().map(|e| e.path.as_path()).collect(),
+            schema_version: 1,
+        })?;
     }
     match result {
         Ok(_) => {
@@ -383,11 +453,8 @@ pub(super) fn undo(json: bool, root: &HostRoot, opts: ChangeOptions) -> anyhow::
             Ok(0)
         }
         Err(e) => {
-            eprintln!(
-                "passthru: undo failed: {}",
-                crate::host::facts::error_chain(&e)
-            );
-            Ok(EXIT_PROBLEMS)
+            eprintln!("passthru: undo failed: {}", crate::error::error_chain(&e));
+            Ok(EXIT_ERROR)
         }
     }
 }
@@ -404,21 +471,22 @@ pub(super) fn verify(json: bool, root: &HostRoot) -> anyhow::Result<u8> {
     };
     let facts = crate::host::facts::HostFacts::gather(root);
     let devices = crate::host::pci::device::read_all(root)?;
-    let items = verify::verify(&enabled, &facts, &devices);
+    let findings = verify::verify(&enabled, &facts, &devices);
+    let items: Vec<VerifyItem> = findings.iter().map(VerifyItem::from).collect();
     let ok = items.iter().all(|i| i.ok);
     if json {
-        print_json(&serde_json::json!({
-            "schema_version": 1,
-            "ok": ok,
-            "enabled": enabled,
-            "items": items,
-        }))?;
+        print_json(&VerifyReport {
+            enabled: &enabled,
+            items,
+            ok,
+            schema_version: 1,
+        })?;
     } else {
         for i in &items {
             println!("{} {}", if i.ok { "ok  " } else { "FAIL" }, i.what);
             if !i.ok {
                 println!("     found: {}", i.found);
-                if let Some(c) = &i.cause {
+                if let Some(c) = i.cause {
                     println!("     likely cause: {c}");
                 }
             }

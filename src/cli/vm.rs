@@ -1,29 +1,19 @@
-//! `passthru vm plan` and `passthru vm render`: a VM spec turned into a plan, and the
-//! plan into libvirt XML or a QEMU command line.
+//! `passthru vm new`, `list`, `rm` and `edit`: the VM specs; and the loading and
+//! resolving of a spec that the other `vm` commands share.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
 
-use super::print_json;
+use super::output::{keys_sorted, print_json};
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
-use crate::vm::render::{self, Accel};
+use crate::vm::new::{NewVm, NewVmHost};
+use crate::vm::plan::Accel;
 use crate::vm::resolve::{self, Resolution, ResolveOptions};
 use crate::vm::spec::{Cpus, Display, IdPair, OsType, VmSpec};
 use crate::vm::store;
-
-#[derive(Debug, Serialize)]
-struct PlanReport<'a> {
-    schema_version: u32,
-    name: &'a str,
-    devices: &'a [PciAddress],
-    pinning: &'a crate::vm::pinning::PinningPlan,
-    hugepages: Option<serde_json::Value>,
-    notes: &'a [String],
-    blockers: Vec<String>,
-}
 
 /// Loads the spec named or pointed at by `arg` and resolves it on `root`.
 pub(super) fn load(
@@ -59,87 +49,6 @@ pub(super) fn load_to_start(
         r.qemu_blockers = crate::vm::check::qemu_blockers(root, &r.plan);
     }
     Ok(r)
-}
-
-/// `passthru vm plan SPEC`.
-pub(super) fn plan(json: bool, root: &HostRoot, path: &Path) -> anyhow::Result<u8> {
-    let r = load(root, path, Accel::Kvm, false)?;
-    let (spec, pinning, devices) = (&r.plan.spec, &r.plan.pinning, &r.plan.devices);
-    if json {
-        print_json(&PlanReport {
-            schema_version: 1,
-            name: &spec.name,
-            devices,
-            pinning,
-            hugepages: serde_json::to_value(&r)
-                .ok()
-                .and_then(|v| v.get("hugepages").cloned()),
-            notes: &r.notes,
-            blockers: r.blockers(),
-        })?;
-        return Ok(0);
-    }
-    let host: Vec<String> = pinning
-        .vcpus
-        .iter()
-        .map(|(v, h)| format!("{v}→{h}"))
-        .collect();
-    println!(
-        "VM {}: {} vCPUs ({} core(s) × {} thread(s))",
-        spec.name,
-        pinning.vcpus.len(),
-        pinning.cores,
-        pinning.threads
-    );
-    println!("  vCPU → host CPU: {}", host.join(" "));
-    println!(
-        "  QEMU's own threads: {}",
-        crate::host::cpu::format_cpu_list(&pinning.emulator)
-    );
-    println!(
-        "  left to the host: {}",
-        crate::host::cpu::format_cpu_list(&pinning.host_keeps)
-    );
-    if let Some(n) = pinning.numa_node {
-        println!("  memory from NUMA node {n}");
-    }
-    let devs: Vec<String> = devices.iter().map(ToString::to_string).collect();
-    println!(
-        "  devices (whole IOMMU groups): {}",
-        if devs.is_empty() {
-            "none".into()
-        } else {
-            devs.join(", ")
-        }
-    );
-    println!("Why:");
-    for why in pinning.reasons.iter().chain(&r.notes) {
-        println!("  - {why}");
-    }
-    let blockers = r.blockers();
-    if !blockers.is_empty() {
-        println!("Before it can start:");
-        for b in &blockers {
-            println!("  - {b}");
-        }
-    }
-    Ok(0)
-}
-
-/// `passthru vm render SPEC [--qemu]`.
-pub(super) fn render(root: &HostRoot, path: &Path, qemu: bool, accel: Accel) -> anyhow::Result<u8> {
-    let r = load(root, path, accel, false)?;
-    let spec = &r.plan.spec;
-    if spec.firmware.uefi && r.plan.ovmf.is_none() {
-        // The first blocker is the missing firmware, with its remedy.
-        anyhow::bail!("{}", r.blockers().remove(0));
-    }
-    if qemu {
-        println!("{}", render::qemu_argv(&r.plan).join("\n"));
-    } else {
-        print!("{}", render::libvirt_xml(&r.plan));
-    }
-    Ok(0)
 }
 
 /// `vm new`.
@@ -210,81 +119,36 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// The memory of a new VM when `--memory` is not given: 8 GiB, but never more than half
-/// of what the host has (the host keeps the other half), in steps of 256 MiB.
-fn default_memory(host_mib: Option<u64>) -> String {
-    const DEFAULT_MIB: u64 = 8 * 1024;
-    match host_mib {
-        Some(total) if total / 2 < DEFAULT_MIB => format!("{}M", (total / 2 / 256 * 256).max(256)),
-        _ => "8G".to_string(),
-    }
-}
-
 /// `passthru vm new`.
 pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
-    use crate::vm::spec::{DirectKernel, Disk, Firmware, Network, UsbDevice};
     let name = args.name.as_str();
     let dir = store::spec_dir();
-    let data = store::data_dir();
-    let windows = args.os == OsType::Windows;
-    // Each device is written with its identity (IDs and subsystem), so the spec
-    // still finds it after the buses are renumbered.
-    let host = crate::host::pci::device::read_all(root)?;
-    let devices = args
-        .devices
-        .iter()
-        .map(|a| {
-            host.iter()
-                .find(|d| d.address == *a)
-                .map(crate::vm::identity::identity_of)
-                .with_context(|| format!("no PCI device at {a} on this host (see `passthru list`)"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let no_device = devices.is_empty();
-    let spec = VmSpec {
-        name: name.to_string(),
-        memory: args
-            .memory
-            .clone()
-            .unwrap_or_else(|| default_memory(crate::vm::hostdisk::mem_total_mib(root))),
-        cpus: Cpus::Count(args.cpus),
-        devices,
-        usb: args.usb.iter().map(|id| UsbDevice { id: *id }).collect(),
-        evdev: args.evdev.iter().map(|p| absolute(p)).collect(),
-        kernel: args.kernel.as_deref().map(|path| DirectKernel {
-            path: absolute(path),
-            initrd: args.initrd.as_deref().map(absolute),
-            cmdline: args.cmdline.clone().unwrap_or_default(),
-        }),
-        disks: if args.disk.eq_ignore_ascii_case("none") {
-            Vec::new()
-        } else {
-            vec![Disk {
-                path: data.join(name).join(format!("{name}.qcow2")),
-                size: Some(args.disk.clone()),
-                format: "qcow2".into(),
-            }]
-        },
+    let request = NewVm {
+        name: args.name.clone(),
+        devices: args.devices.clone(),
+        cpus: args.cpus,
+        memory: args.memory.clone(),
         isos: args.isos.iter().map(|p| absolute(p)).collect(),
-        firmware: Firmware {
-            uefi: !args.bios,
-            secure_boot: windows && !args.bios,
-            tpm: windows,
-        },
+        disk: (!args.disk.eq_ignore_ascii_case("none")).then(|| args.disk.clone()),
+        bios: args.bios,
+        display: args.display,
+        no_network: args.no_network,
+        bridge: args.bridge.clone(),
+        kernel: args.kernel.as_deref().map(absolute),
+        initrd: args.initrd.as_deref().map(absolute),
+        cmdline: args.cmdline.clone(),
         os: args.os,
-        // Without a passed device the guest needs an emulated display.
-        display: args.display.unwrap_or(if no_device {
-            Display::Spice
-        } else {
-            Display::None
-        }),
-        network: match (&args.bridge, args.no_network) {
-            (Some(br), _) => Network::Bridge(br.clone()),
-            (None, true) => Network::None,
-            (None, false) => Network::User,
-        },
         hugepages: args.hugepages,
+        usb: args.usb.clone(),
+        evdev: args.evdev.iter().map(|p| absolute(p)).collect(),
     };
+    let devices = crate::host::pci::device::read_all(root)?;
+    let host = NewVmHost {
+        devices: &devices,
+        mem_total_mib: crate::vm::hostdisk::mem_total_mib(root),
+        data_dir: &store::data_dir(),
+    };
+    let spec = crate::vm::new::new_spec(&request, &host)?;
     spec.validate()?;
     // A VM larger than the host could never start here (`vm check` would fail it).
     if let Some(why) = crate::vm::hostdisk::memory_blocker(root, &spec) {
@@ -302,6 +166,30 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
         path.display()
     );
     Ok(0)
+}
+
+/// The `--json` document of `vm list` (its keys in alphabetical order, as schema 1
+/// has them).
+#[derive(Debug, Serialize)]
+struct VmListReport<'a> {
+    dir: &'a Path,
+    schema_version: u32,
+    vms: Vec<VmRow<'a>>,
+}
+
+/// One spec file of `vm list --json`: the spec, or why it is not valid.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum VmRow<'a> {
+    Spec {
+        path: &'a Path,
+        #[serde(serialize_with = "keys_sorted")]
+        spec: &'a VmSpec,
+    },
+    Invalid {
+        error: String,
+        path: &'a Path,
+    },
 }
 
 /// `passthru vm list`.
@@ -322,16 +210,21 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
         })
         .collect();
     if json {
-        let rows: Vec<serde_json::Value> = specs
+        let vms = specs
             .iter()
-            .map(|(p, s)| match s {
-                Ok(s) => serde_json::json!({"path": p, "spec": s}),
-                Err(e) => {
-                    serde_json::json!({"path": p, "error": crate::host::facts::error_chain(e.as_ref())})
-                }
+            .map(|(path, s)| match s {
+                Ok(spec) => VmRow::Spec { path, spec },
+                Err(e) => VmRow::Invalid {
+                    error: crate::error::error_chain(e.as_ref()),
+                    path,
+                },
             })
             .collect();
-        print_json(&serde_json::json!({"schema_version": 1, "dir": dir, "vms": rows}))?;
+        print_json(&VmListReport {
+            dir: &dir,
+            schema_version: 1,
+            vms,
+        })?;
         return Ok(0);
     }
     if specs.is_empty() {
@@ -361,7 +254,7 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
             Err(e) => println!(
                 "{}: invalid spec: {}",
                 p.display(),
-                crate::host::facts::error_chain(e.as_ref())
+                crate::error::error_chain(e.as_ref())
             ),
         }
     }
@@ -400,112 +293,11 @@ pub(super) fn edit(arg: &Path) -> anyhow::Result<u8> {
         .unwrap_or_else(|| "vi".into());
     let again = |problem: &str| -> anyhow::Result<bool> {
         eprintln!("passthru: the edited spec is not valid: {problem}");
-        Ok(std::io::stdin().is_terminal() && super::binding::confirm("Edit it again?")?)
+        Ok(std::io::stdin().is_terminal() && super::output::confirm("Edit it again?")?)
     };
     match crate::apply::spec::edit(&path, &original, &editor, again)? {
         crate::apply::spec::Edited::Unchanged => println!("No changes to {}.", path.display()),
         crate::apply::spec::Edited::Saved => println!("Saved {}.", path.display()),
     }
     Ok(0)
-}
-
-#[derive(Debug, Serialize)]
-struct CheckReportJson<'a> {
-    schema_version: u32,
-    vm: &'a str,
-    ok: bool,
-    findings: &'a [crate::vm::check::VmFinding],
-}
-
-/// `passthru vm check`.
-pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> anyhow::Result<u8> {
-    use crate::check::Status;
-    use crate::vm::check::{self as vmcheck, CheckInputs, QemuCaps};
-    let (_, spec) = store::load(arg)?;
-    let gathered = super::binding::read_host(root)?;
-    let inputs = gathered.inputs();
-    // What `passthru bind` would say about the devices that can be found.
-    let found: Vec<PciAddress> = spec
-        .devices
-        .iter()
-        .filter_map(|d| crate::vm::identity::find(inputs.devices, d).ok())
-        .map(|f| f.address)
-        .collect();
-    let bind_refusals = if found.is_empty() {
-        Vec::new()
-    } else {
-        match crate::plan::bind::plan_bind(&inputs, &found, crate::plan::bind::Overrides::default())
-        {
-            Ok(_) => Vec::new(),
-            Err(refusals) => refusals
-                .into_iter()
-                .map(|r| (r.address, r.reason, r.override_flag))
-                .collect(),
-        }
-    };
-    let qemu = if root.is_system() {
-        match vmcheck::find_qemu(root) {
-            Some(q) => QemuCaps::probe(Path::new(&q)),
-            None => Err(format!(
-                "QEMU is not installed: {}",
-                crate::check::platform::install_command(
-                    &crate::host::facts::Distro::read(root),
-                    &[crate::check::platform::Need::Qemu],
-                    None
-                )
-            )),
-        }
-    } else {
-        Err("QEMU was not run: --root is another host's tree".into())
-    };
-    let findings = vmcheck::check(
-        root,
-        &spec,
-        &CheckInputs {
-            devices: inputs.devices,
-            bind_refusals,
-            qemu,
-            accel,
-        },
-    );
-    let failed = findings.iter().any(|f| f.status == Status::Fail);
-    if json {
-        print_json(&CheckReportJson {
-            schema_version: 1,
-            vm: &spec.name,
-            ok: !failed,
-            findings: &findings,
-        })?;
-    } else {
-        for f in &findings {
-            println!("{:<5} {:<10} {}", f.status.label(), f.check, f.summary);
-            if let Some(r) = &f.remedy {
-                println!("{:16} → {r}", "");
-            }
-        }
-        if failed {
-            println!(
-                "VM {} cannot start yet: fix the FAIL lines above.",
-                spec.name
-            );
-        } else {
-            println!("VM {} is ready to start.", spec.name);
-        }
-    }
-    Ok(if failed { super::EXIT_PROBLEMS } else { 0 })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::default_memory;
-
-    #[test]
-    fn the_default_memory_leaves_the_host_half() {
-        assert_eq!(default_memory(None), "8G");
-        assert_eq!(default_memory(Some(32011)), "8G");
-        assert_eq!(default_memory(Some(16384)), "8G");
-        assert_eq!(default_memory(Some(16000)), "7936M");
-        assert_eq!(default_memory(Some(979)), "256M");
-        assert_eq!(default_memory(Some(100)), "256M");
-    }
 }

@@ -10,7 +10,7 @@ use super::print_json;
 use crate::apply::libvirt::{self as virsh_apply, Defined, FirstBoot, Virsh};
 use crate::host::root::HostRoot;
 use crate::vm::libvirt::{self, DomainState, LibvirtError};
-use crate::vm::render::Accel;
+use crate::vm::plan::{start_step, Accel, StartStep};
 use crate::vm::store;
 
 /// `vm define`.
@@ -143,7 +143,7 @@ fn refuse_disks_in_use(
     if refusals.is_empty() {
         return Ok(None);
     }
-    super::binding::print_refusals(what, &refusals);
+    super::output::print_refusals(what, &refusals);
     Ok(Some(super::EXIT_PROBLEMS))
 }
 
@@ -209,33 +209,42 @@ pub(super) fn start(json: bool, args: &StartArgs) -> anyhow::Result<u8> {
         already_running: false,
         state: String::new(),
     };
-    if let Some(s) = state.as_ref().filter(|s| s.is_active()) {
-        report.already_running = true;
-        report.state = s.to_string();
-    } else {
-        if spec_path.is_file() {
-            let accel = match args.accel {
-                Some(a) => a,
-                None => virsh.defined_accel(&name)?.unwrap_or_default(),
-            };
-            // `vm start` acts on this host: the spec is resolved against `/`.
-            let allow = args.allow_disk_in_use;
-            let mut res = super::vm::load_to_start(&HostRoot::system(), &spec_path, accel, allow)?;
-            let devices = res.plan.devices.clone();
-            if let Some(code) =
-                refuse_disks_in_use(&HostRoot::system(), "vm start", &devices, allow)?
-            {
-                return Ok(code);
-            }
-            report.defined = Some(virsh_apply::define(&mut res, &virsh)?);
-        } else if state.is_none() {
+    let step = start_step(
+        state.as_ref().map(DomainState::is_active),
+        spec_path.is_file(),
+    );
+    match step {
+        StartStep::AlreadyRunning => {
+            report.already_running = true;
+            report.state = state.as_ref().map(ToString::to_string).unwrap_or_default();
+        }
+        StartStep::UnknownDomain => {
             return Err(LibvirtError::UnknownDomain { name }.into());
         }
-        virsh.start(&name)?;
-        report.state = virsh
-            .state(&name)?
-            .unwrap_or(DomainState::Running)
-            .to_string();
+        StartStep::Start { redefine } => {
+            if redefine {
+                let accel = match args.accel {
+                    Some(a) => a,
+                    None => virsh.defined_accel(&name)?.unwrap_or_default(),
+                };
+                // `vm start` acts on this host: the spec is resolved against `/`.
+                let allow = args.allow_disk_in_use;
+                let mut res =
+                    super::vm::load_to_start(&HostRoot::system(), &spec_path, accel, allow)?;
+                let devices = res.plan.devices.clone();
+                if let Some(code) =
+                    refuse_disks_in_use(&HostRoot::system(), "vm start", &devices, allow)?
+                {
+                    return Ok(code);
+                }
+                report.defined = Some(virsh_apply::define(&mut res, &virsh)?);
+            }
+            virsh.start(&name)?;
+            report.state = virsh
+                .state(&name)?
+                .unwrap_or(DomainState::Running)
+                .to_string();
+        }
     }
     if json {
         print_json(&report)?;

@@ -6,12 +6,13 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::binding::{print_refusals, require_live};
+use super::binding::require_live;
+use super::output::print_refusals;
 use super::{print_json, RiskArgs, EXIT_PROBLEMS};
 use crate::apply::vm_session::{self as run, QemuExit, RunError, RunOptions};
 use crate::host::root::HostRoot;
 use crate::plan::bind::Overrides;
-use crate::vm::render::Accel;
+use crate::vm::plan::Accel;
 
 /// `vm run`.
 #[derive(Debug, clap::Args)]

@@ -1,43 +1,41 @@
 //! `passthru verify`: after the reboot, does the running system match what `enable`
 //! set up? Each item says what did not take effect and the likely cause.
 
-use serde::Serialize;
-
 use super::enable::{cmdline_edit, Enabled};
+use crate::check::{Finding, Status};
 use crate::host::facts::HostFacts;
 use crate::host::pci::PciDevice;
 
-/// One verified fact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Item {
-    /// What was checked.
-    pub what: String,
-    /// Whether it holds.
-    pub ok: bool,
-    /// What was found.
-    pub found: String,
-    /// The likely cause when it does not hold.
-    pub cause: Option<String>,
+/// One verified fact, as a [`Finding`]: its id says what was verified (`iommu=pt is on
+/// the kernel command line`), its status is `ok` or `fail`, its summary what was
+/// found, and its remedy the likely cause when the fact does not hold.
+fn item(what: String, ok: bool, found: String, cause: Option<String>) -> Finding {
+    let status = if ok { Status::Ok } else { Status::Fail };
+    let f = Finding::new(what, status, found);
+    match cause {
+        Some(c) => f.remedy(c),
+        None => f,
+    }
 }
 
 /// Compares the running system with `enabled`.
-pub fn verify(enabled: &Enabled, facts: &HostFacts, devices: &[PciDevice]) -> Vec<Item> {
+pub fn verify(enabled: &Enabled, facts: &HostFacts, devices: &[PciDevice]) -> Vec<Finding> {
     let mut items = Vec::new();
     let groups = facts
         .groups
         .as_ref()
         .map(std::collections::BTreeMap::len)
         .unwrap_or(0);
-    items.push(Item {
-        what: "the IOMMU is on".into(),
-        ok: groups > 0,
-        found: format!("{groups} IOMMU groups"),
-        cause: (groups == 0).then(|| {
+    items.push(item(
+        "the IOMMU is on".into(),
+        groups > 0,
+        format!("{groups} IOMMU groups"),
+        (groups == 0).then(|| {
             "the kernel did not enable the IOMMU: check the kernel arguments below and the \
              firmware setup (VT-d / AMD-Vi); `passthru check` says more"
                 .into()
         }),
-    });
+    ));
     let cmdline = facts
         .cmdline
         .as_ref()
@@ -45,16 +43,16 @@ pub fn verify(enabled: &Enabled, facts: &HostFacts, devices: &[PciDevice]) -> Ve
         .unwrap_or_default();
     for arg in &enabled.kernel_args {
         let ok = cmdline_edit::has_arg(&cmdline, arg);
-        items.push(Item {
-            what: format!("`{arg}` is on the kernel command line"),
+        items.push(item(
+            format!("`{arg}` is on the kernel command line"),
             ok,
-            found: format!("/proc/cmdline: {cmdline}"),
-            cause: (!ok).then(|| {
+            format!("/proc/cmdline: {cmdline}"),
+            (!ok).then(|| {
                 "the bootloader configuration was not regenerated, or this boot used another \
                  entry (a recovery or fallback entry does not carry it)"
                     .into()
             }),
-        });
+        ));
     }
     for a in &enabled.devices {
         let d = devices.iter().find(|d| d.address == *a);
@@ -81,12 +79,12 @@ pub fn verify(enabled: &Enabled, facts: &HostFacts, devices: &[PciDevice]) -> Ve
             )),
             (Some(_), None) => Some("no driver took it: vfio-pci did not load at boot (is it in the initramfs? `passthru check` shows whether the kernel has it)".to_string()),
         };
-        items.push(Item {
-            what: format!("{a} is bound to vfio-pci"),
+        items.push(item(
+            format!("{a} is bound to vfio-pci"),
             ok,
-            found: format!("driver: {}", driver.as_deref().unwrap_or("none")),
+            format!("driver: {}", driver.as_deref().unwrap_or("none")),
             cause,
-        });
+        ));
     }
     items
 }

@@ -12,14 +12,12 @@
 
 use std::path::Path;
 
-use serde::Serialize;
-
 use super::hugepages::{self, HugepageFacts};
 use super::identity;
 use super::pinning::{self, CpuRequest};
+use super::plan::{Accel, VmPlan};
 pub use super::qemu::QemuCaps;
 use super::qemu::QemuVersion;
-use super::render::{Accel, VmPlan};
 use super::resolve::find_ovmf;
 use super::spec::{Cpus, Display, Network, VmSpec};
 use crate::check::platform::{self, Need, QemuModule};
@@ -29,34 +27,12 @@ use crate::host::facts::{Distro, QemuModuleDir};
 use crate::host::pci::PciDevice;
 use crate::host::root::HostRoot;
 
-/// One check's verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VmFinding {
-    /// Which check (`devices`, `hugepages`, …).
-    pub check: &'static str,
-    /// The verdict.
-    pub status: Status,
-    /// What was found, in a sentence.
-    pub summary: String,
-    /// What to do about it (for warnings and failures).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remedy: Option<String>,
-}
+/// One check's verdict: a [`crate::check::Finding`] whose id is the check's name
+/// (`devices`, `hugepages`, …), with no evidence.
+pub type VmFinding = crate::check::Finding;
 
 fn finding(check: &'static str, status: Status, summary: impl Into<String>) -> VmFinding {
-    VmFinding {
-        check,
-        status,
-        summary: summary.into(),
-        remedy: None,
-    }
-}
-
-impl VmFinding {
-    fn remedy(mut self, r: impl Into<String>) -> Self {
-        self.remedy = Some(r.into());
-        self
-    }
+    VmFinding::new(check, status, summary)
 }
 
 /// Where distributions put QEMU for x86-64 guests.
@@ -927,7 +903,7 @@ size = "8G"
             accel: Accel::Kvm,
         };
         let f = check(&root, &s, &inputs);
-        let by = |c: &str| f.iter().filter(|x| x.check == c).collect::<Vec<_>>();
+        let by = |c: &str| f.iter().filter(|x| x.id == c).collect::<Vec<_>>();
         assert_eq!(by("devices")[0].status, Status::Fail);
         assert!(by("devices")[0]
             .summary

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::disk::DiskError;
-use super::render::Accel;
+use super::plan::Accel;
 
 /// The connection used when neither `--connect` nor `LIBVIRT_DEFAULT_URI` says.
 pub const DEFAULT_URI: &str = "qemu:///system";

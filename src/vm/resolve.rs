@@ -12,7 +12,7 @@ use super::hostdisk;
 use super::hugepages::{self, HugepageError, HugepageFacts, HugepagePlan};
 use super::identity::{self, IdentityError};
 use super::pinning::{self, CpuRequest, PinningError};
-use super::render::{Accel, Ovmf, VmPlan};
+use super::plan::{Accel, Ovmf, VmPlan};
 use super::spec::{Cpus, VmSpec};
 use crate::host::cpu::{CpuInfo, CpuTopology, CpuVendor};
 use crate::host::pci::device::PciError;

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::plan::VmPlan;
 use super::qmp::VcpuThread;
-use super::render::VmPlan;
 use crate::host::cpu::format_cpu_list;
 
 // ---------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ pub(crate) fn test_plan(spec: crate::vm::spec::VmSpec, state: &std::path::Path) 
         devices: Vec::new(),
         roms: BTreeMap::new(),
         amd: false,
-        accel: crate::vm::render::Accel::Tcg,
+        accel: crate::vm::plan::Accel::Tcg,
         ovmf: None,
         hugepage_kib: None,
         state_dir: state.to_path_buf(),

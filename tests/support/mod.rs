@@ -278,3 +278,20 @@ pub fn assert_same(a: &Tree, b: &Tree, ctx: &str) {
     let differ: Vec<&&String> = keys.iter().filter(|k| a.get(**k) != b.get(**k)).collect();
     assert!(differ.is_empty(), "{ctx}: these paths differ: {differ:?}");
 }
+
+/// The JSON document on `out`'s standard output, which must have every object's keys
+/// in alphabetical order, at every level, as schema 1 of `report`, `undo`, `verify`
+/// and `vm list` prints them: the bytes printed are those of a sorted map.
+pub fn sorted_json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{text}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    // serde_json's map is sorted: printing the parsed value sorts every object.
+    let sorted = serde_json::to_string_pretty(&value).unwrap() + "\n";
+    assert_eq!(text, sorted, "the keys are not in alphabetical order");
+    value
+}

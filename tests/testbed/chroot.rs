@@ -428,3 +428,105 @@ fn chroot_enable_and_undo_survive_kills_at_random_points() {
     }
     eprintln!("{TEST}: done in {:.1?}", started.elapsed());
 }
+
+/// A regenerator that fails is passthru failing — exit code 2, not the 1 of a
+/// refusal or of problems found — for `enable` (also with `--json`) and for `undo`
+/// alike; the journal keeps what `undo` needs, so once the tool works again `undo`
+/// restores every file. `undo --json` without `--yes` changes nothing.
+#[test]
+fn chroot_a_failing_regenerator_exits_2() {
+    const TEST: &str = "chroot_a_failing_regenerator_exits_2";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED {TEST}: needs root (loop devices, mount namespaces, chroot)");
+        return;
+    }
+    for program in ["unshare", "nsenter", "losetup"] {
+        if super::kernel::require_program(program, "util-linux").is_err() {
+            eprintln!("SKIPPED {TEST}: no {program} (util-linux)");
+            return;
+        }
+    }
+    let Some(root) = super::debian::root_or_skip(TEST) else {
+        return;
+    };
+    let c = Chroot::new(root, "chroot-fail");
+    c.ok(&["update-initramfs", "-u", "-k", "all"]);
+    c.ok(&["update-grub"]);
+    let before = snapshot(&c, WATCHED);
+    let tool = c.path("usr/sbin/update-initramfs");
+    let real = c.path("usr/sbin/update-initramfs.real");
+    let break_tool = || {
+        std::fs::rename(&tool, &real).unwrap();
+        std::fs::write(
+            &tool,
+            "#!/bin/sh\necho 'update-initramfs: the disk is full' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    let mend_tool = || std::fs::rename(&real, &tool).unwrap();
+    let text = |out: &Output| {
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    break_tool();
+    let out = c.run(&["passthru", "enable", "--yes", "01:00.0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("passthru: enable failed: ")
+            && stderr.contains("update-initramfs")
+            && stderr.contains("`passthru undo` restores the previous setup"),
+        "{stderr}"
+    );
+
+    // `undo --json` has no one to ask: it needs --yes, and changes nothing without.
+    let journaled = snapshot(&c, WATCHED);
+    let out = c.run(&["passthru", "undo", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--json needs --yes"),
+        "{}",
+        text(&out)
+    );
+    assert_same(
+        &journaled,
+        &snapshot(&c, WATCHED),
+        "after undo --json without --yes",
+    );
+
+    let out = c.run(&["passthru", "undo", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("passthru: undo failed: "),
+        "{}",
+        text(&out)
+    );
+    mend_tool();
+    c.ok(&["passthru", "undo", "--yes"]);
+    assert_same(
+        &before,
+        &snapshot(&c, WATCHED),
+        "after the undo that succeeded",
+    );
+
+    // With --json the document says the change was not applied, and why.
+    break_tool();
+    let out = c.run(&["passthru", "enable", "--yes", "--json", "01:00.0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["applied"], false, "{doc:#}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("update-initramfs"),
+        "{doc:#}"
+    );
+    mend_tool();
+    c.ok(&["passthru", "undo", "--yes"]);
+    assert_same(&before, &snapshot(&c, WATCHED), "after the second undo");
+}
