@@ -12,4 +12,6 @@ pub mod host;
 pub mod list;
 pub mod plan;
 pub mod report;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod vm;

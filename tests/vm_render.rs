@@ -662,7 +662,7 @@ fn the_real_qemu_opens_exactly_the_paths_of_the_spec() {
     );
     // The disk is created by passthru with the real qemu-img.
     let parsed = VmSpec::parse(&spec).unwrap();
-    let created = passthru::vm::disk::create_missing(&parsed).unwrap();
+    let created = passthru::apply::disk::create_missing(&parsed).unwrap();
     assert_eq!(created, vec![PathBuf::from(&disk)]);
     let state = dir.path().join("st,ate=x");
     std::fs::create_dir(&state).unwrap();
@@ -678,7 +678,7 @@ fn the_real_qemu_opens_exactly_the_paths_of_the_spec() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let qmp = passthru::vm::qmp::Qmp::connect(
+    let qmp = passthru::apply::qmp::Qmp::connect(
         &state.join("qmp.sock"),
         std::time::Duration::from_secs(30),
         std::time::Duration::from_secs(30),
@@ -825,7 +825,7 @@ fn disk_paths_are_never_options_of_qemu_img() {
     .unwrap();
     s.disks[0].format = "qcow2".into();
     assert_eq!(
-        passthru::vm::disk::create_missing(&s).unwrap(),
+        passthru::apply::disk::create_missing(&s).unwrap(),
         vec![disk.clone()]
     );
     let info = std::process::Command::new("qemu-img")

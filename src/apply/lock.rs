@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn a_second_holder_is_refused_with_the_first_named() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("run")).unwrap();
+        crate::testing::mkdir(dir.path().join("run"));
         let root = HostRoot::new(dir.path());
         let first = HostLock::acquire(&root, "passthru enable 01:00.0", WAIT, &mut |_| {}).unwrap();
         let mut said = Vec::new();
@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn released_while_the_guest_runs_and_taken_back_after_the_other() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("run")).unwrap();
+        crate::testing::mkdir(dir.path().join("run"));
         let root = HostRoot::new(dir.path());
         let run = HostLock::acquire(&root, "passthru vm run a", WAIT, &mut |_| {}).unwrap();
         run.release();
@@ -310,8 +310,8 @@ mod tests {
     #[test]
     fn a_planted_symlink_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("run/passthru")).unwrap();
-        std::fs::write(dir.path().join("victim"), "keep").unwrap();
+        crate::testing::mkdir(dir.path().join("run/passthru"));
+        crate::testing::write(dir.path().join("victim"), "keep");
         std::os::unix::fs::symlink(
             dir.path().join("victim"),
             dir.path().join("run/passthru/lock"),

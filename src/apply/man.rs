@@ -105,9 +105,9 @@ mod tests {
     fn creates_the_directory_and_replaces_pages() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("share/man/man1");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("other.1"), "kept").unwrap();
-        std::fs::write(dir.join("passthru.1"), "old").unwrap();
+        crate::testing::mkdir(&dir);
+        crate::testing::write(dir.join("other.1"), "kept");
+        crate::testing::write(dir.join("passthru.1"), "old");
         let written = write_pages(
             &dir,
             &[

@@ -12,11 +12,19 @@
 //! [`man`], though they are no change to the host that needs a way back.
 
 pub mod bind;
+pub mod disk;
 pub mod enable;
 pub mod journal;
+pub mod kernel_config;
+pub mod libvirt;
 pub mod lock;
 pub mod man;
+pub mod qmp;
+pub mod report;
 pub mod safe_path;
+pub mod spec;
+pub mod sysfs_child;
+pub mod vm_session;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

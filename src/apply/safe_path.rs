@@ -75,9 +75,8 @@ mod tests {
     fn relative_and_foreign_entries_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let open = dir.path().join("open");
-        std::fs::create_dir(&open).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        crate::testing::mkdir(&open);
+        crate::testing::chmod(&open, 0o777);
         let given = format!("bin:.::{}:/usr/bin:/nonexistent", open.display());
         let out = sanitise(Some(OsStr::new(&given)));
         let out = out.to_str().unwrap();

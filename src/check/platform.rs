@@ -655,8 +655,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let w = |p: &str, text: &str| {
             let path = dir.path().join(p);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
+            crate::testing::mkdir(path.parent().unwrap());
+            crate::testing::write(path, text);
         };
         w("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
         w("usr/bin/qemu-system-x86_64", "");

@@ -3,8 +3,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
-
 use super::output::{print_json, Style};
 use super::EXIT_PROBLEMS;
 use crate::check::{self, CheckReport, Status};
@@ -26,8 +24,7 @@ pub(super) fn check(
         if path.as_os_str() == "-" {
             print!("{fragment}");
         } else {
-            std::fs::write(path, fragment)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            crate::apply::kernel_config::write_fragment(path, &fragment)?;
             if !json {
                 eprintln!(
                     "passthru: wrote the kernel config fragment to {}",

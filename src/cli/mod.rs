@@ -392,7 +392,14 @@ pub fn main() -> ExitCode {
         .get(1)
         .is_some_and(|a| a == crate::apply::SYSFS_WRITE_ARG)
     {
-        return sysfs_write(&args[2..]);
+        // The child of `Applier::write_sysfs`: its standard error is what the kernel said.
+        return match crate::apply::sysfs_child::run(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("passthru: error: {e}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        };
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
@@ -408,26 +415,6 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = std::io::stdout().flush();
             eprintln!("passthru: error: {}", crate::error::error_chain(e.as_ref()));
-            ExitCode::from(EXIT_ERROR)
-        }
-    }
-}
-
-/// `passthru __sysfs-write FILE VALUE`, the child of
-/// [`crate::apply::Applier::write_sysfs`] (see [`crate::apply::SYSFS_WRITE_ARG`]).
-fn sysfs_write(args: &[OsString]) -> ExitCode {
-    use std::os::unix::ffi::OsStrExt;
-    let [file, value] = args else {
-        eprintln!(
-            "passthru: error: {} takes FILE VALUE",
-            crate::apply::SYSFS_WRITE_ARG
-        );
-        return ExitCode::from(EXIT_ERROR);
-    };
-    match std::fs::write(file, value.as_bytes()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("passthru: error: {e}");
             ExitCode::from(EXIT_ERROR)
         }
     }

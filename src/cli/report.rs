@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use super::output::print_json;
 use crate::host::root::HostRoot;
-use crate::report;
 
 /// The `--json` document of `report` (its keys in alphabetical order, as schema 1
 /// has them).
@@ -21,7 +20,7 @@ struct ReportDoc<'a> {
 
 /// `passthru report`.
 pub(super) fn report(json: bool, root: &HostRoot, output: &Path) -> anyhow::Result<u8> {
-    let entries = report::write_report(root, output)?;
+    let entries = crate::apply::report::write_report(root, output)?;
     if json {
         print_json(&ReportDoc {
             entries,

@@ -158,9 +158,8 @@ pub(super) fn new(root: &HostRoot, args: &NewArgs) -> anyhow::Result<u8> {
     if path.exists() && !args.force {
         anyhow::bail!("{} exists already (--force replaces it)", path.display());
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let text = spec.to_toml();
-    std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::apply::spec::write_new(&dir, &path, &text)?;
     println!("# {}\n{text}", path.display());
     eprintln!(
         "passthru: wrote {}; see where it runs with `passthru vm plan {name}`",
@@ -264,7 +263,7 @@ pub(super) fn list(json: bool) -> anyhow::Result<u8> {
 
 /// `passthru vm rm`: removes a spec of the spec directory, and nothing else.
 pub(super) fn rm(name: &str) -> anyhow::Result<u8> {
-    let (path, spec) = store::remove_spec(Path::new(name), &store::spec_dir())?;
+    let (path, spec) = crate::apply::spec::remove_spec(Path::new(name), &store::spec_dir())?;
     println!(
         "Removed {} (its disks stay where they are).",
         path.display()
@@ -287,67 +286,18 @@ pub(super) fn edit(arg: &Path) -> anyhow::Result<u8> {
             path.display()
         )
     })?;
-    let old_name = VmSpec::parse(&original).ok().map(|s| s.name);
     let editor = std::env::var("VISUAL")
         .ok()
         .or_else(|| std::env::var("EDITOR").ok())
         .filter(|e| !e.trim().is_empty())
         .unwrap_or_else(|| "vi".into());
-    // The editor works on a copy beside the spec: the spec itself changes only once
-    // the copy is valid, by an atomic rename.
-    // An absolute directory: the draft's path, given to the editor, never begins
-    // with '-'.
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let dir = std::fs::canonicalize(dir.unwrap_or(Path::new(".")))
-        .with_context(|| format!("cannot find the directory of {}", path.display()))?;
-    let dir = dir.as_path();
-    let draft = tempfile::Builder::new()
-        .prefix(".passthru-edit-")
-        .suffix(".toml")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    std::fs::write(draft.path(), &original)?;
-    loop {
-        // $EDITOR may carry arguments (`code --wait`): split on whitespace, as git does
-        // for simple values.
-        let mut words = editor.split_whitespace();
-        let program = words.next().unwrap_or("vi");
-        let status = std::process::Command::new(program)
-            .args(words)
-            .arg(draft.path())
-            .status()
-            .with_context(|| format!("cannot start the editor '{editor}' (set $EDITOR)"))?;
-        if !status.success() {
-            anyhow::bail!(
-                "the editor exited with {status}; {} is unchanged",
-                path.display()
-            );
-        }
-        let text = std::fs::read_to_string(draft.path())?;
-        if text == original {
-            println!("No changes to {}.", path.display());
-            return Ok(0);
-        }
-        let problem = match VmSpec::parse(&text) {
-            Ok(spec) if old_name.as_ref().is_some_and(|n| *n != spec.name) => Some(format!(
-                "name: the VM is called '{}'; create a new one with `passthru vm new` to rename",
-                old_name.as_deref().unwrap_or_default()
-            )),
-            Ok(_) => None,
-            Err(e) => Some(e.to_string()),
-        };
-        let Some(problem) = problem else {
-            let mode = std::fs::metadata(&path).map(|m| m.permissions())?;
-            std::fs::set_permissions(draft.path(), mode)?;
-            draft
-                .persist(&path)
-                .with_context(|| format!("cannot replace {}", path.display()))?;
-            println!("Saved {}.", path.display());
-            return Ok(0);
-        };
+    let again = |problem: &str| -> anyhow::Result<bool> {
         eprintln!("passthru: the edited spec is not valid: {problem}");
-        if !std::io::stdin().is_terminal() || !super::output::confirm("Edit it again?")? {
-            anyhow::bail!("{} is unchanged", path.display());
-        }
+        Ok(std::io::stdin().is_terminal() && super::output::confirm("Edit it again?")?)
+    };
+    match crate::apply::spec::edit(&path, &original, &editor, again)? {
+        crate::apply::spec::Edited::Unchanged => println!("No changes to {}.", path.display()),
+        crate::apply::spec::Edited::Saved => println!("Saved {}.", path.display()),
     }
+    Ok(0)
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::print_json;
+use crate::apply::libvirt::{self as virsh_apply, Defined, FirstBoot, Virsh};
 use crate::host::root::HostRoot;
-use crate::vm::libvirt::{self, Defined, DomainState, FirstBoot, LibvirtError, Virsh};
+use crate::vm::libvirt::{self, DomainState, LibvirtError};
 use crate::vm::plan::{start_step, Accel, StartStep};
 use crate::vm::store;
 
@@ -163,7 +164,7 @@ pub(super) fn define(json: bool, root: &HostRoot, args: &DefineArgs) -> anyhow::
     if let Some(code) = refuse_disks_in_use(root, "vm define", &devices, allow)? {
         return Ok(code);
     }
-    let defined = libvirt::define(&mut res, &virsh(args.connect.as_ref()))?;
+    let defined = virsh_apply::define(&mut res, &virsh(args.connect.as_ref()))?;
     if json {
         print_json(&DefineReport {
             schema_version: 1,
@@ -236,7 +237,7 @@ pub(super) fn start(json: bool, args: &StartArgs) -> anyhow::Result<u8> {
                 {
                     return Ok(code);
                 }
-                report.defined = Some(libvirt::define(&mut res, &virsh)?);
+                report.defined = Some(virsh_apply::define(&mut res, &virsh)?);
             }
             virsh.start(&name)?;
             report.state = virsh
@@ -321,7 +322,6 @@ pub(super) fn stop(json: bool, args: &StopArgs) -> anyhow::Result<u8> {
 
 /// `passthru vm console`: replaces passthru with `virsh console` (Ctrl+] leaves it).
 pub(super) fn console(args: &ConsoleArgs) -> anyhow::Result<u8> {
-    use std::os::unix::process::CommandExt;
     let virsh = virsh(args.connect.as_ref());
     let state = virsh.require_state(&args.name)?;
     if !state.is_active() {
@@ -335,6 +335,5 @@ pub(super) fn console(args: &ConsoleArgs) -> anyhow::Result<u8> {
         "passthru: attaching to the serial console of {} (Ctrl+] leaves it)",
         args.name
     );
-    let err = virsh.command(&["console", "--", args.name.as_str()]).exec();
-    Err(LibvirtError::Spawn(err).into())
+    Err(virsh.exec_console(&args.name).into())
 }

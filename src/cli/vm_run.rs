@@ -9,10 +9,10 @@ use serde::Serialize;
 use super::binding::require_live;
 use super::output::print_refusals;
 use super::{print_json, RiskArgs, EXIT_PROBLEMS};
+use crate::apply::vm_session::{self as run, QemuExit, RunError, RunOptions};
 use crate::host::root::HostRoot;
 use crate::plan::bind::Overrides;
 use crate::vm::plan::Accel;
-use crate::vm::run::{self, QemuExit, RunError, RunOptions};
 
 /// `vm run`.
 #[derive(Debug, clap::Args)]

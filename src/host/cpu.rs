@@ -696,8 +696,8 @@ CPU revision\t: 3\n";
     /// Writes `content` at `rel` under `dir`, creating parents.
     fn write(dir: &Path, rel: &str, content: &str) {
         let path = dir.join(rel);
-        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-        std::fs::write(path, content).expect("write");
+        crate::testing::mkdir(path.parent().expect("has a parent"));
+        crate::testing::write(path, content);
     }
 
     /// One online CPU's sysfs directory as the kernel lays it out: `topology/`,
@@ -740,8 +740,7 @@ CPU revision\t: 3\n";
             write(dir, &format!("{base}/online"), "1\n");
         }
         if let Some(n) = c.node {
-            std::fs::create_dir_all(dir.join(format!("sys/devices/system/node/node{n}")))
-                .expect("mkdir");
+            crate::testing::mkdir(dir.join(format!("sys/devices/system/node/node{n}")));
             symlink(
                 format!("../../node/node{n}"),
                 dir.join(format!("{base}/node{n}")),
@@ -754,8 +753,8 @@ CPU revision\t: 3\n";
     fn add_cpu_dir_noise(dir: &Path) {
         write(dir, "sys/devices/system/cpu/online", "0-3\n");
         write(dir, "sys/devices/system/cpu/possible", "0-3\n");
-        std::fs::create_dir_all(dir.join("sys/devices/system/cpu/cpufreq")).expect("mkdir");
-        std::fs::create_dir_all(dir.join("sys/devices/system/cpu/cpuidle")).expect("mkdir");
+        crate::testing::mkdir(dir.join("sys/devices/system/cpu/cpufreq"));
+        crate::testing::mkdir(dir.join("sys/devices/system/cpu/cpuidle"));
     }
 
     #[test]

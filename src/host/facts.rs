@@ -420,13 +420,13 @@ mod tests {
         assert_eq!(QemuModuleDir::read(&root), None);
         // Debian: usr/lib/qemu holds only the bridge helper; the modules are in the
         // multiarch directory (names as qemu-system-common 1:10.0.2 installs them).
-        std::fs::create_dir_all(dir.path().join("usr/lib/qemu")).unwrap();
-        std::fs::write(dir.path().join("usr/lib/qemu/qemu-bridge-helper"), "").unwrap();
+        crate::testing::mkdir(dir.path().join("usr/lib/qemu"));
+        crate::testing::write(dir.path().join("usr/lib/qemu/qemu-bridge-helper"), "");
         assert_eq!(QemuModuleDir::read(&root), None);
         let multiarch = dir.path().join("usr/lib/x86_64-linux-gnu/qemu");
-        std::fs::create_dir_all(&multiarch).unwrap();
+        crate::testing::mkdir(&multiarch);
         for m in ["audio-alsa.so", "hw-usb-host.so", "ui-curses.so"] {
-            std::fs::write(multiarch.join(m), "").unwrap();
+            crate::testing::write(multiarch.join(m), "");
         }
         let m = QemuModuleDir::read(&root).unwrap();
         assert_eq!(m.dir, PathBuf::from("/usr/lib/x86_64-linux-gnu/qemu"));

@@ -90,13 +90,12 @@ mod tests {
     fn reads_records_and_reports_damaged_ones() {
         let dir = tempfile::tempdir().unwrap();
         let bound = dir.path().join(BOUND_DIR);
-        std::fs::create_dir_all(&bound).unwrap();
-        std::fs::write(
+        crate::testing::mkdir(&bound);
+        crate::testing::write(
             bound.join("0000:01:00.0.json"),
             r#"{"address":"0000:01:00.0","group":1,"original_driver":"nvidia","original_override":null,"since":1764000000}"#,
-        )
-        .unwrap();
-        std::fs::write(bound.join("0000:02:00.0.json"), "{not json").unwrap();
+        );
+        crate::testing::write(bound.join("0000:02:00.0.json"), "{not json");
         let (records, errors) = read_all(&HostRoot::new(dir.path()));
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].original_driver.as_deref(), Some("nvidia"));

@@ -803,9 +803,9 @@ mod tests {
     /// Creates directory `rel` (root-relative) with empty `files`.
     fn dir(root: &Path, rel: &str, files: &[&str]) {
         let d = root.join(rel);
-        std::fs::create_dir_all(&d).unwrap();
+        crate::testing::mkdir(&d);
         for f in files {
-            std::fs::write(d.join(f), "1\n").unwrap();
+            crate::testing::write(d.join(f), "1\n");
         }
     }
 
@@ -815,13 +815,13 @@ mod tests {
     fn link(root: &Path, from: &str, to: &str) {
         let depth = from.split('/').count() - 1;
         let target = format!("{}{to}", "../".repeat(depth));
-        std::fs::create_dir_all(root.join(from).parent().unwrap()).unwrap();
+        crate::testing::mkdir(root.join(from).parent().unwrap());
         symlink(target, root.join(from)).unwrap();
     }
 
     fn write(root: &Path, rel: &str, content: &str) {
-        std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
-        std::fs::write(root.join(rel), content).unwrap();
+        crate::testing::mkdir(root.join(rel).parent().unwrap());
+        crate::testing::write(root.join(rel), content);
     }
 
     fn addr(s: &str) -> PciAddress {
@@ -928,7 +928,7 @@ mod tests {
             &format!("../../../devices/{sata}/sda3"),
         );
         // The link above climbs from sys/devices/virtual/block/dm-0/slaves: fix depth.
-        std::fs::remove_file(r.join("sys/devices/virtual/block/dm-0/slaves/sda3")).unwrap();
+        crate::testing::remove(r.join("sys/devices/virtual/block/dm-0/slaves/sda3"));
         symlink(
             format!("../../../../{sata}/sda3"),
             r.join("sys/devices/virtual/block/dm-0/slaves/sda3"),
@@ -1016,7 +1016,7 @@ mod tests {
         );
         assert!(found.iter().all(|u| u.address == addr("0000:00:17.0")));
         // Without the swap LV, the root disk has no other use.
-        std::fs::remove_file(r.join("sys/devices/virtual/block/dm-0/holders/dm-2")).unwrap();
+        crate::testing::remove(r.join("sys/devices/virtual/block/dm-0/holders/dm-2"));
         write(
             r,
             SWAPS,

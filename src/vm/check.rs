@@ -833,6 +833,7 @@ name "vfio-pci", bus PCI, desc "VFIO-based PCI device assignment"
         let remedy = f.remedy.clone().unwrap();
         // What the packaging says, read apart from QEMU.
         if host.distro.family() == Some("debian") {
+            // read-only probe: dpkg-query prints the installed QEMU package's version
             let dpkg = std::process::Command::new("dpkg-query")
                 .args(["-W", "-f", "${Version}", "qemu-system-x86"])
                 .output()
@@ -860,6 +861,7 @@ name "vfio-pci", bus PCI, desc "VFIO-based PCI device assignment"
             }
         }
         // Debian's QEMU says which package it misses; it must be ours.
+        // read-only probe: QEMU prints its `-spice help` (`-machine none`: no guest)
         let out = std::process::Command::new(&binary)
             .args(["-nodefaults", "-machine", "none", "-spice", "help"])
             .output()

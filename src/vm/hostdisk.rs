@@ -222,25 +222,17 @@ mod tests {
         let r = dir.path();
         let write = |rel: &str, text: &str| {
             let p = r.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
+            crate::testing::mkdir(p.parent().unwrap());
+            crate::testing::write(p, text);
         };
-        std::fs::create_dir_all(r.join("dev")).unwrap();
+        crate::testing::mkdir(r.join("dev"));
         for (name, maj, min) in [
             ("sda", 8, 0),
             ("sda1", 8, 1),
             ("sdb", 8, 16),
             ("sdc", 8, 32),
         ] {
-            let path = std::ffi::CString::new(r.join("dev").join(name).to_str().unwrap()).unwrap();
-            let rc = unsafe {
-                libc::mknod(
-                    path.as_ptr(),
-                    libc::S_IFBLK | 0o600,
-                    libc::makedev(maj, min),
-                )
-            };
-            assert_eq!(rc, 0, "mknod {name}");
+            crate::testing::block_device(r.join("dev").join(name), maj, min);
         }
         write(
             "proc/self/mountinfo",
@@ -254,9 +246,9 @@ mod tests {
         write("vm/image.raw", "");
         write("sys/dev/block/8:0/sda1/partition", "1\n");
         write("sys/dev/block/8:0/sda1/dev", "8:1\n");
-        std::fs::create_dir_all(r.join("sys/dev/block/8:16/holders/dm-0")).unwrap();
-        std::fs::create_dir_all(r.join("sys/dev/block/8:32/holders")).unwrap();
-        std::fs::create_dir_all(r.join("srv")).unwrap();
+        crate::testing::mkdir(r.join("sys/dev/block/8:16/holders/dm-0"));
+        crate::testing::mkdir(r.join("sys/dev/block/8:32/holders"));
+        crate::testing::mkdir(r.join("srv"));
         let root = HostRoot::new(r);
         let blockers = |p: &str, allow: bool| disk_blockers(&root, &spec_with_disk(p), allow);
         let b = blockers("/dev/sda", false);
@@ -308,12 +300,11 @@ mod tests {
     #[test]
     fn memory_is_bounded_by_the_hosts() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
-        std::fs::write(
+        crate::testing::mkdir(dir.path().join("proc"));
+        crate::testing::write(
             dir.path().join("proc/meminfo"),
             "MemTotal:       32779276 kB\nMemFree:         1000000 kB\n",
-        )
-        .unwrap();
+        );
         let root = HostRoot::new(dir.path());
         assert_eq!(mem_total_mib(&root), Some(32011));
         let mut spec = spec_with_disk("/vm/a.img");

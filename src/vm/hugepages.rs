@@ -287,12 +287,12 @@ mod tests {
         let pools = dir.path().join("sys/kernel/mm/hugepages");
         for (size, nr, free) in [("2048", "512", "500"), ("1048576", "4", "4")] {
             let d = pools.join(format!("hugepages-{size}kB"));
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("nr_hugepages"), format!("{nr}\n")).unwrap();
-            std::fs::write(d.join("free_hugepages"), format!("{free}\n")).unwrap();
+            crate::testing::mkdir(&d);
+            crate::testing::write(d.join("nr_hugepages"), format!("{nr}\n"));
+            crate::testing::write(d.join("free_hugepages"), format!("{free}\n"));
         }
-        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
-        std::fs::write(dir.path().join("proc/meminfo"), MEMINFO).unwrap();
+        crate::testing::mkdir(dir.path().join("proc"));
+        crate::testing::write(dir.path().join("proc/meminfo"), MEMINFO);
         let f = HugepageFacts::read(&HostRoot::new(dir.path()));
         assert_eq!(f.pools.len(), 2);
         assert_eq!(

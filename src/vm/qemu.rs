@@ -109,6 +109,7 @@ impl QemuCaps {
     /// the host's.
     pub fn probe(qemu: &Path) -> Result<Self, String> {
         let spawn = |args: &[&str]| {
+            // read-only probe: QEMU prints its help (`-machine none`: no guest, no host file)
             Command::new(qemu)
                 .args(args)
                 .stdin(Stdio::null())

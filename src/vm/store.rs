@@ -192,10 +192,11 @@ fn check_trusted_as_root(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Removes the spec `arg` names (`vm rm`), and nothing else: a regular file (not a
-/// symlink) directly in `dir`, the spec directory, that parses as a VM spec. Returns
-/// its path and the spec.
-pub fn remove_spec(arg: &Path, dir: &Path) -> Result<(PathBuf, VmSpec), StoreError> {
+/// The spec `arg` names if `vm rm` may remove it, and nothing else: a regular file
+/// (not a symlink) directly in `dir`, the spec directory, that parses as a VM spec
+/// (and, as root, only root can change). Returns its path and the spec; the removal
+/// itself is [`crate::apply::spec::remove_spec`].
+pub fn removable_spec(arg: &Path, dir: &Path) -> Result<(PathBuf, VmSpec), StoreError> {
     let path = spec_path_in(arg, dir);
     let not = |why: String| StoreError::NotASpec {
         path: path.clone(),
@@ -235,22 +236,31 @@ pub fn remove_spec(arg: &Path, dir: &Path) -> Result<(PathBuf, VmSpec), StoreErr
             "it is not a valid VM spec ({e}); remove it yourself if it is not needed"
         ))
     })?;
-    std::fs::remove_file(&path).map_err(|source| StoreError::Remove {
-        path: path.clone(),
-        source,
-    })?;
     Ok((path, spec))
+}
+
+/// What is wrong with the text of an edited spec (`vm edit`), if anything: it must
+/// parse as a spec, and keep the name of the VM it was (`original_name`, when the
+/// spec parsed before the edit) — a VM's files and its libvirt domain go by its name.
+pub fn edit_problem(original_name: Option<&str>, text: &str) -> Option<String> {
+    match VmSpec::parse(text) {
+        Ok(spec) if original_name.is_some_and(|n| n != spec.name) => Some(format!(
+            "name: the VM is called '{}'; create a new one with `passthru vm new` to rename",
+            original_name.unwrap_or_default()
+        )),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     const SPEC: &str = "name = \"t\"\nmemory = \"1G\"\ncpus = 1\n";
 
     fn chmod(p: &Path, mode: u32) {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        crate::testing::chmod(p, mode);
     }
 
     /// Runs as root only (the rule applies to root); the test suite runs as root on
@@ -264,10 +274,10 @@ mod tests {
         // tempdir is in /tmp: root's, sticky and writable by all.
         let dir = tempfile::tempdir().unwrap();
         let specs = dir.path().join("specs");
-        std::fs::create_dir(&specs).unwrap();
+        crate::testing::mkdir(&specs);
         chmod(&specs, 0o755);
         let spec = specs.join("t.toml");
-        std::fs::write(&spec, SPEC).unwrap();
+        crate::testing::write(&spec, SPEC);
         chmod(&spec, 0o644);
         check_trusted_as_root(&spec).unwrap();
         // Not yet existing: checked from its nearest directory.
@@ -306,7 +316,7 @@ mod tests {
         chmod(&specs, 0o755);
         // A symlink leads to what is checked.
         let theirs = dir.path().join("theirs.toml");
-        std::fs::write(&theirs, SPEC).unwrap();
+        crate::testing::write(&theirs, SPEC);
         std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
         let link = specs.join("link.toml");
         std::os::unix::fs::symlink(&theirs, &link).unwrap();
@@ -315,58 +325,13 @@ mod tests {
     }
 
     #[test]
-    fn rm_removes_only_specs_of_the_spec_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let specs = dir.path().join("specs");
-        std::fs::create_dir(&specs).unwrap();
-        let spec = specs.join("t.toml");
-        std::fs::write(&spec, SPEC).unwrap();
-        // A file elsewhere, given by path.
-        let other = dir.path().join("passwd");
-        std::fs::write(&other, "root:x:0:0::/root:/bin/sh\n").unwrap();
-        let e = remove_spec(&other, &specs).unwrap_err().to_string();
-        assert!(
-            e.contains("removes only the VM specs (NAME.toml) in"),
-            "{e}"
-        );
-        // A spec-shaped file elsewhere too.
-        let elsewhere = dir.path().join("x.toml");
-        std::fs::write(&elsewhere, SPEC).unwrap();
-        assert!(remove_spec(&elsewhere, &specs).is_err());
-        // ../ out of the directory.
-        assert!(remove_spec(Path::new(&format!("{}/../x.toml", specs.display())), &specs).is_err());
-        // A symlink in the directory (to a spec, even).
-        std::os::unix::fs::symlink(&elsewhere, specs.join("l.toml")).unwrap();
-        let e = remove_spec(Path::new("l"), &specs).unwrap_err().to_string();
-        assert!(e.contains("symbolic link"), "{e}");
-        // A file in the directory that is not a spec.
-        std::fs::write(specs.join("notes.toml"), "todo = 1\n").unwrap();
-        let e = remove_spec(Path::new("notes"), &specs)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("is not a valid VM spec"), "{e}");
-        std::fs::create_dir(specs.join("d.toml")).unwrap();
-        assert!(remove_spec(Path::new("d"), &specs)
-            .unwrap_err()
-            .to_string()
-            .contains("not a regular file"));
-        for kept in [
-            &other,
-            &elsewhere,
-            &specs.join("l.toml"),
-            &specs.join("notes.toml"),
-        ] {
-            assert!(
-                kept.symlink_metadata().is_ok(),
-                "{} was removed",
-                kept.display()
-            );
-        }
-        // The spec itself, by name and by path.
-        let (removed, s) = remove_spec(Path::new("t"), &specs).unwrap();
-        assert_eq!((removed, s.name.as_str()), (spec.clone(), "t"));
-        std::fs::write(&spec, SPEC).unwrap();
-        remove_spec(&spec, &specs).unwrap();
-        assert!(!spec.exists());
+    fn an_edit_must_parse_and_keep_the_name() {
+        assert_eq!(edit_problem(Some("t"), SPEC), None);
+        let other_name = SPEC.replace("\"t\"", "\"u\"");
+        let p = edit_problem(Some("t"), &other_name).unwrap();
+        assert!(p.starts_with("name: the VM is called 't'"), "{p}");
+        // A spec that did not parse before the edit may get any name.
+        assert_eq!(edit_problem(None, &other_name), None);
+        assert!(edit_problem(Some("t"), "name = ").is_some());
     }
 }

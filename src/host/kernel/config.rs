@@ -262,14 +262,13 @@ CONFIG_SYSTEM_TRUSTED_KEYS=\"debian/certs/debian-uefi-certs.pem\"
     #[test]
     fn reads_proc_config_gz_first() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
-        std::fs::create_dir_all(dir.path().join("boot")).unwrap();
-        std::fs::write(dir.path().join("proc/config.gz"), gzip(DEBIAN_EXCERPT)).unwrap();
-        std::fs::write(
+        crate::testing::mkdir(dir.path().join("proc"));
+        crate::testing::mkdir(dir.path().join("boot"));
+        crate::testing::write(dir.path().join("proc/config.gz"), gzip(DEBIAN_EXCERPT));
+        crate::testing::write(
             dir.path().join("boot/config-6.1.0-13-amd64"),
             "CONFIG_VFIO_PCI=y\n",
-        )
-        .unwrap();
+        );
         let root = HostRoot::new(dir.path());
         let c = KernelConfig::read(&root, Some("6.1.0-13-amd64"))
             .unwrap()
@@ -281,12 +280,11 @@ CONFIG_SYSTEM_TRUSTED_KEYS=\"debian/certs/debian-uefi-certs.pem\"
     #[test]
     fn falls_back_to_boot_config() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("boot")).unwrap();
-        std::fs::write(
+        crate::testing::mkdir(dir.path().join("boot"));
+        crate::testing::write(
             dir.path().join("boot/config-6.1.0-13-amd64"),
             DEBIAN_EXCERPT,
-        )
-        .unwrap();
+        );
         let root = HostRoot::new(dir.path());
         let c = KernelConfig::read(&root, Some("6.1.0-13-amd64"))
             .unwrap()
@@ -315,12 +313,12 @@ CONFIG_SYSTEM_TRUSTED_KEYS=\"debian/certs/debian-uefi-certs.pem\"
     #[test]
     fn corrupt_gzip_is_an_error_with_the_path() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        crate::testing::mkdir(dir.path().join("proc"));
         // A gzip header followed by garbage: a truncated or damaged capture.
         let mut bytes = gzip(DEBIAN_EXCERPT);
         bytes.truncate(20);
         bytes.extend_from_slice(b"not deflate data at all");
-        std::fs::write(dir.path().join("proc/config.gz"), &bytes).unwrap();
+        crate::testing::write(dir.path().join("proc/config.gz"), &bytes);
         let root = HostRoot::new(dir.path());
         let err = KernelConfig::read(&root, None).unwrap_err();
         match &err {
@@ -330,7 +328,7 @@ CONFIG_SYSTEM_TRUSTED_KEYS=\"debian/certs/debian-uefi-certs.pem\"
         assert!(err.to_string().contains("not a valid gzip file"), "{err}");
 
         // Plain text where gzip is expected is corrupt too.
-        std::fs::write(dir.path().join("proc/config.gz"), DEBIAN_EXCERPT).unwrap();
+        crate::testing::write(dir.path().join("proc/config.gz"), DEBIAN_EXCERPT);
         assert!(matches!(
             KernelConfig::read(&root, None),
             Err(ConfigError::Gzip { .. })

@@ -229,8 +229,8 @@ kernel/drivers/usb/host/xhci-hcd.ko
 
     fn write(dir: &std::path::Path, rel: &str, text: &str) {
         let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
+        crate::testing::mkdir(p.parent().unwrap());
+        crate::testing::write(p, text);
     }
 
     #[test]
@@ -278,7 +278,7 @@ kernel/drivers/usb/host/xhci-hcd.ko
         write(dir.path(), "sys/module/vfio_pci/initstate", "live\n");
         write(dir.path(), "sys/module/kvm_intel/initstate", "live\n");
         write(dir.path(), "sys/module/pci_stub/parameters/ids", "\n");
-        std::fs::create_dir_all(dir.path().join("sys/module/xhci_hcd")).unwrap();
+        crate::testing::mkdir(dir.path().join("sys/module/xhci_hcd"));
         let root = HostRoot::new(dir.path());
         let loaded = read_loaded(&root).unwrap();
         assert_eq!(

@@ -258,8 +258,8 @@ mod tests {
         let p = dir.path();
         let write = |rel: &str, text: &str| {
             let path = p.join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
+            crate::testing::mkdir(path.parent().unwrap());
+            crate::testing::write(path, text);
         };
         write(
             "lib/modprobe.d/nvidia.conf",
@@ -321,7 +321,8 @@ mod tests {
         // The text is plain POSIX sh: check it parses.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sh");
-        std::fs::write(&path, &script).unwrap();
+        crate::testing::write(&path, &script);
+        // read-only probe: `sh -n` parses the script without running it
         let out = std::process::Command::new("sh")
             .arg("-n")
             .arg(&path)

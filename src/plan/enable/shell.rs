@@ -726,6 +726,7 @@ mod tests {
             "  X=indented\t# tab",
         ];
         for text in texts {
+            // read-only probe: the real sh evaluates the text and prints $X, to compare
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("{text}\nprintf '%s' \"$X\""))
