@@ -911,25 +911,17 @@ fn c_path(path: &Path) -> io::Result<CString> {
 }
 
 /// Opening paths inside a directory as if it were `/` (see the module doc), and the
-/// few descriptor-relative calls that go with it. The unsafe system calls of the host
-/// root live here, one small function each.
+/// few descriptor-relative calls that go with it (their system calls are the safe
+/// wrappers of [`crate::apply::sys`]).
 pub(crate) mod resolve_in_root {
     use super::{c_path, components_rev, MAX_SYMLINKS};
+    use crate::apply::sys;
     use std::ffi::{CStr, OsStr, OsString};
     use std::fs::File;
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::atomic::{AtomicU8, Ordering};
-
-    /// `struct open_how` of `<linux/openat2.h>` (its first version, 24 bytes).
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
 
     /// Whether `openat2` works here: 0 not yet known, 1 yes, 2 no.
     static OPENAT2: AtomicU8 = AtomicU8::new(0);
@@ -942,97 +934,15 @@ pub(crate) mod resolve_in_root {
     /// `path` as if `dir` were `/`, so that no absolute link, `..` or `/proc` magic
     /// link leads out of it.
     fn openat2_in_root(dir: &File, path: &CStr, flags: libc::c_int) -> io::Result<File> {
-        let how = OpenHow {
-            // The flags are a bit set; the sign bit is not one of them.
-            flags: u64::from((flags | libc::O_CLOEXEC) as u32),
-            mode: 0,
-            resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-        };
-        // SAFETY: `dir` is an open descriptor borrowed for the call, `path` is
-        // NUL-terminated, and `how` is a live `open_how` whose exact size is passed;
-        // the kernel only reads these. The result is a new descriptor or -1.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                path.as_ptr(),
-                &raw const how,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::other("bad descriptor"))?;
-        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+        sys::openat2(
+            dir,
+            path,
+            flags,
+            libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+        )
     }
 
-    /// `openat(dir, name, flags | O_CLOEXEC)`.
-    pub(crate) fn openat(dir: &File, name: &CStr, flags: libc::c_int) -> io::Result<File> {
-        // SAFETY: `dir` is an open descriptor and `name` NUL-terminated; the result is
-        // a new descriptor or -1.
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    /// `readlinkat(dir, name)`; with an empty `name`, the target of the link that
-    /// `dir` itself is (opened `O_PATH | O_NOFOLLOW`).
-    pub(crate) fn read_link(dir: &File, name: &CStr) -> io::Result<PathBuf> {
-        let mut buf = [0u8; libc::PATH_MAX as usize];
-        // SAFETY: `buf` is valid for `buf.len()` bytes, `name` is NUL-terminated and
-        // `dir` an open descriptor.
-        let n = unsafe {
-            libc::readlinkat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        if n == buf.len() {
-            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-        }
-        Ok(PathBuf::from(OsStr::from_bytes(&buf[..n])))
-    }
-
-    /// The metadata of `name` in `dir` itself (`fstatat` with `AT_SYMLINK_NOFOLLOW`).
-    pub(crate) fn stat_at(dir: &File, name: &CStr) -> io::Result<libc::stat> {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `st` is valid for one `struct stat`, which the call fills on
-        // success; `name` is NUL-terminated and `dir` an open descriptor.
-        let rc = unsafe {
-            libc::fstatat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                st.as_mut_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fstatat` returned 0, so it wrote the whole struct.
-        Ok(unsafe { st.assume_init() })
-    }
-
-    /// `fstat(file)`: the type and size of an open file, one system call.
-    pub(crate) fn fstat(file: &File) -> io::Result<libc::stat> {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `st` is valid for one `struct stat`, which the call fills on
-        // success; `file` is an open descriptor.
-        let rc = unsafe { libc::fstat(file.as_raw_fd(), st.as_mut_ptr()) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fstat` returned 0, so it wrote the whole struct.
-        Ok(unsafe { st.assume_init() })
-    }
+    pub(crate) use sys::{fstat, fstatat as stat_at, openat, readlinkat as read_link};
 
     /// The entries of the directory `dir` (opened for reading), without `.` and
     /// `..`: each name with its `d_type` (`libc::DT_REG`, `DT_DIR`, `DT_LNK`, … or
@@ -1044,17 +954,7 @@ pub(crate) mod resolve_in_root {
         let mut buf = [0u8; 4096];
         let mut out = Vec::new();
         loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is what
-            // the kernel may fill; `dir` is an open descriptor.
-            let n = unsafe {
-                libc::syscall(
-                    libc::SYS_getdents64,
-                    dir.as_raw_fd(),
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                )
-            };
-            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            let n = sys::getdents64(dir, &mut buf)?;
             if n == 0 {
                 return Ok(out);
             }

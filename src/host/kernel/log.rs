@@ -394,7 +394,8 @@ mod tests {
         let Ok(meta) = std::fs::metadata(root.path("dev/kmsg")) else {
             return;
         };
-        let real_kmsg = meta.file_type().is_char_device() && meta.rdev() == libc::makedev(1, 11);
+        let real_kmsg =
+            meta.file_type().is_char_device() && meta.rdev() == crate::apply::sys::makedev(1, 11);
         match KernelLog::read(&root) {
             Ok(Some(log)) => {
                 if real_kmsg {
