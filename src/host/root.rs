@@ -1054,22 +1054,21 @@ pub(crate) mod resolve_in_root {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use crate::testing;
 
     #[test]
     fn resolves_links_inside_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let root = HostRoot::new(dir.path());
-        std::fs::create_dir_all(dir.path().join("sys/devices/pci0000:00/0000:00:01.0")).unwrap();
-        std::fs::create_dir_all(dir.path().join("sys/bus/pci/devices")).unwrap();
+        testing::mkdir(dir.path().join("sys/devices/pci0000:00/0000:00:01.0"));
+        testing::mkdir(dir.path().join("sys/bus/pci/devices"));
         // relative link, as the kernel makes them
-        symlink(
+        testing::symlink(
             "../../../devices/pci0000:00/0000:00:01.0",
             dir.path().join("sys/bus/pci/devices/0000:00:01.0"),
-        )
-        .unwrap();
+        );
         // absolute link, as a capture might hold: must stay inside the root
-        symlink("/sys/devices/pci0000:00", dir.path().join("sys/abs")).unwrap();
+        testing::symlink("/sys/devices/pci0000:00", dir.path().join("sys/abs"));
         assert_eq!(
             root.resolve("sys/bus/pci/devices/0000:00:01.0").unwrap(),
             PathBuf::from("/sys/devices/pci0000:00/0000:00:01.0")
@@ -1085,10 +1084,10 @@ mod tests {
     #[test]
     fn recording_keeps_what_was_read_and_the_links_on_the_way() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("sys/devices/d")).unwrap();
-        std::fs::write(dir.path().join("sys/devices/d/vendor"), "0x8086\n").unwrap();
-        std::fs::write(dir.path().join("sys/devices/d/class"), "0x030000\n").unwrap();
-        symlink("devices/d", dir.path().join("sys/link")).unwrap();
+        testing::mkdir(dir.path().join("sys/devices/d"));
+        testing::write(dir.path().join("sys/devices/d/vendor"), "0x8086\n");
+        testing::write(dir.path().join("sys/devices/d/class"), "0x030000\n");
+        testing::symlink("devices/d", dir.path().join("sys/link"));
         let root = HostRoot::new(dir.path()).recording();
         assert_eq!(root.read_to_string("sys/link/vendor").unwrap(), "0x8086\n");
         assert_eq!(root.list_dir("sys/link").unwrap(), ["class", "vendor"]);
@@ -1113,12 +1112,12 @@ mod tests {
     fn a_directory_opened_once_records_what_is_read_in_it() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("sys/devices/d");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("vendor"), "0x8086\n").unwrap();
-        std::fs::write(d.join("class"), "0x030000\n").unwrap();
-        std::fs::write(d.join("reset"), "").unwrap();
-        symlink("../../bus/pci/drivers/i915", d.join("driver")).unwrap();
-        symlink("devices/d", dir.path().join("sys/link")).unwrap();
+        testing::mkdir(&d);
+        testing::write(d.join("vendor"), "0x8086\n");
+        testing::write(d.join("class"), "0x030000\n");
+        testing::write(d.join("reset"), "");
+        testing::symlink("../../bus/pci/drivers/i915", d.join("driver"));
+        testing::symlink("devices/d", dir.path().join("sys/link"));
         let root = HostRoot::new(dir.path()).recording();
         let opened = root.open_host_dir("sys/link", true).unwrap();
         assert_eq!(
@@ -1163,14 +1162,10 @@ mod tests {
     #[test]
     fn a_directory_opened_once_reads_only_regular_files_inside_it() {
         let (dir, outside) = hostile_tree();
-        std::fs::write(outside.path().join("vendor"), "0x1234\n").unwrap();
+        testing::write(outside.path().join("vendor"), "0x1234\n");
         let x = dir.path().join("sys/devices/x");
-        symlink(outside.path().join("vendor"), x.join("device")).unwrap();
-        assert!(std::process::Command::new("mkfifo")
-            .arg(x.join("class"))
-            .status()
-            .unwrap()
-            .success());
+        testing::symlink(outside.path().join("vendor"), x.join("device"));
+        testing::mkfifo(x.join("class"));
         let root = HostRoot::new(dir.path());
         let opened = root.open_host_dir("etc/dev", true).unwrap();
         assert_eq!(
@@ -1205,8 +1200,8 @@ mod tests {
     #[test]
     fn dotdot_never_leaves_the_root() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("a")).unwrap();
-        symlink("../../../../a", dir.path().join("up")).unwrap();
+        testing::mkdir(dir.path().join("a"));
+        testing::symlink("../../../../a", dir.path().join("up"));
         let root = HostRoot::new(dir.path());
         assert_eq!(root.resolve("up").unwrap(), PathBuf::from("/a"));
     }
@@ -1214,8 +1209,8 @@ mod tests {
     #[test]
     fn link_loops_are_errors_not_hangs() {
         let dir = tempfile::tempdir().unwrap();
-        symlink("b", dir.path().join("a")).unwrap();
-        symlink("a", dir.path().join("b")).unwrap();
+        testing::symlink("b", dir.path().join("a"));
+        testing::symlink("a", dir.path().join("b"));
         let root = HostRoot::new(dir.path());
         let err = root.resolve("a").unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
@@ -1239,16 +1234,16 @@ mod tests {
     /// root) and kernel-style links inside it; `outside` holds what must not be read.
     fn hostile_tree() -> (tempfile::TempDir, tempfile::TempDir) {
         let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), "outside\n").unwrap();
-        std::fs::create_dir(outside.path().join("d")).unwrap();
-        std::fs::write(outside.path().join("d/f"), "outside\n").unwrap();
+        testing::write(outside.path().join("secret"), "outside\n");
+        testing::mkdir(outside.path().join("d"));
+        testing::write(outside.path().join("d/f"), "outside\n");
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        std::fs::create_dir_all(r.join("proc")).unwrap();
-        std::fs::create_dir_all(r.join("etc/d")).unwrap();
-        std::fs::create_dir_all(r.join("sys/devices/x")).unwrap();
-        std::fs::write(r.join("sys/devices/x/vendor"), "0x8086\n").unwrap();
-        std::fs::write(r.join("etc/d/f"), "inside\n").unwrap();
+        testing::mkdir(r.join("proc"));
+        testing::mkdir(r.join("etc/d"));
+        testing::mkdir(r.join("sys/devices/x"));
+        testing::write(r.join("sys/devices/x/vendor"), "0x8086\n");
+        testing::write(r.join("etc/d/f"), "inside\n");
         let abs = outside.path().join("secret");
         let climb = format!(
             "{}{}",
@@ -1256,14 +1251,14 @@ mod tests {
             outside.path().strip_prefix("/").unwrap().display()
         );
         // Absolute: means <root><abs>, which does not exist.
-        symlink(&abs, r.join("proc/cmdline")).unwrap();
+        testing::symlink(&abs, r.join("proc/cmdline"));
         // Climbing: `..` stops at the root, so this means <root><outside>/secret.
-        symlink(format!("{climb}/secret"), r.join("proc/cpuinfo")).unwrap();
-        symlink(format!("{climb}/d"), r.join("etc/climb")).unwrap();
-        symlink("/etc/d", r.join("etc/abs")).unwrap();
-        symlink("../../../../../../../../etc/d", r.join("etc/up")).unwrap();
-        symlink("devices/x", r.join("sys/link")).unwrap();
-        symlink("../sys/devices/x", r.join("etc/dev")).unwrap();
+        testing::symlink(format!("{climb}/secret"), r.join("proc/cpuinfo"));
+        testing::symlink(format!("{climb}/d"), r.join("etc/climb"));
+        testing::symlink("/etc/d", r.join("etc/abs"));
+        testing::symlink("../../../../../../../../etc/d", r.join("etc/up"));
+        testing::symlink("devices/x", r.join("sys/link"));
+        testing::symlink("../sys/devices/x", r.join("etc/dev"));
         (dir, outside)
     }
 
@@ -1333,7 +1328,7 @@ mod tests {
             root.metadata().unwrap().ino()
         );
         // Loops end.
-        symlink("loop", dir.path().join("loop")).unwrap();
+        testing::symlink("loop", dir.path().join("loop"));
         assert_eq!(
             resolve_in_root::walk(&root, Path::new("loop"), libc::O_RDONLY)
                 .unwrap_err()
@@ -1346,15 +1341,11 @@ mod tests {
     fn only_regular_files_are_read_and_reads_are_capped() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        testing::mkfifo(&fifo);
         // The machine's /dev/zero, reached from inside the root: in the root it
         // means <root>/dev/zero, absent; and a device node there is refused.
-        symlink("/dev/zero", dir.path().join("zero")).unwrap();
-        std::fs::write(dir.path().join("big"), vec![b'x'; 5000]).unwrap();
+        testing::symlink("/dev/zero", dir.path().join("zero"));
+        testing::write(dir.path().join("big"), vec![b'x'; 5000]);
         let root = HostRoot::new(dir.path());
         let e = root.read_bytes("fifo").unwrap_err();
         assert!(e.source.to_string().contains("FIFO"), "{e:?}");
