@@ -330,7 +330,8 @@ impl Applier {
 
     /// Stops a regenerator that an interrupted passthru left running (see the
     /// module's documentation): SIGTERM to its process group, SIGKILL after
-    /// [`STOP_GRACE`]. Its output is replaced anyway by the regeneration that follows.
+    /// `STOP_GRACE` (30 seconds). Its output is replaced anyway by the regeneration
+    /// that follows.
     pub fn stop_interrupted(&self, progress: &mut dyn FnMut(&str)) -> Result<(), ApplyError> {
         let Ok(Some(text)) = self.root().read_optional(RUNNING) else {
             return Ok(());

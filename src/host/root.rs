@@ -801,7 +801,7 @@ impl HostDir<'_> {
     /// Reads the small file `name` (a sysfs attribute) with one `open` and, for
     /// sysfs attributes and small captured files, one `read`: no `stat` for a size
     /// hint, no second read to see end-of-file unless the first one filled the
-    /// buffer. `Ok(None)` when the file does not exist. At most [`ATTR_CAP`] bytes.
+    /// buffer. `Ok(None)` when the file does not exist. At most `ATTR_CAP` (64 KiB).
     pub fn read_attr(&self, name: &CStr) -> Result<Option<Vec<u8>>, HostError> {
         let mut file = match self.open_file(name) {
             Ok(f) => f,
