@@ -17,8 +17,8 @@ use crate::host::facts::HostFacts;
 use crate::host::pci::device::DeviceKind;
 use crate::host::pci::names::PciNames;
 use crate::host::root::HostRoot;
-use crate::host::usage;
-use crate::list::{self, Filter, HostUse};
+use crate::host::usage::HostUse;
+use crate::list::{self, Filter};
 use crate::plan::bind::Overrides;
 use crate::report;
 
@@ -658,16 +658,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 group: *group,
             };
             let devices = crate::host::pci::device::read_all(&root)?;
-            let host = HostUse {
-                root_disks: usage::root_disk_controllers(&root).unwrap_or_default(),
-                route_nics: usage::default_route_nics(&root).unwrap_or_default(),
-                storage: usage::storage_in_use(&root, root.is_system()).unwrap_or_default(),
-                held_by_passthru: crate::host::records::read_all(&root)
-                    .0
-                    .iter()
-                    .map(|r| (r.address, r.since))
-                    .collect(),
-            };
+            let host = HostUse::read(&root, &crate::host::records::read_all(&root).0);
             let names = PciNames::load();
             let report = list::build(&devices, &names, &host, &filter);
             if let Some(g) = group {

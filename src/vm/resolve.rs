@@ -18,7 +18,7 @@ use crate::host::cpu::{CpuInfo, CpuTopology, CpuVendor};
 use crate::host::pci::device::PciError;
 use crate::host::pci::{PciAddress, PciDevice};
 use crate::host::root::{HostError, HostRoot};
-use crate::list::is_host_side_bridge;
+use crate::host::usage::is_host_side_bridge;
 
 /// UEFI code and variable-store templates, by distribution: (code, vars, Secure Boot).
 const OVMF_PAIRS: &[(&str, &str, bool)] = &[

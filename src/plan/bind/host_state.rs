@@ -9,8 +9,7 @@ use crate::host::pci::names::PciNames;
 use crate::host::pci::{PciAddress, PciDevice};
 use crate::host::records::{self, BindRecord, StateError};
 use crate::host::root::HostRoot;
-use crate::host::usage;
-use crate::list::HostUse;
+use crate::host::usage::HostUse;
 
 use super::{Inputs, Overrides, Refusal};
 use crate::host::holders;
@@ -35,12 +34,7 @@ impl HostState {
         let (records, errors) = records::read_all(root);
         let state = Self {
             holders: holders::find(root, &devices),
-            host: HostUse {
-                root_disks: usage::root_disk_controllers(root).unwrap_or_default(),
-                route_nics: usage::default_route_nics(root).unwrap_or_default(),
-                storage: usage::storage_in_use(root, root.is_system()).unwrap_or_default(),
-                held_by_passthru: records.iter().map(|r| (r.address, r.since)).collect(),
-            },
+            host: HostUse::read(root, &records),
             names: PciNames::load(),
             console_on_framebuffer: console_on_framebuffer(root),
             records,

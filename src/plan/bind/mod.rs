@@ -23,7 +23,7 @@ use crate::host::holders::Holders;
 use crate::host::pci::names::PciNames;
 use crate::host::pci::{PciAddress, PciDevice};
 use crate::host::records::BindRecord;
-use crate::list::{is_host_side_bridge, HostUse};
+use crate::host::usage::{is_host_side_bridge, HostUse};
 
 /// The driver that holds devices for VMs.
 pub const VFIO_PCI: &str = "vfio-pci";
@@ -362,7 +362,7 @@ fn check_host_use(inputs: &Inputs<'_>, d: &PciDevice, o: Overrides, refusals: &m
     let a = d.address;
     let desc = inputs.describe(d);
     let held = holders_text(inputs, a);
-    if crate::list::is_platform_function(d.class) {
+    if crate::host::usage::is_platform_function(d.class) {
         refusals.push(Refusal {
             address: Some(a),
             reason: format!("{desc} is part of the chipset's platform controller: the host cannot run without it"),

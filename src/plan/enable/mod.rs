@@ -37,7 +37,7 @@ use crate::host::pci::names::PciNames;
 use crate::host::pci::{PciAddress, PciDevice};
 use crate::host::records::BindRecord;
 use crate::host::root::HostRoot;
-use crate::list::HostUse;
+use crate::host::usage::HostUse;
 use crate::plan::bind::{self, Overrides, Refusal};
 
 use by_address::HostDriver;
@@ -259,13 +259,7 @@ impl EnableFacts {
         Ok(Self {
             facts: HostFacts::gather(root),
             boot: boot::detect(root),
-            host: HostUse {
-                root_disks: crate::host::usage::root_disk_controllers(root).unwrap_or_default(),
-                route_nics: crate::host::usage::default_route_nics(root).unwrap_or_default(),
-                storage: crate::host::usage::storage_in_use(root, root.is_system())
-                    .unwrap_or_default(),
-                held_by_passthru: Vec::new(),
-            },
+            host: HostUse::read(root, &records),
             previous: root
                 .read_optional(ENABLED_STATE)
                 .ok()
@@ -1593,7 +1587,7 @@ fn slot_devices(
     let mut refusals = Vec::new();
     for a in named {
         for d in f.devices.iter().filter(|d| d.address.same_slot(*a)) {
-            if crate::list::is_host_side_bridge(d.class) {
+            if crate::host::usage::is_host_side_bridge(d.class) {
                 continue;
             }
             take.insert(d.address);
@@ -1611,7 +1605,7 @@ fn slot_devices(
                 override_flag: flag,
             });
         };
-        if crate::list::is_platform_function(d.class) {
+        if crate::host::usage::is_platform_function(d.class) {
             refuse(
                 format!("{desc} is part of the chipset's platform controller"),
                 None,
@@ -1640,7 +1634,7 @@ fn slot_devices(
     if named.iter().any(|a| {
         f.devices
             .iter()
-            .any(|d| d.address == *a && crate::list::is_host_side_bridge(d.class))
+            .any(|d| d.address == *a && crate::host::usage::is_host_side_bridge(d.class))
     }) {
         refusals.push(Refusal {
             address: None,
