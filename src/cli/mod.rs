@@ -15,9 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::check::{self, CheckReport, Status};
 use crate::host::facts::HostFacts;
 use crate::host::pci::device::DeviceKind;
-use crate::host::pci::names::PciNames;
 use crate::host::root::HostRoot;
-use crate::host::usage::HostUse;
+use crate::host::snapshot::{HostSnapshot, Needs};
 use crate::list::{self, Filter};
 use crate::plan::bind::Overrides;
 use crate::report;
@@ -624,10 +623,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             verbose,
             kernel_config,
         } => {
-            let facts = HostFacts::gather(&root);
-            let report = check::run(&facts);
+            let snapshot = HostSnapshot::gather(&root, Needs::CHECK)?;
+            let facts = snapshot.facts()?;
+            let report = check::run(facts);
             if let Some(path) = kernel_config {
-                let fragment = check::kernel_config_fragment(&facts);
+                let fragment = check::kernel_config_fragment(facts);
                 if path.as_os_str() == "-" {
                     print!("{fragment}");
                 } else {
@@ -644,7 +644,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             if cli.json {
                 print_json(&report)?;
             } else if kernel_config.as_deref() != Some(std::path::Path::new("-")) {
-                print!("{}", render_check(&report, &facts, *verbose, &style));
+                print!("{}", render_check(&report, facts, *verbose, &style));
             }
             Ok(if report.failed() { EXIT_PROBLEMS } else { 0 })
         }
@@ -657,10 +657,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 kinds,
                 group: *group,
             };
-            let devices = crate::host::pci::device::read_all(&root)?;
-            let host = HostUse::read(&root, &crate::host::records::read_all(&root).0);
-            let names = PciNames::load();
-            let report = list::build(&devices, &names, &host, &filter);
+            let snapshot = HostSnapshot::gather(&root, Needs::LIST)?;
+            let report = list::build(&snapshot.devices, &snapshot.names, &snapshot.usage, &filter);
             if let Some(g) = group {
                 if report.groups.is_empty() {
                     anyhow::bail!("there is no IOMMU group {g} (see `passthru list`)");

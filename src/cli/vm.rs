@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::print_json;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
+use crate::host::snapshot::{HostSnapshot, Needs};
 use crate::vm::render::{self, Accel};
 use crate::vm::resolve::{self, Resolution, ResolveOptions};
 use crate::vm::spec::{Cpus, Display, IdPair, OsType, VmSpec};
@@ -38,7 +39,8 @@ pub(super) fn load(
         state_dir: store::state_dir(&spec.name),
         allow_host_disks,
     };
-    Ok(resolve::resolve(root, spec, &options)?)
+    let snapshot = HostSnapshot::gather_for_vm(root, Needs::VM, &spec)?;
+    Ok(resolve::resolve(&snapshot, spec, &options)?)
 }
 
 /// [`load`], for a command that starts the VM on this host (`vm run`, `vm define`,
@@ -472,8 +474,15 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
     use crate::check::Status;
     use crate::vm::check::{self as vmcheck, CheckInputs, QemuCaps};
     let (_, spec) = store::load(arg)?;
-    let gathered = super::binding::read_host(root)?;
-    let inputs = gathered.inputs();
+    let needs = Needs {
+        holders: true,
+        ..Needs::VM
+    };
+    let gathered = HostSnapshot::gather_for_vm(root, needs, &spec)?;
+    for e in &gathered.record_errors {
+        eprintln!("passthru: warning: {}", crate::host::facts::error_chain(e));
+    }
+    let inputs = gathered.bind_inputs();
     // What `passthru bind` would say about the devices that can be found.
     let found: Vec<PciAddress> = spec
         .devices
@@ -508,6 +517,8 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
     } else {
         Err("QEMU was not run: --root is another host's tree".into())
     };
+    // The decisions `vm run` and `vm define` take, for the devices as found.
+    let decisions = resolve::decide(&gathered, &spec, found.first().copied(), false)?;
     let findings = vmcheck::check(
         root,
         &spec,
@@ -516,6 +527,7 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
             bind_refusals,
             qemu,
             accel,
+            decisions,
         },
     );
     let failed = findings.iter().any(|f| f.status == Status::Fail);

@@ -11,13 +11,14 @@ use serde::Serialize;
 use super::hostdisk;
 use super::hugepages::{self, HugepageError, HugepageFacts, HugepagePlan};
 use super::identity::{self, IdentityError};
-use super::pinning::{self, CpuRequest, PinningError};
+use super::pinning::{self, CpuRequest, PinningError, PinningPlan};
 use super::render::{Accel, Ovmf, VmPlan};
 use super::spec::{Cpus, VmSpec};
-use crate::host::cpu::{CpuInfo, CpuTopology, CpuVendor};
+use crate::host::cpu::CpuVendor;
 use crate::host::pci::device::PciError;
 use crate::host::pci::{PciAddress, PciDevice};
-use crate::host::root::{HostError, HostRoot};
+use crate::host::root::HostRoot;
+use crate::host::snapshot::{HostSnapshot, NotGathered};
 use crate::host::usage::is_host_side_bridge;
 
 /// UEFI code and variable-store templates, by distribution: (code, vars, Secure Boot).
@@ -155,8 +156,11 @@ pub enum ResolveError {
     #[error(transparent)]
     Pci(#[from] PciError),
     /// The CPU topology could not be read.
+    #[error("{0}")]
+    Topology(String),
+    /// The snapshot lacks a part resolving needs.
     #[error(transparent)]
-    Host(#[from] HostError),
+    NotGathered(#[from] NotGathered),
     /// The vCPUs cannot be placed.
     #[error(transparent)]
     Pinning(#[from] PinningError),
@@ -208,44 +212,127 @@ fn expand(spec: &VmSpec, devices: &[PciDevice]) -> Result<Expanded, ResolveError
     Ok((found, out, notes))
 }
 
-/// Resolves `spec` on `root`.
+/// What a VM's spec needs of the host beyond the PCI devices and the CPUs, read by
+/// [`VmHost::gather`] (through [`HostSnapshot::gather_for_vm`]) for that spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmHost {
+    /// The UEFI firmware for the spec's Secure Boot setting, when the spec boots UEFI
+    /// and the host has it.
+    pub ovmf: Option<Ovmf>,
+    /// The hugepage pools and the memory available.
+    pub hugepages: HugepageFacts,
+    /// `MemTotal` in MiB.
+    pub mem_total_mib: Option<u64>,
+    /// What is wrong with the spec's disks (see [`hostdisk::disk_problems`]).
+    pub disks: Vec<hostdisk::DiskProblem>,
+}
+
+impl VmHost {
+    /// Reads what `spec` needs of `root`.
+    pub fn gather(root: &HostRoot, spec: &VmSpec) -> Self {
+        Self {
+            ovmf: spec
+                .firmware
+                .uefi
+                .then(|| find_ovmf(root, spec.firmware.secure_boot))
+                .flatten(),
+            hugepages: HugepageFacts::read(root),
+            mem_total_mib: hostdisk::mem_total_mib(root),
+            disks: hostdisk::disk_problems(root, spec),
+        }
+    }
+}
+
+/// The decisions a resolution makes beyond the devices: the vCPUs' pinning (or why
+/// there is none), the hugepages, the firmware and what the host itself stands
+/// against. [`resolve`] builds its [`Resolution`] from them, and `vm check` judges
+/// the same ones, so it approves exactly the layout `vm run` and `vm define` use.
+#[derive(Debug)]
+pub struct Decisions {
+    /// The pinning, near the NUMA node of the main device.
+    pub pinning: Result<PinningPlan, ResolveError>,
+    /// The hugepage plan, when the spec asks for hugepages.
+    pub hugepages: Option<Result<HugepagePlan, HugepageError>>,
+    /// The UEFI firmware, when the spec boots UEFI and the host has it.
+    pub ovmf: Option<Ovmf>,
+    /// More memory than the host has (see [`hostdisk::memory_blocker`]).
+    pub memory_blocker: Option<String>,
+    /// Disks that are none, or that the host uses (see [`hostdisk::disk_blockers`]).
+    pub disk_blockers: Vec<String>,
+    /// Whether the host's CPU is AMD's.
+    pub amd: bool,
+}
+
+/// The decisions for `spec` on the host `snapshot` describes, with `main` its first
+/// device as found there (its NUMA node is where the vCPUs go).
+pub fn decide(
+    snapshot: &HostSnapshot,
+    spec: &VmSpec,
+    main: Option<PciAddress>,
+    allow_host_disks: bool,
+) -> Result<Decisions, NotGathered> {
+    let facts = snapshot.facts()?;
+    let vm = snapshot.vm()?;
+    let node = main
+        .and_then(|a| snapshot.devices.iter().find(|d| d.address == a))
+        .and_then(|d| d.numa_node)
+        .and_then(|n| u32::try_from(n).ok());
+    let pinning = (|| {
+        let topology = facts
+            .topology
+            .as_ref()
+            .map_err(|e| ResolveError::Topology(e.clone()))?;
+        let request = match &spec.cpus {
+            Cpus::Count(n) => CpuRequest::Count(*n),
+            Cpus::Host(list) => CpuRequest::Host(
+                crate::host::cpu::parse_cpu_list(list)
+                    .map_err(|e| ResolveError::CpuList(e.to_string()))?,
+            ),
+        };
+        Ok(pinning::plan(topology, &request, node)?)
+    })();
+    Ok(Decisions {
+        pinning,
+        hugepages: spec
+            .hugepages
+            .then(|| hugepages::plan(&vm.hugepages, spec.memory_mib())),
+        ovmf: if spec.firmware.uefi {
+            vm.ovmf.clone()
+        } else {
+            None
+        },
+        memory_blocker: hostdisk::memory_blocker_of(vm.mem_total_mib, spec),
+        disk_blockers: hostdisk::blockers_of(&vm.disks, allow_host_disks),
+        amd: facts
+            .cpu
+            .as_ref()
+            .is_ok_and(|c| c.vendor() == CpuVendor::Amd),
+    })
+}
+
+/// Resolves `spec` on the host `snapshot` describes (gathered with
+/// [`HostSnapshot::gather_for_vm`] for this spec), reading nothing.
 pub fn resolve(
-    root: &HostRoot,
+    snapshot: &HostSnapshot,
     spec: VmSpec,
     options: &ResolveOptions,
 ) -> Result<Resolution, ResolveError> {
-    let devices = crate::host::pci::device::read_all(root)?;
-    let (found, passed, mut notes) = expand(&spec, &devices)?;
+    let devices = &snapshot.devices;
+    let (found, passed, mut notes) = expand(&spec, devices)?;
     let mut roms = BTreeMap::new();
     for (want, at) in spec.devices.iter().zip(&found) {
         if let Some(rom) = &want.rom {
             roms.insert(*at, rom.clone());
         }
     }
-    let node = found
-        .first()
-        .and_then(|a| devices.iter().find(|d| d.address == *a))
-        .and_then(|d| d.numa_node)
-        .and_then(|n| u32::try_from(n).ok());
-    let topology = CpuTopology::read(root)?;
-    let request = match &spec.cpus {
-        Cpus::Count(n) => CpuRequest::Count(*n),
-        Cpus::Host(list) => CpuRequest::Host(
-            crate::host::cpu::parse_cpu_list(list)
-                .map_err(|e| ResolveError::CpuList(e.to_string()))?,
-        ),
-    };
-    let pinning = pinning::plan(&topology, &request, node)?;
-    let amd = CpuInfo::read(root).is_ok_and(|c| c.vendor() == CpuVendor::Amd);
-    let ovmf = if spec.firmware.uefi {
-        find_ovmf(root, spec.firmware.secure_boot)
-    } else {
-        None
-    };
-    let hugepages = spec
-        .hugepages
-        .then(|| hugepages::plan(&HugepageFacts::read(root), spec.memory_mib()));
-    let hugepage_kib = match &hugepages {
+    let d = decide(
+        snapshot,
+        &spec,
+        found.first().copied(),
+        options.allow_host_disks,
+    )?;
+    let pinning = d.pinning?;
+    let hugepage_kib = match &d.hugepages {
         None => None,
         Some(Ok(p)) => {
             notes.push(p.reason.clone());
@@ -254,13 +341,11 @@ pub fn resolve(
         // Rendered with 2 MiB pages; `vm check` and `vm run` report the problem.
         Some(Err(_)) => Some(2048),
     };
-    let mut host_blockers: Vec<String> =
-        hostdisk::memory_blocker(root, &spec).into_iter().collect();
-    host_blockers.extend(hostdisk::disk_blockers(
-        root,
-        &spec,
-        options.allow_host_disks,
-    ));
+    let host_blockers = d
+        .memory_blocker
+        .into_iter()
+        .chain(d.disk_blockers)
+        .collect();
     Ok(Resolution {
         host_blockers,
         plan: VmPlan {
@@ -268,14 +353,14 @@ pub fn resolve(
             pinning,
             devices: passed,
             roms,
-            amd,
+            amd: d.amd,
             accel: options.accel,
-            ovmf,
+            ovmf: d.ovmf,
             hugepage_kib,
             state_dir: options.state_dir.clone(),
             boot_iso_first: true,
         },
-        hugepages,
+        hugepages: d.hugepages,
         notes,
         qemu_blockers: Vec::new(),
     })

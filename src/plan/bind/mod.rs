@@ -12,8 +12,6 @@
 //! decides what would be refused and why, and lists the steps. [`crate::apply`]
 //! carries them out.
 
-pub mod host_state;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
@@ -23,6 +21,7 @@ use crate::host::holders::Holders;
 use crate::host::pci::names::PciNames;
 use crate::host::pci::{PciAddress, PciDevice};
 use crate::host::records::BindRecord;
+use crate::host::snapshot::HostSnapshot;
 use crate::host::usage::{is_host_side_bridge, HostUse};
 
 /// The driver that holds devices for VMs.
@@ -269,6 +268,40 @@ fn holders_text(inputs: &Inputs<'_>, a: PciAddress) -> Option<String> {
         .get(&a)
         .filter(|h| !h.is_empty())
         .map(|h| crate::host::holders::describe(h))
+}
+
+/// What to bind: the devices named (by address, resolved from the user's targets)
+/// and the risks the user accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BindRequest {
+    /// The devices named.
+    pub named: Vec<PciAddress>,
+    /// The risks accepted.
+    pub overrides: Overrides,
+}
+
+/// Plans binding the request's devices (and what must come with them) to vfio-pci
+/// on the host `snapshot` describes, reading nothing.
+pub fn plan(snapshot: &HostSnapshot, request: &BindRequest) -> Result<Plan, Vec<Refusal>> {
+    plan_bind(&snapshot.bind_inputs(), &request.named, request.overrides)
+}
+
+/// Refusals for the disks the host uses on `devices` (see [`storage_refusal`]).
+/// `vm define` and `vm start` check this before libvirt is given the devices:
+/// libvirt detaches a `managed` host device from its driver itself when the domain
+/// starts.
+pub fn storage_refusals(
+    snapshot: &HostSnapshot,
+    devices: &[PciAddress],
+    o: Overrides,
+) -> Vec<Refusal> {
+    let inputs = snapshot.bind_inputs();
+    snapshot
+        .devices
+        .iter()
+        .filter(|d| devices.contains(&d.address))
+        .filter_map(|d| storage_refusal(&inputs, d, o))
+        .collect()
 }
 
 /// Plans binding `named` (and what must come with them) to vfio-pci.
