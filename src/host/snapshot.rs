@@ -425,6 +425,133 @@ impl FileView {
     }
 }
 
+/// Snapshots built in memory, for the planners' unit tests.
+#[cfg(test)]
+pub(crate) mod in_memory {
+    use super::*;
+    use crate::host::cpu::{CpuInfo, CpuTopology, LogicalCpu};
+    use crate::host::usage::RootDiskController;
+
+    fn device(
+        addr: &str,
+        ids: (u16, u16),
+        class: u32,
+        driver: &str,
+        group: u32,
+        numa: i32,
+    ) -> PciDevice {
+        PciDevice {
+            address: addr.parse().unwrap(),
+            vendor_id: ids.0,
+            device_id: ids.1,
+            class,
+            driver: Some(driver.to_string()),
+            iommu_group: Some(group),
+            numa_node: Some(numa),
+            ..PciDevice::default()
+        }
+    }
+
+    /// A desktop with two NUMA nodes (CPUs 0-4 on node 0, 5-7 on node 1, no SMT):
+    /// a GPU with its audio function behind a root port (group 1, node 1), the
+    /// boot display (group 2) and the NVMe drive holding `/` (group 7). Intel VT-d is
+    /// in the ACPI tables; the kernel is a Debian one with GRUB and initramfs-tools.
+    pub(crate) fn desktop() -> HostSnapshot {
+        let mut bridge = device(
+            "0000:00:01.0",
+            (0x8086, 0x1901),
+            0x060400,
+            "pcieport",
+            1,
+            -1,
+        );
+        bridge.numa_node = None;
+        let mut gpu = device("0000:01:00.0", (0x10de, 0x2484), 0x030000, "nvidia", 1, 1);
+        gpu.parents = vec![bridge.address];
+        let mut audio = device(
+            "0000:01:00.1",
+            (0x10de, 0x228b),
+            0x040300,
+            "snd_hda_intel",
+            1,
+            1,
+        );
+        audio.parents = vec![bridge.address];
+        let mut igpu = device("0000:00:02.0", (0x8086, 0x3e92), 0x030000, "i915", 2, 0);
+        igpu.boot_vga = Some(true);
+        let nvme = device("0000:02:00.0", (0x144d, 0xa808), 0x010802, "nvme", 7, 0);
+        let mut facts = HostFacts::unknown(HostRoot::new("/nonexistent"));
+        facts.acpi.dmar = true;
+        facts.acpi_visible = true;
+        facts.release = Some("6.1.0-13-amd64".into());
+        let mut groups = crate::host::iommu::IommuGroups::new();
+        for d in [&bridge, &gpu, &audio, &igpu, &nvme] {
+            groups
+                .entry(d.iommu_group.unwrap_or_default())
+                .or_default()
+                .push(d.address);
+        }
+        facts.groups = Ok(groups);
+        facts.cpu = Ok(CpuInfo {
+            vendor_id: Some("GenuineIntel".into()),
+            ..CpuInfo::default()
+        });
+        facts.topology = Ok(CpuTopology {
+            cpus: (0..8)
+                .map(|cpu| {
+                    let node = u32::from(cpu >= 5);
+                    LogicalCpu {
+                        cpu,
+                        online: true,
+                        package: Some(node),
+                        die: Some(0),
+                        core: Some(cpu),
+                        thread_siblings: vec![cpu],
+                        l3_shared_with: if node == 0 {
+                            (0..5).collect()
+                        } else {
+                            (5..8).collect()
+                        },
+                        numa_node: Some(node),
+                        core_kind: None,
+                    }
+                })
+                .collect(),
+        });
+        HostSnapshot {
+            usage: HostUse {
+                root_disks: vec![RootDiskController {
+                    address: nvme.address,
+                    block_device: "nvme0n1".into(),
+                    evidence: "29 1 259:2 / / rw - ext4 /dev/nvme0n1p2 rw".into(),
+                    source: "proc/self/mountinfo".into(),
+                }],
+                ..HostUse::default()
+            },
+            devices: vec![bridge, gpu, audio, igpu, nvme],
+            facts: Some(facts),
+            boot: Some(BootFacts {
+                setup: BootSetup {
+                    initramfs: boot::Initramfs::InitramfsTools,
+                    bootloader: boot::Bootloader::Grub {
+                        dropin: true,
+                        update: vec!["update-grub".into()],
+                    },
+                },
+                files: FileView::default()
+                    .with_file(
+                        "etc/default/grub",
+                        "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n",
+                    )
+                    .with_dir("etc/default/grub.d")
+                    .with_file("etc/initramfs-tools/modules", "# modules\n")
+                    .with_file("etc/grub.d/10_linux", "#! /bin/sh\n"),
+            }),
+            ..HostSnapshot::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -365,3 +365,66 @@ pub fn resolve(
         qemu_blockers: Vec::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::snapshot::in_memory;
+
+    fn spec(text: &str) -> VmSpec {
+        VmSpec::parse(text).unwrap()
+    }
+
+    fn on_desktop(vm: VmHost) -> HostSnapshot {
+        HostSnapshot {
+            vm: Some(vm),
+            ..in_memory::desktop()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_built_in_memory_resolves_near_the_device() {
+        let ovmf = Ovmf {
+            code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+            vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
+        };
+        let snapshot = on_desktop(VmHost {
+            ovmf: Some(ovmf.clone()),
+            mem_total_mib: Some(32_000),
+            ..VmHost::default()
+        });
+        let s = spec("name = \"desk\"\nmemory = \"8G\"\ncpus = 2\ndevices = [\"01:00.0\"]\n");
+        let r = resolve(&snapshot, s, &ResolveOptions::default()).unwrap();
+        let devices: Vec<String> = r.plan.devices.iter().map(ToString::to_string).collect();
+        assert_eq!(devices, ["0000:01:00.0", "0000:01:00.1"]);
+        // The GPU is on node 1, which has the fewer free cores: its node wins.
+        assert_eq!(r.plan.pinning.numa_node, Some(1));
+        let pinned: Vec<u32> = r.plan.pinning.vcpus.iter().map(|(_, h)| *h).collect();
+        assert_eq!(pinned, [5, 6]);
+        assert_eq!(r.plan.ovmf, Some(ovmf));
+        assert!(!r.plan.amd);
+        assert!(r.blockers().is_empty(), "{:?}", r.blockers());
+    }
+
+    #[test]
+    fn what_the_snapshot_lacks_blocks_the_vm() {
+        let snapshot = on_desktop(VmHost {
+            mem_total_mib: Some(4096),
+            ..VmHost::default()
+        });
+        let s = spec("name = \"desk\"\nmemory = \"8G\"\ncpus = 2\n");
+        let r = resolve(&snapshot, s.clone(), &ResolveOptions::default()).unwrap();
+        let blockers = r.blockers().join("\n");
+        assert!(blockers.contains("no UEFI firmware"), "{blockers}");
+        assert!(blockers.contains("more than this host has"), "{blockers}");
+        // The decisions `vm check` judges are the resolution's own.
+        let d = decide(&snapshot, &s, None, false).unwrap();
+        assert_eq!(d.pinning.unwrap(), r.plan.pinning);
+        // Without the VM's part the snapshot cannot be resolved.
+        let bare = in_memory::desktop();
+        assert!(matches!(
+            resolve(&bare, s, &ResolveOptions::default()),
+            Err(ResolveError::NotGathered(_))
+        ));
+    }
+}

@@ -529,3 +529,40 @@ pub fn plan_unbind(inputs: &Inputs<'_>, named: &[PciAddress]) -> Result<Plan, Ve
         Err(refusals)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::snapshot::in_memory;
+
+    fn request(named: &[&str]) -> BindRequest {
+        BindRequest {
+            named: named.iter().map(|a| a.parse().unwrap()).collect(),
+            overrides: Overrides::default(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_built_in_memory_plans_whole_groups() {
+        let snapshot = in_memory::desktop();
+        let plan = plan(&snapshot, &request(&["0000:01:00.0"])).unwrap();
+        let taken: Vec<String> = plan.steps.iter().map(|s| s.address.to_string()).collect();
+        assert_eq!(taken, ["0000:01:00.0", "0000:01:00.1"]);
+        assert_eq!(plan.groups, [1]);
+    }
+
+    #[test]
+    fn the_root_disk_of_a_snapshot_is_refused() {
+        let snapshot = in_memory::desktop();
+        let refusals = plan(&snapshot, &request(&["0000:02:00.0"])).unwrap_err();
+        assert!(
+            refusals
+                .iter()
+                .any(|r| r.override_flag == Some("--allow-root-disk")),
+            "{refusals:?}"
+        );
+        let mut accepted = request(&["0000:02:00.0"]);
+        accepted.overrides.root_disk = true;
+        assert!(plan(&snapshot, &accepted).is_ok());
+    }
+}

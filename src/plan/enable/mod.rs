@@ -2004,6 +2004,78 @@ mod tests {
         v.iter().map(|x| (*x).to_string()).collect()
     }
 
+    fn request(named: &[&str]) -> EnableRequest {
+        EnableRequest {
+            named: named.iter().map(|a| a.parse().unwrap()).collect(),
+            overrides: Overrides::default(),
+        }
+    }
+
+    fn after<'a>(plan: &'a EnablePlan, path: &str) -> &'a str {
+        plan.files
+            .iter()
+            .find(|f| f.path == std::path::Path::new(path))
+            .and_then(|f| f.after.as_deref())
+            .unwrap_or_else(|| panic!("no {path} in {:?}", plan.files))
+    }
+
+    #[test]
+    fn a_snapshot_built_in_memory_plans_the_boot_setup() {
+        let snapshot = crate::host::snapshot::in_memory::desktop();
+        let plan = plan(&snapshot, &request(&["0000:01:00.0"])).unwrap();
+        assert_eq!(plan.enabled.ids, s(&["10de:228b", "10de:2484"]));
+        let modprobe = after(&plan, MODPROBE_FILE);
+        assert!(
+            modprobe.contains("options vfio-pci ids=10de:228b,10de:2484\n"),
+            "{modprobe}"
+        );
+        assert!(
+            modprobe.contains("softdep nvidia pre: vfio-pci\n"),
+            "{modprobe}"
+        );
+        // VT-d from the ACPI tables, and a kernel config that does not say it is on.
+        let dropin = after(&plan, GRUB_DROPIN);
+        assert!(dropin.contains("intel_iommu=on iommu=pt"), "{dropin}");
+        assert!(after(&plan, "etc/initramfs-tools/modules")
+            .ends_with("vfio\nvfio_iommu_type1\nvfio_pci\n"));
+        // GRUB's own 10_linux is there: the way back is a second set of entries.
+        assert!(plan
+            .files
+            .iter()
+            .any(|f| f.path == std::path::Path::new(GRUB_WAY_BACK)));
+        let argv: Vec<&str> = plan.commands.iter().map(|c| c.argv[0].as_str()).collect();
+        assert_eq!(argv, ["update-initramfs", "update-grub"]);
+    }
+
+    #[test]
+    fn a_snapshot_built_in_memory_refuses_the_boot_display() {
+        let snapshot = crate::host::snapshot::in_memory::desktop();
+        match plan(&snapshot, &request(&["0000:00:02.0"])) {
+            Err(EnableError::Refused(r)) => assert!(
+                r.iter()
+                    .any(|r| r.override_flag == Some("--allow-boot-display")),
+                "{r:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // No ACPI IOMMU table and no groups: no kernel argument can help.
+        let mut bare = crate::host::snapshot::in_memory::desktop();
+        if let Some(f) = bare.facts.as_mut() {
+            f.acpi.dmar = false;
+            f.groups = Ok(Default::default());
+        }
+        assert!(matches!(
+            plan(&bare, &request(&["0000:01:00.0"])),
+            Err(EnableError::Refused(_))
+        ));
+        // A snapshot gathered without the boot files cannot be planned from.
+        bare.boot = None;
+        assert!(matches!(
+            plan(&bare, &request(&["0000:01:00.0"])),
+            Err(EnableError::Snapshot(_))
+        ));
+    }
+
     #[test]
     fn grub_default_is_edited_in_place() {
         let text = "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=off\"\n";
