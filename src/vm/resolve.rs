@@ -1,7 +1,11 @@
 //! A spec resolved against one host: its devices found (by address or identity) and
 //! completed to whole IOMMU groups, vCPUs pinned, firmware located, hugepages planned.
-//! The result, a [`Resolution`], feeds the renderers, `vm check`, `vm run` and
-//! `vm define` alike, so they all act on the same decisions.
+//! The result, a [`Resolution`], feeds the renderers, `vm run` and `vm define`, and
+//! `vm check` judges the same [`Decisions`], so they all act on the same choices.
+//!
+//! Resolving reads nothing: it plans from a [`HostSnapshot`] gathered for the spec
+//! ([`HostSnapshot::gather_for_vm`], which reads the [`VmHost`] part: firmware
+//! files, hugepage pools, memory, the spec's disks).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
