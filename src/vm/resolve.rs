@@ -8,12 +8,12 @@
 //! files, hugepage pools, memory, the spec's disks).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::hostdisk;
-use super::hugepages::{self, HugepageError, HugepageFacts, HugepagePlan};
+use super::hugepages::{self, HugepageError, HugepagePlan};
 use super::identity::{self, IdentityError};
 use super::pinning::{self, CpuRequest, PinningError, PinningPlan};
 use super::render::{Accel, Ovmf, VmPlan};
@@ -21,65 +21,10 @@ use super::spec::{Cpus, VmSpec};
 use crate::host::cpu::CpuVendor;
 use crate::host::pci::device::PciError;
 use crate::host::pci::{PciAddress, PciDevice};
-use crate::host::root::HostRoot;
 use crate::host::snapshot::{HostSnapshot, NotGathered};
+
+pub use super::host::{find_ovmf, VmHost};
 use crate::host::usage::is_host_side_bridge;
-
-/// UEFI code and variable-store templates, by distribution: (code, vars, Secure Boot).
-const OVMF_PAIRS: &[(&str, &str, bool)] = &[
-    (
-        "usr/share/OVMF/OVMF_CODE_4M.ms.fd",
-        "usr/share/OVMF/OVMF_VARS_4M.ms.fd",
-        true,
-    ),
-    (
-        "usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
-        "usr/share/OVMF/OVMF_VARS_4M.ms.fd",
-        true,
-    ),
-    (
-        "usr/share/edk2/ovmf/OVMF_CODE.secboot.fd",
-        "usr/share/edk2/ovmf/OVMF_VARS.secboot.fd",
-        true,
-    ),
-    (
-        "usr/share/edk2/x64/OVMF_CODE.secboot.4m.fd",
-        "usr/share/edk2/x64/OVMF_VARS.4m.fd",
-        true,
-    ),
-    (
-        "usr/share/OVMF/OVMF_CODE_4M.fd",
-        "usr/share/OVMF/OVMF_VARS_4M.fd",
-        false,
-    ),
-    (
-        "usr/share/OVMF/OVMF_CODE.fd",
-        "usr/share/OVMF/OVMF_VARS.fd",
-        false,
-    ),
-    (
-        "usr/share/edk2/ovmf/OVMF_CODE.fd",
-        "usr/share/edk2/ovmf/OVMF_VARS.fd",
-        false,
-    ),
-    (
-        "usr/share/edk2/x64/OVMF_CODE.4m.fd",
-        "usr/share/edk2/x64/OVMF_VARS.4m.fd",
-        false,
-    ),
-];
-
-/// The UEFI firmware on `root` (Debian's `ovmf`, Fedora's and Arch's `edk2-ovmf`).
-pub fn find_ovmf(root: &HostRoot, secure_boot: bool) -> Option<Ovmf> {
-    OVMF_PAIRS
-        .iter()
-        .filter(|(_, _, sb)| *sb == secure_boot)
-        .find(|(code, vars, _)| root.exists(code) && root.exists(vars))
-        .map(|(code, vars, _)| Ovmf {
-            code: Path::new("/").join(code),
-            vars_template: Path::new("/").join(vars),
-        })
-}
 
 /// How to resolve.
 #[derive(Debug, Clone, Default)]
@@ -214,37 +159,6 @@ fn expand(spec: &VmSpec, devices: &[PciDevice]) -> Result<Expanded, ResolveError
     out.sort();
     out.dedup();
     Ok((found, out, notes))
-}
-
-/// What a VM's spec needs of the host beyond the PCI devices and the CPUs, read by
-/// [`VmHost::gather`] (through [`HostSnapshot::gather_for_vm`]) for that spec.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VmHost {
-    /// The UEFI firmware for the spec's Secure Boot setting, when the spec boots UEFI
-    /// and the host has it.
-    pub ovmf: Option<Ovmf>,
-    /// The hugepage pools and the memory available.
-    pub hugepages: HugepageFacts,
-    /// `MemTotal` in MiB.
-    pub mem_total_mib: Option<u64>,
-    /// What is wrong with the spec's disks (see [`hostdisk::disk_problems`]).
-    pub disks: Vec<hostdisk::DiskProblem>,
-}
-
-impl VmHost {
-    /// Reads what `spec` needs of `root`.
-    pub fn gather(root: &HostRoot, spec: &VmSpec) -> Self {
-        Self {
-            ovmf: spec
-                .firmware
-                .uefi
-                .then(|| find_ovmf(root, spec.firmware.secure_boot))
-                .flatten(),
-            hugepages: HugepageFacts::read(root),
-            mem_total_mib: hostdisk::mem_total_mib(root),
-            disks: hostdisk::disk_problems(root, spec),
-        }
-    }
 }
 
 /// The decisions a resolution makes beyond the devices: the vCPUs' pinning (or why
