@@ -1332,16 +1332,17 @@ pub fn plan(snapshot: &HostSnapshot, request: &EnableRequest) -> Result<EnablePl
                     ),
                 )),
             }
-            let argv = match f.files.exists(BOOSTER_REGENERATE) {
-                true => vec![format!("/{BOOSTER_REGENERATE}")],
-                false => vec![
+            let argv = if f.files.exists(BOOSTER_REGENERATE) {
+                vec![format!("/{BOOSTER_REGENERATE}")]
+            } else {
+                vec![
                     "booster".into(),
                     "build".into(),
                     "--force".into(),
                     format!("--kernel-version={release}"),
                     "--".into(),
                     booster_image(f, &release),
-                ],
+                ]
             };
             let cmd = PlannedCommand {
                 argv,
