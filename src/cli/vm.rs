@@ -474,11 +474,7 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
     use crate::check::Status;
     use crate::vm::check::{self as vmcheck, CheckInputs, QemuCaps};
     let (_, spec) = store::load(arg)?;
-    let needs = Needs {
-        holders: true,
-        ..Needs::VM
-    };
-    let gathered = HostSnapshot::gather_for_vm(root, needs, &spec)?;
+    let gathered = HostSnapshot::gather_for_vm(root, Needs::BIND, &spec)?;
     for e in &gathered.record_errors {
         eprintln!("passthru: warning: {}", crate::host::facts::error_chain(e));
     }

@@ -27,9 +27,10 @@ use crate::host::usage::HostUse;
 /// Which parts of the host a command gathers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// The PCI devices with their names, what the host uses them for and passthru's
-    /// bind records.
+    /// The PCI devices.
     pub devices: bool,
+    /// Their names, passthru's bind records and what the host uses the devices for.
+    pub usage: bool,
     /// The processes holding devices open and the framebuffer console (bind).
     pub holders: bool,
     /// `check`'s facts (CPU, kernel, IOMMU, tools).
@@ -39,48 +40,46 @@ pub struct Needs {
 }
 
 impl Needs {
+    const NONE: Self = Self {
+        devices: false,
+        usage: false,
+        holders: false,
+        facts: false,
+        boot: false,
+    };
     /// `passthru check`.
     pub const CHECK: Self = Self {
-        devices: false,
-        holders: false,
         facts: true,
-        boot: false,
+        ..Self::NONE
     };
     /// `passthru list`.
     pub const LIST: Self = Self {
         devices: true,
-        holders: false,
-        facts: false,
-        boot: false,
+        usage: true,
+        ..Self::NONE
     };
     /// `passthru bind` / `unbind`, and the binds of `vm run`.
     pub const BIND: Self = Self {
-        devices: true,
         holders: true,
-        facts: false,
-        boot: false,
+        ..Self::LIST
     };
     /// `passthru enable` / `disable`.
     pub const ENABLE: Self = Self {
-        devices: true,
-        holders: false,
         facts: true,
         boot: true,
+        ..Self::LIST
     };
     /// `passthru verify`.
     pub const VERIFY: Self = Self {
         devices: true,
-        holders: false,
         facts: true,
-        boot: false,
+        ..Self::NONE
     };
-    /// The VM commands (with [`HostSnapshot::gather_for_vm`]; `vm check` adds the
-    /// holders, for what `bind` would say).
+    /// The VM commands (with [`HostSnapshot::gather_for_vm`], which reads the CPUs
+    /// itself); `vm check` adds what `bind` needs, for what it would say.
     pub const VM: Self = Self {
         devices: true,
-        holders: false,
-        facts: true,
-        boot: false,
+        ..Self::NONE
     };
 }
 
@@ -106,13 +105,13 @@ pub struct HostSnapshot {
     /// only there do processes, drivers' `module` links and `/dev/kvm` say what they
     /// say about a live kernel.
     pub is_system: bool,
-    /// Every PCI device.
+    /// Every PCI device ([`Needs::devices`]).
     pub devices: Vec<PciDevice>,
-    /// Vendor and device names.
+    /// Vendor and device names ([`Needs::usage`]).
     pub names: PciNames,
-    /// The devices the host itself uses.
+    /// The devices the host itself uses ([`Needs::usage`]).
     pub usage: HostUse,
-    /// passthru's bind records.
+    /// passthru's bind records ([`Needs::usage`]).
     pub records: Vec<BindRecord>,
     /// Bind records that could not be read (they only cannot mark a device as held:
     /// the command decides whether to warn).
@@ -139,8 +138,10 @@ impl HostSnapshot {
             is_system: root.is_system(),
             ..Self::default()
         };
-        if needs.devices {
+        if needs.devices || needs.usage || needs.holders || needs.boot {
             s.devices = crate::host::pci::device::read_all(root)?;
+        }
+        if needs.usage || needs.boot {
             let (records, errors) = records::read_all(root);
             s.usage = HostUse::read(root, &records);
             s.records = records;
@@ -452,10 +453,37 @@ pub(crate) mod in_memory {
         }
     }
 
-    /// A desktop with two NUMA nodes (CPUs 0-4 on node 0, 5-7 on node 1, no SMT):
-    /// a GPU with its audio function behind a root port (group 1, node 1), the
-    /// boot display (group 2) and the NVMe drive holding `/` (group 7). Intel VT-d is
-    /// in the ACPI tables; the kernel is a Debian one with GRUB and initramfs-tools.
+    /// Two NUMA nodes: CPUs 0-4 on node 0, 5-7 on node 1 (one package and one L3
+    /// cache each, no SMT).
+    pub(crate) fn two_nodes() -> CpuTopology {
+        CpuTopology {
+            cpus: (0..8)
+                .map(|cpu| {
+                    let node = u32::from(cpu >= 5);
+                    LogicalCpu {
+                        cpu,
+                        online: true,
+                        package: Some(node),
+                        die: Some(0),
+                        core: Some(cpu),
+                        thread_siblings: vec![cpu],
+                        l3_shared_with: if node == 0 {
+                            (0..5).collect()
+                        } else {
+                            (5..8).collect()
+                        },
+                        numa_node: Some(node),
+                        core_kind: None,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// A desktop with [`two_nodes`]: a GPU with its audio function behind a root
+    /// port (group 1, node 1), the boot display (group 2) and the NVMe drive holding
+    /// `/` (group 7). Intel VT-d is in the ACPI tables; the kernel is a Debian one
+    /// with GRUB and initramfs-tools.
     pub(crate) fn desktop() -> HostSnapshot {
         let mut bridge = device(
             "0000:00:01.0",
@@ -496,28 +524,7 @@ pub(crate) mod in_memory {
             vendor_id: Some("GenuineIntel".into()),
             ..CpuInfo::default()
         });
-        facts.topology = Ok(CpuTopology {
-            cpus: (0..8)
-                .map(|cpu| {
-                    let node = u32::from(cpu >= 5);
-                    LogicalCpu {
-                        cpu,
-                        online: true,
-                        package: Some(node),
-                        die: Some(0),
-                        core: Some(cpu),
-                        thread_siblings: vec![cpu],
-                        l3_shared_with: if node == 0 {
-                            (0..5).collect()
-                        } else {
-                            (5..8).collect()
-                        },
-                        numa_node: Some(node),
-                        core_kind: None,
-                    }
-                })
-                .collect(),
-        });
+        facts.topology = Ok(two_nodes());
         HostSnapshot {
             usage: HostUse {
                 root_disks: vec![RootDiskController {

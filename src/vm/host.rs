@@ -1,16 +1,18 @@
-//! What a VM's spec needs of the host beyond its PCI devices and CPUs — the UEFI
+//! What a VM's spec needs of the host beyond its PCI devices — the CPUs, the UEFI
 //! firmware, the hugepage pools, the memory, what the spec's disks are — read once
 //! for the spec by [`VmHost::gather`] (through
 //! [`crate::host::snapshot::HostSnapshot::gather_for_vm`]), so that
 //! [`super::resolve::resolve`] reads nothing itself.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::hostdisk;
 use super::hugepages::HugepageFacts;
 use super::render::Ovmf;
 use super::spec::VmSpec;
-use crate::host::root::HostRoot;
+use crate::host::cpu::{CpuInfo, CpuTopology, CpuVendor};
+use crate::host::root::{HostError, HostRoot};
 
 /// UEFI code and variable-store templates, by distribution: (code, vars, Secure Boot).
 const OVMF_PAIRS: &[(&str, &str, bool)] = &[
@@ -68,10 +70,15 @@ pub fn find_ovmf(root: &HostRoot, secure_boot: bool) -> Option<Ovmf> {
         })
 }
 
-/// What a VM's spec needs of the host beyond the PCI devices and the CPUs, read by
-/// [`VmHost::gather`] (through [`crate::host::snapshot::HostSnapshot::gather_for_vm`]) for that spec.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a VM's spec needs of the host beyond its PCI devices, read by
+/// [`VmHost::gather`] (through
+/// [`crate::host::snapshot::HostSnapshot::gather_for_vm`]) for that spec.
+#[derive(Debug, Clone)]
 pub struct VmHost {
+    /// The CPU topology the vCPUs are pinned on, or why it could not be read.
+    pub topology: Result<CpuTopology, Arc<HostError>>,
+    /// The host's CPU is AMD's (`/proc/cpuinfo`).
+    pub amd: bool,
     /// The UEFI firmware for the spec's Secure Boot setting, when the spec boots UEFI
     /// and the host has it.
     pub ovmf: Option<Ovmf>,
@@ -83,10 +90,26 @@ pub struct VmHost {
     pub disks: Vec<hostdisk::DiskProblem>,
 }
 
+impl Default for VmHost {
+    /// A host of which nothing is known: no CPU, no firmware, no hugepages.
+    fn default() -> Self {
+        Self {
+            topology: Ok(CpuTopology::default()),
+            amd: false,
+            ovmf: None,
+            hugepages: HugepageFacts::default(),
+            mem_total_mib: None,
+            disks: Vec::new(),
+        }
+    }
+}
+
 impl VmHost {
     /// Reads what `spec` needs of `root`.
     pub fn gather(root: &HostRoot, spec: &VmSpec) -> Self {
         Self {
+            topology: CpuTopology::read(root).map_err(Arc::new),
+            amd: CpuInfo::read(root).is_ok_and(|c| c.vendor() == CpuVendor::Amd),
             ovmf: spec
                 .firmware
                 .uefi

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -18,9 +19,9 @@ use super::identity::{self, IdentityError};
 use super::pinning::{self, CpuRequest, PinningError, PinningPlan};
 use super::render::{Accel, Ovmf, VmPlan};
 use super::spec::{Cpus, VmSpec};
-use crate::host::cpu::CpuVendor;
 use crate::host::pci::device::PciError;
 use crate::host::pci::{PciAddress, PciDevice};
+use crate::host::root::HostError;
 use crate::host::snapshot::{HostSnapshot, NotGathered};
 
 pub use super::host::{find_ovmf, VmHost};
@@ -105,8 +106,8 @@ pub enum ResolveError {
     #[error(transparent)]
     Pci(#[from] PciError),
     /// The CPU topology could not be read.
-    #[error("{0}")]
-    Topology(String),
+    #[error(transparent)]
+    Topology(Arc<HostError>),
     /// The snapshot lacks a part resolving needs.
     #[error(transparent)]
     NotGathered(#[from] NotGathered),
@@ -189,17 +190,16 @@ pub fn decide(
     main: Option<PciAddress>,
     allow_host_disks: bool,
 ) -> Result<Decisions, NotGathered> {
-    let facts = snapshot.facts()?;
     let vm = snapshot.vm()?;
     let node = main
         .and_then(|a| snapshot.devices.iter().find(|d| d.address == a))
         .and_then(|d| d.numa_node)
         .and_then(|n| u32::try_from(n).ok());
     let pinning = (|| {
-        let topology = facts
+        let topology = vm
             .topology
             .as_ref()
-            .map_err(|e| ResolveError::Topology(e.clone()))?;
+            .map_err(|e| ResolveError::Topology(Arc::clone(e)))?;
         let request = match &spec.cpus {
             Cpus::Count(n) => CpuRequest::Count(*n),
             Cpus::Host(list) => CpuRequest::Host(
@@ -221,10 +221,7 @@ pub fn decide(
         },
         memory_blocker: hostdisk::memory_blocker_of(vm.mem_total_mib, spec),
         disk_blockers: hostdisk::blockers_of(&vm.disks, allow_host_disks),
-        amd: facts
-            .cpu
-            .as_ref()
-            .is_ok_and(|c| c.vendor() == CpuVendor::Amd),
+        amd: vm.amd,
     })
 }
 
@@ -295,7 +292,10 @@ mod tests {
 
     fn on_desktop(vm: VmHost) -> HostSnapshot {
         HostSnapshot {
-            vm: Some(vm),
+            vm: Some(VmHost {
+                topology: Ok(in_memory::two_nodes()),
+                ..vm
+            }),
             ..in_memory::desktop()
         }
     }
