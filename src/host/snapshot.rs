@@ -126,7 +126,7 @@ pub struct HostSnapshot {
     /// The boot setup and the files `enable` edits ([`Needs::boot`]).
     pub boot: Option<BootFacts>,
     /// What a VM's spec needs of the host ([`HostSnapshot::gather_for_vm`]).
-    pub vm: Option<crate::vm::resolve::VmHost>,
+    pub vm: Option<crate::vm::host::VmHost>,
 }
 
 impl HostSnapshot {
@@ -176,7 +176,7 @@ impl HostSnapshot {
         spec: &crate::vm::spec::VmSpec,
     ) -> Result<Self, PciError> {
         let mut s = Self::gather(root, needs)?;
-        s.vm = Some(crate::vm::resolve::VmHost::gather(root, spec));
+        s.vm = Some(crate::vm::host::VmHost::gather(root, spec));
         Ok(s)
     }
 
@@ -191,7 +191,7 @@ impl HostSnapshot {
     }
 
     /// What the VM needs of the host.
-    pub fn vm(&self) -> Result<&crate::vm::resolve::VmHost, NotGathered> {
+    pub fn vm(&self) -> Result<&crate::vm::host::VmHost, NotGathered> {
         self.vm.as_ref().ok_or(NotGathered("the VM's host facts"))
     }
 
