@@ -58,6 +58,11 @@ pub const INITRAMFS_TOOLS_HOOK: &str = "etc/initramfs-tools/hooks/passthru-vfio"
 /// What `enable` set up, for `verify` and `disable`.
 pub const ENABLED_STATE: &str = "var/lib/passthru/enabled.json";
 
+/// The journal's manifest (written by [`crate::apply::journal`]): an `enable` whose
+/// regenerators did not all succeed — one failed, or passthru was killed while they
+/// ran — marks it `"enable": "regenerating"` until they did.
+pub const JOURNAL_MANIFEST: &str = "var/lib/passthru/journal/journal.json";
+
 /// The kernel argument of the way back: vfio-pci cannot load, so the host drivers take
 /// the devices as before `enable` (the softdeps on it are best-effort).
 pub const WAY_BACK_ARG: &str = "module_blacklist=vfio_pci";
@@ -256,6 +261,7 @@ pub fn files_to_read(release: Option<&str>, drivers: &BTreeSet<String>) -> Vec<W
         GRUB_DROPIN,
         GRUB_WAY_BACK,
         ENABLED_STATE,
+        JOURNAL_MANIFEST,
         "etc/initramfs-tools/modules",
         "etc/mkinitcpio.conf",
         "etc/booster.yaml",
@@ -313,6 +319,23 @@ pub fn previous(snapshot: &HostSnapshot) -> Option<Enabled> {
     serde_json::from_str(&text).ok()
 }
 
+/// Whether an earlier `enable` wrote its files but its regenerators did not all
+/// succeed (see [`JOURNAL_MANIFEST`]): then the files are in place but the initramfs
+/// and the bootloader's configuration may not carry them, and the commands run again.
+fn regeneration_unfinished(snapshot: &HostSnapshot) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Phase {
+        #[serde(default)]
+        enable: Option<String>,
+    }
+    snapshot
+        .boot
+        .as_ref()
+        .and_then(|b| b.files.text(JOURNAL_MANIFEST))
+        .and_then(|text| serde_json::from_str::<Phase>(&text).ok())
+        .is_some_and(|p| p.enable.is_some())
+}
+
 /// The planner's view of the snapshot.
 struct EnableFacts<'a> {
     /// check's facts (IOMMU kind, kernel config, modules).
@@ -331,6 +354,8 @@ struct EnableFacts<'a> {
     records: &'a [BindRecord],
     /// What a previous `enable` set up.
     previous: Option<Enabled>,
+    /// See [`regeneration_unfinished`].
+    regeneration_unfinished: bool,
     /// The snapshot is of the running system.
     is_system: bool,
 }
@@ -348,6 +373,7 @@ impl<'a> EnableFacts<'a> {
             host: &snapshot.usage,
             records: &snapshot.records,
             previous: previous(snapshot),
+            regeneration_unfinished: regeneration_unfinished(snapshot),
             is_system: snapshot.is_system,
         })
     }
@@ -1642,8 +1668,9 @@ pub fn plan(snapshot: &HostSnapshot, request: &EnableRequest) -> Result<EnablePl
     files.push(change(f, ENABLED_STATE, Some(state)));
 
     files.retain(FileChange::is_change);
-    // Nothing to write means nothing to regenerate: running `enable` again is a no-op.
-    if files.is_empty() && f.previous.as_ref() == Some(&enabled) {
+    // Nothing to write means nothing to regenerate: running `enable` again is a no-op —
+    // unless the last one's regenerators did not finish.
+    if files.is_empty() && f.previous.as_ref() == Some(&enabled) && !f.regeneration_unfinished {
         commands.clear();
         inspections.clear();
         snapshots.clear();
