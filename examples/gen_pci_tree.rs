@@ -53,6 +53,27 @@ fn write_dev(root: &Path, d: &Dev) -> io::Result<()> {
     std::fs::write(dir.join("subsystem_device"), "0x0001\n")?;
     std::fs::write(dir.join("class"), format!("0x{:06x}\n", d.class))?;
     std::fs::write(dir.join("revision"), "0x01\n")?;
+    // What the kernel's pci_uevent() writes (DRIVER= comes first when bound).
+    let driver = d
+        .driver
+        .map(|drv| format!("DRIVER={drv}\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        dir.join("uevent"),
+        format!(
+            "{driver}PCI_CLASS={:X}\nPCI_ID={:04X}:{:04X}\nPCI_SUBSYS_ID=8086:0001\n\
+             PCI_SLOT_NAME={}\nMODALIAS=pci:v{:08X}d{:08X}sv00008086sd00000001bc{:02X}sc{:02X}i{:02X}\n",
+            d.class,
+            d.vendor,
+            d.device,
+            d.addr,
+            d.vendor,
+            d.device,
+            d.class >> 16,
+            (d.class >> 8) & 0xff,
+            d.class & 0xff
+        ),
+    )?;
     std::fs::write(dir.join("numa_node"), "-1\n")?;
     std::fs::write(dir.join("reset_method"), format!("{}\n", d.reset))?;
     std::fs::write(dir.join("config"), config_space(d))?;

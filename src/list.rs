@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::host::pci::device::{DeviceKind, PciDevice};
 use crate::host::pci::names::PciNames;
 use crate::host::pci::PciAddress;
-use crate::host::usage::{RootDiskController, RouteNic, StorageUse};
+use crate::host::usage::{is_host_side_bridge, is_platform_function, HostUse, StorageUse};
 
 /// The JSON schema version of [`ListReport`].
 pub const SCHEMA_VERSION: u32 = 1;
@@ -150,19 +150,6 @@ impl Filter {
     }
 }
 
-/// What the host uses, found by [`crate::host::usage`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostUse {
-    /// Root-disk controllers.
-    pub root_disks: Vec<RootDiskController>,
-    /// Default-route NICs.
-    pub route_nics: Vec<RouteNic>,
-    /// Disks the host uses besides the root disk, per controller.
-    pub storage: Vec<StorageUse>,
-    /// Devices `passthru bind` holds, with the time it took them (Unix seconds).
-    pub held_by_passthru: Vec<(PciAddress, u64)>,
-}
-
 fn hex4(v: u16) -> String {
     format!("{v:04x}")
 }
@@ -236,21 +223,6 @@ pub fn utc_time(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// Whether a class code is a bridge that stays with the host when its group is
-/// passed through: host bridges (06 00) and PCI-to-PCI bridges (06 04, 06 09). Other
-/// "bridges" (ISA/LPC 06 01) are chipset devices the host uses.
-pub fn is_host_side_bridge(class: u32) -> bool {
-    matches!(class >> 8, 0x0600 | 0x0604 | 0x0609)
-}
-
-/// Whether a class code is a core chipset function the host cannot give away even
-/// when it shares a slot with passable-looking functions (Intel's PCH puts LPC, audio,
-/// SMBus, SPI and the onboard NIC all at 00:1f): ISA/LPC bridges (06 01) and SMBus
-/// controllers (0c 05).
-pub fn is_platform_function(class: u32) -> bool {
-    matches!(class >> 8, 0x0601 | 0x0c05)
 }
 
 /// A short description: `Ethernet controller Intel Corporation 82574L … (driver e1000e)`.

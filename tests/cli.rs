@@ -708,6 +708,85 @@ fn vm_new_list_plan_by_name_and_rm() {
     assert_eq!(rm.status.code(), Some(2));
 }
 
+/// Two NUMA nodes (CPUs 0-4 on node 0, 5-7 on node 1, one package per node, no
+/// SMT): node 0 has the more free cores once cpu0's core stays with the host.
+fn two_nodes(f: &Fixture) {
+    let list = |node: u32| if node == 0 { "0-4\n" } else { "5-7\n" };
+    for cpu in 0..8u32 {
+        let node = u32::from(cpu >= 5);
+        let dir = format!("sys/devices/system/cpu/cpu{cpu}");
+        f.write(&format!("{dir}/online"), "1\n");
+        f.write(&format!("{dir}/node{node}/.keep"), "");
+        f.write(
+            &format!("{dir}/topology/physical_package_id"),
+            &format!("{node}\n"),
+        );
+        f.write(&format!("{dir}/topology/die_id"), "0\n");
+        f.write(&format!("{dir}/topology/core_id"), &format!("{cpu}\n"));
+        f.write(
+            &format!("{dir}/topology/thread_siblings_list"),
+            &format!("{cpu}\n"),
+        );
+        f.write(&format!("{dir}/cache/index3/level"), "3\n");
+        f.write(&format!("{dir}/cache/index3/shared_cpu_list"), list(node));
+    }
+    for node in 0..2u32 {
+        f.write(
+            &format!("sys/devices/system/node/node{node}/cpulist"),
+            list(node),
+        );
+    }
+}
+
+/// `vm check` approves the pinning `vm plan` (and so `vm run`) uses: on a host with
+/// two NUMA nodes and the GPU on node 1, the vCPUs go to node 1's CPUs in both.
+#[test]
+fn vm_check_shows_the_pinning_vm_plan_uses() {
+    let f = Fixture::new("intel-desktop");
+    two_nodes(&f);
+    for a in ["0000:01:00.0", "0000:01:00.1"] {
+        f.write(&format!("sys/bus/pci/devices/{a}/numa_node"), "1\n");
+    }
+    let spec = f.root().join("gpu.toml");
+    std::fs::write(
+        &spec,
+        "name = \"gpu\"\nmemory = \"4G\"\ncpus = 2\ndevices = [\"01:00.0\"]\n",
+    )
+    .unwrap();
+    let (_, plan) = json(&f, &["vm", "plan", spec.to_str().unwrap()]);
+    let pinned: Vec<u64> = plan["pinning"]["vcpus"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{plan:#}"))
+        .iter()
+        .map(|p| p[1].as_u64().unwrap())
+        .collect();
+    assert_eq!(plan["pinning"]["numa_node"], 1, "{plan:#}");
+    assert!(pinned.iter().all(|c| (5..8).contains(c)), "{plan:#}");
+    let (_, check) = json(&f, &["vm", "check", spec.to_str().unwrap()]);
+    let cpus: Vec<&serde_json::Value> = check["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["check"] == "cpus")
+        .collect();
+    let list = pinned
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let summary = cpus[0]["summary"].as_str().unwrap();
+    assert_eq!(cpus[0]["status"], "ok", "{check:#}");
+    assert!(
+        summary.ends_with(&format!("pinned to host CPUs {list}"))
+            || summary.ends_with(&format!(
+                "pinned to host CPUs {}-{}",
+                pinned[0],
+                pinned[pinned.len() - 1]
+            )),
+        "vm check: {summary}; vm plan: {pinned:?}"
+    );
+}
+
 #[test]
 fn vm_check_names_each_problem_with_its_remedy() {
     let f = Fixture::new("intel-desktop");

@@ -434,11 +434,18 @@ fn files_plan(root: &std::path::Path, named: &str) -> passthru::plan::enable::En
 
 fn files_plan_of(root: &std::path::Path, named: &[&str]) -> passthru::plan::enable::EnablePlan {
     let host = passthru::host::root::HostRoot::new(root);
-    let facts = passthru::plan::enable::EnableFacts::gather(&host).unwrap();
+    let snapshot = passthru::host::snapshot::HostSnapshot::gather(
+        &host,
+        passthru::host::snapshot::Needs::ENABLE,
+    )
+    .unwrap();
     let named: Vec<passthru::host::pci::PciAddress> =
         named.iter().map(|n| n.parse().unwrap()).collect();
-    passthru::plan::enable::plan(&facts, &named, passthru::plan::bind::Overrides::default())
-        .unwrap()
+    let request = passthru::plan::enable::EnableRequest {
+        named,
+        overrides: passthru::plan::bind::Overrides::default(),
+    };
+    passthru::plan::enable::plan(&snapshot, &request).unwrap()
 }
 
 /// Plans `enable` for `named` and writes its files (the commands are not run).

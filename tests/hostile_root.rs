@@ -243,11 +243,16 @@ fn links_out_of_the_root_read_nothing_outside_it() {
 /// run), so that `verify` has a setup to compare with.
 fn enable_files(root: &Path, device: &str) {
     let host = passthru::host::root::HostRoot::new(root);
-    let facts = passthru::plan::enable::EnableFacts::gather(&host).unwrap();
-    let named = [device.parse().unwrap()];
-    let plan =
-        passthru::plan::enable::plan(&facts, &named, passthru::plan::bind::Overrides::default())
-            .unwrap();
+    let snapshot = passthru::host::snapshot::HostSnapshot::gather(
+        &host,
+        passthru::host::snapshot::Needs::ENABLE,
+    )
+    .unwrap();
+    let request = passthru::plan::enable::EnableRequest {
+        named: vec![device.parse().unwrap()],
+        overrides: passthru::plan::bind::Overrides::default(),
+    };
+    let plan = passthru::plan::enable::plan(&snapshot, &request).unwrap();
     passthru::apply::Applier::new(
         host,
         Duration::from_secs(10),

@@ -15,13 +15,16 @@ use support::{assert_same, snapshot, Fixture};
 
 fn plan(root: &Path, named: &str) -> passthru::plan::enable::EnablePlan {
     let host = passthru::host::root::HostRoot::new(root);
-    let facts = passthru::plan::enable::EnableFacts::gather(&host).unwrap();
-    passthru::plan::enable::plan(
-        &facts,
-        &[named.parse().unwrap()],
-        passthru::plan::bind::Overrides::default(),
+    let snapshot = passthru::host::snapshot::HostSnapshot::gather(
+        &host,
+        passthru::host::snapshot::Needs::ENABLE,
     )
-    .unwrap()
+    .unwrap();
+    let request = passthru::plan::enable::EnableRequest {
+        named: vec![named.parse().unwrap()],
+        overrides: passthru::plan::bind::Overrides::default(),
+    };
+    passthru::plan::enable::plan(&snapshot, &request).unwrap()
 }
 
 fn applier(root: &Path) -> passthru::apply::Applier {

@@ -396,12 +396,13 @@ fn resolve_on(f: &support::Fixture, spec: &str) -> (String, Vec<String>) {
         state_dir: PathBuf::from("/var/lib/passthru/vms").join(&spec.name),
         allow_host_disks: false,
     };
-    let r = resolve(
+    let snapshot = passthru::host::snapshot::HostSnapshot::gather_for_vm(
         &passthru::host::root::HostRoot::new(f.root()),
-        spec,
-        &options,
+        passthru::host::snapshot::Needs::VM,
+        &spec,
     )
     .unwrap();
+    let r = resolve(&snapshot, spec, &options).unwrap();
     assert!(r.blockers().is_empty(), "{:?}", r.blockers());
     (libvirt_xml(&r.plan), qemu_argv(&r.plan))
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::journal::UndoPhase;
+use super::journal::{EnablePhase, Journal, UndoPhase};
 use super::{Applier, ApplyError};
 use crate::plan::enable::{EnablePlan, Inspection, PlannedCommand};
 
@@ -90,11 +90,10 @@ impl Applier {
     }
 
     /// Journals every file the plan writes and every file its commands may change.
-    fn journal_plan(&self, plan: &EnablePlan) -> Result<(), ApplyError> {
+    fn journal_plan(&self, plan: &EnablePlan) -> Result<Journal, ApplyError> {
         let mut paths: Vec<PathBuf> = plan.files.iter().map(|f| f.path.clone()).collect();
         paths.extend(plan.snapshots.iter().cloned());
-        self.journal_files(&paths, &plan.enabled.regenerate)?;
-        Ok(())
+        self.journal_files(&paths, &plan.enabled.regenerate)
     }
 
     /// Writes the plan's files that go before the commands, or those that go after.
@@ -129,7 +128,14 @@ impl Applier {
     ) -> Result<(), ApplyError> {
         self.check_unchanged(plan)?;
         self.stop_interrupted(progress)?;
-        self.journal_plan(plan)?;
+        let mut journal = self.journal_plan(plan)?;
+        let regenerates = !plan.commands.is_empty() || !plan.inspections.is_empty();
+        if regenerates {
+            // Marked before the files change, so that whatever stops the commands (a
+            // failure, a kill) leaves the next `enable` a reason to run them again.
+            journal.enable = Some(EnablePhase::Regenerating);
+            self.save_journal(&mut journal)?;
+        }
         self.write_files(plan, false)?;
         for c in &plan.commands {
             self.run_logged(c, progress)?;
@@ -137,6 +143,12 @@ impl Applier {
         self.write_files(plan, true)?;
         for i in &plan.inspections {
             self.inspect(i, progress)?;
+        }
+        if regenerates {
+            if let Some(mut journal) = self.journal()? {
+                journal.enable = None;
+                self.save_journal(&mut journal)?;
+            }
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ use crate::plan::enable::PlannedCommand;
 
 /// Where the journal lives, relative to the root.
 pub const JOURNAL_DIR: &str = "var/lib/passthru/journal";
-const MANIFEST: &str = "var/lib/passthru/journal/journal.json";
+const MANIFEST: &str = crate::plan::enable::JOURNAL_MANIFEST;
 
 /// One file as it was before passthru changed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +79,16 @@ pub enum UndoPhase {
     Regenerating,
 }
 
+/// How far an `enable` got: its files are written, its regenerators have not all
+/// succeeded yet (cleared when they have). The next `enable` runs them again even
+/// when no file changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnablePhase {
+    /// The regenerators are running, or one failed.
+    Regenerating,
+}
+
 /// The journal's manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +102,9 @@ pub struct Journal {
     /// Set by an `undo` that restored the files (see the module's documentation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<UndoPhase>,
+    /// Set by an `enable` while its regenerators have not all succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable: Option<EnablePhase>,
 }
 
 impl Applier {

@@ -36,7 +36,7 @@ use super::{Applier, ApplyError};
 use crate::host::cpu::parse_cpu_list;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
-use crate::plan::bind::host_state::HostState;
+use crate::host::snapshot::{HostSnapshot, Needs};
 use crate::plan::bind::{self, Overrides, Refusal, VFIO_PCI};
 use crate::vm::disk::{self, DiskError};
 use crate::vm::hugepages::{pool_dir, HugepagePlan};
@@ -430,11 +430,11 @@ impl Session<'_> {
     fn give_back(&mut self, progress: &mut dyn FnMut(&str)) -> Vec<String> {
         let addrs: Vec<String> = self.bound.iter().map(ToString::to_string).collect();
         let remedy = format!("run `passthru unbind {}`", addrs.join(" "));
-        let g = match HostState::read(self.root).map(|(g, _)| g) {
+        let g = match HostSnapshot::gather(self.root, Needs::BIND) {
             Ok(g) => g,
             Err(e) => return vec![format!("devices not given back: {e}; {remedy}")],
         };
-        let inputs = g.inputs();
+        let inputs = g.bind_inputs();
         let plan = match bind::plan_unbind(&inputs, &self.bound) {
             Ok(mut p) => {
                 // Only what this run took: the rest of a group that was on vfio-pci
@@ -544,11 +544,12 @@ pub fn run(
     let bind_plan = if plan.devices.is_empty() {
         None
     } else {
-        let (g, _) = HostState::read(root)?;
-        Some(
-            bind::plan_bind(&g.inputs(), &plan.devices, options.overrides)
-                .map_err(RunError::Refused)?,
-        )
+        let snapshot = HostSnapshot::gather(root, Needs::BIND)?;
+        let request = bind::BindRequest {
+            named: plan.devices.clone(),
+            overrides: options.overrides,
+        };
+        Some(bind::plan(&snapshot, &request).map_err(RunError::Refused)?)
     };
     let signals = SignalGuard::install();
     let mut session = Session {

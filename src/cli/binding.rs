@@ -13,7 +13,7 @@ use crate::apply::bind::GroupNode;
 use crate::apply::Applier;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
-use crate::plan::bind::host_state::HostState;
+use crate::host::snapshot::{HostSnapshot, Needs};
 use crate::plan::bind::{self, Overrides, Plan, Refusal, Target};
 
 /// The `--json` document of `bind` and `unbind`.
@@ -36,10 +36,10 @@ struct Failure {
 }
 
 /// Reads the host for the bind planner, warning about damaged bind records.
-pub(super) fn read_host(root: &HostRoot) -> anyhow::Result<HostState> {
-    let (state, errors) = HostState::read(root)?;
-    for e in errors {
-        eprintln!("passthru: warning: {}", crate::error::error_chain(&e));
+pub(super) fn read_host(root: &HostRoot) -> anyhow::Result<HostSnapshot> {
+    let state = HostSnapshot::gather(root, Needs::BIND)?;
+    for e in &state.record_errors {
+        eprintln!("passthru: warning: {}", crate::error::error_chain(e));
     }
     Ok(state)
 }
@@ -131,7 +131,7 @@ pub(super) fn bind(
         require_live(root, "bind")?;
     }
     let g = read_host(root)?;
-    let inputs = g.inputs();
+    let inputs = g.bind_inputs();
     let named = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
     let by_name = targets.iter().any(|t| matches!(t, Target::Name(_)));
     if by_name && !opts.yes && !opts.dry_run {
@@ -227,7 +227,7 @@ pub(super) fn unbind(
         require_live(root, "unbind")?;
     }
     let g = read_host(root)?;
-    let inputs = g.inputs();
+    let inputs = g.bind_inputs();
     let named = if all {
         Vec::new()
     } else {

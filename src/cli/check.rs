@@ -8,6 +8,7 @@ use super::EXIT_PROBLEMS;
 use crate::check::{self, CheckReport, Status};
 use crate::host::facts::HostFacts;
 use crate::host::root::HostRoot;
+use crate::host::snapshot::{HostSnapshot, Needs};
 
 /// `passthru check`.
 pub(super) fn check(
@@ -17,10 +18,11 @@ pub(super) fn check(
     kernel_config: Option<&Path>,
     style: &Style,
 ) -> anyhow::Result<u8> {
-    let facts = HostFacts::gather(root);
-    let report = check::run(&facts);
+    let snapshot = HostSnapshot::gather(root, Needs::CHECK)?;
+    let facts = snapshot.facts()?;
+    let report = check::run(facts);
     if let Some(path) = kernel_config {
-        let fragment = check::kernel_config_fragment(&facts);
+        let fragment = check::kernel_config_fragment(facts);
         if path.as_os_str() == "-" {
             print!("{fragment}");
         } else {
@@ -36,7 +38,7 @@ pub(super) fn check(
     if json {
         print_json(&report)?;
     } else if kernel_config != Some(Path::new("-")) {
-        print!("{}", render_check(&report, &facts, verbose, style));
+        print!("{}", render_check(&report, facts, verbose, style));
     }
     Ok(if report.failed() { EXIT_PROBLEMS } else { 0 })
 }

@@ -6,10 +6,9 @@ use clap::ValueEnum;
 
 use super::output::print_json;
 use crate::host::pci::device::DeviceKind;
-use crate::host::pci::names::PciNames;
 use crate::host::root::HostRoot;
-use crate::host::usage;
-use crate::list::{self, Filter, HostUse};
+use crate::host::snapshot::{HostSnapshot, Needs};
+use crate::list::{self, Filter};
 
 /// `list --class`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,19 +53,8 @@ pub(super) fn list(
         kinds.insert(DeviceKind::Gpu);
     }
     let filter = Filter { kinds, group };
-    let devices = crate::host::pci::device::read_all(root)?;
-    let host = HostUse {
-        root_disks: usage::root_disk_controllers(root).unwrap_or_default(),
-        route_nics: usage::default_route_nics(root).unwrap_or_default(),
-        storage: usage::storage_in_use(root, root.is_system()).unwrap_or_default(),
-        held_by_passthru: crate::host::records::read_all(root)
-            .0
-            .iter()
-            .map(|r| (r.address, r.since))
-            .collect(),
-    };
-    let names = PciNames::load();
-    let report = list::build(&devices, &names, &host, &filter);
+    let snapshot = HostSnapshot::gather(root, Needs::LIST)?;
+    let report = list::build(&snapshot.devices, &snapshot.names, &snapshot.usage, &filter);
     if let Some(g) = group {
         if report.groups.is_empty() {
             anyhow::bail!("there is no IOMMU group {g} (see `passthru list`)");

@@ -13,12 +13,12 @@ use super::{print_json, ChangeOptions, EXIT_ERROR, EXIT_PROBLEMS};
 use crate::apply::journal::Journal;
 use crate::apply::{Applier, ApplyError};
 use crate::check::{Finding, Status};
-use crate::host::pci::names::PciNames;
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
+use crate::host::snapshot::{HostSnapshot, Needs};
 use crate::plan::bind::{self, Overrides, Refusal};
 use crate::plan::disable::{self, DisableError, Remaining};
-use crate::plan::enable::{self, EnableError, EnableFacts, EnablePlan, Enabled};
+use crate::plan::enable::{self, EnableError, EnablePlan, EnableRequest, Enabled};
 use crate::plan::verify;
 
 #[derive(Debug, Serialize)]
@@ -185,36 +185,25 @@ fn report_refusals(
     Ok(EXIT_PROBLEMS)
 }
 
-/// What target resolution needs, for the devices as they are now.
-fn inputs<'a>(
-    facts: &'a EnableFacts,
-    names: &'a PciNames,
-    holders: &'a crate::host::holders::Holders,
-) -> bind::Inputs<'a> {
-    bind::Inputs {
-        devices: &facts.devices,
-        names,
-        host: &facts.host,
-        holders,
-        console_on_framebuffer: true,
-        records: &facts.records,
-    }
-}
-
 /// Plans and (unless a dry run) applies `named`.
 fn plan_and_apply(
     json: bool,
     action: &'static str,
     root: &HostRoot,
-    facts: &EnableFacts,
+    snapshot: &HostSnapshot,
     named: &[PciAddress],
     overrides: Overrides,
     opts: ChangeOptions,
 ) -> anyhow::Result<u8> {
-    let plan = match enable::plan(facts, named, overrides) {
+    let request = EnableRequest {
+        named: named.to_vec(),
+        overrides,
+    };
+    let plan = match enable::plan(snapshot, &request) {
         Ok(p) => p,
         Err(EnableError::Refused(r)) => return report_refusals(json, action, opts.dry_run, &r),
         Err(EnableError::Target(t)) => bail!(t),
+        Err(EnableError::Snapshot(e)) => return Err(e.into()),
     };
     if !json {
         print_plan(&plan);
@@ -298,18 +287,16 @@ pub(super) fn enable(
     if !opts.dry_run {
         require_live(root, "enable")?;
     }
-    let facts = EnableFacts::gather(root)?;
-    let names = PciNames::load();
-    let holders = crate::host::holders::Holders::new();
-    let inputs = inputs(&facts, &names, &holders);
+    let snapshot = HostSnapshot::gather(root, Needs::ENABLE)?;
+    let inputs = enable::boot_inputs(&snapshot);
     let mut named = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
     // Enabling more devices adds them to what is enabled already.
-    if let Some(prev) = &facts.previous {
+    if let Some(prev) = &enable::previous(&snapshot) {
         named.extend(prev.named.iter().copied());
         named.sort();
         named.dedup();
     }
-    plan_and_apply(json, "enable", root, &facts, &named, overrides, opts)
+    plan_and_apply(json, "enable", root, &snapshot, &named, overrides, opts)
 }
 
 /// `passthru disable`.
@@ -323,15 +310,13 @@ pub(super) fn disable(
     if !opts.dry_run {
         require_live(root, "disable")?;
     }
-    let facts = EnableFacts::gather(root)?;
-    let Some(prev) = facts.previous.clone() else {
+    let snapshot = HostSnapshot::gather(root, Needs::ENABLE)?;
+    let Some(prev) = enable::previous(&snapshot) else {
         bail!("nothing is enabled (no /{})", enable::ENABLED_STATE);
     };
-    let names = PciNames::load();
-    let holders = crate::host::holders::Holders::new();
-    let inputs = inputs(&facts, &names, &holders);
+    let inputs = enable::boot_inputs(&snapshot);
     let remove = bind::resolve_targets(&targets, &inputs).map_err(anyhow::Error::msg)?;
-    let remaining = match disable::remaining(&prev.named, &remove, &facts.devices) {
+    let remaining = match disable::remaining(&prev.named, &remove, &snapshot.devices) {
         Ok(Remaining::Some(left)) => left,
         Ok(Remaining::None) => {
             if !json {
@@ -347,7 +332,7 @@ pub(super) fn disable(
         json,
         "disable",
         root,
-        &facts,
+        &snapshot,
         &remaining,
         Overrides::default(),
         opts,
@@ -469,9 +454,8 @@ pub(super) fn verify(json: bool, root: &HostRoot) -> anyhow::Result<u8> {
             enable::ENABLED_STATE
         ),
     };
-    let facts = crate::host::facts::HostFacts::gather(root);
-    let devices = crate::host::pci::device::read_all(root)?;
-    let findings = verify::verify(&enabled, &facts, &devices);
+    let snapshot = HostSnapshot::gather(root, Needs::VERIFY)?;
+    let findings = verify::verify(&enabled, snapshot.facts()?, &snapshot.devices);
     let items: Vec<VerifyItem> = findings.iter().map(VerifyItem::from).collect();
     let ok = items.iter().all(|i| i.ok);
     if json {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::output::{keys_sorted, print_json};
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
+use crate::host::snapshot::{HostSnapshot, Needs};
 use crate::vm::new::{NewVm, NewVmHost};
 use crate::vm::plan::Accel;
 use crate::vm::resolve::{self, Resolution, ResolveOptions};
@@ -28,7 +29,8 @@ pub(super) fn load(
         state_dir: store::state_dir(&spec.name),
         allow_host_disks,
     };
-    Ok(resolve::resolve(root, spec, &options)?)
+    let snapshot = HostSnapshot::gather_for_vm(root, Needs::VM, &spec)?;
+    Ok(resolve::resolve(&snapshot, spec, &options)?)
 }
 
 /// [`load`], for a command that starts the VM on this host (`vm run`, `vm define`,

@@ -9,6 +9,7 @@ use super::output::print_json;
 use crate::check::{Finding, Status};
 use crate::host::pci::PciAddress;
 use crate::host::root::HostRoot;
+use crate::host::snapshot::{HostSnapshot, Needs};
 use crate::vm::plan::Accel;
 use crate::vm::store;
 
@@ -46,8 +47,11 @@ impl<'a> From<&'a Finding> for FindingJson<'a> {
 pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> anyhow::Result<u8> {
     use crate::vm::check::{self as vmcheck, CheckInputs, QemuCaps};
     let (_, spec) = store::load(arg)?;
-    let gathered = super::binding::read_host(root)?;
-    let inputs = gathered.inputs();
+    let gathered = HostSnapshot::gather_for_vm(root, Needs::BIND, &spec)?;
+    for e in &gathered.record_errors {
+        eprintln!("passthru: warning: {}", crate::error::error_chain(e));
+    }
+    let inputs = gathered.bind_inputs();
     // What `passthru bind` would say about the devices that can be found.
     let found: Vec<PciAddress> = spec
         .devices
@@ -82,6 +86,8 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
     } else {
         Err("QEMU was not run: --root is another host's tree".into())
     };
+    // The decisions `vm run` and `vm define` take, for the devices as found.
+    let decisions = crate::vm::resolve::decide(&gathered, &spec, found.first().copied(), false)?;
     let findings = vmcheck::check(
         root,
         &spec,
@@ -90,6 +96,7 @@ pub(super) fn check(json: bool, root: &HostRoot, arg: &Path, accel: Accel) -> an
             bind_refusals,
             qemu,
             accel,
+            decisions,
         },
     );
     let failed = findings.iter().any(|f| f.status == Status::Fail);

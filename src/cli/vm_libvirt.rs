@@ -139,7 +139,8 @@ fn refuse_disks_in_use(
         disk_in_use: allow,
         ..Default::default()
     };
-    let refusals = super::binding::read_host(root)?.storage_refusals(devices, o);
+    let refusals =
+        crate::plan::bind::storage_refusals(&super::binding::read_host(root)?, devices, o);
     if refusals.is_empty() {
         return Ok(None);
     }

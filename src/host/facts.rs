@@ -301,6 +301,36 @@ fn kvm_api_version(file: &std::fs::File) -> Option<i32> {
 }
 
 impl HostFacts {
+    /// Facts of which nothing is known: every part unknown or absent, for snapshots
+    /// built in memory (a test sets the parts it plans from). `root` is kept only
+    /// as where the facts would have come from.
+    pub fn unknown(root: HostRoot) -> Self {
+        let why = || "not read".to_string();
+        Self {
+            root,
+            cpu: Err(why()),
+            topology: Err(why()),
+            release: None,
+            cmdline: Err(why()),
+            config: Ok(None),
+            modules: Ok(None),
+            loaded: Err(why()),
+            log: Ok(None),
+            iommu_log: IommuLog::default(),
+            acpi: AcpiTables::default(),
+            acpi_visible: false,
+            iommu_units: Vec::new(),
+            groups: Err(why()),
+            kvm: KvmNode::Missing,
+            tools: Tools::default(),
+            hugepages: Err(why()),
+            distro: Distro::default(),
+            unsafe_interrupts_allowed: false,
+        }
+    }
+}
+
+impl HostFacts {
     /// Reads every fact from `root`.
     pub fn gather(root: &HostRoot) -> Self {
         let release = read_release(root).ok().flatten();

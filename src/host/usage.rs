@@ -24,6 +24,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 
 use crate::host::pci::address::PciAddress;
+use crate::host::records::BindRecord;
 use crate::host::root::{HostError, HostRoot};
 
 /// A PCI controller that the root filesystem lives on.
@@ -792,6 +793,49 @@ pub fn default_route_nics(root: &HostRoot) -> Result<Vec<RouteNic>, HostError> {
         }
     }
     Ok(out)
+}
+
+/// What the host uses: the devices `list` marks and `bind`, `enable` and the VM
+/// commands refuse (or take only when told to).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostUse {
+    /// Root-disk controllers.
+    pub root_disks: Vec<RootDiskController>,
+    /// Default-route NICs.
+    pub route_nics: Vec<RouteNic>,
+    /// Disks the host uses besides the root disk, per controller.
+    pub storage: Vec<StorageUse>,
+    /// Devices `passthru bind` holds, with the time it took them (Unix seconds).
+    pub held_by_passthru: Vec<(PciAddress, u64)>,
+}
+
+impl HostUse {
+    /// Reads what the host uses on `root`; `records` are passthru's bind records
+    /// (the devices it holds). A part that cannot be read is empty: it then marks
+    /// nothing.
+    pub fn read(root: &HostRoot, records: &[BindRecord]) -> Self {
+        Self {
+            root_disks: root_disk_controllers(root).unwrap_or_default(),
+            route_nics: default_route_nics(root).unwrap_or_default(),
+            storage: storage_in_use(root, root.is_system()).unwrap_or_default(),
+            held_by_passthru: records.iter().map(|r| (r.address, r.since)).collect(),
+        }
+    }
+}
+
+/// Whether a class code is a bridge that stays with the host when its group is
+/// passed through: host bridges (06 00) and PCI-to-PCI bridges (06 04, 06 09). Other
+/// "bridges" (ISA/LPC 06 01) are chipset devices the host uses.
+pub fn is_host_side_bridge(class: u32) -> bool {
+    matches!(class >> 8, 0x0600 | 0x0604 | 0x0609)
+}
+
+/// Whether a class code is a core chipset function the host cannot give away even
+/// when it shares a slot with passable-looking functions (Intel's PCH puts LPC, audio,
+/// SMBus, SPI and the onboard NIC all at 00:1f): ISA/LPC bridges (06 01) and SMBus
+/// controllers (0c 05).
+pub fn is_platform_function(class: u32) -> bool {
+    matches!(class >> 8, 0x0601 | 0x0c05)
 }
 
 #[cfg(test)]

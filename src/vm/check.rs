@@ -6,23 +6,23 @@
 //! option, the TPM emulator backend, the network backend), each missing part named
 //! with the package that brings it on this distribution ([`qemu_finding`]).
 //!
-//! Host files are read through the [`HostRoot`]; QEMU's capabilities come from a
+//! The vCPU placement, hugepages, firmware, memory and host disks are the decisions
+//! of the resolution `vm run` and `vm define` use ([`super::resolve::decide`]), so
+//! what `check` approves is what starts. Other host files are read through the
+//! [`HostRoot`]; QEMU's capabilities come from a
 //! [`QemuCaps`] the caller obtained (by running QEMU on a live host, see
 //! [`super::qemu`]), so the checks run on captured roots and in tests too.
 
 use std::path::Path;
 
-use super::hugepages::{self, HugepageFacts};
 use super::identity;
-use super::pinning::{self, CpuRequest};
 use super::plan::{Accel, VmPlan};
 pub use super::qemu::QemuCaps;
 use super::qemu::QemuVersion;
-use super::resolve::find_ovmf;
-use super::spec::{Cpus, Display, Network, VmSpec};
+use super::resolve::{Decisions, ResolveError};
+use super::spec::{Display, Network, VmSpec};
 use crate::check::platform::{self, Need, QemuModule};
 use crate::check::Status;
-use crate::host::cpu::CpuTopology;
 use crate::host::facts::{Distro, QemuModuleDir};
 use crate::host::pci::PciDevice;
 use crate::host::root::HostRoot;
@@ -303,6 +303,8 @@ pub struct CheckInputs<'a> {
     pub qemu: Result<QemuCaps, String>,
     /// KVM or TCG.
     pub accel: Accel,
+    /// The resolution's decisions for the spec (see [`super::resolve::decide`]).
+    pub decisions: Decisions,
 }
 
 /// Runs every check for `spec`.
@@ -371,49 +373,37 @@ pub fn check(root: &HostRoot, spec: &VmSpec, inputs: &CheckInputs<'_>) -> Vec<Vm
             out.push(f);
         }
     }
-    // vCPUs.
-    match CpuTopology::read(root) {
-        Ok(topology) => {
-            let request = match &spec.cpus {
-                Cpus::Count(n) => Ok(CpuRequest::Count(*n)),
-                Cpus::Host(l) => crate::host::cpu::parse_cpu_list(l)
-                    .map(CpuRequest::Host)
-                    .map_err(|e| e.to_string()),
-            };
-            match request.map(|r| pinning::plan(&topology, &r, None)) {
-                Ok(Ok(p)) => out.push(finding(
-                    "cpus",
-                    Status::Ok,
-                    format!(
-                        "{} vCPUs pinned to host CPUs {}",
-                        p.vcpus.len(),
-                        crate::host::cpu::format_cpu_list(
-                            &p.vcpus.iter().map(|(_, h)| *h).collect::<Vec<_>>()
-                        )
-                    ),
-                )),
-                Ok(Err(e)) => out.push(
-                    finding("cpus", Status::Fail, e.to_string())
-                        .remedy("change cpus in `passthru vm edit`"),
-                ),
-                Err(e) => out.push(finding("cpus", Status::Fail, e)),
-            }
-        }
+    // vCPUs, hugepages and firmware: the decisions `vm run` and `vm define` act on.
+    let d = &inputs.decisions;
+    match &d.pinning {
+        Ok(p) => out.push(finding(
+            "cpus",
+            Status::Ok,
+            format!(
+                "{} vCPUs pinned to host CPUs {}",
+                p.vcpus.len(),
+                crate::host::cpu::format_cpu_list(
+                    &p.vcpus.iter().map(|(_, h)| *h).collect::<Vec<_>>()
+                )
+            ),
+        )),
+        Err(ResolveError::Pinning(e)) => out.push(
+            finding("cpus", Status::Fail, e.to_string())
+                .remedy("change cpus in `passthru vm edit`"),
+        ),
+        Err(ResolveError::CpuList(e)) => out.push(finding("cpus", Status::Fail, e.clone())),
         Err(e) => out.push(finding("cpus", Status::Unknown, e.to_string())),
     }
-    // Hugepages.
-    if spec.hugepages {
-        match hugepages::plan(&HugepageFacts::read(root), spec.memory_mib()) {
-            Ok(p) => out.push(finding("hugepages", Status::Ok, p.reason)),
-            Err(e) => out.push(
-                finding("hugepages", Status::Fail, e.to_string())
-                    .remedy("or set hugepages = false in `passthru vm edit`"),
-            ),
-        }
+    match &d.hugepages {
+        Some(Ok(p)) => out.push(finding("hugepages", Status::Ok, p.reason.clone())),
+        Some(Err(e)) => out.push(
+            finding("hugepages", Status::Fail, e.to_string())
+                .remedy("or set hugepages = false in `passthru vm edit`"),
+        ),
+        None => {}
     }
-    // Firmware and TPM.
     if spec.firmware.uefi {
-        match find_ovmf(root, spec.firmware.secure_boot) {
+        match &d.ovmf {
             Some(o) => out.push(finding(
                 "firmware",
                 Status::Ok,
@@ -490,11 +480,11 @@ pub fn check(root: &HostRoot, spec: &VmSpec, inputs: &CheckInputs<'_>) -> Vec<Vm
         }
     }
     // Paths that are no disks, and block devices the host uses.
-    for b in super::hostdisk::disk_blockers(root, spec, false) {
-        out.push(finding("disks", Status::Fail, b));
+    for b in &d.disk_blockers {
+        out.push(finding("disks", Status::Fail, b.clone()));
     }
-    if let Some(b) = super::hostdisk::memory_blocker(root, spec) {
-        out.push(finding("memory", Status::Fail, b).remedy("give the VM less memory"));
+    if let Some(b) = &d.memory_blocker {
+        out.push(finding("memory", Status::Fail, b.clone()).remedy("give the VM less memory"));
     }
     for iso in &spec.isos {
         if !exists(root, iso) {
@@ -896,11 +886,14 @@ path = "/vms/t.qcow2"
 size = "8G"
 "#,
         );
+        use crate::host::snapshot::{HostSnapshot, Needs};
+        let snapshot = HostSnapshot::gather_for_vm(&root, Needs::VM, &s).unwrap();
         let inputs = CheckInputs {
             devices: &[],
             bind_refusals: Vec::new(),
             qemu: Ok(QemuCaps::parse_device_help(DEVICE_HELP)),
             accel: Accel::Kvm,
+            decisions: super::super::resolve::decide(&snapshot, &s, None, false).unwrap(),
         };
         let f = check(&root, &s, &inputs);
         let by = |c: &str| f.iter().filter(|x| x.id == c).collect::<Vec<_>>();

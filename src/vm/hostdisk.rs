@@ -114,12 +114,40 @@ impl HostUse {
     }
 }
 
+/// Why one disk of a spec cannot be given to the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskProblem {
+    /// What is wrong, and what to do.
+    pub text: String,
+    /// The disk is something the host uses (`--allow-disk-in-use` accepts it);
+    /// otherwise it is no disk at all.
+    pub host_use: bool,
+}
+
 /// Why the disks of `spec` cannot be given to the VM, each with what to do: paths that
 /// are no disk at all, and — unless `allow_host_disks` — block devices (or swap
 /// files) the host uses. Disks that do not exist yet are fine (they are created).
 pub fn disk_blockers(root: &HostRoot, spec: &VmSpec, allow_host_disks: bool) -> Vec<String> {
+    blockers_of(&disk_problems(root, spec), allow_host_disks)
+}
+
+/// The texts of `problems`, without those `allow_host_disks` accepts.
+pub fn blockers_of(problems: &[DiskProblem], allow_host_disks: bool) -> Vec<String> {
+    problems
+        .iter()
+        .filter(|p| !(allow_host_disks && p.host_use))
+        .map(|p| p.text.clone())
+        .collect()
+}
+
+/// Every problem of the disks of `spec` (see [`disk_blockers`]).
+pub fn disk_problems(root: &HostRoot, spec: &VmSpec) -> Vec<DiskProblem> {
     let use_ = HostUse::read(root);
     let mut out = Vec::new();
+    let no_disk = |text: String| DiskProblem {
+        text,
+        host_use: false,
+    };
     for d in &spec.disks {
         let shown = d.path.display();
         let rel = d.path.strip_prefix("/").unwrap_or(&d.path);
@@ -128,23 +156,20 @@ pub fn disk_blockers(root: &HostRoot, spec: &VmSpec, allow_host_disks: bool) -> 
         };
         let t = meta.file_type();
         if t.is_dir() {
-            out.push(format!(
+            out.push(no_disk(format!(
                 "disk {shown} is a directory: a disk is an image file or a block device"
-            ));
+            )));
             continue;
         }
         if t.is_char_device() || t.is_fifo() || t.is_socket() {
-            out.push(format!(
+            out.push(no_disk(format!(
                 "disk {shown} is not an image file or a block device (it is a {})",
                 if t.is_char_device() {
                     "character device"
                 } else {
                     "pipe or socket"
                 }
-            ));
-            continue;
-        }
-        if allow_host_disks {
+            )));
             continue;
         }
         let uses = if t.is_block_device() {
@@ -155,11 +180,14 @@ pub fn disk_blockers(root: &HostRoot, spec: &VmSpec, allow_host_disks: bool) -> 
             Vec::new()
         };
         if !uses.is_empty() {
-            out.push(format!(
-                "disk {shown} {}: the guest would overwrite the host's own data \
-                 (pass --allow-disk-in-use if this is really meant)",
-                uses.join(", ")
-            ));
+            out.push(DiskProblem {
+                text: format!(
+                    "disk {shown} {}: the guest would overwrite the host's own data \
+                     (pass --allow-disk-in-use if this is really meant)",
+                    uses.join(", ")
+                ),
+                host_use: true,
+            });
         }
     }
     out
@@ -188,7 +216,12 @@ pub fn mem_total_mib(root: &HostRoot) -> Option<u64> {
 
 /// Why the VM's memory cannot be had on this host: more than the host has in all.
 pub fn memory_blocker(root: &HostRoot, spec: &VmSpec) -> Option<String> {
-    let total = mem_total_mib(root)?;
+    memory_blocker_of(mem_total_mib(root), spec)
+}
+
+/// [`memory_blocker`] for a host with `total` MiB (`None`: unknown, no blocker).
+pub fn memory_blocker_of(total: Option<u64>, spec: &VmSpec) -> Option<String> {
+    let total = total?;
     (spec.memory_mib() > total).then(|| {
         format!(
             "memory: {} is more than this host has ({total} MiB in all, MemTotal in \

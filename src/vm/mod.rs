@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod disk;
+pub mod host;
 pub mod hostdisk;
 pub mod hugepages;
 pub mod identity;

@@ -1,80 +1,31 @@
 //! A spec resolved against one host: its devices found (by address or identity) and
 //! completed to whole IOMMU groups, vCPUs pinned, firmware located, hugepages planned.
-//! The result, a [`Resolution`], feeds the renderers, `vm check`, `vm run` and
-//! `vm define` alike, so they all act on the same decisions.
+//! The result, a [`Resolution`], feeds the renderers, `vm run` and `vm define`, and
+//! `vm check` judges the same [`Decisions`], so they all act on the same choices.
+//!
+//! Resolving reads nothing: it plans from a [`HostSnapshot`] gathered for the spec
+//! ([`HostSnapshot::gather_for_vm`], which reads the [`VmHost`] part: firmware
+//! files, hugepage pools, memory, the spec's disks).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::hostdisk;
-use super::hugepages::{self, HugepageError, HugepageFacts, HugepagePlan};
+use super::hugepages::{self, HugepageError, HugepagePlan};
 use super::identity::{self, IdentityError};
-use super::pinning::{self, CpuRequest, PinningError};
+use super::pinning::{self, CpuRequest, PinningError, PinningPlan};
 use super::plan::{Accel, Ovmf, VmPlan};
 use super::spec::{Cpus, VmSpec};
-use crate::host::cpu::{CpuInfo, CpuTopology, CpuVendor};
 use crate::host::pci::device::PciError;
 use crate::host::pci::{PciAddress, PciDevice};
-use crate::host::root::{HostError, HostRoot};
-use crate::list::is_host_side_bridge;
+use crate::host::root::HostError;
+use crate::host::snapshot::{HostSnapshot, NotGathered};
 
-/// UEFI code and variable-store templates, by distribution: (code, vars, Secure Boot).
-const OVMF_PAIRS: &[(&str, &str, bool)] = &[
-    (
-        "usr/share/OVMF/OVMF_CODE_4M.ms.fd",
-        "usr/share/OVMF/OVMF_VARS_4M.ms.fd",
-        true,
-    ),
-    (
-        "usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
-        "usr/share/OVMF/OVMF_VARS_4M.ms.fd",
-        true,
-    ),
-    (
-        "usr/share/edk2/ovmf/OVMF_CODE.secboot.fd",
-        "usr/share/edk2/ovmf/OVMF_VARS.secboot.fd",
-        true,
-    ),
-    (
-        "usr/share/edk2/x64/OVMF_CODE.secboot.4m.fd",
-        "usr/share/edk2/x64/OVMF_VARS.4m.fd",
-        true,
-    ),
-    (
-        "usr/share/OVMF/OVMF_CODE_4M.fd",
-        "usr/share/OVMF/OVMF_VARS_4M.fd",
-        false,
-    ),
-    (
-        "usr/share/OVMF/OVMF_CODE.fd",
-        "usr/share/OVMF/OVMF_VARS.fd",
-        false,
-    ),
-    (
-        "usr/share/edk2/ovmf/OVMF_CODE.fd",
-        "usr/share/edk2/ovmf/OVMF_VARS.fd",
-        false,
-    ),
-    (
-        "usr/share/edk2/x64/OVMF_CODE.4m.fd",
-        "usr/share/edk2/x64/OVMF_VARS.4m.fd",
-        false,
-    ),
-];
-
-/// The UEFI firmware on `root` (Debian's `ovmf`, Fedora's and Arch's `edk2-ovmf`).
-pub fn find_ovmf(root: &HostRoot, secure_boot: bool) -> Option<Ovmf> {
-    OVMF_PAIRS
-        .iter()
-        .filter(|(_, _, sb)| *sb == secure_boot)
-        .find(|(code, vars, _)| root.exists(code) && root.exists(vars))
-        .map(|(code, vars, _)| Ovmf {
-            code: Path::new("/").join(code),
-            vars_template: Path::new("/").join(vars),
-        })
-}
+pub use super::host::{find_ovmf, VmHost};
+use crate::host::usage::is_host_side_bridge;
 
 /// How to resolve.
 #[derive(Debug, Clone, Default)]
@@ -156,7 +107,10 @@ pub enum ResolveError {
     Pci(#[from] PciError),
     /// The CPU topology could not be read.
     #[error(transparent)]
-    Host(#[from] HostError),
+    Topology(Arc<HostError>),
+    /// The snapshot lacks a part resolving needs.
+    #[error(transparent)]
+    NotGathered(#[from] NotGathered),
     /// The vCPUs cannot be placed.
     #[error(transparent)]
     Pinning(#[from] PinningError),
@@ -208,44 +162,92 @@ fn expand(spec: &VmSpec, devices: &[PciDevice]) -> Result<Expanded, ResolveError
     Ok((found, out, notes))
 }
 
-/// Resolves `spec` on `root`.
+/// The decisions a resolution makes beyond the devices: the vCPUs' pinning (or why
+/// there is none), the hugepages, the firmware and what the host itself stands
+/// against. [`resolve`] builds its [`Resolution`] from them, and `vm check` judges
+/// the same ones, so it approves exactly the layout `vm run` and `vm define` use.
+#[derive(Debug)]
+pub struct Decisions {
+    /// The pinning, near the NUMA node of the main device.
+    pub pinning: Result<PinningPlan, ResolveError>,
+    /// The hugepage plan, when the spec asks for hugepages.
+    pub hugepages: Option<Result<HugepagePlan, HugepageError>>,
+    /// The UEFI firmware, when the spec boots UEFI and the host has it.
+    pub ovmf: Option<Ovmf>,
+    /// More memory than the host has (see [`hostdisk::memory_blocker`]).
+    pub memory_blocker: Option<String>,
+    /// Disks that are none, or that the host uses (see [`hostdisk::disk_blockers`]).
+    pub disk_blockers: Vec<String>,
+    /// Whether the host's CPU is AMD's.
+    pub amd: bool,
+}
+
+/// The decisions for `spec` on the host `snapshot` describes, with `main` its first
+/// device as found there (its NUMA node is where the vCPUs go).
+pub fn decide(
+    snapshot: &HostSnapshot,
+    spec: &VmSpec,
+    main: Option<PciAddress>,
+    allow_host_disks: bool,
+) -> Result<Decisions, NotGathered> {
+    let vm = snapshot.vm()?;
+    let node = main
+        .and_then(|a| snapshot.devices.iter().find(|d| d.address == a))
+        .and_then(|d| d.numa_node)
+        .and_then(|n| u32::try_from(n).ok());
+    let pinning = (|| {
+        let topology = vm
+            .topology
+            .as_ref()
+            .map_err(|e| ResolveError::Topology(Arc::clone(e)))?;
+        let request = match &spec.cpus {
+            Cpus::Count(n) => CpuRequest::Count(*n),
+            Cpus::Host(list) => CpuRequest::Host(
+                crate::host::cpu::parse_cpu_list(list)
+                    .map_err(|e| ResolveError::CpuList(e.to_string()))?,
+            ),
+        };
+        Ok(pinning::plan(topology, &request, node)?)
+    })();
+    Ok(Decisions {
+        pinning,
+        hugepages: spec
+            .hugepages
+            .then(|| hugepages::plan(&vm.hugepages, spec.memory_mib())),
+        ovmf: if spec.firmware.uefi {
+            vm.ovmf.clone()
+        } else {
+            None
+        },
+        memory_blocker: hostdisk::memory_blocker_of(vm.mem_total_mib, spec),
+        disk_blockers: hostdisk::blockers_of(&vm.disks, allow_host_disks),
+        amd: vm.amd,
+    })
+}
+
+/// Resolves `spec` on the host `snapshot` describes (gathered with
+/// [`HostSnapshot::gather_for_vm`] for this spec), reading nothing.
 pub fn resolve(
-    root: &HostRoot,
+    snapshot: &HostSnapshot,
     spec: VmSpec,
     options: &ResolveOptions,
 ) -> Result<Resolution, ResolveError> {
-    let devices = crate::host::pci::device::read_all(root)?;
-    let (found, passed, mut notes) = expand(&spec, &devices)?;
+    let devices = &snapshot.devices;
+    let (found, passed, mut notes) = expand(&spec, devices)?;
     let mut roms = BTreeMap::new();
     for (want, at) in spec.devices.iter().zip(&found) {
         if let Some(rom) = &want.rom {
             roms.insert(*at, rom.clone());
         }
     }
-    let node = found
-        .first()
-        .and_then(|a| devices.iter().find(|d| d.address == *a))
-        .and_then(|d| d.numa_node)
-        .and_then(|n| u32::try_from(n).ok());
-    let topology = CpuTopology::read(root)?;
-    let request = match &spec.cpus {
-        Cpus::Count(n) => CpuRequest::Count(*n),
-        Cpus::Host(list) => CpuRequest::Host(
-            crate::host::cpu::parse_cpu_list(list)
-                .map_err(|e| ResolveError::CpuList(e.to_string()))?,
-        ),
-    };
-    let pinning = pinning::plan(&topology, &request, node)?;
-    let amd = CpuInfo::read(root).is_ok_and(|c| c.vendor() == CpuVendor::Amd);
-    let ovmf = if spec.firmware.uefi {
-        find_ovmf(root, spec.firmware.secure_boot)
-    } else {
-        None
-    };
-    let hugepages = spec
-        .hugepages
-        .then(|| hugepages::plan(&HugepageFacts::read(root), spec.memory_mib()));
-    let hugepage_kib = match &hugepages {
+    let d = decide(
+        snapshot,
+        &spec,
+        found.first().copied(),
+        options.allow_host_disks,
+    )?;
+    let pinning = d.pinning?;
+    let hugepage_kib = match &d.hugepages {
         None => None,
         Some(Ok(p)) => {
             notes.push(p.reason.clone());
@@ -254,13 +256,11 @@ pub fn resolve(
         // Rendered with 2 MiB pages; `vm check` and `vm run` report the problem.
         Some(Err(_)) => Some(2048),
     };
-    let mut host_blockers: Vec<String> =
-        hostdisk::memory_blocker(root, &spec).into_iter().collect();
-    host_blockers.extend(hostdisk::disk_blockers(
-        root,
-        &spec,
-        options.allow_host_disks,
-    ));
+    let host_blockers = d
+        .memory_blocker
+        .into_iter()
+        .chain(d.disk_blockers)
+        .collect();
     Ok(Resolution {
         host_blockers,
         plan: VmPlan {
@@ -268,15 +268,81 @@ pub fn resolve(
             pinning,
             devices: passed,
             roms,
-            amd,
+            amd: d.amd,
             accel: options.accel,
-            ovmf,
+            ovmf: d.ovmf,
             hugepage_kib,
             state_dir: options.state_dir.clone(),
             boot_iso_first: true,
         },
-        hugepages,
+        hugepages: d.hugepages,
         notes,
         qemu_blockers: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::snapshot::in_memory;
+
+    fn spec(text: &str) -> VmSpec {
+        VmSpec::parse(text).unwrap()
+    }
+
+    fn on_desktop(vm: VmHost) -> HostSnapshot {
+        HostSnapshot {
+            vm: Some(VmHost {
+                topology: Ok(in_memory::two_nodes()),
+                ..vm
+            }),
+            ..in_memory::desktop()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_built_in_memory_resolves_near_the_device() {
+        let ovmf = Ovmf {
+            code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+            vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
+        };
+        let snapshot = on_desktop(VmHost {
+            ovmf: Some(ovmf.clone()),
+            mem_total_mib: Some(32_000),
+            ..VmHost::default()
+        });
+        let s = spec("name = \"desk\"\nmemory = \"8G\"\ncpus = 2\ndevices = [\"01:00.0\"]\n");
+        let r = resolve(&snapshot, s, &ResolveOptions::default()).unwrap();
+        let devices: Vec<String> = r.plan.devices.iter().map(ToString::to_string).collect();
+        assert_eq!(devices, ["0000:01:00.0", "0000:01:00.1"]);
+        // The GPU is on node 1, which has the fewer free cores: its node wins.
+        assert_eq!(r.plan.pinning.numa_node, Some(1));
+        let pinned: Vec<u32> = r.plan.pinning.vcpus.iter().map(|(_, h)| *h).collect();
+        assert_eq!(pinned, [5, 6]);
+        assert_eq!(r.plan.ovmf, Some(ovmf));
+        assert!(!r.plan.amd);
+        assert!(r.blockers().is_empty(), "{:?}", r.blockers());
+    }
+
+    #[test]
+    fn what_the_snapshot_lacks_blocks_the_vm() {
+        let snapshot = on_desktop(VmHost {
+            mem_total_mib: Some(4096),
+            ..VmHost::default()
+        });
+        let s = spec("name = \"desk\"\nmemory = \"8G\"\ncpus = 2\n");
+        let r = resolve(&snapshot, s.clone(), &ResolveOptions::default()).unwrap();
+        let blockers = r.blockers().join("\n");
+        assert!(blockers.contains("no UEFI firmware"), "{blockers}");
+        assert!(blockers.contains("more than this host has"), "{blockers}");
+        // The decisions `vm check` judges are the resolution's own.
+        let d = decide(&snapshot, &s, None, false).unwrap();
+        assert_eq!(d.pinning.unwrap(), r.plan.pinning);
+        // Without the VM's part the snapshot cannot be resolved.
+        let bare = in_memory::desktop();
+        assert!(matches!(
+            resolve(&bare, s, &ResolveOptions::default()),
+            Err(ResolveError::NotGathered(_))
+        ));
+    }
 }

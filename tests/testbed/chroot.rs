@@ -501,6 +501,30 @@ fn chroot_a_failing_regenerator_exits_2() {
         "after undo --json without --yes",
     );
 
+    // The files are in place but the initramfs was not rebuilt: `enable` again is no
+    // "nothing to change" — it runs the regenerators again, failing while they fail …
+    let out = c.run(&["passthru", "enable", "--yes", "01:00.0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("update-initramfs: the disk is full"),
+        "{}",
+        text(&out)
+    );
+    // … and finishing the setup once they work; only then is there nothing to change.
+    mend_tool();
+    let out = c.run(&["passthru", "enable", "--yes", "01:00.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("running `update-initramfs")
+            && !text(&out).contains("Nothing to change"),
+        "{}",
+        text(&out)
+    );
+    let out = c.run(&["passthru", "enable", "--yes", "01:00.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("Nothing to change"), "{}", text(&out));
+    break_tool();
+
     let out = c.run(&["passthru", "undo", "--yes"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(

@@ -195,12 +195,83 @@ fn optional_hex(dir: &HostDir<'_>, name: &CStr, max: u32) -> Result<Option<u32>,
         .transpose()
 }
 
+/// Who a device is: its IDs and class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    vendor_id: u16,
+    device_id: u16,
+    class: u32,
+    subsystem_vendor_id: Option<u16>,
+    subsystem_device_id: Option<u16>,
+}
+
+impl Identity {
+    /// From the device's `uevent` file, which the kernel (`pci_uevent`) fills with
+    /// `PCI_CLASS=%04X`, `PCI_ID=%04X:%04X` and `PCI_SUBSYS_ID=%04X:%04X` — the same
+    /// values as the `class`, `vendor`, `device` and `subsystem_*` attributes, in one
+    /// read instead of five — and `DRIVER=`, the bound driver's name, which the
+    /// `driver` link also gives. `None` when the IDs or the class are missing or
+    /// malformed: then the attributes and the link are read.
+    fn of_uevent(text: &str) -> Option<(Self, Option<String>)> {
+        let (mut id, mut class, mut subsys, mut driver) = (None, None, None, None);
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("DRIVER", v)) if !v.is_empty() => driver = Some(v.to_string()),
+                Some(("PCI_ID", v)) => id = Some(v),
+                Some(("PCI_CLASS", v)) => class = Some(v),
+                Some(("PCI_SUBSYS_ID", v)) => subsys = Some(v),
+                _ => {}
+            }
+        }
+        let pair = |v: &str| -> Option<(u16, u16)> {
+            let (a, b) = v.split_once(':')?;
+            let hex = |h: &str| {
+                (!h.is_empty() && h.len() <= 4)
+                    .then(|| u16::from_str_radix(h, 16).ok())
+                    .flatten()
+            };
+            Some((hex(a)?, hex(b)?))
+        };
+        let (vendor_id, device_id) = pair(id?)?;
+        let class = class?;
+        let class = (!class.is_empty() && class.len() <= 6)
+            .then(|| u32::from_str_radix(class, 16).ok())
+            .flatten()?;
+        let subsys = match subsys {
+            Some(v) => Some(pair(v)?),
+            None => None,
+        };
+        let identity = Self {
+            vendor_id,
+            device_id,
+            class,
+            subsystem_vendor_id: subsys.map(|s| s.0),
+            subsystem_device_id: subsys.map(|s| s.1),
+        };
+        Some((identity, driver))
+    }
+
+    /// From the attribute files: `vendor`, `device` and `class` required, the
+    /// subsystem IDs optional.
+    fn of_attributes(dir: &HostDir<'_>) -> Result<Self, PciError> {
+        // The limits make the narrowing casts lossless.
+        Ok(Self {
+            vendor_id: required_hex(dir, c"vendor", 0xffff)? as u16,
+            device_id: required_hex(dir, c"device", 0xffff)? as u16,
+            class: required_hex(dir, c"class", 0xff_ffff)?,
+            subsystem_vendor_id: optional_hex(dir, c"subsystem_vendor", 0xffff)?.map(|v| v as u16),
+            subsystem_device_id: optional_hex(dir, c"subsystem_device", 0xffff)?.map(|v| v as u16),
+        })
+    }
+}
+
 /// Reads one device from its real sysfs directory `sysfs_path` (relative to the host
 /// root, links resolved), from which the parent bridges are also taken.
 ///
 /// Each attribute is read once (open + read); the `driver` and `iommu_group` links are
-/// read with `readlink`, not followed. `vendor`, `device` and `class` are required; all
-/// other files may be absent. A `numa_node` of `-1` (the kernel's "no node", as on
+/// read with `readlink`, not followed. The IDs and the class come from `uevent` where
+/// it has them, else `vendor`, `device` and `class` are required; all other files may
+/// be absent. A `numa_node` of `-1` (the kernel's "no node", as on
 /// every single-socket machine) is reported as `None`.
 pub fn read_device_dir(
     root: &HostRoot,
@@ -216,15 +287,26 @@ fn read_device(
     address: PciAddress,
     sysfs_path: &Path,
 ) -> Result<PciDevice, PciError> {
-    // The limits make the narrowing casts below lossless.
-    let vendor_id = required_hex(dir, c"vendor", 0xffff)? as u16;
-    let device_id = required_hex(dir, c"device", 0xffff)? as u16;
-    let class = required_hex(dir, c"class", 0xff_ffff)?;
-    let subsystem_vendor_id = optional_hex(dir, c"subsystem_vendor", 0xffff)?.map(|v| v as u16);
-    let subsystem_device_id = optional_hex(dir, c"subsystem_device", 0xffff)?.map(|v| v as u16);
+    // The identity in one read where the kernel summarises it (`uevent`), else from the
+    // attributes one by one (trees captured without `uevent`).
+    // The kernel writes `DRIVER=` there exactly while a driver is bound (the `driver`
+    // link's name); the link is read only without a usable `uevent`.
+    let (identity, driver) = match read_attr(dir, c"uevent")?
+        .as_deref()
+        .and_then(Identity::of_uevent)
+    {
+        Some(found) => found,
+        None => (Identity::of_attributes(dir)?, link_name(dir, c"driver")?),
+    };
+    let Identity {
+        vendor_id,
+        device_id,
+        class,
+        subsystem_vendor_id,
+        subsystem_device_id,
+    } = identity;
     let revision = optional_hex(dir, c"revision", 0xff)?.map(|v| v as u8);
 
-    let driver = link_name(dir, c"driver")?;
     let group_link = dir.path_of(c"iommu_group");
     let iommu_group = match link_name(dir, c"iommu_group")? {
         Some(name) => Some(
@@ -840,5 +922,80 @@ mod tests {
         assert_eq!(all.len(), 4);
         assert_eq!(all[1].device_id, 0x11e8);
         assert_eq!(all[1].sysfs_path, PathBuf::from("/sys/devices/edu"));
+    }
+
+    /// The kernel's `uevent` summary gives the same identity as the attribute files,
+    /// in one read; a `uevent` without the IDs (or a tree captured without it) falls
+    /// back to the attributes.
+    #[test]
+    fn the_identity_is_read_from_uevent_or_else_from_the_attributes() {
+        // A real uevent of an NVMe drive (Linux 6.12).
+        let uevent = "DRIVER=nvme\nPCI_CLASS=10802\nPCI_ID=144D:A808\nPCI_SUBSYS_ID=144D:A801\n\
+                      PCI_SLOT_NAME=0000:01:00.0\n\
+                      MODALIAS=pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02\n";
+        let attributes: &[(&str, &str)] = &[
+            ("vendor", "0x144d\n"),
+            ("device", "0xa808\n"),
+            ("subsystem_vendor", "0x144d\n"),
+            ("subsystem_device", "0xa801\n"),
+            ("class", "0x010802\n"),
+            ("revision", "0x00\n"),
+        ];
+        let read = |files: &[(&str, &str)]| {
+            let tmp = tempfile::tempdir().unwrap();
+            add_device(tmp.path(), "pci0000:00/0000:01:00.0", files);
+            read_all(&HostRoot::new(tmp.path())).map(|mut all| all.remove(0))
+        };
+        let from_attributes = read(attributes).unwrap();
+        assert_eq!(
+            (
+                from_attributes.vendor_id,
+                from_attributes.device_id,
+                from_attributes.class
+            ),
+            (0x144d, 0xa808, 0x010802)
+        );
+        assert_eq!(from_attributes.driver, None);
+        // Only uevent and revision: no vendor, device or class file is needed, and
+        // DRIVER= names the bound driver as the `driver` link would.
+        let from_uevent = read(&[("uevent", uevent), ("revision", "0x00\n")]).unwrap();
+        assert_eq!(from_uevent.driver.as_deref(), Some("nvme"));
+        assert_eq!(
+            PciDevice {
+                driver: None,
+                ..from_uevent
+            },
+            from_attributes
+        );
+        let unbound = uevent.replace("DRIVER=nvme\n", "");
+        assert_eq!(
+            read(&[("uevent", &unbound), ("revision", "0x00\n")]).unwrap(),
+            from_attributes
+        );
+        // A uevent that says something else wins over stale attributes: it is read first.
+        let other = uevent.replace("PCI_ID=144D:A808", "PCI_ID=144D:A80A");
+        let mut files = attributes.to_vec();
+        files.push(("uevent", &other));
+        assert_eq!(read(&files).unwrap().device_id, 0xa80a);
+        let bad: &[&str] = &[
+            "DRIVER=nvme\nPCI_CLASS=10802\n",
+            "PCI_CLASS=10802\nPCI_ID=144D\n",
+            "PCI_CLASS=zz\nPCI_ID=144D:A808\n",
+            "PCI_CLASS=10802\nPCI_ID=144D:A808\nPCI_SUBSYS_ID=1:\n",
+        ];
+        // Without PCI_ID (or with a malformed one) the attributes are read.
+        for bad in bad {
+            let mut files = attributes.to_vec();
+            files.push(("uevent", bad));
+            assert_eq!(read(&files).unwrap(), from_attributes, "{bad}");
+            // ... and then they are required, as without a uevent.
+            let err = read(&[("uevent", bad)]).unwrap_err().to_string();
+            assert!(err.contains("0000:01:00.0/vendor"), "{bad}: {err}");
+        }
+        // A uevent without PCI_SUBSYS_ID leaves the subsystem to the attributes'
+        // absence: none.
+        let no_subsys = read(&[("uevent", "PCI_CLASS=10802\nPCI_ID=144D:A808\n")]).unwrap();
+        assert_eq!(no_subsys.subsystem_vendor_id, None);
+        assert_eq!(no_subsys.vendor_id, 0x144d);
     }
 }

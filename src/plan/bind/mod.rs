@@ -12,8 +12,6 @@
 //! decides what would be refused and why, and lists the steps. [`crate::apply`]
 //! carries them out.
 
-pub mod host_state;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
@@ -23,7 +21,8 @@ use crate::host::holders::Holders;
 use crate::host::pci::names::PciNames;
 use crate::host::pci::{PciAddress, PciDevice};
 use crate::host::records::BindRecord;
-use crate::list::{is_host_side_bridge, HostUse};
+use crate::host::snapshot::HostSnapshot;
+use crate::host::usage::{is_host_side_bridge, HostUse};
 
 /// The driver that holds devices for VMs.
 pub const VFIO_PCI: &str = "vfio-pci";
@@ -271,6 +270,40 @@ fn holders_text(inputs: &Inputs<'_>, a: PciAddress) -> Option<String> {
         .map(|h| crate::host::holders::describe(h))
 }
 
+/// What to bind: the devices named (by address, resolved from the user's targets)
+/// and the risks the user accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BindRequest {
+    /// The devices named.
+    pub named: Vec<PciAddress>,
+    /// The risks accepted.
+    pub overrides: Overrides,
+}
+
+/// Plans binding the request's devices (and what must come with them) to vfio-pci
+/// on the host `snapshot` describes, reading nothing.
+pub fn plan(snapshot: &HostSnapshot, request: &BindRequest) -> Result<Plan, Vec<Refusal>> {
+    plan_bind(&snapshot.bind_inputs(), &request.named, request.overrides)
+}
+
+/// Refusals for the disks the host uses on `devices` (see [`storage_refusal`]).
+/// `vm define` and `vm start` check this before libvirt is given the devices:
+/// libvirt detaches a `managed` host device from its driver itself when the domain
+/// starts.
+pub fn storage_refusals(
+    snapshot: &HostSnapshot,
+    devices: &[PciAddress],
+    o: Overrides,
+) -> Vec<Refusal> {
+    let inputs = snapshot.bind_inputs();
+    snapshot
+        .devices
+        .iter()
+        .filter(|d| devices.contains(&d.address))
+        .filter_map(|d| storage_refusal(&inputs, d, o))
+        .collect()
+}
+
 /// Plans binding `named` (and what must come with them) to vfio-pci.
 pub fn plan_bind(
     inputs: &Inputs<'_>,
@@ -362,7 +395,7 @@ fn check_host_use(inputs: &Inputs<'_>, d: &PciDevice, o: Overrides, refusals: &m
     let a = d.address;
     let desc = inputs.describe(d);
     let held = holders_text(inputs, a);
-    if crate::list::is_platform_function(d.class) {
+    if crate::host::usage::is_platform_function(d.class) {
         refusals.push(Refusal {
             address: Some(a),
             reason: format!("{desc} is part of the chipset's platform controller: the host cannot run without it"),
@@ -494,5 +527,42 @@ pub fn plan_unbind(inputs: &Inputs<'_>, named: &[PciAddress]) -> Result<Plan, Ve
         })
     } else {
         Err(refusals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::snapshot::in_memory;
+
+    fn request(named: &[&str]) -> BindRequest {
+        BindRequest {
+            named: named.iter().map(|a| a.parse().unwrap()).collect(),
+            overrides: Overrides::default(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_built_in_memory_plans_whole_groups() {
+        let snapshot = in_memory::desktop();
+        let plan = plan(&snapshot, &request(&["0000:01:00.0"])).unwrap();
+        let taken: Vec<String> = plan.steps.iter().map(|s| s.address.to_string()).collect();
+        assert_eq!(taken, ["0000:01:00.0", "0000:01:00.1"]);
+        assert_eq!(plan.groups, [1]);
+    }
+
+    #[test]
+    fn the_root_disk_of_a_snapshot_is_refused() {
+        let snapshot = in_memory::desktop();
+        let refusals = plan(&snapshot, &request(&["0000:02:00.0"])).unwrap_err();
+        assert!(
+            refusals
+                .iter()
+                .any(|r| r.override_flag == Some("--allow-root-disk")),
+            "{refusals:?}"
+        );
+        let mut accepted = request(&["0000:02:00.0"]);
+        accepted.overrides.root_disk = true;
+        assert!(plan(&snapshot, &accepted).is_ok());
     }
 }

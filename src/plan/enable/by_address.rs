@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::host::kernel::modules::normalize;
 use crate::host::pci::PciAddress;
-use crate::host::root::HostRoot;
+use crate::host::snapshot::FileView;
 
 use super::{HEADER, MODPROBE_FILE, OVERRIDE_SCRIPT, WAY_BACK_ARG};
 
@@ -68,7 +68,7 @@ pub fn is_module_name(name: &str) -> bool {
 }
 
 /// The directories kmod reads configuration from (`man 5 modprobe.d`).
-const MODPROBE_DIRS: &[&str] = &[
+pub const MODPROBE_DIRS: &[&str] = &[
     "etc/modprobe.d",
     "run/modprobe.d",
     "usr/local/lib/modprobe.d",
@@ -109,30 +109,38 @@ impl Conflict {
 /// The `install` and `softdep` lines for each module in the host's modprobe.d files
 /// (other than passthru's own) and in the kernel's `modules.softdep` (what modules
 /// declare themselves): normalized module name → the first conflict found.
-pub fn conflicts(root: &HostRoot, release: Option<&str>) -> BTreeMap<String, Conflict> {
-    let mut files = Vec::new();
+pub fn conflicts(files: &FileView, release: Option<&str>) -> BTreeMap<String, Conflict> {
+    let mut paths = Vec::new();
     for dir in MODPROBE_DIRS {
-        let mut names = root.list_dir_optional(dir).unwrap_or_default();
+        let mut names = files.entries(dir);
         names.sort();
         for name in names {
             let path = format!("{dir}/{name}");
             if name.ends_with(".conf") && path != MODPROBE_FILE {
-                files.push(path);
+                paths.push(path);
             }
         }
     }
-    if let Some(r) = release.filter(|r| !r.is_empty() && !r.contains('/')) {
-        files.push(format!("lib/modules/{r}/modules.softdep"));
-        files.push(format!("usr/lib/modules/{r}/modules.softdep"));
-    }
+    paths.extend(softdep_files(release));
     let mut found = BTreeMap::new();
-    for path in files {
-        let Ok(Some(text)) = root.read_optional(&path) else {
+    for path in paths {
+        let Some(text) = files.text(&path) else {
             continue;
         };
         conflicts_in(&text, &path, &mut found);
     }
     found
+}
+
+/// The kernel's `modules.softdep` files for `release`.
+pub fn softdep_files(release: Option<&str>) -> Vec<String> {
+    match release.filter(|r| !r.is_empty() && !r.contains('/')) {
+        Some(r) => vec![
+            format!("lib/modules/{r}/modules.softdep"),
+            format!("usr/lib/modules/{r}/modules.softdep"),
+        ],
+        None => Vec::new(),
+    }
 }
 
 /// Adds the `install` and `softdep` lines of one modprobe.d (or `modules.softdep`)
@@ -278,8 +286,10 @@ mod tests {
             "lib/modules/6.1.0-13-amd64/modules.softdep",
             "# Soft dependencies extracted from modules themselves.\nsoftdep r8169 pre: realtek\n",
         );
-        let root = HostRoot::new(p);
-        let found = conflicts(&root, Some("6.1.0-13-amd64"));
+        let root = crate::host::root::HostRoot::new(p);
+        let release = Some("6.1.0-13-amd64");
+        let wants = super::super::files_to_read(release, &BTreeSet::new());
+        let found = conflicts(&FileView::gather(&root, &wants), release);
         assert_eq!(
             found["nvidia"],
             Conflict::Install("/lib/modprobe.d/nvidia.conf".into())

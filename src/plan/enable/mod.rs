@@ -13,7 +13,8 @@
 //! 3. the initramfs loads vfio-pci and carries that file, because GPU, storage and
 //!    USB drivers load from the initramfs, before the root filesystem.
 //!
-//! The planner reads the host's files (through [`EnableFacts`]) and produces an
+//! The planner reads nothing itself: it plans from a [`HostSnapshot`] gathered with
+//! [`crate::host::snapshot::Needs::ENABLE`] (the files it needs are [`files_to_read`]), and produces an
 //! [`EnablePlan`]: the new content of every file, the commands to regenerate the
 //! initramfs and the bootloader configuration, and what to look for inside the
 //! regenerated image. Files passthru owns are generated whole, so planning again
@@ -28,16 +29,15 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::{IommuKind, Provision};
-use crate::host::boot::{self, BootSetup, Bootloader, Initramfs};
+use crate::check::{CheckReport, IommuKind, Provision};
+use crate::host::boot::{BootSetup, Bootloader, Initramfs};
 use crate::host::facts::HostFacts;
 use crate::host::kernel::config::ConfigValue;
 use crate::host::kernel::modules::normalize;
-use crate::host::pci::names::PciNames;
 use crate::host::pci::{PciAddress, PciDevice};
 use crate::host::records::BindRecord;
-use crate::host::root::HostRoot;
-use crate::list::HostUse;
+use crate::host::snapshot::{FileView, HostSnapshot, NotGathered, Want};
+use crate::host::usage::HostUse;
 use crate::plan::bind::{self, Overrides, Refusal};
 
 use by_address::HostDriver;
@@ -57,6 +57,11 @@ pub const OVERRIDE_SCRIPT: &str = "usr/local/sbin/passthru-vfio-override";
 pub const INITRAMFS_TOOLS_HOOK: &str = "etc/initramfs-tools/hooks/passthru-vfio";
 /// What `enable` set up, for `verify` and `disable`.
 pub const ENABLED_STATE: &str = "var/lib/passthru/enabled.json";
+
+/// The journal's manifest (written by [`crate::apply::journal`]): an `enable` whose
+/// regenerators did not all succeed — one failed, or passthru was killed while they
+/// ran — marks it `"enable": "regenerating"` until they did.
+pub const JOURNAL_MANIFEST: &str = "var/lib/passthru/journal/journal.json";
 
 /// The kernel argument of the way back: vfio-pci cannot load, so the host drivers take
 /// the devices as before `enable` (the softdeps on it are best-effort).
@@ -232,53 +237,149 @@ impl EnablePlan {
     }
 }
 
-/// What the planner reads from the host.
-#[derive(Debug)]
-pub struct EnableFacts {
-    /// The host root the file contents were read from.
-    pub root: HostRoot,
-    /// check's facts (IOMMU kind, kernel config, modules).
-    pub facts: HostFacts,
-    /// PCI devices.
-    pub devices: Vec<PciDevice>,
-    /// How the host boots.
-    pub boot: BootSetup,
-    /// Root disk and default route.
-    pub host: HostUse,
-    /// Runtime bind records (a device passthru holds now had another driver).
-    pub records: Vec<BindRecord>,
-    /// What a previous `enable` set up.
-    pub previous: Option<Enabled>,
+/// What `enable` is asked for: the devices named and the risks accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnableRequest {
+    /// The devices named (with those enabled before, when adding to them).
+    pub named: Vec<PciAddress>,
+    /// The risks accepted.
+    pub overrides: Overrides,
 }
 
-impl EnableFacts {
-    /// Reads everything `enable` plans from.
-    pub fn gather(root: &HostRoot) -> Result<Self, crate::host::pci::device::PciError> {
-        let devices = crate::host::pci::device::read_all(root)?;
-        let (records, _) = crate::host::records::read_all(root);
+/// The files and directories the planner reads, for [`HostSnapshot::gather`] to read
+/// beforehand: passthru's own files, every file it may edit for each initramfs
+/// generator and bootloader, the boot entries, the modprobe.d files (for `install`
+/// and `softdep` lines that would defeat a hook), and the `module` link of each PCI
+/// driver in `drivers` (which module a driver is). `release` is the running kernel's.
+pub fn files_to_read(release: Option<&str>, drivers: &BTreeSet<String>) -> Vec<Want> {
+    let mut wants: Vec<Want> = [
+        MODPROBE_FILE,
+        OVERRIDE_SCRIPT,
+        INITRAMFS_TOOLS_HOOK,
+        DRACUT_DROPIN,
+        MKINITCPIO_DROPIN,
+        GRUB_DROPIN,
+        GRUB_WAY_BACK,
+        ENABLED_STATE,
+        JOURNAL_MANIFEST,
+        "etc/initramfs-tools/modules",
+        "etc/mkinitcpio.conf",
+        "etc/booster.yaml",
+        "etc/default/grub",
+        "etc/kernel/cmdline",
+        "etc/kernelstub/configuration",
+    ]
+    .iter()
+    .map(|p| Want::Read((*p).to_string()))
+    .collect();
+    wants.extend(
+        [
+            "etc/mkinitcpio.conf.d",
+            "etc/grub.d/10_linux",
+            "boot/grub2/grubenv",
+            BOOSTER_REGENERATE,
+        ]
+        .iter()
+        .map(|p| Want::Exists((*p).to_string())),
+    );
+    wants.extend(
+        [
+            "etc/default/grub.d",
+            "boot/loader/entries",
+            "boot/efi/loader/entries",
+            "efi/loader/entries",
+        ]
+        .iter()
+        .chain(by_address::MODPROBE_DIRS)
+        .map(|p| Want::ReadDir((*p).to_string())),
+    );
+    let r = release.unwrap_or_default();
+    wants.push(Want::Read(format!("usr/lib/modules/{r}/pkgbase")));
+    wants.push(Want::Exists(format!("boot/initramfs-{r}.img")));
+    wants.push(Want::Exists(format!("boot/initrd.img-{r}")));
+    wants.extend(
+        by_address::softdep_files(release)
+            .into_iter()
+            .map(Want::Read),
+    );
+    for drv in drivers {
+        wants.push(Want::Exists(format!("sys/bus/pci/drivers/{drv}")));
+        wants.push(Want::Link(format!("sys/bus/pci/drivers/{drv}/module")));
+    }
+    wants
+}
+
+/// booster's own script that rebuilds every image.
+const BOOSTER_REGENERATE: &str = "usr/lib/booster/regenerate_images";
+
+/// What a previous `enable` set up, from the snapshot's copy of [`ENABLED_STATE`]
+/// (`None`: nothing, or a file that does not parse).
+pub fn previous(snapshot: &HostSnapshot) -> Option<Enabled> {
+    let text = snapshot.boot.as_ref()?.files.text(ENABLED_STATE)?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Whether an earlier `enable` wrote its files but its regenerators did not all
+/// succeed (see [`JOURNAL_MANIFEST`]): then the files are in place but the initramfs
+/// and the bootloader's configuration may not carry them, and the commands run again.
+fn regeneration_unfinished(snapshot: &HostSnapshot) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Phase {
+        #[serde(default)]
+        enable: Option<String>,
+    }
+    snapshot
+        .boot
+        .as_ref()
+        .and_then(|b| b.files.text(JOURNAL_MANIFEST))
+        .and_then(|text| serde_json::from_str::<Phase>(&text).ok())
+        .is_some_and(|p| p.enable.is_some())
+}
+
+/// The planner's view of the snapshot.
+struct EnableFacts<'a> {
+    /// check's facts (IOMMU kind, kernel config, modules).
+    facts: &'a HostFacts,
+    /// check's verdicts on them, judged once.
+    report: CheckReport,
+    /// PCI devices.
+    devices: &'a [PciDevice],
+    /// How the host boots.
+    boot: &'a BootSetup,
+    /// The files read for the plan.
+    files: &'a FileView,
+    /// Root disk and default route.
+    host: &'a HostUse,
+    /// Runtime bind records (a device passthru holds now had another driver).
+    records: &'a [BindRecord],
+    /// What a previous `enable` set up.
+    previous: Option<Enabled>,
+    /// See [`regeneration_unfinished`].
+    regeneration_unfinished: bool,
+    /// The snapshot is of the running system.
+    is_system: bool,
+}
+
+impl<'a> EnableFacts<'a> {
+    fn of(snapshot: &'a HostSnapshot) -> Result<Self, NotGathered> {
+        let facts = snapshot.facts()?;
+        let boot = snapshot.boot()?;
         Ok(Self {
-            facts: HostFacts::gather(root),
-            boot: boot::detect(root),
-            host: HostUse {
-                root_disks: crate::host::usage::root_disk_controllers(root).unwrap_or_default(),
-                route_nics: crate::host::usage::default_route_nics(root).unwrap_or_default(),
-                storage: crate::host::usage::storage_in_use(root, root.is_system())
-                    .unwrap_or_default(),
-                held_by_passthru: Vec::new(),
-            },
-            previous: root
-                .read_optional(ENABLED_STATE)
-                .ok()
-                .flatten()
-                .and_then(|t| serde_json::from_str(&t).ok()),
-            records,
-            devices,
-            root: root.clone(),
+            report: crate::check::run(facts),
+            facts,
+            devices: &snapshot.devices,
+            boot: &boot.setup,
+            files: &boot.files,
+            host: &snapshot.usage,
+            records: &snapshot.records,
+            previous: previous(snapshot),
+            regeneration_unfinished: regeneration_unfinished(snapshot),
+            is_system: snapshot.is_system,
         })
     }
 
     fn read(&self, path: &str) -> Option<String> {
-        self.root.read_optional(path).ok().flatten()
+        self.files.text(path)
     }
 
     /// A file of the user's that passthru edits, exactly as it is: `Ok(None)` when it
@@ -286,12 +387,12 @@ impl EnableFacts {
     /// lossy text or an empty file: an edit made from either would rewrite bytes
     /// passthru never meant to touch.
     fn read_editable(&self, path: &str) -> Result<Option<String>, EditError> {
-        match self.root.read_bytes(path) {
-            Ok(bytes) => String::from_utf8(bytes)
+        match self.files.bytes(path) {
+            Ok(Some(bytes)) => String::from_utf8(bytes.to_vec())
                 .map(Some)
                 .map_err(|e| EditError::NotUtf8(e.utf8_error().valid_up_to())),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(EditError::Unreadable(e.to_string())),
+            Ok(None) => Ok(None),
+            Err(why) => Err(EditError::Unreadable(why.to_string())),
         }
     }
 }
@@ -326,7 +427,7 @@ fn by_hand(path: &str, e: &EditError, what: &str) -> String {
 
 /// The kernel arguments for this host: `(add, remove)`.
 fn kernel_args(f: &EnableFacts, ids: &[String]) -> (Vec<String>, Vec<String>) {
-    let summary = crate::check::run(&f.facts);
+    let summary = &f.report;
     let mut add = Vec::new();
     let mut remove = vec!["iommu=off".to_string()];
     match summary.host.iommu.kind {
@@ -360,6 +461,14 @@ pub enum EnableError {
     Target(String),
     /// The devices cannot be bound at boot, with reasons.
     Refused(Vec<Refusal>),
+    /// The snapshot lacks a part the planner needs.
+    Snapshot(NotGathered),
+}
+
+impl From<NotGathered> for EnableError {
+    fn from(e: NotGathered) -> Self {
+        Self::Snapshot(e)
+    }
 }
 
 /// The driver each device would have at boot without vfio-pci: the one it uses now,
@@ -400,13 +509,13 @@ fn host_drivers(f: &EnableFacts, devices: &[PciAddress]) -> BTreeMap<PciAddress,
 /// when `modules.builtin` lists it.
 fn driver_module(f: &EnableFacts, drv: &str) -> HostDriver {
     let dir = format!("sys/bus/pci/drivers/{drv}");
-    match f.root.read_link(format!("{dir}/module")) {
-        Ok(target) => match target.file_name() {
+    match f.files.link(format!("{dir}/module")) {
+        Some(target) => match target.file_name() {
             Some(m) => HostDriver::Module(normalize(&m.to_string_lossy())),
             None => HostDriver::Builtin(drv.to_string()),
         },
-        Err(_) if f.root.is_system() && f.root.exists(&dir) => HostDriver::Builtin(drv.to_string()),
-        Err(_) => {
+        None if f.is_system && f.files.exists(&dir) => HostDriver::Builtin(drv.to_string()),
+        None => {
             let builtin = matches!(&f.facts.modules, Ok(Some(index)) if index.builtin.contains(&normalize(drv)));
             if builtin {
                 HostDriver::Builtin(drv.to_string())
@@ -532,7 +641,7 @@ fn by_address_hooks(
     if by_address.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let conflicts = by_address::conflicts(&f.root, f.facts.release.as_deref());
+    let conflicts = by_address::conflicts(f.files, f.facts.release.as_deref());
     let mut hooks = BTreeSet::new();
     let mut refusals = Vec::new();
     for a in by_address {
@@ -747,9 +856,8 @@ fn way_back_after_commands(
     manual: &mut Vec<String>,
 ) -> Vec<FileChange> {
     let entries: Vec<String> = f
-        .root
-        .list_dir_optional(dir)
-        .unwrap_or_default()
+        .files
+        .entries(dir)
         .into_iter()
         .filter(|n| n.ends_with(".conf"))
         .map(|n| format!("{dir}/{n}"))
@@ -867,10 +975,7 @@ pub fn edit_loader_entry(
 /// lost), and one passthru cannot read.
 fn grub_dropin_notes(f: &EnableFacts, remove: &[String]) -> Vec<String> {
     const VARS: [&str; 2] = ["GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"];
-    let mut names = f
-        .root
-        .list_dir_optional("etc/default/grub.d")
-        .unwrap_or_default();
+    let mut names = f.files.entries("etc/default/grub.d");
     names.sort();
     let ours = GRUB_DROPIN.rsplit('/').next().unwrap_or_default();
     let mut notes = Vec::new();
@@ -944,25 +1049,26 @@ fn grub_dropin(f: &EnableFacts, args: &[String]) -> Option<FileChange> {
     Some(change(f, GRUB_DROPIN, text)).filter(FileChange::is_change)
 }
 
+/// The bind planner's view for a binding at boot: no process holds a device open
+/// yet, and the boot display drives the console.
+pub fn boot_inputs(snapshot: &HostSnapshot) -> bind::Inputs<'_> {
+    bind::Inputs {
+        console_on_framebuffer: true,
+        ..snapshot.bind_inputs()
+    }
+}
+
 /// Plans `enable` for the named devices.
-pub fn plan(
-    f: &EnableFacts,
-    named: &[PciAddress],
-    overrides: Overrides,
-) -> Result<EnablePlan, EnableError> {
+///
+/// `snapshot` must hold check's facts and the boot files ([`crate::host::snapshot::Needs::ENABLE`]); the
+/// planner reads nothing else.
+pub fn plan(snapshot: &HostSnapshot, request: &EnableRequest) -> Result<EnablePlan, EnableError> {
+    let f = &EnableFacts::of(snapshot)?;
+    let (named, overrides) = (request.named.as_slice(), request.overrides);
     // The same group logic as a runtime bind; the host drivers and the boot display
     // matter even more at boot, when nothing can be closed first.
-    let names = PciNames::load();
-    let holders = crate::host::holders::Holders::new();
-    let inputs = bind::Inputs {
-        devices: &f.devices,
-        names: &names,
-        host: &f.host,
-        holders: &holders,
-        console_on_framebuffer: true,
-        records: &f.records,
-    };
-    if crate::check::run(&f.facts).host.iommu.state == crate::check::IommuState::Absent {
+    let inputs = boot_inputs(snapshot);
+    if f.report.host.iommu.state == crate::check::IommuState::Absent {
         return Err(EnableError::Refused(vec![Refusal {
             address: None,
             reason: "the firmware describes no IOMMU (no ACPI DMAR or IVRS table): no kernel \
@@ -1011,7 +1117,7 @@ pub fn plan(
         .filter(|id| !host_ids.contains(id))
         .map(|(v, d)| format!("{v:04x}:{d:04x}"))
         .collect();
-    let builtin = crate::check::run(&f.facts).host.vfio_pci == Provision::Builtin;
+    let builtin = f.report.host.vfio_pci == Provision::Builtin;
     let drivers = host_drivers(f, &devices);
     hostile_driver_names(f, &inputs, &drivers)?;
     let hooks = by_address_hooks(f, &inputs, &by_address, &drivers)?;
@@ -1063,7 +1169,7 @@ pub fn plan(
         files.extend(
             stale
                 .into_iter()
-                .filter(|p| f.root.exists(p))
+                .filter(|p| f.files.exists(p))
                 .map(|p| change(f, p, None)),
         );
     }
@@ -1175,7 +1281,7 @@ pub fn plan(
         Initramfs::Mkinitcpio => {
             let mut extra_files = vec![format!("/{MODPROBE_FILE}")];
             extra_files.extend(script.clone());
-            if f.root.exists("etc/mkinitcpio.conf.d") {
+            if f.files.exists("etc/mkinitcpio.conf.d") {
                 let modules = if vfio_modules.is_empty() {
                     String::new()
                 } else {
@@ -1195,7 +1301,7 @@ pub fn plan(
                 });
                 match edited {
                     Ok((before, after)) => files.push(FileChange {
-                        before: f.root.exists(path).then_some(before),
+                        before: f.files.exists(path).then_some(before),
                         ..change(f, path, Some(after))
                     }),
                     Err(e) => {
@@ -1252,16 +1358,17 @@ pub fn plan(
                     ),
                 )),
             }
-            let argv = match boot::program(&f.root, &["usr/lib/booster/regenerate_images"]) {
-                Some(p) => vec![p],
-                None => vec![
+            let argv = if f.files.exists(BOOSTER_REGENERATE) {
+                vec![format!("/{BOOSTER_REGENERATE}")]
+            } else {
+                vec![
                     "booster".into(),
                     "build".into(),
                     "--force".into(),
                     format!("--kernel-version={release}"),
                     "--".into(),
                     booster_image(f, &release),
-                ],
+                ]
             };
             let cmd = PlannedCommand {
                 argv,
@@ -1359,7 +1466,7 @@ pub fn plan(
                 _ => match main.and_then(|t| {
                     let t = t.unwrap_or_default();
                     let after = edit_grub_default(&t, &add, &remove)?;
-                    Ok((f.root.exists(path).then_some(t), after))
+                    Ok((f.files.exists(path).then_some(t), after))
                 }) {
                     Ok((before, after)) => files.push(FileChange {
                         path: path.into(),
@@ -1384,7 +1491,7 @@ pub fn plan(
                 manual.extend(grub_dropin_notes(f, &remove));
             }
             // The way back: a second set of menu entries, made by GRUB's own 10_linux.
-            if f.root.exists("etc/grub.d/10_linux") {
+            if f.files.exists("etc/grub.d/10_linux") {
                 files.push(FileChange {
                     mode: Some(0o755),
                     ..change(f, GRUB_WAY_BACK, Some(grub_way_back_script(&add)))
@@ -1441,9 +1548,7 @@ pub fn plan(
         Bootloader::Kernelstub => {
             snapshots.push("etc/kernelstub/configuration".into());
             snapshots.extend(
-                f.root
-                    .list_dir_optional("boot/efi/loader/entries")
-                    .unwrap_or_default()
+                f.files.entries("boot/efi/loader/entries")
                     .into_iter()
                     .map(|n| PathBuf::from(format!("boot/efi/loader/entries/{n}"))),
             );
@@ -1563,8 +1668,9 @@ pub fn plan(
     files.push(change(f, ENABLED_STATE, Some(state)));
 
     files.retain(FileChange::is_change);
-    // Nothing to write means nothing to regenerate: running `enable` again is a no-op.
-    if files.is_empty() && f.previous.as_ref() == Some(&enabled) {
+    // Nothing to write means nothing to regenerate: running `enable` again is a no-op —
+    // unless the last one's regenerators did not finish.
+    if files.is_empty() && f.previous.as_ref() == Some(&enabled) && !f.regeneration_unfinished {
         commands.clear();
         inspections.clear();
         snapshots.clear();
@@ -1593,7 +1699,7 @@ fn slot_devices(
     let mut refusals = Vec::new();
     for a in named {
         for d in f.devices.iter().filter(|d| d.address.same_slot(*a)) {
-            if crate::list::is_host_side_bridge(d.class) {
+            if crate::host::usage::is_host_side_bridge(d.class) {
                 continue;
             }
             take.insert(d.address);
@@ -1611,7 +1717,7 @@ fn slot_devices(
                 override_flag: flag,
             });
         };
-        if crate::list::is_platform_function(d.class) {
+        if crate::host::usage::is_platform_function(d.class) {
             refuse(
                 format!("{desc} is part of the chipset's platform controller"),
                 None,
@@ -1640,7 +1746,7 @@ fn slot_devices(
     if named.iter().any(|a| {
         f.devices
             .iter()
-            .any(|d| d.address == *a && crate::list::is_host_side_bridge(d.class))
+            .any(|d| d.address == *a && crate::host::usage::is_host_side_bridge(d.class))
     }) {
         refusals.push(Refusal {
             address: None,
@@ -1763,7 +1869,7 @@ pub fn edit_booster_yaml(text: &str, modules: &[&str]) -> Result<String, EditErr
 fn dracut_image(f: &EnableFacts, release: &str) -> String {
     let debian = format!("boot/initrd.img-{release}");
     let fedora = format!("boot/initramfs-{release}.img");
-    if !f.root.exists(&fedora) && f.root.exists(&debian) {
+    if !f.files.exists(&fedora) && f.files.exists(&debian) {
         format!("/{debian}")
     } else {
         format!("/{fedora}")
@@ -1777,9 +1883,8 @@ fn dracut_image(f: &EnableFacts, release: &str) -> String {
 /// running kernel's command line.
 fn grubby_configured(f: &EnableFacts) -> Vec<String> {
     let entries: Vec<String> = f
-        .root
-        .list_dir_optional("boot/loader/entries")
-        .unwrap_or_default()
+        .files
+        .entries("boot/loader/entries")
         .into_iter()
         .filter(|n| n.ends_with(".conf") && !n.ends_with("-without-vfio.conf"))
         .filter_map(|n| f.read(&format!("boot/loader/entries/{n}")))
@@ -1841,13 +1946,12 @@ fn grubby_files(f: &EnableFacts) -> Vec<PathBuf> {
         "boot/grub2/grubenv",
     ]
     .iter()
-    .filter(|p| f.root.exists(p))
+    .filter(|p| f.files.exists(p))
     .map(PathBuf::from)
     .collect();
     out.extend(
-        f.root
-            .list_dir_optional("boot/loader/entries")
-            .unwrap_or_default()
+        f.files
+            .entries("boot/loader/entries")
             .into_iter()
             .map(|n| PathBuf::from(format!("boot/loader/entries/{n}"))),
     );
@@ -1926,6 +2030,78 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| (*x).to_string()).collect()
+    }
+
+    fn request(named: &[&str]) -> EnableRequest {
+        EnableRequest {
+            named: named.iter().map(|a| a.parse().unwrap()).collect(),
+            overrides: Overrides::default(),
+        }
+    }
+
+    fn after<'a>(plan: &'a EnablePlan, path: &str) -> &'a str {
+        plan.files
+            .iter()
+            .find(|f| f.path == std::path::Path::new(path))
+            .and_then(|f| f.after.as_deref())
+            .unwrap_or_else(|| panic!("no {path} in {:?}", plan.files))
+    }
+
+    #[test]
+    fn a_snapshot_built_in_memory_plans_the_boot_setup() {
+        let snapshot = crate::host::snapshot::in_memory::desktop();
+        let plan = plan(&snapshot, &request(&["0000:01:00.0"])).unwrap();
+        assert_eq!(plan.enabled.ids, s(&["10de:228b", "10de:2484"]));
+        let modprobe = after(&plan, MODPROBE_FILE);
+        assert!(
+            modprobe.contains("options vfio-pci ids=10de:228b,10de:2484\n"),
+            "{modprobe}"
+        );
+        assert!(
+            modprobe.contains("softdep nvidia pre: vfio-pci\n"),
+            "{modprobe}"
+        );
+        // VT-d from the ACPI tables, and a kernel config that does not say it is on.
+        let dropin = after(&plan, GRUB_DROPIN);
+        assert!(dropin.contains("intel_iommu=on iommu=pt"), "{dropin}");
+        assert!(after(&plan, "etc/initramfs-tools/modules")
+            .ends_with("vfio\nvfio_iommu_type1\nvfio_pci\n"));
+        // GRUB's own 10_linux is there: the way back is a second set of entries.
+        assert!(plan
+            .files
+            .iter()
+            .any(|f| f.path == std::path::Path::new(GRUB_WAY_BACK)));
+        let argv: Vec<&str> = plan.commands.iter().map(|c| c.argv[0].as_str()).collect();
+        assert_eq!(argv, ["update-initramfs", "update-grub"]);
+    }
+
+    #[test]
+    fn a_snapshot_built_in_memory_refuses_the_boot_display() {
+        let snapshot = crate::host::snapshot::in_memory::desktop();
+        match plan(&snapshot, &request(&["0000:00:02.0"])) {
+            Err(EnableError::Refused(r)) => assert!(
+                r.iter()
+                    .any(|r| r.override_flag == Some("--allow-boot-display")),
+                "{r:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // No ACPI IOMMU table and no groups: no kernel argument can help.
+        let mut bare = crate::host::snapshot::in_memory::desktop();
+        if let Some(f) = bare.facts.as_mut() {
+            f.acpi.dmar = false;
+            f.groups = Ok(Default::default());
+        }
+        assert!(matches!(
+            plan(&bare, &request(&["0000:01:00.0"])),
+            Err(EnableError::Refused(_))
+        ));
+        // A snapshot gathered without the boot files cannot be planned from.
+        bare.boot = None;
+        assert!(matches!(
+            plan(&bare, &request(&["0000:01:00.0"])),
+            Err(EnableError::Snapshot(_))
+        ));
     }
 
     #[test]
