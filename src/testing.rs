@@ -50,28 +50,32 @@ pub(crate) fn chmod(path: impl AsRef<Path>, mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
 }
 
+/// Makes `link` a symbolic link to `target`.
+#[track_caller]
+pub(crate) fn symlink(target: impl AsRef<Path>, link: impl AsRef<Path>) {
+    let (target, link) = (target.as_ref(), link.as_ref());
+    // Test fixture: a link in a temporary directory.
+    std::os::unix::fs::symlink(target, link)
+        .unwrap_or_else(|e| panic!("ln -s {} {}: {e}", target.display(), link.display()));
+}
+
+/// Creates the FIFO (named pipe) `path`, as `mkfifo(1)` does (mode 0666 less the umask).
+#[track_caller]
+pub(crate) fn mkfifo(path: impl AsRef<Path>) {
+    let path = path.as_ref();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // Test fixture: a FIFO in a temporary directory (nothing opens it for writing).
+    crate::apply::sys::mkfifo(&c).unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
 /// Creates the block device node `path` (`major:minor`, mode 0600); root only.
 #[track_caller]
 pub(crate) fn block_device(path: impl AsRef<Path>, major: u32, minor: u32) {
     let path = path.as_ref();
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
-    // SAFETY: `c` is a NUL-terminated path that lives across the call; mknod reads
-    // only it.
     // Test fixture: a device node in a temporary directory (the device is not opened).
-    let rc = unsafe {
-        libc::mknod(
-            c.as_ptr(),
-            libc::S_IFBLK | 0o600,
-            libc::makedev(major, minor),
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "mknod {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    crate::apply::sys::mknod_block(&c, major, minor)
+        .unwrap_or_else(|e| panic!("mknod {}: {e}", path.display()));
 }
 
 #[cfg(test)]
@@ -92,5 +96,10 @@ mod tests {
         remove(g.join("vendor"));
         mkdir(g.join("x/y"));
         assert!(g.join("x/y").is_dir() && !g.join("vendor").exists());
+        symlink("x", g.join("l"));
+        assert_eq!(std::fs::read_link(g.join("l")).unwrap(), Path::new("x"));
+        mkfifo(g.join("p"));
+        use std::os::unix::fs::FileTypeExt;
+        assert!(g.join("p").metadata().unwrap().file_type().is_fifo());
     }
 }

@@ -1,6 +1,7 @@
 //! `bind` / `unbind` decisions on fixture hosts (`--dry-run`: nothing is written).
 //! The real binding runs in the testbed against the kernel's own vfio-pci.
 
+#![allow(unsafe_code)] // this test calls libc itself (geteuid, …), outside the crate
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -1,5 +1,6 @@
 //! CLI tests: the real binary on fixture hosts (see `tests/support`).
 
+#![allow(unsafe_code)] // this test calls libc itself (geteuid, …), outside the crate
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -1621,6 +1622,7 @@ fn vm_specs_are_bounded_by_the_host() {
     let written = std::fs::read_to_string(specs.join("small.toml")).unwrap();
     assert!(written.contains("memory = \"256M\""), "{written}");
     // Someone else's spec, read by root.
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         std::os::unix::fs::chown(&spec, Some(65534), None).unwrap();
         let out = passthru(&["vm", "plan", spec.to_str().unwrap(), "--root", root]);

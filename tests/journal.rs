@@ -3,6 +3,7 @@
 //! made after the plan, kills during the first journal write, planted temporary
 //! names, a second passthru at the same time, and tools on an unsafe `PATH`.
 
+#![allow(unsafe_code)] // this test calls libc itself (geteuid, …), outside the crate
 #![allow(clippy::unwrap_used)]
 
 mod support;

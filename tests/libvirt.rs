@@ -21,6 +21,7 @@
 //! the test needs root and is skipped (with "SKIPPED" on stderr) without root or
 //! libvirt, unless `CI` is set, where that is a failure.
 
+#![allow(unsafe_code)] // this test calls libc itself (geteuid, …), outside the crate
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;

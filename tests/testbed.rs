@@ -28,6 +28,7 @@
 //! `PASSTHRU_TESTBED_BIN` (the binary to test instead of the fresh debug build, e.g. a
 //! release build).
 
+#![allow(unsafe_code)] // this test calls libc itself (geteuid, …), outside the crate
 #![allow(clippy::unwrap_used)]
 
 mod support;

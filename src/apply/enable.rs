@@ -7,6 +7,8 @@
 //! record, stops that process group, and only then restores or rewrites anything, so
 //! two generators never race on the same image.
 
+use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -212,15 +214,8 @@ impl Applier {
         // the command (`exec`, same pid): killed in between, passthru never writes
         // it, the shell reads end-of-file and exits, and no regenerator runs that the
         // next run could not find and stop.
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two descriptors into the array it is given.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(fail(format!(
-                "cannot create a pipe: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let (go_read, go_write) = (fds[0], fds[1]);
+        let (go_read, go_write) =
+            super::sys::pipe_cloexec().map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
         let mut command = Command::new("/bin/sh");
         command
             .arg("-c")
@@ -231,31 +226,16 @@ impl Applier {
             .stdout(log)
             .stderr(log2)
             .process_group(0);
-        // SAFETY: the hook runs in the child between fork and exec and calls only
-        // dup2, which is async-signal-safe; the copy (descriptor 3) is not
-        // close-on-exec, the original and the write end are.
-        unsafe {
-            command.pre_exec(move || {
-                // dup2 onto itself keeps close-on-exec: clear it either way.
-                if libc::dup2(go_read, 3) == 3 && libc::fcntl(3, libc::F_SETFD, 0) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        // The copy (descriptor 3) is not close-on-exec; the original and the write
+        // end are.
+        super::sys::pass_as_fd3(&mut command, go_read.as_raw_fd());
         let spawned = command.spawn();
-        // SAFETY: the parent's copy of the read end is no longer needed.
-        unsafe {
-            libc::close(go_read);
-        }
+        // The parent's copy of the read end is no longer needed.
+        drop(go_read);
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                // SAFETY: closing the descriptor this function created.
-                unsafe {
-                    libc::close(go_write);
-                }
+                drop(go_write);
                 return Err(fail(format!("cannot start it: {e}")));
             }
         };
@@ -264,12 +244,10 @@ impl Applier {
             // Best effort: without the record an interrupted run is only not stopped.
             let _ = self.write_atomic(Path::new(RUNNING), &json);
         }
-        // SAFETY: one byte from a valid buffer to the descriptor this function
-        // created, then closed.
-        unsafe {
-            libc::write(go_write, b"\n".as_ptr().cast(), 1);
-            libc::close(go_write);
-        }
+        // One line to the descriptor this function created, then closed. A failed
+        // write leaves the shell reading end-of-file: it exits, and the command
+        // fails below.
+        let _ = std::fs::File::from(go_write).write(b"\n");
         let mut next_note = Duration::from_secs(15);
         let status = loop {
             match child.try_wait() {
@@ -364,7 +342,8 @@ impl Applier {
 
     /// Stops a regenerator that an interrupted passthru left running (see the
     /// module's documentation): SIGTERM to its process group, SIGKILL after
-    /// [`STOP_GRACE`]. Its output is replaced anyway by the regeneration that follows.
+    /// `STOP_GRACE` (30 seconds). Its output is replaced anyway by the regeneration
+    /// that follows.
     pub fn stop_interrupted(&self, progress: &mut dyn FnMut(&str)) -> Result<(), ApplyError> {
         let Ok(Some(text)) = self.root().read_optional(RUNNING) else {
             return Ok(());
@@ -381,11 +360,9 @@ impl Applier {
             let mut deadline = Instant::now() + STOP_GRACE;
             let mut signal = libc::SIGTERM;
             loop {
-                // SAFETY: kill has no memory preconditions; a negative pid names the
-                // process group the regenerator was started in.
-                unsafe {
-                    libc::kill(-r.pid, signal);
-                }
+                // A negative pid names the process group the regenerator was started
+                // in; one already gone is what the loop waits for.
+                let _ = super::sys::send_signal(-r.pid, signal);
                 std::thread::sleep(Duration::from_millis(200));
                 if !self.group_alive(r.pid) {
                     break;

@@ -270,8 +270,7 @@ impl Applier {
         if target == named {
             return Ok(target);
         }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = super::sys::geteuid();
         let whose = |uid: u32| {
             if uid == 0 {
                 "root".to_string()
@@ -505,13 +504,7 @@ fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
     use std::os::unix::ffi::OsStrExt;
     let p = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let n = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len > 0).then(|| {
-        buf.truncate(len as usize);
-        buf
-    })
+    super::sys::getxattr(&p, &n)
 }
 
 pub(super) fn xattr_set(path: &Path, name: &str, value: &[u8]) {
@@ -522,15 +515,6 @@ pub(super) fn xattr_set(path: &Path, name: &str, value: &[u8]) {
     ) else {
         return;
     };
-    // SAFETY: valid NUL-terminated strings and a value of the given length. A
-    // failure (no SELinux) leaves the default label, as a new file would have.
-    unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        );
-    }
+    // A failure (no SELinux) leaves the default label, as a new file would have.
+    let _ = super::sys::setxattr(&p, &n, value);
 }

@@ -21,7 +21,6 @@
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -119,8 +118,7 @@ impl HostLock {
                 }
             })?;
         let meta = file.metadata().map_err(io)?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = super::sys::geteuid();
         if !meta.is_file() || meta.uid() != me {
             return Err(LockError::Untrusted {
                 path,
@@ -129,13 +127,7 @@ impl HostLock {
         }
         let deadline = Instant::now() + wait;
         let mut told = false;
-        loop {
-            // SAFETY: flock on a descriptor this function owns; no memory involved.
-            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if r == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
+        while let Err(e) = super::sys::flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(io(e));
             }
@@ -177,8 +169,8 @@ impl HostLock {
     /// other VMs of their own devices). [`HostLock::retake`] takes it back before
     /// the command changes the host again.
     pub fn release(&self) {
-        // SAFETY: flock on a descriptor this value owns; no memory involved.
-        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        // Unlocking a descriptor this value owns cannot fail in a way to act on.
+        let _ = super::sys::flock(&self.file, libc::LOCK_UN);
     }
 
     /// Takes the lock back after [`HostLock::release`], waiting as long as another
@@ -188,12 +180,9 @@ impl HostLock {
     pub fn retake(&self, waiting: &mut dyn FnMut(&str)) -> Result<(), LockError> {
         let mut next_note = Instant::now();
         loop {
-            // SAFETY: flock on a descriptor this value owns; no memory involved.
-            let r = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if r == 0 {
+            let Err(e) = super::sys::flock(&self.file, libc::LOCK_EX | libc::LOCK_NB) else {
                 return self.write_record();
-            }
-            let e = std::io::Error::last_os_error();
+            };
             if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(LockError::Io {
                     path: self.path.clone(),

@@ -23,6 +23,7 @@ pub mod qmp;
 pub mod report;
 pub mod safe_path;
 pub mod spec;
+pub(crate) mod sys;
 pub mod sysfs_child;
 pub mod vm_session;
 
@@ -354,10 +355,9 @@ impl Attributes {
 /// 64 random bits from the kernel (`getrandom`), for names nobody can predict.
 fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
-    // SAFETY: the buffer is valid for its length; flags 0 blocks only until the
-    // kernel's pool is initialised, which it is long before passthru runs.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != 8 {
+    // Flags 0 block only until the kernel's pool is initialised, which it is long
+    // before passthru runs.
+    if !matches!(sys::getrandom(&mut buf), Ok(8)) {
         // No getrandom (very old kernels): time and pid are unique enough, as
         // O_EXCL refuses a name that exists anyway.
         let t = std::time::SystemTime::now()

@@ -98,8 +98,7 @@ mod tests {
 
     #[test]
     fn a_root_owned_directory_under_a_sticky_one_is_kept() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::apply::sys::is_root() {
             eprintln!("SKIPPED a_root_owned_directory_under_a_sticky_one_is_kept: not root");
             return;
         }

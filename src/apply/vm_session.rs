@@ -28,10 +28,10 @@
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::qmp::Qmp;
+use super::sys::{self, own_affinity, set_affinity};
 use super::{Applier, ApplyError};
 use crate::host::cpu::parse_cpu_list;
 use crate::host::pci::PciAddress;
@@ -166,103 +166,36 @@ pub struct RunOutcome {
 // ---------------------------------------------------------------------------------------
 // Signals: SIGINT, SIGTERM and SIGHUP are recorded, never fatal, while a VM runs.
 
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
-static SIGNALS: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    // Only atomics: async-signal-safe.
-    SIGNAL.store(sig, Ordering::SeqCst);
-    SIGNALS.fetch_add(1, Ordering::SeqCst);
-}
-
 /// Asks a running [`run`] to stop the VM, as SIGTERM would (for embedding and tests).
 pub fn request_stop() {
-    on_signal(libc::SIGTERM);
+    sys::record_signal(libc::SIGTERM);
 }
 
 /// Catches the stop signals while alive; restores the previous handlers on drop.
 struct SignalGuard {
-    old: Vec<(libc::c_int, libc::sigaction)>,
+    old: sys::PreviousActions,
 }
 
 impl SignalGuard {
     fn install() -> Self {
-        SIGNAL.store(0, Ordering::SeqCst);
-        SIGNALS.store(0, Ordering::SeqCst);
-        let mut old = Vec::new();
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            // SAFETY: sigaction is called with a zeroed (valid) struct whose handler is
-            // an `extern "C" fn(c_int)` that only touches atomics, and a valid out
-            // pointer for the previous action.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-                action.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
-                let mut previous: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, &action, &mut previous) == 0 {
-                    old.push((sig, previous));
-                }
-            }
+        Self {
+            old: sys::catch_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]),
         }
-        Self { old }
     }
 
     fn received() -> (i32, usize) {
-        (
-            SIGNAL.load(Ordering::SeqCst),
-            SIGNALS.load(Ordering::SeqCst),
-        )
+        sys::signals_received()
     }
 }
 
 impl Drop for SignalGuard {
     fn drop(&mut self) {
-        for (sig, previous) in &self.old {
-            // SAFETY: restores an action sigaction itself returned.
-            unsafe {
-                libc::sigaction(*sig, previous, std::ptr::null_mut());
-            }
-        }
+        sys::restore_signals(&self.old);
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // Pinning: the affinity [`pin_plan`] decides, set on QEMU's threads.
-
-/// The CPUs the calling thread may run on.
-fn own_affinity() -> Vec<u32> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|c| libc::CPU_ISSET(*c, &set))
-            .filter_map(|c| u32::try_from(c).ok())
-            .collect()
-    }
-}
-
-/// Sets the affinity of one thread (a Linux thread id).
-fn set_affinity(tid: i32, cpus: &[u32]) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data, CPU_SET is given indexes below CPU_SETSIZE, and
-    // sched_setaffinity reads exactly the set's size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for c in cpus {
-            let c = *c as usize;
-            if c < libc::CPU_SETSIZE as usize {
-                libc::CPU_SET(c, &mut set);
-            }
-        }
-        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
 
 /// Pins QEMU's threads; returns the line to print.
 fn pin(root: &HostRoot, plan: &VmPlan, pid: u32, threads: &[VcpuThread]) -> String {
@@ -321,10 +254,8 @@ fn stop_child(child: &mut Child, grace: Duration) {
         return;
     }
     if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: kill has no memory preconditions; pid is our own child's.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        // Our own child's pid; one that already exited is what the wait below sees.
+        let _ = sys::send_signal(pid, libc::SIGTERM);
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
@@ -799,10 +730,8 @@ fn wait(
                     }
                     _ => {
                         progress(&format!("{}: stopping QEMU (SIGTERM)", signal_name(sig)));
-                        // SAFETY: kill has no memory preconditions; pid is our child's.
-                        unsafe {
-                            libc::kill(pid, libc::SIGTERM);
-                        }
+                        // Our child's pid; the stage below waits for it to go.
+                        let _ = sys::send_signal(pid, libc::SIGTERM);
                         Stage::Quitting(now + Duration::from_secs(10))
                     }
                 }
@@ -811,10 +740,7 @@ fn wait(
                 progress("the guest did not power down: telling QEMU to quit");
                 let quit = qmp.as_mut().map(|q| q.quit());
                 if !matches!(quit, Some(Ok(()))) {
-                    // SAFETY: as above.
-                    unsafe {
-                        libc::kill(pid, libc::SIGTERM);
-                    }
+                    let _ = sys::send_signal(pid, libc::SIGTERM);
                 }
                 Stage::Quitting(now + Duration::from_secs(10))
             }

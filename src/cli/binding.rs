@@ -55,8 +55,7 @@ pub(super) fn require_live(root: &HostRoot, what: &str) -> anyhow::Result<()> {
     if !root.is_system() {
         bail!("{what} changes the running host: --root works only with --dry-run");
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::apply::sys::is_root() {
         bail!(
             "{what} changes the kernel's driver bindings: run it as root (sudo passthru {what} …)"
         );

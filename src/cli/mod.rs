@@ -383,10 +383,7 @@ enum VmAction {
 pub fn main() -> ExitCode {
     // Behave like other Unix filters when the reader goes away (`passthru list | head`):
     // end quietly instead of reporting a broken pipe.
-    // SAFETY: called first thing in main, before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    crate::apply::sys::default_sigpipe();
     let args: Vec<OsString> = std::env::args_os().collect();
     if args
         .get(1)
@@ -401,8 +398,7 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::apply::sys::is_root() {
         // Tools run by name as root are found only where no one else can write (see
         // `apply::safe_path`). Single-threaded still: nothing reads the environment
         // concurrently.
@@ -492,8 +488,7 @@ fn host_lock(
     root: &HostRoot,
 ) -> anyhow::Result<Result<Option<crate::apply::lock::HostLock>, crate::apply::lock::LockError>> {
     use crate::apply::lock::{HostLock, LockError, WAIT};
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if !changes_host(&cli.command, root.is_system()) || unsafe { libc::geteuid() } != 0 {
+    if !changes_host(&cli.command, root.is_system()) || !crate::apply::sys::is_root() {
         return Ok(Ok(None));
     }
     let command: Vec<String> = std::env::args()

@@ -296,11 +296,7 @@ fn kvm_node(root: &HostRoot) -> KvmNode {
 
 /// `KVM_GET_API_VERSION` (`_IO(KVMIO, 0x00)`, KVMIO = 0xAE): proves the node is KVM.
 fn kvm_api_version(file: &std::fs::File) -> Option<i32> {
-    use std::os::fd::AsRawFd;
-    const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
-    // SAFETY: the fd is open for the call's duration; this ioctl writes no memory and
-    // its argument must be 0 (KVM answers EINVAL otherwise).
-    let v = unsafe { libc::ioctl(file.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
+    let v = crate::apply::sys::kvm_get_api_version(file);
     (v >= 0).then_some(v)
 }
 

@@ -801,7 +801,7 @@ impl HostDir<'_> {
     /// Reads the small file `name` (a sysfs attribute) with one `open` and, for
     /// sysfs attributes and small captured files, one `read`: no `stat` for a size
     /// hint, no second read to see end-of-file unless the first one filled the
-    /// buffer. `Ok(None)` when the file does not exist. At most [`ATTR_CAP`] bytes.
+    /// buffer. `Ok(None)` when the file does not exist. At most `ATTR_CAP` (64 KiB).
     pub fn read_attr(&self, name: &CStr) -> Result<Option<Vec<u8>>, HostError> {
         let mut file = match self.open_file(name) {
             Ok(f) => f,
@@ -911,25 +911,17 @@ fn c_path(path: &Path) -> io::Result<CString> {
 }
 
 /// Opening paths inside a directory as if it were `/` (see the module doc), and the
-/// few descriptor-relative calls that go with it. The unsafe system calls of the host
-/// root live here, one small function each.
+/// few descriptor-relative calls that go with it (their system calls are the safe
+/// wrappers of [`crate::apply::sys`]).
 pub(crate) mod resolve_in_root {
     use super::{c_path, components_rev, MAX_SYMLINKS};
+    use crate::apply::sys;
     use std::ffi::{CStr, OsStr, OsString};
     use std::fs::File;
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::atomic::{AtomicU8, Ordering};
-
-    /// `struct open_how` of `<linux/openat2.h>` (its first version, 24 bytes).
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
 
     /// Whether `openat2` works here: 0 not yet known, 1 yes, 2 no.
     static OPENAT2: AtomicU8 = AtomicU8::new(0);
@@ -942,97 +934,15 @@ pub(crate) mod resolve_in_root {
     /// `path` as if `dir` were `/`, so that no absolute link, `..` or `/proc` magic
     /// link leads out of it.
     fn openat2_in_root(dir: &File, path: &CStr, flags: libc::c_int) -> io::Result<File> {
-        let how = OpenHow {
-            // The flags are a bit set; the sign bit is not one of them.
-            flags: u64::from((flags | libc::O_CLOEXEC) as u32),
-            mode: 0,
-            resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-        };
-        // SAFETY: `dir` is an open descriptor borrowed for the call, `path` is
-        // NUL-terminated, and `how` is a live `open_how` whose exact size is passed;
-        // the kernel only reads these. The result is a new descriptor or -1.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                path.as_ptr(),
-                &raw const how,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::other("bad descriptor"))?;
-        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+        sys::openat2(
+            dir,
+            path,
+            flags,
+            libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+        )
     }
 
-    /// `openat(dir, name, flags | O_CLOEXEC)`.
-    pub(crate) fn openat(dir: &File, name: &CStr, flags: libc::c_int) -> io::Result<File> {
-        // SAFETY: `dir` is an open descriptor and `name` NUL-terminated; the result is
-        // a new descriptor or -1.
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    /// `readlinkat(dir, name)`; with an empty `name`, the target of the link that
-    /// `dir` itself is (opened `O_PATH | O_NOFOLLOW`).
-    pub(crate) fn read_link(dir: &File, name: &CStr) -> io::Result<PathBuf> {
-        let mut buf = [0u8; libc::PATH_MAX as usize];
-        // SAFETY: `buf` is valid for `buf.len()` bytes, `name` is NUL-terminated and
-        // `dir` an open descriptor.
-        let n = unsafe {
-            libc::readlinkat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        if n == buf.len() {
-            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-        }
-        Ok(PathBuf::from(OsStr::from_bytes(&buf[..n])))
-    }
-
-    /// The metadata of `name` in `dir` itself (`fstatat` with `AT_SYMLINK_NOFOLLOW`).
-    pub(crate) fn stat_at(dir: &File, name: &CStr) -> io::Result<libc::stat> {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `st` is valid for one `struct stat`, which the call fills on
-        // success; `name` is NUL-terminated and `dir` an open descriptor.
-        let rc = unsafe {
-            libc::fstatat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                st.as_mut_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fstatat` returned 0, so it wrote the whole struct.
-        Ok(unsafe { st.assume_init() })
-    }
-
-    /// `fstat(file)`: the type and size of an open file, one system call.
-    pub(crate) fn fstat(file: &File) -> io::Result<libc::stat> {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `st` is valid for one `struct stat`, which the call fills on
-        // success; `file` is an open descriptor.
-        let rc = unsafe { libc::fstat(file.as_raw_fd(), st.as_mut_ptr()) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fstat` returned 0, so it wrote the whole struct.
-        Ok(unsafe { st.assume_init() })
-    }
+    pub(crate) use sys::{fstat, fstatat as stat_at, openat, readlinkat as read_link};
 
     /// The entries of the directory `dir` (opened for reading), without `.` and
     /// `..`: each name with its `d_type` (`libc::DT_REG`, `DT_DIR`, `DT_LNK`, … or
@@ -1044,17 +954,7 @@ pub(crate) mod resolve_in_root {
         let mut buf = [0u8; 4096];
         let mut out = Vec::new();
         loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is what
-            // the kernel may fill; `dir` is an open descriptor.
-            let n = unsafe {
-                libc::syscall(
-                    libc::SYS_getdents64,
-                    dir.as_raw_fd(),
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                )
-            };
-            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            let n = sys::getdents64(dir, &mut buf)?;
             if n == 0 {
                 return Ok(out);
             }
@@ -1154,22 +1054,21 @@ pub(crate) mod resolve_in_root {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use crate::testing;
 
     #[test]
     fn resolves_links_inside_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let root = HostRoot::new(dir.path());
-        std::fs::create_dir_all(dir.path().join("sys/devices/pci0000:00/0000:00:01.0")).unwrap();
-        std::fs::create_dir_all(dir.path().join("sys/bus/pci/devices")).unwrap();
+        testing::mkdir(dir.path().join("sys/devices/pci0000:00/0000:00:01.0"));
+        testing::mkdir(dir.path().join("sys/bus/pci/devices"));
         // relative link, as the kernel makes them
-        symlink(
+        testing::symlink(
             "../../../devices/pci0000:00/0000:00:01.0",
             dir.path().join("sys/bus/pci/devices/0000:00:01.0"),
-        )
-        .unwrap();
+        );
         // absolute link, as a capture might hold: must stay inside the root
-        symlink("/sys/devices/pci0000:00", dir.path().join("sys/abs")).unwrap();
+        testing::symlink("/sys/devices/pci0000:00", dir.path().join("sys/abs"));
         assert_eq!(
             root.resolve("sys/bus/pci/devices/0000:00:01.0").unwrap(),
             PathBuf::from("/sys/devices/pci0000:00/0000:00:01.0")
@@ -1185,10 +1084,10 @@ mod tests {
     #[test]
     fn recording_keeps_what_was_read_and_the_links_on_the_way() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("sys/devices/d")).unwrap();
-        std::fs::write(dir.path().join("sys/devices/d/vendor"), "0x8086\n").unwrap();
-        std::fs::write(dir.path().join("sys/devices/d/class"), "0x030000\n").unwrap();
-        symlink("devices/d", dir.path().join("sys/link")).unwrap();
+        testing::mkdir(dir.path().join("sys/devices/d"));
+        testing::write(dir.path().join("sys/devices/d/vendor"), "0x8086\n");
+        testing::write(dir.path().join("sys/devices/d/class"), "0x030000\n");
+        testing::symlink("devices/d", dir.path().join("sys/link"));
         let root = HostRoot::new(dir.path()).recording();
         assert_eq!(root.read_to_string("sys/link/vendor").unwrap(), "0x8086\n");
         assert_eq!(root.list_dir("sys/link").unwrap(), ["class", "vendor"]);
@@ -1213,12 +1112,12 @@ mod tests {
     fn a_directory_opened_once_records_what_is_read_in_it() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("sys/devices/d");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("vendor"), "0x8086\n").unwrap();
-        std::fs::write(d.join("class"), "0x030000\n").unwrap();
-        std::fs::write(d.join("reset"), "").unwrap();
-        symlink("../../bus/pci/drivers/i915", d.join("driver")).unwrap();
-        symlink("devices/d", dir.path().join("sys/link")).unwrap();
+        testing::mkdir(&d);
+        testing::write(d.join("vendor"), "0x8086\n");
+        testing::write(d.join("class"), "0x030000\n");
+        testing::write(d.join("reset"), "");
+        testing::symlink("../../bus/pci/drivers/i915", d.join("driver"));
+        testing::symlink("devices/d", dir.path().join("sys/link"));
         let root = HostRoot::new(dir.path()).recording();
         let opened = root.open_host_dir("sys/link", true).unwrap();
         assert_eq!(
@@ -1263,14 +1162,10 @@ mod tests {
     #[test]
     fn a_directory_opened_once_reads_only_regular_files_inside_it() {
         let (dir, outside) = hostile_tree();
-        std::fs::write(outside.path().join("vendor"), "0x1234\n").unwrap();
+        testing::write(outside.path().join("vendor"), "0x1234\n");
         let x = dir.path().join("sys/devices/x");
-        symlink(outside.path().join("vendor"), x.join("device")).unwrap();
-        assert!(std::process::Command::new("mkfifo")
-            .arg(x.join("class"))
-            .status()
-            .unwrap()
-            .success());
+        testing::symlink(outside.path().join("vendor"), x.join("device"));
+        testing::mkfifo(x.join("class"));
         let root = HostRoot::new(dir.path());
         let opened = root.open_host_dir("etc/dev", true).unwrap();
         assert_eq!(
@@ -1305,8 +1200,8 @@ mod tests {
     #[test]
     fn dotdot_never_leaves_the_root() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("a")).unwrap();
-        symlink("../../../../a", dir.path().join("up")).unwrap();
+        testing::mkdir(dir.path().join("a"));
+        testing::symlink("../../../../a", dir.path().join("up"));
         let root = HostRoot::new(dir.path());
         assert_eq!(root.resolve("up").unwrap(), PathBuf::from("/a"));
     }
@@ -1314,8 +1209,8 @@ mod tests {
     #[test]
     fn link_loops_are_errors_not_hangs() {
         let dir = tempfile::tempdir().unwrap();
-        symlink("b", dir.path().join("a")).unwrap();
-        symlink("a", dir.path().join("b")).unwrap();
+        testing::symlink("b", dir.path().join("a"));
+        testing::symlink("a", dir.path().join("b"));
         let root = HostRoot::new(dir.path());
         let err = root.resolve("a").unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
@@ -1339,16 +1234,16 @@ mod tests {
     /// root) and kernel-style links inside it; `outside` holds what must not be read.
     fn hostile_tree() -> (tempfile::TempDir, tempfile::TempDir) {
         let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), "outside\n").unwrap();
-        std::fs::create_dir(outside.path().join("d")).unwrap();
-        std::fs::write(outside.path().join("d/f"), "outside\n").unwrap();
+        testing::write(outside.path().join("secret"), "outside\n");
+        testing::mkdir(outside.path().join("d"));
+        testing::write(outside.path().join("d/f"), "outside\n");
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        std::fs::create_dir_all(r.join("proc")).unwrap();
-        std::fs::create_dir_all(r.join("etc/d")).unwrap();
-        std::fs::create_dir_all(r.join("sys/devices/x")).unwrap();
-        std::fs::write(r.join("sys/devices/x/vendor"), "0x8086\n").unwrap();
-        std::fs::write(r.join("etc/d/f"), "inside\n").unwrap();
+        testing::mkdir(r.join("proc"));
+        testing::mkdir(r.join("etc/d"));
+        testing::mkdir(r.join("sys/devices/x"));
+        testing::write(r.join("sys/devices/x/vendor"), "0x8086\n");
+        testing::write(r.join("etc/d/f"), "inside\n");
         let abs = outside.path().join("secret");
         let climb = format!(
             "{}{}",
@@ -1356,14 +1251,14 @@ mod tests {
             outside.path().strip_prefix("/").unwrap().display()
         );
         // Absolute: means <root><abs>, which does not exist.
-        symlink(&abs, r.join("proc/cmdline")).unwrap();
+        testing::symlink(&abs, r.join("proc/cmdline"));
         // Climbing: `..` stops at the root, so this means <root><outside>/secret.
-        symlink(format!("{climb}/secret"), r.join("proc/cpuinfo")).unwrap();
-        symlink(format!("{climb}/d"), r.join("etc/climb")).unwrap();
-        symlink("/etc/d", r.join("etc/abs")).unwrap();
-        symlink("../../../../../../../../etc/d", r.join("etc/up")).unwrap();
-        symlink("devices/x", r.join("sys/link")).unwrap();
-        symlink("../sys/devices/x", r.join("etc/dev")).unwrap();
+        testing::symlink(format!("{climb}/secret"), r.join("proc/cpuinfo"));
+        testing::symlink(format!("{climb}/d"), r.join("etc/climb"));
+        testing::symlink("/etc/d", r.join("etc/abs"));
+        testing::symlink("../../../../../../../../etc/d", r.join("etc/up"));
+        testing::symlink("devices/x", r.join("sys/link"));
+        testing::symlink("../sys/devices/x", r.join("etc/dev"));
         (dir, outside)
     }
 
@@ -1433,7 +1328,7 @@ mod tests {
             root.metadata().unwrap().ino()
         );
         // Loops end.
-        symlink("loop", dir.path().join("loop")).unwrap();
+        testing::symlink("loop", dir.path().join("loop"));
         assert_eq!(
             resolve_in_root::walk(&root, Path::new("loop"), libc::O_RDONLY)
                 .unwrap_err()
@@ -1446,15 +1341,11 @@ mod tests {
     fn only_regular_files_are_read_and_reads_are_capped() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        testing::mkfifo(&fifo);
         // The machine's /dev/zero, reached from inside the root: in the root it
         // means <root>/dev/zero, absent; and a device node there is refused.
-        symlink("/dev/zero", dir.path().join("zero")).unwrap();
-        std::fs::write(dir.path().join("big"), vec![b'x'; 5000]).unwrap();
+        testing::symlink("/dev/zero", dir.path().join("zero"));
+        testing::write(dir.path().join("big"), vec![b'x'; 5000]);
         let root = HostRoot::new(dir.path());
         let e = root.read_bytes("fifo").unwrap_err();
         assert!(e.source.to_string().contains("FIFO"), "{e:?}");

@@ -562,13 +562,14 @@ pub(crate) mod in_memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
 
     #[test]
     fn a_view_gathered_holds_what_the_root_had() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("etc/default/grub.d")).unwrap();
-        std::fs::write(dir.path().join("etc/default/grub"), "GRUB_TIMEOUT=5\n").unwrap();
-        std::fs::write(dir.path().join("etc/default/grub.d/a.cfg"), "X=1\n").unwrap();
+        testing::mkdir(dir.path().join("etc/default/grub.d"));
+        testing::write(dir.path().join("etc/default/grub"), "GRUB_TIMEOUT=5\n");
+        testing::write(dir.path().join("etc/default/grub.d/a.cfg"), "X=1\n");
         let root = HostRoot::new(dir.path());
         let view = FileView::gather(
             &root,

@@ -24,7 +24,7 @@ use crate::host::root::HostRoot;
 type DevNo = (u32, u32);
 
 fn dev_no(rdev: u64) -> DevNo {
-    (libc::major(rdev), libc::minor(rdev))
+    crate::apply::sys::major_minor(rdev)
 }
 
 /// Parses `MAJ:MIN`.
@@ -247,7 +247,7 @@ mod tests {
     /// sdc (8:32) unused, and a swap file.
     #[test]
     fn host_disks_are_refused_unless_allowed() {
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::apply::sys::is_root() {
             eprintln!("SKIPPED host_disks_are_refused_unless_allowed: needs root (mknod)");
             return;
         }

@@ -464,6 +464,8 @@ pub fn device_name(prefix: &str, index: usize) -> String {
 
 /// The QEMU command line. vCPU pinning is not a QEMU option: `vm run` pins the vCPU
 /// threads (found through QMP) to [`PinningPlan::vcpus`] after start.
+///
+/// [`PinningPlan::vcpus`]: crate::vm::pinning::PinningPlan::vcpus
 pub fn qemu_argv(plan: &VmPlan) -> Vec<String> {
     let spec = &plan.spec;
     let p = &plan.pinning;

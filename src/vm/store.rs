@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use super::spec::{SpecError, VmSpec};
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    crate::apply::sys::is_root()
 }
 
 fn home_dir(xdg: &str, fallback: &str) -> PathBuf {

@@ -249,6 +249,7 @@ fn parse_dmesg_line(line: &str) -> Option<LogLine> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::testing;
 
     fn texts(log: &KernelLog) -> Vec<&str> {
         log.lines.iter().map(|l| l.text.as_str()).collect()
@@ -344,12 +345,11 @@ mod tests {
     #[test]
     fn reads_a_captured_kmsg_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("dev")).unwrap();
-        std::fs::write(
+        testing::mkdir(dir.path().join("dev"));
+        testing::write(
             dir.path().join("dev/kmsg"),
             "6,1234,81810,-;DMAR: IOMMU enabled\n[    0.861114] DMAR: Intel(R) Virtualization Technology for Directed I/O\n",
-        )
-        .unwrap();
+        );
         let root = HostRoot::new(dir.path());
         let log = KernelLog::read(&root).unwrap().unwrap();
         assert_eq!(log.lines.len(), 2);
@@ -369,15 +369,11 @@ mod tests {
             .wait()
             .unwrap()
             .is_none());
-        std::fs::write(dir.path().join("dev/kmsg"), vec![b'x'; 10]).unwrap();
+        testing::write(dir.path().join("dev/kmsg"), vec![b'x'; 10]);
         let fifo = dir.path().join("dev/fifo");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
-        std::fs::remove_file(dir.path().join("dev/kmsg")).unwrap();
-        std::fs::rename(&fifo, dir.path().join("dev/kmsg")).unwrap();
+        testing::mkfifo(&fifo);
+        testing::remove(dir.path().join("dev/kmsg"));
+        testing::mv(&fifo, dir.path().join("dev/kmsg"));
         let e = KernelLog::read_in_background(&root).wait().unwrap_err();
         assert!(e.path.ends_with("dev/kmsg"), "{e}");
     }
@@ -394,7 +390,8 @@ mod tests {
         let Ok(meta) = std::fs::metadata(root.path("dev/kmsg")) else {
             return;
         };
-        let real_kmsg = meta.file_type().is_char_device() && meta.rdev() == libc::makedev(1, 11);
+        let real_kmsg =
+            meta.file_type().is_char_device() && meta.rdev() == crate::apply::sys::makedev(1, 11);
         match KernelLog::read(&root) {
             Ok(Some(log)) => {
                 if real_kmsg {

@@ -551,22 +551,22 @@ pub fn read_all(root: &HostRoot) -> Result<Vec<PciDevice>, PciError> {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use crate::testing;
     use std::io;
-    use std::os::unix::fs::symlink;
 
     /// Writes one device directory under `sys/devices/<real>` with the given attribute
     /// files, and the `sys/bus/pci/devices/<address>` link to it, relative as the
     /// kernel makes it.
     fn add_device(root: &Path, real: &str, files: &[(&str, &str)]) {
         let dir = root.join("sys/devices").join(real);
-        std::fs::create_dir_all(&dir).unwrap();
+        testing::mkdir(&dir);
         for (name, content) in files {
-            std::fs::write(dir.join(name), content).unwrap();
+            testing::write(dir.join(name), content);
         }
         let bus = root.join("sys/bus/pci/devices");
-        std::fs::create_dir_all(&bus).unwrap();
+        testing::mkdir(&bus);
         let address = real.rsplit('/').next().unwrap();
-        symlink(format!("../../../devices/{real}"), bus.join(address)).unwrap();
+        testing::symlink(format!("../../../devices/{real}"), bus.join(address));
     }
 
     /// Links `driver` and `iommu_group` the way sysfs does, relative to the device
@@ -575,15 +575,14 @@ mod tests {
         let dir = root.join("sys/devices").join(real);
         let up = "../".repeat(real.split('/').count() + 1);
         let drv = root.join("sys/bus/pci/drivers").join(driver);
-        std::fs::create_dir_all(&drv).unwrap();
-        symlink(format!("{up}bus/pci/drivers/{driver}"), dir.join("driver")).unwrap();
+        testing::mkdir(&drv);
+        testing::symlink(format!("{up}bus/pci/drivers/{driver}"), dir.join("driver"));
         let grp = root.join("sys/kernel/iommu_groups").join(group.to_string());
-        std::fs::create_dir_all(&grp).unwrap();
-        symlink(
+        testing::mkdir(&grp);
+        testing::symlink(
             format!("{up}kernel/iommu_groups/{group}"),
             dir.join("iommu_group"),
-        )
-        .unwrap();
+        );
     }
 
     /// A desktop: an Intel root port 00:01.0 with an RTX 3070 (GPU + HDMI audio
@@ -712,8 +711,8 @@ mod tests {
         // Two broken devices, one early and one late in the listing: the error is
         // the first one's, as on one thread.
         let broken = |d: &PciDevice| tmp.path().join(d.sysfs_path.strip_prefix("/").unwrap());
-        std::fs::write(broken(&all[n - 3]).join("class"), "0xlate\n").unwrap();
-        std::fs::write(broken(&all[5]).join("class"), "0xearly\n").unwrap();
+        testing::write(broken(&all[n - 3]).join("class"), "0xlate\n");
+        testing::write(broken(&all[5]).join("class"), "0xearly\n");
         for _ in 0..5 {
             let err = read_all(&root).unwrap_err();
             assert!(err.to_string().contains("0xearly"), "{err}");
@@ -789,14 +788,14 @@ mod tests {
         let tmp = desktop();
         let dir = tmp.path().join("sys/devices/pci0000:00/0000:00:03.0");
         let rel = Path::new("/sys/devices/pci0000:00/0000:00:03.0");
-        std::fs::write(dir.join("reset_method"), "\n").unwrap();
+        testing::write(dir.join("reset_method"), "\n");
         let d = read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).unwrap();
         assert_eq!(d.reset_methods, Some(vec![]));
         assert!(!d.has_reset);
 
         // A pre-5.15 kernel: no reset_method, but a write-only `reset` file.
-        std::fs::remove_file(dir.join("reset_method")).unwrap();
-        std::fs::write(dir.join("reset"), "").unwrap();
+        testing::remove(dir.join("reset_method"));
+        testing::write(dir.join("reset"), "");
         let d = read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).unwrap();
         assert_eq!(d.reset_methods, None);
         assert!(d.has_reset);
@@ -809,8 +808,8 @@ mod tests {
             .path()
             .join("sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0");
         let rel = Path::new("/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0");
-        std::fs::write(dir.join("numa_node"), "1\n").unwrap();
-        std::fs::write(dir.join("boot_vga"), "1\n").unwrap();
+        testing::write(dir.join("numa_node"), "1\n");
+        testing::write(dir.join("boot_vga"), "1\n");
         let d = read_device_dir(&HostRoot::new(tmp.path()), addr("0000:01:00.0"), rel).unwrap();
         assert_eq!(d.numa_node, Some(1));
         assert_eq!(d.boot_vga, Some(true));
@@ -822,16 +821,16 @@ mod tests {
         let dir = tmp.path().join("sys/devices/pci0000:00/0000:00:03.0");
         let rel = Path::new("/sys/devices/pci0000:00/0000:00:03.0");
 
-        std::fs::write(dir.join("class"), "0xzz\n").unwrap();
+        testing::write(dir.join("class"), "0xzz\n");
         let err =
             read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).unwrap_err();
         assert!(matches!(err, PciError::Content { ref path, .. } if path.ends_with("class")));
         assert!(err.to_string().contains("0xzz"), "{err}");
 
-        std::fs::write(dir.join("class"), "0x1000000\n").unwrap();
+        testing::write(dir.join("class"), "0x1000000\n");
         assert!(read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).is_err());
 
-        std::fs::remove_file(dir.join("class")).unwrap();
+        testing::remove(dir.join("class"));
         let err =
             read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).unwrap_err();
         let PciError::Read(e) = err else {
@@ -845,7 +844,7 @@ mod tests {
     fn bad_group_link_is_a_content_error() {
         let tmp = desktop();
         let dir = tmp.path().join("sys/devices/pci0000:00/0000:00:03.0");
-        symlink("../../../kernel/iommu_groups/x", dir.join("iommu_group")).unwrap();
+        testing::symlink("../../../kernel/iommu_groups/x", dir.join("iommu_group"));
         let rel = Path::new("/sys/devices/pci0000:00/0000:00:03.0");
         let err =
             read_device_dir(&HostRoot::new(tmp.path()), addr("0000:00:03.0"), rel).unwrap_err();
@@ -859,13 +858,12 @@ mod tests {
     fn absolute_links_stay_in_the_root_and_odd_entries_are_skipped() {
         let tmp = desktop();
         let bus = tmp.path().join("sys/bus/pci/devices");
-        std::fs::remove_file(bus.join("0000:00:03.0")).unwrap();
-        symlink(
+        testing::remove(bus.join("0000:00:03.0"));
+        testing::symlink(
             "/sys/devices/pci0000:00/0000:00:03.0",
             bus.join("0000:00:03.0"),
-        )
-        .unwrap();
-        std::fs::create_dir(bus.join("not-a-device")).unwrap();
+        );
+        testing::mkdir(bus.join("not-a-device"));
         let all = read_all(&HostRoot::new(tmp.path())).unwrap();
         assert_eq!(all.len(), 4);
         assert_eq!(all[1].device_id, 0x11e8);
@@ -881,40 +879,35 @@ mod tests {
     fn attributes_are_read_only_from_regular_files_inside_the_root() {
         let tmp = desktop();
         let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("vendor"), "0x1234\n").unwrap();
+        testing::write(outside.path().join("vendor"), "0x1234\n");
         let dir = tmp.path().join("sys/devices/pci0000:00/0000:00:03.0");
         let rel = Path::new("/sys/devices/pci0000:00/0000:00:03.0");
         let root = HostRoot::new(tmp.path());
         // An attribute that is a link (here: out of the root) is not followed.
-        std::fs::remove_file(dir.join("revision")).unwrap();
-        symlink(outside.path().join("vendor"), dir.join("revision")).unwrap();
+        testing::remove(dir.join("revision"));
+        testing::symlink(outside.path().join("vendor"), dir.join("revision"));
         let err = read_device_dir(&root, addr("0000:00:03.0"), rel).unwrap_err();
         assert!(err.to_string().ends_with("0000:00:03.0/revision"), "{err}");
         // A FIFO is refused, not opened (opening it would block).
-        std::fs::remove_file(dir.join("revision")).unwrap();
-        assert!(std::process::Command::new("mkfifo")
-            .arg(dir.join("revision"))
-            .status()
-            .unwrap()
-            .success());
+        testing::remove(dir.join("revision"));
+        testing::mkfifo(dir.join("revision"));
         let err = read_device_dir(&root, addr("0000:00:03.0"), rel).unwrap_err();
         let PciError::Read(e) = err else {
             panic!("expected a read error, got {err}")
         };
         assert_eq!(e.source.kind(), io::ErrorKind::InvalidInput, "{e:?}");
         // Oversized attributes are refused.
-        std::fs::remove_file(dir.join("revision")).unwrap();
-        std::fs::write(dir.join("revision"), vec![b'0'; ATTR_CAP + 1]).unwrap();
+        testing::remove(dir.join("revision"));
+        testing::write(dir.join("revision"), vec![b'0'; ATTR_CAP + 1]);
         assert!(read_device_dir(&root, addr("0000:00:03.0"), rel).is_err());
         // A device directory linked from outside the root is the one inside it.
-        std::fs::remove_file(dir.join("revision")).unwrap();
+        testing::remove(dir.join("revision"));
         let bus = tmp.path().join("sys/bus/pci/devices");
-        std::fs::remove_file(bus.join("0000:00:03.0")).unwrap();
-        symlink(
+        testing::remove(bus.join("0000:00:03.0"));
+        testing::symlink(
             format!("../../../../../../../../../../..{}", dir.display()),
             bus.join("0000:00:03.0"),
-        )
-        .unwrap();
+        );
         let all = read_all(&root).unwrap();
         assert_eq!(all.len(), 3, "the link leads to nothing inside the root");
     }
@@ -923,8 +916,8 @@ mod tests {
     fn a_device_directory_that_is_itself_a_link_is_resolved_the_long_way() {
         let tmp = desktop();
         let devices = tmp.path().join("sys/devices");
-        std::fs::rename(devices.join("pci0000:00/0000:00:03.0"), devices.join("edu")).unwrap();
-        symlink("/sys/devices/edu", devices.join("pci0000:00/0000:00:03.0")).unwrap();
+        testing::mv(devices.join("pci0000:00/0000:00:03.0"), devices.join("edu"));
+        testing::symlink("/sys/devices/edu", devices.join("pci0000:00/0000:00:03.0"));
         let all = read_all(&HostRoot::new(tmp.path())).unwrap();
         assert_eq!(all.len(), 4);
         assert_eq!(all[1].device_id, 0x11e8);

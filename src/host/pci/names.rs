@@ -547,6 +547,7 @@ impl<'a> PciIds<'a> {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use crate::testing;
 
     /// Real lines of pci.ids version 2025.07.11 (the copy bundled with the `pci-ids`
     /// crate, `pciids/pci.ids`): the header, parts of the NVIDIA block, the start of
@@ -686,17 +687,15 @@ C 04  Multimedia controller
     fn a_newer_file_replaces_the_embedded_copy_and_an_older_one_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let newer = dir.path().join("newer.ids");
-        std::fs::write(
+        testing::write(
             &newer,
             EXCERPT.replace("Version: 2025.07.11", "Version: 2099.01.01"),
-        )
-        .unwrap();
+        );
         let older = dir.path().join("older.ids");
-        std::fs::write(
+        testing::write(
             &older,
             EXCERPT.replace("Version: 2025.07.11", "Version: 2023.04.10"),
-        )
-        .unwrap();
+        );
         let missing = dir.path().join("missing.ids");
 
         let n = PciNames::load_from(&[missing.clone(), newer.clone()], false);
@@ -728,11 +727,7 @@ C 04  Multimedia controller
     fn only_a_regular_pci_ids_file_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("pci.ids");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        testing::mkfifo(&fifo);
         for path in [Path::new("/dev/zero"), &fifo] {
             let err = read_ids_file(path).unwrap_err();
             assert!(err.to_string().contains("not a regular file"), "{err}");
