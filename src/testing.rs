@@ -50,6 +50,15 @@ pub(crate) fn chmod(path: impl AsRef<Path>, mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
 }
 
+/// Gives `path` to the user `uid` (the caller is root).
+#[track_caller]
+pub(crate) fn chown(path: impl AsRef<Path>, uid: u32) {
+    let path = path.as_ref();
+    // Test fixture: the owner of a file in a temporary directory.
+    std::os::unix::fs::chown(path, Some(uid), None)
+        .unwrap_or_else(|e| panic!("chown {uid} {}: {e}", path.display()));
+}
+
 /// Makes `link` a symbolic link to `target`.
 #[track_caller]
 pub(crate) fn symlink(target: impl AsRef<Path>, link: impl AsRef<Path>) {

@@ -641,7 +641,9 @@ pub(crate) const ATTR_CAP: usize = 64 << 10;
 /// opened only when the listing shows a regular file: a FIFO or device node is never
 /// opened, and an absent entry costs no further system call. The entry is then opened
 /// by its one name with `O_NOFOLLOW | O_NONBLOCK`, so it cannot lead out of the
-/// directory or block, and checked again with `fstat` on the open descriptor.
+/// directory or block, and — when someone other than root or this process's user
+/// could change the directory's entries after the listing — checked again with
+/// `fstat` on the open descriptor.
 #[derive(Debug)]
 pub struct HostDir<'r> {
     root: &'r HostRoot,
@@ -651,6 +653,9 @@ pub struct HostDir<'r> {
     fd: File,
     /// The entries and their `d_type`, sorted by name (captured trees only).
     entries: Option<Vec<(Vec<u8>, u8)>>,
+    /// Whether nobody but root and this process's user can change the directory's
+    /// entries (see [`HostDir::new`]).
+    entries_fixed: bool,
 }
 
 /// The error for an entry of a captured tree that is not a regular file, by its
@@ -700,8 +705,8 @@ impl HostRoot {
 impl<'r> HostDir<'r> {
     /// The directory `rel` of `root`, opened as `fd`: listed in a captured tree.
     fn new(root: &'r HostRoot, rel: PathBuf, fd: File) -> Result<Self, HostError> {
-        let entries = if root.is_system() {
-            None
+        let (entries, entries_fixed) = if root.is_system() {
+            (None, true)
         } else {
             let mut entries: Vec<(Vec<u8>, u8)> = resolve_in_root::list(&fd)
                 .map_err(|e| root.err(&rel, e))?
@@ -709,13 +714,23 @@ impl<'r> HostDir<'r> {
                 .map(|(name, t)| (name.into_vec(), t))
                 .collect();
             entries.sort_unstable();
-            Some(entries)
+            // Only who may write a directory can put another file under a listed
+            // name (rename, unlink, create). When that is root or this process's own
+            // user alone — owned by one of them, no write bit for group or others
+            // (an ACL granting more shows in the group bits) — the listing's types
+            // stay true and each file is opened without a second look; otherwise
+            // each opened file is checked again (`fstat`), so that a device node
+            // swapped in after the listing is never read.
+            let st = resolve_in_root::fstat(&fd).map_err(|e| root.err(&rel, e))?;
+            let owner_trusted = st.st_uid == 0 || st.st_uid == crate::apply::sys::geteuid();
+            (Some(entries), owner_trusted && st.st_mode & 0o022 == 0)
         };
         Ok(Self {
             root,
             rel,
             fd,
             entries,
+            entries_fixed,
         })
     }
 
@@ -791,9 +806,11 @@ impl HostDir<'_> {
             other => return Err(not_a_file(other)),
         }
         let file = resolve_in_root::openat(&self.fd, name, flags | libc::O_NOFOLLOW)?;
-        let st = resolve_in_root::fstat(&file)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(not_a_file(dt_of_mode(st.st_mode)));
+        if !self.entries_fixed {
+            let st = resolve_in_root::fstat(&file)?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                return Err(not_a_file(dt_of_mode(st.st_mode)));
+            }
         }
         Ok(file)
     }
@@ -1195,6 +1212,48 @@ mod tests {
         assert!(x.read_attr(c"class").is_err(), "the FIFO is still refused");
         let etc = root.open_host_dir("etc", true).unwrap();
         assert!(etc.open_subdir(c"climb").is_err(), "a link out of the root");
+    }
+
+    /// A file swapped for a FIFO after the listing: in a directory only root or this
+    /// user can change, the listing is trusted (and the FIFO, opened non-blocking,
+    /// gives nothing); in one that others can write, each opened file is checked
+    /// again and the FIFO is refused.
+    #[test]
+    fn files_swapped_after_the_listing_are_checked_where_others_can_write() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mode, checked) in [
+            ("fixed", 0o755, false),
+            ("shared", 0o777, true),
+            ("group", 0o775, true),
+        ] {
+            let d = dir.path().join(name);
+            testing::write(d.join("vendor"), "0x8086\n");
+            testing::chmod(&d, mode);
+            let root = HostRoot::new(dir.path());
+            let opened = root.open_host_dir(name, true).unwrap();
+            assert_eq!(opened.entries_fixed, !checked, "{name}");
+            testing::remove(d.join("vendor"));
+            testing::mkfifo(d.join("vendor"));
+            let read = opened.read_attr(c"vendor");
+            if checked {
+                let e = read.unwrap_err();
+                assert!(e.source.to_string().contains("FIFO"), "{name}: {e:?}");
+            } else {
+                assert_eq!(
+                    read.unwrap(),
+                    Some(Vec::new()),
+                    "{name}: a FIFO without writer"
+                );
+            }
+        }
+        // A directory of another user (as root: chown it) is checked too.
+        if crate::apply::sys::is_root() {
+            let d = dir.path().join("theirs");
+            testing::write(d.join("vendor"), "0x8086\n");
+            testing::chown(&d, 65534);
+            let root = HostRoot::new(dir.path());
+            assert!(!root.open_host_dir("theirs", true).unwrap().entries_fixed);
+        }
     }
 
     #[test]
